@@ -1,0 +1,7 @@
+// Placeholder until the postgres backend lands (issue 3).
+import { ConfigError } from "../lib/errors.ts";
+import type { Backend } from "../lib/types.ts";
+
+export function createBackend(): Backend {
+  throw new ConfigError('The "postgres" backend is not built yet');
+}

@@ -1,0 +1,306 @@
+/**
+ * Config discovery, parsing and per-resource resolution.
+ *
+ * @module
+ */
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { ConfigError, UsageError } from "./errors.ts";
+import { parseTtl } from "./duration.ts";
+import { parseIni } from "./ini.ts";
+import type { IniSections } from "./ini.ts";
+import type { BackendContext, BackendOptions } from "./types.ts";
+
+/** The backend used when the config names none. */
+export const DEFAULT_BACKEND = "sqlite";
+/** The TTL used when the config names none: one hour. */
+export const DEFAULT_TTL_SECONDS = 3600;
+
+const LOCK_KEYS = new Set(["principal", "backend", "ttl"]);
+
+/** Reads an environment variable; injectable for tests. */
+export type EnvReader = (name: string) => string | undefined;
+
+/** Where to look for the config, and the environment to look in. */
+export interface ConfigSource {
+  /** An explicit file (`-c`). It must exist. */
+  path?: string;
+  /**
+   * The environment, for `STORMLOCK_CONFIG`, `HOME` and `XDG_CONFIG_HOME`.
+   * @default Deno.env.get
+   */
+  env?: EnvReader;
+  /**
+   * The folder searched for `.stormlock.cfg`.
+   * @default Deno.cwd()
+   */
+  cwd?: string;
+}
+
+/** A parsed config file, or the empty config when none exists. */
+export interface Config {
+  /** The file read, or `undefined` when none was found. */
+  path?: string;
+  /** Every section by name. */
+  sections: IniSections;
+}
+
+/** Everything needed to open one resource's lock. */
+export interface LockSettings {
+  /** The resource name. */
+  resource: string;
+  /** Who will hold leases. */
+  principal: string;
+  /** The TTL of new and renewed leases, in seconds. */
+  ttlSeconds: number;
+  /** The backend name or plugin module specifier. */
+  backend: string;
+  /** The backend's options, from `[backend.NAME]`. */
+  backendOptions: BackendOptions;
+  /** Where the backend options came from. */
+  backendContext: BackendContext;
+  /** Problems worth telling the user that do not stop the command. */
+  warnings: string[];
+}
+
+function readEnv(env: EnvReader | undefined, name: string): string | undefined {
+  const value = (env ?? ((key: string) => Deno.env.get(key)))(name);
+  return value === "" ? undefined : value;
+}
+
+/** The user's home folder, from `HOME` (or `USERPROFILE` on Windows). */
+export function homeDir(env?: EnvReader): string | undefined {
+  return readEnv(env, "HOME") ?? readEnv(env, "USERPROFILE");
+}
+
+/**
+ * Expands a leading `~` to the home folder.
+ *
+ * @example
+ * ```ts
+ * import { expandHome } from "./config.ts";
+ * expandHome("~/x.cfg", () => "/home/ann"); // "/home/ann/x.cfg"
+ * ```
+ */
+export function expandHome(path: string, env?: EnvReader): string {
+  if (path !== "~" && !path.startsWith("~/")) return path;
+  const home = homeDir(env);
+  if (!home) {
+    throw new ConfigError(`Cannot expand "${path}": HOME is not set`);
+  }
+  return join(home, path.slice(1));
+}
+
+function exists(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    if (error instanceof Deno.errors.NotADirectory) return false;
+    throw error;
+  }
+}
+
+/**
+ * Finds the config file: `-c`, then `STORMLOCK_CONFIG`, then
+ * `./.stormlock.cfg`, `$XDG_CONFIG_HOME/stormlock.cfg` (default
+ * `~/.config`), and `~/.stormlock.cfg`.
+ *
+ * @returns The file's path, or `undefined` when no file exists.
+ * @throws {ConfigError} when an explicit file (`-c` or
+ * `STORMLOCK_CONFIG`) does not exist.
+ *
+ * @example
+ * ```ts
+ * import { findConfigFile } from "./config.ts";
+ * const path = findConfigFile({ env: () => undefined, cwd: "/nonexistent" });
+ * console.log(path); // undefined
+ * ```
+ */
+export function findConfigFile(source: ConfigSource = {}): string | undefined {
+  const cwd = source.cwd ?? Deno.cwd();
+  const explicit: Array<[string | undefined, string]> = [
+    [source.path, "-c/--config"],
+    [readEnv(source.env, "STORMLOCK_CONFIG"), "STORMLOCK_CONFIG"],
+  ];
+  for (const [given, origin] of explicit) {
+    if (given === undefined) continue;
+    const path = resolve(cwd, expandHome(given, source.env));
+    if (!exists(path)) {
+      throw new ConfigError(
+        `Config file ${path} (from ${origin}) does not exist; fix the path or create the file`,
+      );
+    }
+    return path;
+  }
+  const home = homeDir(source.env);
+  const xdg = readEnv(source.env, "XDG_CONFIG_HOME") ??
+    (home ? join(home, ".config") : undefined);
+  const candidates = [
+    join(cwd, ".stormlock.cfg"),
+    xdg && join(xdg, "stormlock.cfg"),
+    home && join(home, ".stormlock.cfg"),
+  ];
+  return candidates.find((path): path is string => !!path && exists(path));
+}
+
+/**
+ * Finds and parses the config. With no file, returns the empty config,
+ * which runs on the embedded defaults.
+ *
+ * @throws {ConfigError} when a file is missing, unreadable or malformed.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig } from "./config.ts";
+ * const config = loadConfig({ env: () => undefined, cwd: "/nonexistent" });
+ * console.log(config.sections); // {}
+ * ```
+ */
+export function loadConfig(source: ConfigSource = {}): Config {
+  const path = findConfigFile(source);
+  if (path === undefined) return { sections: {} };
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    throw new ConfigError(
+      `Cannot read config file ${path}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  return { path, sections: parseIni(text, path) };
+}
+
+/**
+ * Parses config text that is not in a file, e.g. in tests or embedders.
+ *
+ * @example
+ * ```ts
+ * import { parseConfig } from "./config.ts";
+ * const config = parseConfig("[default]\nttl = 2h\n");
+ * console.log(config.sections.default.ttl); // "2h"
+ * ```
+ */
+export function parseConfig(text: string, path?: string): Config {
+  return { path, sections: parseIni(text, path ?? "<config>") };
+}
+
+/** The default principal: `$USER@hostname`. */
+export function defaultPrincipal(env?: EnvReader): string {
+  const user = readEnv(env, "USER") ?? readEnv(env, "USERNAME") ??
+    readEnv(env, "LOGNAME") ?? "unknown";
+  let host = "localhost";
+  try {
+    host = Deno.hostname();
+  } catch {
+    // No sys permission or no hostname: the user part still identifies.
+  }
+  return `${user}@${host}`;
+}
+
+/**
+ * Resolves one resource's settings: `principal`, `backend` and `ttl` from
+ * `[RESOURCE]`, falling back to `[default]` and then to the embedded
+ * defaults; backend options from `[backend.NAME]`.
+ *
+ * @param config The loaded config.
+ * @param resource The resource name.
+ * @param env The environment, for the default principal.
+ * @throws {ConfigError} on a bad value, naming file, section and key.
+ * @throws {UsageError} on an empty resource name.
+ *
+ * @example
+ * ```ts
+ * import { parseConfig, resolveLockSettings } from "./config.ts";
+ * const config = parseConfig("[default]\nttl = 2h\nprincipal = ann\n");
+ * const settings = resolveLockSettings(config, "deploy");
+ * console.log(settings.ttlSeconds, settings.backend); // 7200 "sqlite"
+ * ```
+ */
+export function resolveLockSettings(
+  config: Config,
+  resource: string,
+  env?: EnvReader,
+): LockSettings {
+  if (resource === "") {
+    throw new UsageError("The resource name is empty; name the thing to lock");
+  }
+  const file = config.path ?? "<config>";
+  const warnings: string[] = [];
+  const lookup = (key: string): [string, string] | undefined => {
+    for (const section of [resource, "default"]) {
+      const value = config.sections[section]?.[key];
+      if (value !== undefined) return [value, section];
+    }
+    return undefined;
+  };
+
+  for (const section of new Set([resource, "default"])) {
+    for (const key of Object.keys(config.sections[section] ?? {})) {
+      if (!LOCK_KEYS.has(key)) {
+        warnings.push(
+          `${file} [${section}] ${key}: unknown key, ignored (known: principal, backend, ttl)`,
+        );
+      }
+    }
+  }
+  if (config.sections[""]) {
+    warnings.push(`${file}: keys before the first [section] are ignored`);
+  }
+
+  let ttlSeconds = DEFAULT_TTL_SECONDS;
+  const ttl = lookup("ttl");
+  if (ttl) {
+    try {
+      ttlSeconds = parseTtl(ttl[0]);
+    } catch (error) {
+      throw new ConfigError(
+        `${file} [${ttl[1]}] ttl: ${(error as Error).message}`,
+      );
+    }
+  }
+
+  const principal = lookup("principal");
+  if (principal && principal[0].trim() === "") {
+    throw new ConfigError(
+      `${file} [${
+        principal[1]
+      }] principal: it is empty; remove the key to use $USER@hostname`,
+    );
+  }
+  const backendEntry = lookup("backend");
+  const backend = backendEntry?.[0].trim() || DEFAULT_BACKEND;
+  if (backendEntry && backendEntry[0].trim() === "") {
+    throw new ConfigError(
+      `${file} [${
+        backendEntry[1]
+      }] backend: it is empty; name a backend such as sqlite or redis`,
+    );
+  }
+  const section = `backend.${backend}`;
+  return {
+    resource,
+    principal: principal?.[0].trim() ?? defaultPrincipal(env),
+    ttlSeconds,
+    backend,
+    backendOptions: { ...config.sections[section] },
+    backendContext: {
+      name: backend,
+      section,
+      configPath: config.path,
+      configDir: config.path ? dirname(config.path) : undefined,
+    },
+    warnings,
+  };
+}
+
+/** Resolves a path option against the config file's folder. */
+export function resolveConfigPath(
+  path: string,
+  context: BackendContext,
+  env?: EnvReader,
+): string {
+  const expanded = expandHome(path, env);
+  if (isAbsolute(expanded)) return expanded;
+  return resolve(context.configDir ?? Deno.cwd(), expanded);
+}

@@ -1,0 +1,172 @@
+/**
+ * Error classes. Each carries a stable `code`; only the CLI maps codes to
+ * exit statuses, so library callers can branch on `code` or `instanceof`.
+ *
+ * @module
+ */
+import type { Lease } from "./types.ts";
+
+/** Stable machine-readable error codes, one per error class. */
+export type StormlockErrorCode =
+  | "LOCK_HELD"
+  | "LEASE_NOT_HELD"
+  | "BACKEND_UNAVAILABLE"
+  | "CONFIG"
+  | "USAGE";
+
+/**
+ * Base class of every error Stormlock raises on purpose.
+ *
+ * @example Branch on the code
+ * ```ts
+ * import { StormlockError } from "./errors.ts";
+ * try {
+ *   throw new StormlockError("USAGE", "Bad input");
+ * } catch (error) {
+ *   if (error instanceof StormlockError) console.log(error.code);
+ * }
+ * ```
+ */
+export class StormlockError extends Error {
+  /** Which kind of failure this is. */
+  readonly code: StormlockErrorCode;
+
+  /**
+   * @param code The stable error code.
+   * @param message One line naming the problem and what to do.
+   * @param options Standard error options, e.g. the `cause`.
+   */
+  constructor(
+    code: StormlockErrorCode,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.code = code;
+    this.name = "StormlockError";
+  }
+}
+
+/**
+ * The lock is held by someone else. `holder` is their lease.
+ *
+ * @example
+ * ```ts
+ * import { LockHeldError } from "./errors.ts";
+ * const now = new Date();
+ * const error = new LockHeldError({
+ *   resource: "deploy", id: "0".repeat(32), principal: "ann@host",
+ *   created: now, expires: now,
+ * });
+ * console.log(error.holder.principal); // "ann@host"
+ * ```
+ */
+export class LockHeldError extends StormlockError {
+  /** The lease that currently holds the lock. */
+  readonly holder: Lease;
+
+  /** @param holder The lease that currently holds the lock. */
+  constructor(holder: Lease) {
+    super(
+      "LOCK_HELD",
+      `Lock "${holder.resource}" is held by ${holder.principal} since ${holder.created.toISOString()}, until ${holder.expires.toISOString()}`,
+    );
+    this.holder = holder;
+    this.name = "LockHeldError";
+  }
+}
+
+/**
+ * The lease is not the current one for the resource: it expired, was
+ * released, or never belonged to it. Nothing was changed.
+ *
+ * @example
+ * ```ts
+ * import { LeaseNotHeldError } from "./errors.ts";
+ * const error = new LeaseNotHeldError("deploy", "0".repeat(32));
+ * console.log(error.message);
+ * ```
+ */
+export class LeaseNotHeldError extends StormlockError {
+  /** The resource that was asked about. */
+  readonly resource: string;
+  /** The lease id that is not held. */
+  readonly leaseId: string;
+
+  /**
+   * @param resource The resource that was asked about.
+   * @param leaseId The lease id that is not held.
+   */
+  constructor(resource: string, leaseId: string) {
+    super(
+      "LEASE_NOT_HELD",
+      `Lease ${leaseId} does not hold "${resource}": it expired, was released or belongs to another resource`,
+    );
+    this.resource = resource;
+    this.leaseId = leaseId;
+    this.name = "LeaseNotHeldError";
+  }
+}
+
+/**
+ * The backend could not be reached or did not answer in time.
+ *
+ * @example
+ * ```ts
+ * import { BackendUnavailableError } from "./errors.ts";
+ * const error = new BackendUnavailableError("Redis at 127.0.0.1:6379 did not answer within 3s");
+ * console.log(error.code); // "BACKEND_UNAVAILABLE"
+ * ```
+ */
+export class BackendUnavailableError extends StormlockError {
+  /**
+   * @param message What could not be reached, and what to check.
+   * @param options Standard error options, e.g. the client's error as `cause`.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super("BACKEND_UNAVAILABLE", message, options);
+    this.name = "BackendUnavailableError";
+  }
+}
+
+/**
+ * The configuration is missing, unreadable or has a bad value.
+ *
+ * @example
+ * ```ts
+ * import { ConfigError } from "./errors.ts";
+ * const error = new ConfigError('stormlock.cfg [default] ttl: "soon" is not a duration');
+ * console.log(error.code); // "CONFIG"
+ * ```
+ */
+export class ConfigError extends StormlockError {
+  /**
+   * @param message Names the file, section and key where possible.
+   * @param options Standard error options.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super("CONFIG", message, options);
+    this.name = "ConfigError";
+  }
+}
+
+/**
+ * The caller passed a bad argument: a malformed TTL or lease id, say.
+ *
+ * @example
+ * ```ts
+ * import { UsageError } from "./errors.ts";
+ * const error = new UsageError('Bad TTL "0s": must be at least 1 second');
+ * console.log(error.code); // "USAGE"
+ * ```
+ */
+export class UsageError extends StormlockError {
+  /**
+   * @param message What is wrong with the input and what is accepted.
+   * @param options Standard error options.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super("USAGE", message, options);
+    this.name = "UsageError";
+  }
+}

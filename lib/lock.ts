@@ -1,0 +1,160 @@
+/**
+ * The lock of one resource: validation and defaults written once over any
+ * backend, and the entry point that opens a lock from config.
+ *
+ * @module
+ */
+import { loadConfig, resolveLockSettings } from "./config.ts";
+import type { ConfigSource, LockSettings } from "./config.ts";
+import { parseTtl } from "./duration.ts";
+import { assertLeaseId } from "./lease.ts";
+import { openBackend } from "./registry.ts";
+import type { Backend, Lease } from "./types.ts";
+
+/** A TTL as seconds, or as text such as `"30m"`. */
+export type Ttl = number | string;
+
+function ttlSeconds(ttl: Ttl): number {
+  if (typeof ttl === "string") return parseTtl(ttl);
+  // Numbers go through the same checks as text, so 0 or 1.5 are refused.
+  return parseTtl(`${ttl}s`);
+}
+
+/**
+ * One resource's lock on a backend, with the principal and TTL from
+ * config. Lease ids and TTLs are validated before the backend is touched.
+ *
+ * @example
+ * ```ts ignore
+ * import { openLock } from "./lock.ts";
+ * await using lock = await openLock("deploy-prod");
+ * const lease = await lock.acquire();
+ * // … the risky work …
+ * await lock.release(lease.id);
+ * ```
+ */
+export class Lock {
+  /** The backend the lock lives in. */
+  readonly backend: Backend;
+  /** The resolved settings: resource, principal, TTL, backend. */
+  readonly settings: LockSettings;
+
+  /**
+   * @param backend An open backend; the lock closes it on {@linkcode close}.
+   * @param settings The resource's resolved settings.
+   */
+  constructor(backend: Backend, settings: LockSettings) {
+    this.backend = backend;
+    this.settings = settings;
+  }
+
+  /** The resource this lock protects. */
+  get resource(): string {
+    return this.settings.resource;
+  }
+
+  /**
+   * Takes the lock.
+   * @param ttl Overrides the configured TTL.
+   * @throws {LockHeldError} with the holder's lease when it is held.
+   * @throws {UsageError} on a bad TTL.
+   */
+  acquire(ttl?: Ttl): Promise<Lease> {
+    const seconds = ttl === undefined
+      ? this.settings.ttlSeconds
+      : ttlSeconds(ttl);
+    return this.backend.acquire(
+      this.resource,
+      this.settings.principal,
+      seconds,
+    );
+  }
+
+  /**
+   * Ends a lease.
+   * @throws {LeaseNotHeldError} when it is not the current lease.
+   * @throws {UsageError} on a malformed lease id.
+   */
+  release(leaseId: string): Promise<void> {
+    return this.backend.release(this.resource, assertLeaseId(leaseId));
+  }
+
+  /**
+   * Sets a lease to expire `ttl` from now.
+   * @param ttl The new TTL; defaults to the configured TTL.
+   * @throws {LeaseNotHeldError} when it is not the current lease.
+   * @throws {UsageError} on a malformed lease id or TTL.
+   */
+  renew(leaseId: string, ttl?: Ttl): Promise<Lease> {
+    const id = assertLeaseId(leaseId);
+    const seconds = ttl === undefined
+      ? this.settings.ttlSeconds
+      : ttlSeconds(ttl);
+    return this.backend.renew(this.resource, id, seconds);
+  }
+
+  /** The live lease, or `null` when the resource is free. */
+  current(): Promise<Lease | null> {
+    return this.backend.current(this.resource);
+  }
+
+  /**
+   * Whether `leaseId` is the live lease.
+   * @throws {UsageError} on a malformed lease id.
+   */
+  isHeld(leaseId: string): Promise<boolean> {
+    return this.backend.isHeld(this.resource, assertLeaseId(leaseId));
+  }
+
+  /** Closes the backend. */
+  close(): Promise<void> {
+    return this.backend.close();
+  }
+
+  /** Closes the backend at the end of an `await using` block. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** How {@linkcode openLock} finds its config. */
+export interface OpenLockOptions extends ConfigSource {
+  /** Receives config warnings, such as unknown keys. */
+  warn?: (message: string) => void;
+}
+
+/**
+ * Opens a resource's lock as the config describes it: finds and reads the
+ * config (or uses the embedded defaults), then loads the backend.
+ *
+ * @param resource The resource name.
+ * @param options Where to find the config; defaults to the usual search.
+ * @throws {ConfigError} on a missing or bad config, or an unknown backend.
+ * @throws {BackendUnavailableError} when the backend cannot be reached.
+ *
+ * @example
+ * ```ts ignore
+ * import { openLock } from "./lock.ts";
+ * await using lock = await openLock("deploy-prod", { path: "./stormlock.cfg" });
+ * const lease = await lock.acquire("30m");
+ * console.log(lease.id);
+ * ```
+ */
+export async function openLock(
+  resource: string,
+  options: OpenLockOptions = {},
+): Promise<Lock> {
+  const settings = resolveLockSettings(
+    loadConfig(options),
+    resource,
+    options.env,
+  );
+  const warn = options.warn ?? (() => {});
+  settings.warnings.forEach(warn);
+  const backend = await openBackend(
+    settings.backendOptions,
+    settings.backendContext,
+    warn,
+  );
+  return new Lock(backend, settings);
+}

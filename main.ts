@@ -1,0 +1,294 @@
+/**
+ * The `stormlock` CLI: parses arguments, calls the library, and maps
+ * errors to exit codes. The only place that writes to the terminal or exits.
+ *
+ * @module
+ */
+import { parseArgs } from "parse-args";
+import { openLock, StormlockError, UsageError, VERSION } from "./mod.ts";
+import type { Lease, Lock, StormlockErrorCode } from "./mod.ts";
+
+/** Exit statuses; documented in `--help` and the README. */
+const EXIT = {
+  ok: 0,
+  no: 1,
+  held: 2,
+  notHeld: 3,
+  usage: 64,
+  internal: 70,
+  unavailable: 69,
+  config: 78,
+} as const;
+
+const EXIT_BY_CODE: Record<StormlockErrorCode, number> = {
+  LOCK_HELD: EXIT.held,
+  LEASE_NOT_HELD: EXIT.notHeld,
+  USAGE: EXIT.usage,
+  BACKEND_UNAVAILABLE: EXIT.unavailable,
+  CONFIG: EXIT.config,
+};
+
+const EXIT_HELP = `Exit codes:
+  0   success
+  1   a negative answer: not held, or no current lease
+  2   the lock is held by someone else (the holder goes to stderr)
+  3   the lease is expired or not current; nothing was changed
+  64  usage error
+  69  backend unavailable
+  70  internal error
+  78  config error`;
+
+const GLOBAL_HELP = `Options for every command:
+  -c, --config FILE  config file; otherwise $STORMLOCK_CONFIG, ./.stormlock.cfg,
+                     $XDG_CONFIG_HOME/stormlock.cfg, ~/.stormlock.cfg, or none
+                     (embedded SQLite, principal $USER@hostname, ttl 1h)
+  -h, --help         show help
+  -V, --version      show the version`;
+
+interface Command {
+  usage: string;
+  summary: string;
+  options?: string;
+  args: string[];
+  run(lock: Lock, args: string[], flags: Flags): Promise<number>;
+}
+
+interface Flags {
+  ttl?: string;
+  "id-only"?: boolean;
+}
+
+const TTL_OPTION =
+  "  -t, --ttl TTL      lease duration, e.g. 30s, 10m, 1h30m, 2 days, 1w\n" +
+  "                     (default: the config's ttl, else 1h; at most 365 days)";
+
+function print(line: string): void {
+  console.log(line);
+}
+
+function complain(line: string): void {
+  console.error(`stormlock: ${line}`);
+}
+
+function describeHolder(lease: Lease): string {
+  return `"${lease.resource}" is held by ${lease.principal} since ${
+    isoWithOffset(lease.created)
+  }, until ${isoWithOffset(lease.expires)}`;
+}
+
+/** ISO 8601 in UTC with an explicit `+00:00` offset. */
+function isoWithOffset(date: Date): string {
+  return date.toISOString().replace("Z", "+00:00");
+}
+
+const COMMANDS: Record<string, Command> = {
+  acquire: {
+    usage: "acquire [--ttl TTL] RESOURCE",
+    summary:
+      "Take the lock and print only the lease id. If someone else holds it,\n" +
+      "print nothing on stdout, name the holder on stderr and exit 2.",
+    options: TTL_OPTION,
+    args: ["RESOURCE"],
+    async run(lock, _args, flags) {
+      const lease = await lock.acquire(flags.ttl);
+      print(lease.id);
+      return EXIT.ok;
+    },
+  },
+  release: {
+    usage: "release RESOURCE LEASE_ID",
+    summary: "Release the lease. Exit 3 if it is not the current lease.",
+    args: ["RESOURCE", "LEASE_ID"],
+    async run(lock, [, leaseId]) {
+      await lock.release(leaseId);
+      return EXIT.ok;
+    },
+  },
+  renew: {
+    usage: "renew [--ttl TTL] RESOURCE LEASE_ID",
+    summary:
+      "Make the lease expire TTL from now. Exit 3 if it is not the current lease.",
+    options: TTL_OPTION,
+    args: ["RESOURCE", "LEASE_ID"],
+    async run(lock, [, leaseId], flags) {
+      await lock.renew(leaseId, flags.ttl);
+      return EXIT.ok;
+    },
+  },
+  current: {
+    usage: "current [--id-only] RESOURCE",
+    summary:
+      "Print the current lease: principal, created time (ISO 8601) and lease\n" +
+      "id, tab-separated. Exit 1 if the resource is free.",
+    options: "  -i, --id-only      print only the lease id",
+    args: ["RESOURCE"],
+    async run(lock, _args, flags) {
+      const lease = await lock.current();
+      if (!lease) {
+        complain(`no current lease on "${lock.resource}"`);
+        return EXIT.no;
+      }
+      print(
+        flags["id-only"]
+          ? lease.id
+          : [lease.principal, isoWithOffset(lease.created), lease.id].join(
+            "\t",
+          ),
+      );
+      return EXIT.ok;
+    },
+  },
+  "is-held": {
+    usage: "is-held RESOURCE LEASE_ID",
+    summary: "Exit 0 if the lease is the current one, else 1. Prints nothing.",
+    args: ["RESOURCE", "LEASE_ID"],
+    async run(lock, [, leaseId]) {
+      return (await lock.isHeld(leaseId)) ? EXIT.ok : EXIT.no;
+    },
+  },
+};
+
+function mainHelp(): string {
+  const commands = Object.values(COMMANDS).map((command) =>
+    `  stormlock [-c FILE] ${command.usage}`
+  );
+  return [
+    "stormlock: a lease-based lock for operators and scripts",
+    "",
+    "Usage:",
+    ...commands,
+    "",
+    'Run "stormlock COMMAND --help" for one command.',
+    "",
+    GLOBAL_HELP,
+    "",
+    EXIT_HELP,
+  ].join("\n");
+}
+
+function commandHelp(name: string, command: Command): string {
+  return [
+    `Usage: stormlock [-c FILE] ${command.usage}`,
+    "",
+    command.summary,
+    "",
+    ...(command.options ? ["Options:", command.options, ""] : []),
+    GLOBAL_HELP,
+    "",
+    EXIT_HELP,
+  ].join("\n").replace("COMMAND", name);
+}
+
+function parse(argv: string[]) {
+  try {
+    return parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        config: { type: "string", short: "c" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+        ttl: { type: "string", short: "t" },
+        "id-only": { type: "boolean", short: "i" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError(
+      `${(error as Error).message}; run "stormlock --help" for usage`,
+    );
+  }
+}
+
+async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv);
+  const [name, ...args] = positionals;
+  if (values.version) {
+    print(VERSION);
+    return EXIT.ok;
+  }
+  if (name === "help") {
+    const command = COMMANDS[args[0]];
+    print(command ? commandHelp(args[0], command) : mainHelp());
+    return EXIT.ok;
+  }
+  if (name === undefined) {
+    if (values.help) {
+      print(mainHelp());
+      return EXIT.ok;
+    }
+    throw new UsageError('No command given; run "stormlock --help" for usage');
+  }
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!command) {
+    throw new UsageError(
+      `Unknown command "${name}"; choose one of ${
+        Object.keys(COMMANDS).join(", ")
+      }`,
+    );
+  }
+  if (values.help) {
+    print(commandHelp(name, command));
+    return EXIT.ok;
+  }
+  if (values.ttl !== undefined && !command.options?.includes("--ttl")) {
+    throw new UsageError(
+      `${name} takes no --ttl; see "stormlock ${name} --help"`,
+    );
+  }
+  if (values["id-only"] && name !== "current") {
+    throw new UsageError(
+      `${name} takes no --id-only; see "stormlock ${name} --help"`,
+    );
+  }
+  if (args.length !== command.args.length) {
+    throw new UsageError(
+      `${name} takes ${
+        command.args.join(" ")
+      }, but got ${args.length} argument${
+        args.length === 1 ? "" : "s"
+      }; usage: stormlock ${command.usage}`,
+    );
+  }
+  const lock = await openLock(args[0], {
+    path: values.config,
+    warn: (message) => complain(`warning: ${message}`),
+  });
+  try {
+    return await command.run(lock, args, values);
+  } finally {
+    await lock.close().catch(() => {});
+  }
+}
+
+function exitCodeFor(error: unknown): number {
+  if (error instanceof StormlockError) {
+    complain(
+      error.code === "LOCK_HELD" && "holder" in error
+        ? describeHolder(error.holder as Lease)
+        : error.message,
+    );
+    return EXIT_BY_CODE[error.code];
+  }
+  if (error instanceof Deno.errors.NotCapable) {
+    complain(`${(error as Error).message}; Stormlock lacks a Deno permission`);
+    return EXIT.config;
+  }
+  complain(
+    `internal error: ${
+      (error as Error)?.message ?? error
+    } (set STORMLOCK_DEBUG=1 for a stack trace, and please report it)`,
+  );
+  return EXIT.internal;
+}
+
+if (import.meta.main) {
+  let status: number;
+  try {
+    status = await run(Deno.args);
+  } catch (error) {
+    if (Deno.env.get("STORMLOCK_DEBUG") === "1") console.error(error);
+    status = exitCodeFor(error);
+  }
+  Deno.exit(status);
+}

@@ -1,0 +1,64 @@
+/**
+ * Stormlock: a centralized, lease-based lock for operators and scripts.
+ *
+ * A lease on a resource is acquired with a TTL and released with its id;
+ * a forgotten lease expires. Locks live in a backend: an embedded SQLite
+ * file by default, or a shared server.
+ *
+ * @example Hold a lock while doing risky work
+ * ```ts ignore
+ * import { openLock } from "@stormlock/stormlock";
+ *
+ * await using lock = await openLock("deploy-prod");
+ * const lease = await lock.acquire("30m");
+ * try {
+ *   // … the risky work …
+ * } finally {
+ *   await lock.release(lease.id);
+ * }
+ * ```
+ *
+ * @module
+ */
+export type {
+  Backend,
+  BackendContext,
+  BackendModule,
+  BackendOptions,
+  Lease,
+} from "./lib/types.ts";
+export {
+  BackendUnavailableError,
+  ConfigError,
+  LeaseNotHeldError,
+  LockHeldError,
+  StormlockError,
+  UsageError,
+} from "./lib/errors.ts";
+export type { StormlockErrorCode } from "./lib/errors.ts";
+export {
+  formatTtl,
+  MAX_TTL_SECONDS,
+  parseTimeoutMs,
+  parseTtl,
+} from "./lib/duration.ts";
+export {
+  DEFAULT_BACKEND,
+  DEFAULT_TTL_SECONDS,
+  defaultPrincipal,
+  findConfigFile,
+  loadConfig,
+  parseConfig,
+  resolveLockSettings,
+} from "./lib/config.ts";
+export type {
+  Config,
+  ConfigSource,
+  EnvReader,
+  LockSettings,
+} from "./lib/config.ts";
+export { assertLeaseId, isLeaseId, newLeaseId } from "./lib/lease.ts";
+export { builtinBackendNames, openBackend } from "./lib/registry.ts";
+export { Lock, openLock } from "./lib/lock.ts";
+export type { OpenLockOptions, Ttl } from "./lib/lock.ts";
+export { VERSION } from "./lib/version.ts";

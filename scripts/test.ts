@@ -1,0 +1,115 @@
+/**
+ * The test command: checks formatting, lint and types, starts the real
+ * servers in `scripts/servers/`, runs every test, stops the servers, and
+ * ends with `N passed, N failed`.
+ */
+import { join } from "node:path";
+import { log } from "./servers/_server.ts";
+import type { ServerModule, StartedServer } from "./servers/_server.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+const deno = Deno.execPath();
+let passed = 0;
+let failed = 0;
+
+async function step(name: string, args: string[]): Promise<void> {
+  log(name);
+  const { success } = await new Deno.Command(deno, { args, cwd: root })
+    .output().then((output) => {
+      Deno.stdout.writeSync(output.stdout);
+      Deno.stderr.writeSync(output.stderr);
+      return output;
+    });
+  if (success) passed++;
+  else {
+    failed++;
+    log(`FAILED: ${name}`);
+  }
+}
+
+async function startServers(workDir: string): Promise<StartedServer[]> {
+  const started: StartedServer[] = [];
+  const folder = join(root, "scripts", "servers");
+  const files = [...Deno.readDirSync(folder)]
+    .map((entry) => entry.name)
+    .filter((name) => name.endsWith(".ts") && !name.startsWith("_"))
+    .sort();
+  for (const file of files) {
+    const module: ServerModule = await import(join(folder, file));
+    log(`starting ${module.name}`);
+    try {
+      const server = await module.start(join(workDir, module.name));
+      started.push(server);
+    } catch (error) {
+      // A missing server fails the run; its backend's tests fail too.
+      failed++;
+      log(`FAILED to start ${module.name}: ${(error as Error).message}`);
+    }
+  }
+  return started;
+}
+
+/** Runs `deno test`, echoing its output, and adds its summary to ours. */
+async function runTests(env: Record<string, string>, filters: string[]) {
+  const child = new Deno.Command(deno, {
+    args: [
+      "test",
+      "--parallel",
+      "--allow-env",
+      "--allow-read",
+      "--allow-write",
+      "--allow-net",
+      "--allow-run",
+      "--allow-sys",
+      "--doc",
+      ...(filters.length > 0 ? filters : ["tests/", "lib/", "mod.ts"]),
+    ],
+    cwd: root,
+    env: { ...env, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  let text = "";
+  const decoder = new TextDecoder();
+  for await (const chunk of child.stdout) {
+    Deno.stdout.writeSync(chunk);
+    text += decoder.decode(chunk, { stream: true });
+  }
+  const status = await child.status;
+  const summary = /(\d+) passed(?: \(\d+ steps?\))? \| (\d+) failed/.exec(text);
+  if (!summary) {
+    failed++;
+    log("FAILED: deno test printed no summary");
+    return;
+  }
+  passed += Number(summary[1]);
+  failed += Number(summary[2]);
+  if (!status.success && Number(summary[2]) === 0) failed++;
+}
+
+const filters = Deno.args;
+const workDir = Deno.makeTempDirSync({ prefix: "stormlock-test-" });
+if (filters.length === 0) {
+  await step("deno fmt --check", ["fmt", "--check"]);
+  await step("deno lint", ["lint"]);
+  await step("deno check", [
+    "check",
+    "main.ts",
+    "mod.ts",
+    "tests/",
+    "scripts/",
+    "backends/",
+    "lib/",
+  ]);
+}
+const servers = await startServers(workDir);
+try {
+  const env = Object.assign({}, ...servers.map((server) => server.env));
+  await runTests(env, filters);
+} finally {
+  log("stopping servers");
+  await Promise.all(servers.map((server) => server.stop().catch(() => {})));
+  Deno.removeSync(workDir, { recursive: true });
+}
+console.log(`${passed} passed, ${failed} failed`);
+Deno.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,239 @@
+/**
+ * The backend contract, written once. Each backend's test file calls
+ * {@linkcode testBackendContract} with a factory that opens a fresh
+ * backend instance (its own connection) on a real server.
+ */
+import assert from "assert";
+import { LeaseNotHeldError, LockHeldError, newLeaseId } from "../mod.ts";
+import type { Backend, Lease } from "../mod.ts";
+import { sleep, uniqueResource } from "./helpers.ts";
+
+/** Opens a new backend instance with its own connection. */
+export type BackendFactory = () => Backend | Promise<Backend>;
+
+/** Resource names that must round-trip through every backend untouched. */
+export const AWKWARD_NAMES: readonly string[] = [
+  "with spaces in it",
+  "ünïcödé-ロック-🔒",
+  `quotes " and ' and \``,
+  "'; DROP TABLE x; --",
+  "../../etc/passwd",
+  "x".repeat(1000),
+];
+
+const ROUNDS = 5;
+const RACERS = 20;
+
+async function withBackend<T>(
+  open: BackendFactory,
+  body: (backend: Backend) => Promise<T>,
+): Promise<T> {
+  const backend = await open();
+  try {
+    return await body(backend);
+  } finally {
+    await backend.close();
+  }
+}
+
+/** Waits until a lease has surely expired on the server. */
+async function outlive(lease: Lease): Promise<void> {
+  await sleep(Math.max(0, lease.expires.getTime() - Date.now()) + 400);
+}
+
+function assertLease(lease: Lease, resource: string, principal: string) {
+  assert.equal(lease.resource, resource);
+  assert.match(lease.id, /^[0-9a-f]{32}$/);
+  assert.equal(lease.principal, principal);
+  assert.ok(lease.created instanceof Date && !isNaN(lease.created.getTime()));
+  assert.ok(lease.expires.getTime() > lease.created.getTime());
+}
+
+/**
+ * Registers the contract's tests for one backend.
+ *
+ * @param name The backend's name, shown in test names.
+ * @param open Opens a fresh backend instance.
+ */
+export function testBackendContract(name: string, open: BackendFactory): void {
+  const test = (title: string, fn: (backend: Backend) => Promise<void>) =>
+    Deno.test({
+      name: `${name}: ${title}`,
+      sanitizeOps: false,
+      sanitizeResources: false,
+      fn: () => withBackend(open, fn),
+    });
+
+  test("acquire() returns a fresh lease with the TTL asked for", async (b) => {
+    const resource = uniqueResource();
+    const before = Date.now();
+    const lease = await b.acquire(resource, "ann@host", 60);
+    assertLease(lease, resource, "ann@host");
+    const ttl = lease.expires.getTime() - lease.created.getTime();
+    assert.ok(Math.abs(ttl - 60_000) < 2000, `TTL was ${ttl} ms`);
+    // Server clocks may differ a little from ours.
+    assert.ok(Math.abs(lease.created.getTime() - before) < 5000);
+    await b.release(resource, lease.id);
+  });
+
+  test("acquire() refuses a held lock and names the holder", async (b) => {
+    const resource = uniqueResource();
+    const lease = await b.acquire(resource, "ann@host", 60);
+    const error = await assert.rejects(
+      b.acquire(resource, "bob@host", 60),
+      (error: unknown) => {
+        assert.ok(error instanceof LockHeldError);
+        assert.equal(error.holder.id, lease.id);
+        assert.equal(error.holder.principal, "ann@host");
+        assert.equal(error.holder.resource, resource);
+        return true;
+      },
+    );
+    assert.equal(error, undefined);
+    assert.equal((await b.current(resource))?.id, lease.id);
+  });
+
+  test("isHeld() is true only for the live lease of that resource", async (b) => {
+    const resource = uniqueResource();
+    const other = uniqueResource();
+    const lease = await b.acquire(resource, "ann@host", 60);
+    assert.equal(await b.isHeld(resource, lease.id), true);
+    assert.equal(await b.isHeld(resource, newLeaseId()), false);
+    assert.equal(await b.isHeld(other, lease.id), false);
+    await b.release(resource, lease.id);
+    assert.equal(await b.isHeld(resource, lease.id), false);
+  });
+
+  test("current() returns the live lease, or null when free", async (b) => {
+    const resource = uniqueResource();
+    assert.equal(await b.current(resource), null);
+    const lease = await b.acquire(resource, "ann@host", 60);
+    const current = await b.current(resource);
+    assert.ok(current);
+    assertLease(current, resource, "ann@host");
+    assert.equal(current.id, lease.id);
+    assert.ok(
+      Math.abs(current.created.getTime() - lease.created.getTime()) < 1000,
+    );
+    await b.release(resource, lease.id);
+    assert.equal(await b.current(resource), null);
+  });
+
+  test("renew() extends the lease and keeps its id", async (b) => {
+    const resource = uniqueResource();
+    const lease = await b.acquire(resource, "ann@host", 30);
+    const renewed = await b.renew(resource, lease.id, 3600);
+    assert.equal(renewed.id, lease.id);
+    assert.equal(renewed.principal, "ann@host");
+    assert.ok(
+      renewed.expires.getTime() - lease.expires.getTime() > 3000_000,
+      "the new TTL was applied",
+    );
+    const current = await b.current(resource);
+    assert.ok(
+      Math.abs(current!.expires.getTime() - renewed.expires.getTime()) < 1500,
+    );
+    assert.equal(await b.isHeld(resource, lease.id), true);
+  });
+
+  test("renew() and release() with another id fail and leave the lock", async (b) => {
+    const resource = uniqueResource();
+    const lease = await b.acquire(resource, "ann@host", 60);
+    const stranger = newLeaseId();
+    await assert.rejects(b.renew(resource, stranger, 3600), LeaseNotHeldError);
+    await assert.rejects(b.release(resource, stranger), LeaseNotHeldError);
+    const current = await b.current(resource);
+    assert.equal(current?.id, lease.id);
+    assert.ok(
+      Math.abs(current!.expires.getTime() - lease.expires.getTime()) < 1500,
+      "the stranger's renew changed nothing",
+    );
+  });
+
+  test("release() with the right id on another resource fails", async (b) => {
+    const resource = uniqueResource();
+    const other = uniqueResource();
+    const lease = await b.acquire(resource, "ann@host", 60);
+    await b.acquire(other, "bob@host", 60);
+    await assert.rejects(b.release(other, lease.id), LeaseNotHeldError);
+    await assert.rejects(b.renew(other, lease.id, 60), LeaseNotHeldError);
+    assert.equal(await b.isHeld(resource, lease.id), true);
+    assert.equal((await b.current(other))?.principal, "bob@host");
+  });
+
+  test("release() frees the lock once; a second release fails", async (b) => {
+    const resource = uniqueResource();
+    const lease = await b.acquire(resource, "ann@host", 60);
+    await b.release(resource, lease.id);
+    await assert.rejects(b.release(resource, lease.id), LeaseNotHeldError);
+    const next = await b.acquire(resource, "bob@host", 60);
+    assert.notEqual(next.id, lease.id);
+    await assert.rejects(b.renew(resource, lease.id, 60), LeaseNotHeldError);
+  });
+
+  test("an expired lease can't be renewed or released, and the lock is free again", async (b) => {
+    const expiring = uniqueResource();
+    const shortened = uniqueResource();
+    const lease = await b.acquire(expiring, "ann@host", 1);
+    // renew with a shorter TTL must really shorten it.
+    const long = await b.acquire(shortened, "ann@host", 3600);
+    const short = await b.renew(shortened, long.id, 1);
+    assert.ok(short.expires.getTime() < long.expires.getTime() - 3000_000);
+    await outlive(lease.expires > short.expires ? lease : short);
+
+    for (const [resource, id] of [[expiring, lease.id], [shortened, long.id]]) {
+      assert.equal(await b.isHeld(resource, id), false);
+      assert.equal(await b.current(resource), null);
+      await assert.rejects(b.renew(resource, id, 60), LeaseNotHeldError);
+      await assert.rejects(b.release(resource, id), LeaseNotHeldError);
+      const next = await b.acquire(resource, "bob@host", 60);
+      assert.equal(next.principal, "bob@host");
+      // The old id must not touch the new holder's lease.
+      await assert.rejects(b.renew(resource, id, 60), LeaseNotHeldError);
+      await assert.rejects(b.release(resource, id), LeaseNotHeldError);
+      assert.equal(await b.isHeld(resource, next.id), true);
+    }
+  });
+
+  test("awkward resource names round-trip and stay separate", async (b) => {
+    const suffix = crypto.randomUUID();
+    const leases = new Map<string, Lease>();
+    for (const base of AWKWARD_NAMES) {
+      const resource = base.length > 900 ? base : `${base} ${suffix}`;
+      const lease = await b.acquire(resource, "ann@host", 60);
+      assert.equal(lease.resource, resource);
+      leases.set(resource, lease);
+    }
+    for (const [resource, lease] of leases) {
+      assert.equal((await b.current(resource))?.id, lease.id);
+      await b.release(resource, lease.id);
+      assert.equal(await b.current(resource), null);
+    }
+  });
+
+  test(`${RACERS} concurrent acquirers: exactly one wins, ${ROUNDS} rounds`, async () => {
+    const racers = await Promise.all(
+      Array.from({ length: RACERS }, () => open()),
+    );
+    try {
+      for (let round = 0; round < ROUNDS; round++) {
+        const resource = uniqueResource(`race${round}`);
+        const results = await Promise.allSettled(
+          racers.map((racer, i) => racer.acquire(resource, `racer${i}`, 60)),
+        );
+        const winners = results.filter((r) => r.status === "fulfilled");
+        assert.equal(winners.length, 1, `round ${round}: one winner`);
+        const winner = (winners[0] as PromiseFulfilledResult<Lease>).value;
+        for (const result of results) {
+          if (result.status === "rejected") {
+            assert.ok(result.reason instanceof LockHeldError, result.reason);
+            assert.equal(result.reason.holder.id, winner.id);
+          }
+        }
+        assert.equal((await racers[0].current(resource))?.id, winner.id);
+      }
+    } finally {
+      await Promise.all(racers.map((racer) => racer.close()));
+    }
+  });
+}
