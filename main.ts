@@ -56,6 +56,7 @@ interface Command {
 interface Flags {
   ttl?: string;
   "id-only"?: boolean;
+  json?: boolean;
 }
 
 const TTL_OPTION =
@@ -66,8 +67,9 @@ function print(line: string): void {
   console.log(line);
 }
 
-function complain(line: string): void {
-  console.error(`stormlock: ${line}`);
+/** Writes one line to stderr; multi-line client messages are folded. */
+function complain(message: string): void {
+  console.error(`stormlock: ${message.replace(/\s*\n\s*/g, " ")}`);
 }
 
 function describeHolder(lease: Lease): string {
@@ -116,11 +118,12 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   current: {
-    usage: "current [--id-only] RESOURCE",
+    usage: "current [--id-only | --json] RESOURCE",
     summary:
       "Print the current lease: principal, created time (ISO 8601) and lease\n" +
       "id, tab-separated. Exit 1 if the resource is free.",
-    options: "  -i, --id-only      print only the lease id",
+    options: "  -i, --id-only      print only the lease id\n" +
+      "      --json         print the lease as JSON, with its expiry",
     args: ["RESOURCE"],
     async run(lock, _args, flags) {
       const lease = await lock.current();
@@ -128,13 +131,20 @@ const COMMANDS: Record<string, Command> = {
         complain(`no current lease on "${lock.resource}"`);
         return EXIT.no;
       }
-      print(
-        flags["id-only"]
-          ? lease.id
-          : [lease.principal, isoWithOffset(lease.created), lease.id].join(
-            "\t",
-          ),
-      );
+      if (flags["id-only"]) print(lease.id);
+      else if (flags.json) {
+        print(JSON.stringify({
+          resource: lease.resource,
+          id: lease.id,
+          principal: lease.principal,
+          created: isoWithOffset(lease.created),
+          expires: isoWithOffset(lease.expires),
+        }));
+      } else {
+        print(
+          [lease.principal, isoWithOffset(lease.created), lease.id].join("\t"),
+        );
+      }
       return EXIT.ok;
     },
   },
@@ -144,6 +154,23 @@ const COMMANDS: Record<string, Command> = {
     args: ["RESOURCE", "LEASE_ID"],
     async run(lock, [, leaseId]) {
       return (await lock.isHeld(leaseId)) ? EXIT.ok : EXIT.no;
+    },
+  },
+  init: {
+    usage: "init [RESOURCE]",
+    summary:
+      "Create what the backend needs on its server, such as a table, if it is\n" +
+      "missing. Safe to run again. Uses RESOURCE's backend, else [default]'s.",
+    args: ["[RESOURCE]"],
+    async run(lock) {
+      const backend = lock.settings.backend;
+      if (!lock.backend.init) {
+        complain(`backend "${backend}" needs no setup`);
+        return EXIT.ok;
+      }
+      await lock.backend.init();
+      complain(`backend "${backend}" is ready`);
+      return EXIT.ok;
     },
   },
 };
@@ -191,6 +218,7 @@ function parse(argv: string[]) {
         version: { type: "boolean", short: "V" },
         ttl: { type: "string", short: "t" },
         "id-only": { type: "boolean", short: "i" },
+        json: { type: "boolean" },
       },
     });
   } catch (error) {
@@ -241,7 +269,8 @@ async function run(argv: string[]): Promise<number> {
       `${name} takes no --id-only; see "stormlock ${name} --help"`,
     );
   }
-  if (args.length !== command.args.length) {
+  const required = command.args.filter((arg) => !arg.startsWith("["));
+  if (args.length < required.length || args.length > command.args.length) {
     throw new UsageError(
       `${name} takes ${
         command.args.join(" ")
@@ -250,7 +279,7 @@ async function run(argv: string[]): Promise<number> {
       }; usage: stormlock ${command.usage}`,
     );
   }
-  const lock = await openLock(args[0], {
+  const lock = await openLock(args[0] ?? "default", {
     path: values.config,
     warn: (message) => complain(`warning: ${message}`),
   });

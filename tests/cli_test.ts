@@ -1,0 +1,294 @@
+/** End-to-end tests of the CLI, run as a newcomer would, in a fresh HOME. */
+import assert from "assert";
+import { CliHome, sleep } from "./helpers.ts";
+import type { CliResult } from "./helpers.ts";
+import { VERSION } from "../mod.ts";
+
+const LEASE_LINE = /^[0-9a-f]{32}\n$/;
+
+/** One line on stderr, no stack trace, and the given exit code. */
+function assertCleanError(result: CliResult, code: number, pattern: RegExp) {
+  assert.equal(result.code, code, result.stderr);
+  assert.equal(result.stdout, "");
+  const lines = result.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 1, `expected one stderr line:\n${result.stderr}`);
+  assert.match(lines[0], /^stormlock: /);
+  assert.match(lines[0], pattern);
+  assert.doesNotMatch(result.stderr, /\n\s+at /);
+}
+
+Deno.test("cli: a lease's whole life on the embedded default", async () => {
+  using home = new CliHome();
+  const acquired = await home.run(["acquire", "deploy-prod"]);
+  assert.equal(acquired.code, 0, acquired.stderr);
+  assert.match(acquired.stdout, LEASE_LINE);
+  assert.equal(acquired.stderr, "");
+  const id = acquired.stdout.trim();
+
+  const current = await home.run(["current", "deploy-prod"]);
+  assert.equal(current.code, 0);
+  const [principal, created, leaseId] = current.stdout.trimEnd().split("\t");
+  assert.match(principal, /^tester@/);
+  assert.match(created, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$/);
+  assert.ok(Math.abs(Date.parse(created) - Date.now()) < 60_000);
+  assert.equal(leaseId, id);
+
+  const idOnly = await home.run(["current", "--id-only", "deploy-prod"]);
+  assert.equal(idOnly.stdout, `${id}\n`);
+
+  assert.equal((await home.run(["is-held", "deploy-prod", id])).code, 0);
+  const renewed = await home.run(["renew", "--ttl", "2h", "deploy-prod", id]);
+  assert.equal(renewed.code, 0, renewed.stderr);
+  const json = JSON.parse(
+    (await home.run(["current", "--json", "deploy-prod"])).stdout,
+  );
+  const left = Date.parse(json.expires) - Date.now();
+  assert.ok(left > 7000_000 && left <= 7200_000, `expires in ${left} ms`);
+
+  const released = await home.run(["release", "deploy-prod", id]);
+  assert.equal(released.code, 0, released.stderr);
+  assert.equal(released.stdout, "");
+  assert.ok(Deno.statSync(`${home.home}/.local/state/stormlock/locks.db`));
+});
+
+Deno.test("cli: a held lock exits 2 with an empty stdout and the holder on stderr", async () => {
+  using home = new CliHome();
+  const first = await home.run(["acquire", "db-patch"]);
+  const refused = await home.run(["acquire", "db-patch"], { USER: "bob" });
+  assertCleanError(
+    refused,
+    2,
+    /"db-patch" is held by tester@\S+ since .* until /,
+  );
+  // The holder's lease id must never reach stdout or stderr.
+  assert.ok(!refused.stderr.includes(first.stdout.trim()));
+});
+
+Deno.test("cli: negative answers exit 1, stale leases exit 3", async () => {
+  using home = new CliHome();
+  const free = await home.run(["current", "free"]);
+  assertCleanError(free, 1, /no current lease on "free"/);
+  const stranger = "0123456789abcdef0123456789abcdef";
+  assert.equal((await home.run(["is-held", "free", stranger])).code, 1);
+
+  const id = (await home.run(["acquire", "r"])).stdout.trim();
+  assertCleanError(
+    await home.run(["release", "r", stranger]),
+    3,
+    /does not hold "r"/,
+  );
+  assertCleanError(
+    await home.run(["renew", "r", stranger]),
+    3,
+    /does not hold/,
+  );
+  assert.equal((await home.run(["is-held", "r", id])).code, 0, "still held");
+  assert.equal((await home.run(["release", "r", id])).code, 0);
+  assertCleanError(await home.run(["release", "r", id]), 3, /does not hold/);
+  assertCleanError(await home.run(["renew", "r", id]), 3, /does not hold/);
+  assert.equal((await home.run(["is-held", "r", id])).code, 1);
+});
+
+Deno.test("cli: a 1-second TTL really expires", async () => {
+  using home = new CliHome();
+  const id = (await home.run(["acquire", "--ttl", "1s", "short"])).stdout
+    .trim();
+  assert.equal((await home.run(["is-held", "short", id])).code, 0);
+  await sleep(1500);
+  assert.equal((await home.run(["is-held", "short", id])).code, 1);
+  assertCleanError(await home.run(["renew", "short", id]), 3, /expired/);
+  const next = await home.run(["acquire", "short"], { USER: "bob" });
+  assert.equal(next.code, 0);
+  assert.notEqual(next.stdout.trim(), id);
+});
+
+Deno.test("cli: bad input gets one line on stderr and a usage or config exit", async () => {
+  using home = new CliHome();
+  const id = "0123456789abcdef0123456789abcdef";
+  assertCleanError(
+    await home.run(["acquire", "--ttl", "0s", "r"]),
+    64,
+    /Bad TTL "0s"/,
+  );
+  assertCleanError(
+    await home.run(["acquire", "-t", "1 hr", "r"]),
+    64,
+    /"hr" is not a unit/,
+  );
+  assertCleanError(
+    await home.run(["acquire", "-t", "400 days", "r"]),
+    64,
+    /at most 365 days/,
+  );
+  assertCleanError(
+    await home.run(["renew", "--ttl", "-1m", "r", id]),
+    64,
+    /negative|Bad TTL/,
+  );
+  assertCleanError(
+    await home.run(["release", "r", "not-a-lease"]),
+    64,
+    /Malformed lease id "not-a-lease"/,
+  );
+  assertCleanError(
+    await home.run(["is-held", "r", "'; DROP TABLE x; --"]),
+    64,
+    /Malformed lease id/,
+  );
+  assertCleanError(
+    await home.run(["frobnicate", "r"]),
+    64,
+    /Unknown command "frobnicate"/,
+  );
+  assertCleanError(await home.run(["acquire"]), 64, /acquire takes RESOURCE/);
+  assertCleanError(
+    await home.run(["release", "r"]),
+    64,
+    /usage: stormlock release/,
+  );
+  assertCleanError(await home.run(["acquire", "--bogus", "r"]), 64, /bogus/);
+  assertCleanError(
+    await home.run(["release", "--ttl", "1h", "r", id]),
+    64,
+    /release takes no --ttl/,
+  );
+  assertCleanError(await home.run([]), 64, /No command given/);
+});
+
+Deno.test("cli: config problems exit 78 and name the file", async () => {
+  using home = new CliHome();
+  assertCleanError(
+    await home.run(["-c", "missing.cfg", "current", "r"]),
+    78,
+    /missing\.cfg \(from -c\/--config\) does not exist/,
+  );
+  assertCleanError(
+    await home.run(["current", "r"], {
+      STORMLOCK_CONFIG: `${home.home}/nope.cfg`,
+    }),
+    78,
+    /STORMLOCK_CONFIG/,
+  );
+  const broken = home.write("broken.cfg", "[default\nttl = 1h\n");
+  assertCleanError(
+    await home.run(["-c", broken, "current", "r"]),
+    78,
+    /broken\.cfg:1: malformed section/,
+  );
+  const unknown = home.write("unknown.cfg", "[default]\nbackend = mongodb\n");
+  assertCleanError(
+    await home.run(["-c", unknown, "current", "r"]),
+    78,
+    /Unknown backend "mongodb"/,
+  );
+  const badTtl = home.write("ttl.cfg", "[default]\nttl = forever\n");
+  assertCleanError(
+    await home.run(["--config", badTtl, "acquire", "r"]),
+    78,
+    /ttl\.cfg \[default\] ttl: Bad TTL "forever"/,
+  );
+});
+
+Deno.test("cli: STORMLOCK_DEBUG=1 adds the stack trace", async () => {
+  using home = new CliHome();
+  const result = await home.run(["-c", "missing.cfg", "current", "r"], {
+    STORMLOCK_DEBUG: "1",
+  });
+  assert.equal(result.code, 78);
+  assert.match(result.stderr, /\n\s+at /);
+});
+
+Deno.test("cli: config is found in ./.stormlock.cfg and ~, and unknown keys warn", async () => {
+  using home = new CliHome();
+  home.write(".stormlock.cfg", "[default]\nprincipal = home-config\n");
+  const fromHome = await home.run(["acquire", "a"]);
+  assert.equal(fromHome.code, 0);
+  assert.match((await home.run(["current", "a"])).stdout, /^home-config\t/);
+
+  home.write(
+    "work/.stormlock.cfg",
+    "[default]\nprincipal = cwd-config\ncolour = blue\n",
+  );
+  const fromCwd = await home.run(["acquire", "b"]);
+  assert.equal(fromCwd.code, 0);
+  assert.match(
+    fromCwd.stderr,
+    /^stormlock: warning: .*\.stormlock\.cfg \[default\] colour: unknown key/,
+  );
+  assert.match((await home.run(["current", "b"])).stdout, /^cwd-config\t/);
+});
+
+Deno.test("cli: per-resource TTL and the sqlite path come from the config", async () => {
+  using home = new CliHome();
+  const config = home.write(
+    ".config/stormlock.cfg",
+    "[default]\nttl = 10m\n[quick]\nttl = 1m\n[backend.sqlite]\npath = ~/.local/state/stormlock/other.db\n",
+  );
+  assert.ok(config);
+  await home.run(["acquire", "quick"]);
+  const lease = JSON.parse(
+    (await home.run(["current", "--json", "quick"])).stdout,
+  );
+  const ttl = Date.parse(lease.expires) - Date.parse(lease.created);
+  assert.equal(ttl, 60_000);
+  assert.ok(
+    Deno.statSync(`${home.home}/.local/state/stormlock/other.db`).isFile,
+  );
+});
+
+Deno.test("cli: a database outside the state folder is a config error, not a crash", async () => {
+  using home = new CliHome();
+  const config = home.write(
+    "c.cfg",
+    "[backend.sqlite]\npath = /tmp/elsewhere/locks.db\n",
+  );
+  assertCleanError(
+    await home.run(["-c", config, "acquire", "r"]),
+    78,
+    /No permission .*\/tmp\/elsewhere\/locks\.db/,
+  );
+});
+
+Deno.test("cli: --help works on every command and --version prints the version", async () => {
+  using home = new CliHome();
+  for (
+    const command of [
+      "acquire",
+      "release",
+      "renew",
+      "current",
+      "is-held",
+      "init",
+    ]
+  ) {
+    const help = await home.run([command, "--help"]);
+    assert.equal(help.code, 0);
+    assert.match(
+      help.stdout,
+      new RegExp(`^Usage: stormlock \\[-c FILE\\] ${command}`),
+    );
+    assert.match(help.stdout, /78 +config error/);
+  }
+  const main = await home.run(["--help"]);
+  assert.match(main.stdout, /69 +backend unavailable/);
+  assert.equal((await home.run(["--version"])).stdout, `${VERSION}\n`);
+});
+
+Deno.test("cli: 20 processes race for one resource and exactly one wins", async () => {
+  using home = new CliHome();
+  await home.run(["--version"]); // Warm the module cache before the race.
+  const results = await Promise.all(
+    Array.from(
+      { length: 20 },
+      (_, i) => home.run(["acquire", "contended"], { USER: `racer${i}` }),
+    ),
+  );
+  const winners = results.filter((result) => result.code === 0);
+  assert.equal(winners.length, 1, results.map((r) => r.stderr).join(""));
+  assert.match(winners[0].stdout, LEASE_LINE);
+  for (const loser of results.filter((result) => result.code !== 0)) {
+    assertCleanError(loser, 2, /is held by racer\d+@/);
+  }
+  const current = await home.run(["current", "--id-only", "contended"]);
+  assert.equal(current.stdout, winners[0].stdout);
+});
