@@ -1,0 +1,239 @@
+/**
+ * Starts a throwaway PostgreSQL (Debian's, installed with apt-get when
+ * missing) on a free loopback port, with a password-protected role over
+ * TCP and TLS available, for the postgres backend's tests.
+ *
+ * PostgreSQL refuses to run as root, so under root the cluster belongs to
+ * a dedicated system user and every server command runs through `runuser`.
+ */
+import { join } from "node:path";
+import {
+  ensureApt,
+  freePort,
+  log,
+  run,
+  spawnDaemon,
+  stopDaemon,
+  waitUntil,
+} from "./_server.ts";
+import type { StartedServer } from "./_server.ts";
+
+/** The server's name in the test run. */
+export const name = "postgres";
+
+/** The system user that owns the cluster when the tests run as root. */
+const SERVER_USER = "stormlock-pg";
+/** The role and database the tests use; the password is random per run. */
+const ROLE = "stormlock";
+
+/** Debian keeps each major version's programs in its own folder. */
+function findBinDir(): string | undefined {
+  const root = "/usr/lib/postgresql";
+  let versions: number[] = [];
+  try {
+    versions = [...Deno.readDirSync(root)]
+      .map((entry) => Number(entry.name))
+      .filter((version) => Number.isInteger(version))
+      .sort((a, b) => b - a);
+  } catch {
+    return undefined;
+  }
+  for (const version of versions) {
+    const bin = join(root, String(version), "bin");
+    try {
+      if (Deno.statSync(join(bin, "initdb")).isFile) return bin;
+    } catch { /* not this one */ }
+  }
+  return undefined;
+}
+
+async function ensureServerUser(): Promise<void> {
+  try {
+    await run("id", ["-u", SERVER_USER]);
+  } catch {
+    log(`creating system user ${SERVER_USER} to run PostgreSQL`);
+    await run("useradd", [
+      "--system",
+      "--no-create-home",
+      "--home-dir",
+      "/nonexistent",
+      "--shell",
+      "/usr/sbin/nologin",
+      SERVER_USER,
+    ]);
+  }
+}
+
+/**
+ * The folder the cluster lives in: `workDir` when the server's user can
+ * reach it, else a private folder in /tmp. The runner's temporary folder is
+ * mode 0700 and root's, and widening its (or /root's) permissions would be
+ * a side effect on a folder this script does not own.
+ */
+async function clusterDir(workDir: string, asRoot: boolean): Promise<string> {
+  Deno.mkdirSync(workDir, { recursive: true });
+  if (!asRoot) return workDir;
+  await run("chown", [SERVER_USER, workDir]);
+  try {
+    await run("runuser", ["-u", SERVER_USER, "--", "test", "-w", workDir]);
+    return workDir;
+  } catch {
+    const dir = Deno.makeTempDirSync({ dir: "/tmp", prefix: "stormlock-pg-" });
+    await run("chown", [SERVER_USER, dir]);
+    return dir;
+  }
+}
+
+/** A random password with characters that need escaping in a URL. */
+function newPassword(): string {
+  const hex = Array.from(
+    crypto.getRandomValues(new Uint8Array(12)),
+    (byte) => byte.toString(16).padStart(2, "0"),
+  ).join("");
+  return `pw/${hex}@:?#%`;
+}
+
+/**
+ * Starts the server in `workDir`. Its env: `STORMLOCK_TEST_POSTGRES_URL`
+ * (role `stormlock` with a password, over TCP, TLS not required) and
+ * `STORMLOCK_TEST_POSTGRES_CA` (the server's self-signed certificate, for
+ * `sslmode=verify-full`).
+ */
+export async function start(workDir: string): Promise<StartedServer> {
+  if (!findBinDir()) await ensureApt("pg_ctlcluster", ["postgresql"]);
+  await ensureApt("openssl", ["openssl"]);
+  const bin = findBinDir();
+  if (!bin) throw new Error("postgresql is installed, but initdb is missing");
+
+  const asRoot = Deno.uid() === 0;
+  if (asRoot) await ensureServerUser();
+  const dir = await clusterDir(workDir, asRoot);
+  const asServer = (command: string, args: string[]) =>
+    asRoot
+      ? { command: "runuser", args: ["-u", SERVER_USER, "--", command, ...args] }
+      : { command, args };
+  const runAsServer = (command: string, args: string[]) => {
+    const { command: cmd, args: all } = asServer(command, args);
+    return run(cmd, all);
+  };
+
+  const data = join(dir, "data");
+  const cert = join(dir, "server.crt");
+  const key = join(dir, "server.key");
+  // The certificate names both forms of the address, for verify-full.
+  await runAsServer("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=localhost",
+    "-addext",
+    "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    "-keyout",
+    key,
+    "-out",
+    cert,
+  ]);
+  await runAsServer("chmod", ["600", key]);
+  // UTF8 so that any resource name round-trips; scram over TCP so that the
+  // password in the URL is really checked; trust only on the socket, which
+  // sits in a folder only the server's user (and root) can enter.
+  await runAsServer(join(bin, "initdb"), [
+    "-D",
+    data,
+    "-U",
+    "postgres",
+    "-E",
+    "UTF8",
+    "--no-locale",
+    "--no-sync",
+    "--no-instructions",
+    "--auth-local=trust",
+    "--auth-host=scram-sha-256",
+  ]);
+
+  const port = freePort();
+  const { command, args } = asServer(join(bin, "postgres"), [
+    "-D",
+    data,
+    "-p",
+    String(port),
+    "-c",
+    "listen_addresses=127.0.0.1",
+    "-c",
+    `unix_socket_directories=${dir}`,
+    "-c",
+    "max_connections=200",
+    "-c",
+    "fsync=off",
+    "-c",
+    "ssl=on",
+    "-c",
+    `ssl_cert_file=${cert}`,
+    "-c",
+    `ssl_key_file=${key}`,
+  ]);
+  const logFile = join(dir, "postgres.log");
+  const child = spawnDaemon(command, args, logFile);
+
+  const stop = async () => {
+    // SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for clients.
+    try {
+      const pid = Number(
+        Deno.readTextFileSync(join(data, "postmaster.pid")).split("\n")[0],
+      );
+      if (pid > 0) Deno.kill(pid, "SIGINT");
+    } catch { /* not running */ }
+    const timer = setTimeout(() => stopDaemon(child), 5000);
+    await child.status;
+    clearTimeout(timer);
+    if (dir !== workDir) Deno.removeSync(dir, { recursive: true });
+  };
+
+  const psql = (sql: string) =>
+    run(join(bin, "psql"), [
+      "-X",
+      "-q",
+      "-v",
+      "ON_ERROR_STOP=1",
+      "-h",
+      dir,
+      "-p",
+      String(port),
+      "-U",
+      "postgres",
+      "-d",
+      "postgres",
+      "-c",
+      sql,
+    ]);
+  const password = newPassword();
+  try {
+    await waitUntil("postgres", () => psql("SELECT 1"));
+    // The password has no single quote, so this literal is safe.
+    await psql(`CREATE ROLE ${ROLE} LOGIN PASSWORD '${password}'`);
+    await psql(`CREATE DATABASE ${ROLE} OWNER ${ROLE}`);
+  } catch (error) {
+    await stop();
+    let tail = "";
+    try {
+      tail = Deno.readTextFileSync(logFile).split("\n").slice(-20).join("\n");
+    } catch { /* no log */ }
+    throw new Error(`${(error as Error).message}\n${tail}`);
+  }
+  const url = `postgres://${ROLE}:${
+    encodeURIComponent(password)
+  }@127.0.0.1:${port}/${ROLE}`;
+  log(`postgres listening on 127.0.0.1:${port}`);
+  return {
+    env: {
+      STORMLOCK_TEST_POSTGRES_URL: url,
+      STORMLOCK_TEST_POSTGRES_CA: cert,
+    },
+    stop,
+  };
+}
