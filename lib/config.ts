@@ -111,7 +111,7 @@ function exists(path: string): boolean {
  *
  * @example
  * ```ts
- * import { findConfigFile } from "./config.ts";
+ * import { findConfigFile } from "@stormlock/stormlock";
  * const path = findConfigFile({ env: () => undefined, cwd: "/nonexistent" });
  * console.log(path); // undefined
  * ```
@@ -151,7 +151,7 @@ export function findConfigFile(source: ConfigSource = {}): string | undefined {
  *
  * @example
  * ```ts
- * import { loadConfig } from "./config.ts";
+ * import { loadConfig } from "@stormlock/stormlock";
  * const config = loadConfig({ env: () => undefined, cwd: "/nonexistent" });
  * console.log(config.sections); // {}
  * ```
@@ -176,7 +176,7 @@ export function loadConfig(source: ConfigSource = {}): Config {
  *
  * @example
  * ```ts
- * import { parseConfig } from "./config.ts";
+ * import { parseConfig } from "@stormlock/stormlock";
  * const config = parseConfig("[default]\nttl = 2h\n");
  * console.log(config.sections.default.ttl); // "2h"
  * ```
@@ -211,7 +211,7 @@ export function defaultPrincipal(env?: EnvReader): string {
  *
  * @example
  * ```ts
- * import { parseConfig, resolveLockSettings } from "./config.ts";
+ * import { parseConfig, resolveLockSettings } from "@stormlock/stormlock";
  * const config = parseConfig("[default]\nttl = 2h\nprincipal = ann\n");
  * const settings = resolveLockSettings(config, "deploy");
  * console.log(settings.ttlSeconds, settings.backend); // 7200 "sqlite"

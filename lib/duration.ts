@@ -30,7 +30,7 @@ const PART = /(\d+)\s*([a-z]+)\s*/y;
  *
  * @example
  * ```ts
- * import { parseTtl } from "./duration.ts";
+ * import { parseTtl } from "@stormlock/stormlock";
  * parseTtl("1h30m"); // 5400
  * parseTtl("30 minutes"); // 1800
  * ```
@@ -70,7 +70,7 @@ export function parseTtl(text: string): number {
  *
  * @example
  * ```ts
- * import { formatTtl } from "./duration.ts";
+ * import { formatTtl } from "@stormlock/stormlock";
  * formatTtl(5400); // "1h30m"
  * ```
  */
@@ -99,7 +99,7 @@ export function formatTtl(seconds: number): string {
  *
  * @example
  * ```ts
- * import { parseTimeoutMs } from "./duration.ts";
+ * import { parseTimeoutMs } from "@stormlock/stormlock";
  * parseTimeoutMs("500ms", "timeout"); // 500
  * parseTimeoutMs("3", "timeout"); // 3000
  * ```

@@ -19,7 +19,7 @@ export type StormlockErrorCode =
  *
  * @example Branch on the code
  * ```ts
- * import { StormlockError } from "./errors.ts";
+ * import { StormlockError } from "@stormlock/stormlock";
  * try {
  *   throw new StormlockError("USAGE", "Bad input");
  * } catch (error) {
@@ -52,7 +52,7 @@ export class StormlockError extends Error {
  *
  * @example
  * ```ts
- * import { LockHeldError } from "./errors.ts";
+ * import { LockHeldError } from "@stormlock/stormlock";
  * const now = new Date();
  * const error = new LockHeldError({
  *   resource: "deploy", id: "0".repeat(32), principal: "ann@host",
@@ -82,7 +82,7 @@ export class LockHeldError extends StormlockError {
  *
  * @example
  * ```ts
- * import { LeaseNotHeldError } from "./errors.ts";
+ * import { LeaseNotHeldError } from "@stormlock/stormlock";
  * const error = new LeaseNotHeldError("deploy", "0".repeat(32));
  * console.log(error.message);
  * ```
@@ -113,7 +113,7 @@ export class LeaseNotHeldError extends StormlockError {
  *
  * @example
  * ```ts
- * import { BackendUnavailableError } from "./errors.ts";
+ * import { BackendUnavailableError } from "@stormlock/stormlock";
  * const error = new BackendUnavailableError("Redis at 127.0.0.1:6379 did not answer within 3s");
  * console.log(error.code); // "BACKEND_UNAVAILABLE"
  * ```
@@ -134,7 +134,7 @@ export class BackendUnavailableError extends StormlockError {
  *
  * @example
  * ```ts
- * import { ConfigError } from "./errors.ts";
+ * import { ConfigError } from "@stormlock/stormlock";
  * const error = new ConfigError('stormlock.cfg [default] ttl: "soon" is not a duration');
  * console.log(error.code); // "CONFIG"
  * ```
@@ -155,7 +155,7 @@ export class ConfigError extends StormlockError {
  *
  * @example
  * ```ts
- * import { UsageError } from "./errors.ts";
+ * import { UsageError } from "@stormlock/stormlock";
  * const error = new UsageError('Bad TTL "0s": must be at least 1 second');
  * console.log(error.code); // "USAGE"
  * ```

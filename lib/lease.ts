@@ -12,7 +12,7 @@ const LEASE_ID = /^[0-9a-f]{32}$/;
  *
  * @example
  * ```ts
- * import { newLeaseId } from "./lease.ts";
+ * import { newLeaseId } from "@stormlock/stormlock";
  * console.log(newLeaseId().length); // 32
  * ```
  */
@@ -28,7 +28,7 @@ export function newLeaseId(): string {
  *
  * @example
  * ```ts
- * import { isLeaseId } from "./lease.ts";
+ * import { isLeaseId } from "@stormlock/stormlock";
  * isLeaseId("f".repeat(32)); // true
  * isLeaseId("1; DROP TABLE x"); // false
  * ```

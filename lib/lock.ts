@@ -26,7 +26,7 @@ function ttlSeconds(ttl: Ttl): number {
  *
  * @example
  * ```ts ignore
- * import { openLock } from "./lock.ts";
+ * import { openLock } from "@stormlock/stormlock";
  * await using lock = await openLock("deploy-prod");
  * const lease = await lock.acquire();
  * // … the risky work …
@@ -134,7 +134,7 @@ export interface OpenLockOptions extends ConfigSource {
  *
  * @example
  * ```ts ignore
- * import { openLock } from "./lock.ts";
+ * import { openLock } from "@stormlock/stormlock";
  * await using lock = await openLock("deploy-prod", { path: "./stormlock.cfg" });
  * const lease = await lock.acquire("30m");
  * console.log(lease.id);

@@ -9,7 +9,7 @@
  *
  * @example
  * ```ts
- * import type { Lease } from "./types.ts";
+ * import type { Lease } from "@stormlock/stormlock";
  * const lease: Lease = {
  *   resource: "deploy-prod",
  *   id: "9f1c2e0b7a6d4c3e8f5a1b2c3d4e5f60",

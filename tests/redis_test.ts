@@ -1,0 +1,310 @@
+import assert from "assert";
+import { Redis } from "ioredis";
+import {
+  BackendUnavailableError,
+  ConfigError,
+  LockHeldError,
+  openBackend,
+} from "../mod.ts";
+import type { Backend, BackendOptions } from "../mod.ts";
+import { testBackendContract } from "./contract.ts";
+import { CliHome, uniqueResource } from "./helpers.ts";
+
+function required(name: string): string {
+  const value = Deno.env.get(name);
+  if (!value) {
+    throw new Error(`set ${name} or run scripts/test.sh`);
+  }
+  return value;
+}
+
+/** Default user with a password (requirepass). */
+const url = required("STORMLOCK_TEST_REDIS_URL");
+/** A least-privilege ACL user, limited to `stormlock:*` keys. */
+const aclUrl = required("STORMLOCK_TEST_REDIS_ACL_URL");
+/** The TLS port, signed by the CA in STORMLOCK_TEST_REDIS_CA. */
+const tlsUrl = required("STORMLOCK_TEST_REDIS_TLS_URL");
+const caFile = required("STORMLOCK_TEST_REDIS_CA");
+const password = decodeURIComponent(new URL(url).password);
+
+const context = { name: "redis", section: "backend.redis" };
+const open = (options: BackendOptions): Promise<Backend> =>
+  openBackend(options, context);
+
+testBackendContract("redis", () => open({ url }));
+
+/** A raw client, to look at what the backend stored. */
+function inspector(): Redis {
+  const { hostname, port } = new URL(url);
+  return new Redis({ host: hostname, port: Number(port), password });
+}
+
+/** A TCP server that accepts connections and never says a word. */
+function blackHole(): { port: number; [Symbol.dispose](): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  (async () => {
+    for await (const conn of listener) conns.push(conn);
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    [Symbol.dispose]() {
+      listener.close();
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch { /* already closed by the client */ }
+      }
+    },
+  };
+}
+
+function closedPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** Everything an error would show, its causes included. */
+function shown(error: unknown): string {
+  return Deno.inspect(error, { depth: 10 });
+}
+
+const test = (name: string, fn: () => Promise<void>) =>
+  Deno.test({
+    name: `redis: ${name}`,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn,
+  });
+
+test("a lease is a hash at prefix + resource that expires on the server's clock", async () => {
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  const backend = await open({ url, prefix });
+  const raw = inspector();
+  try {
+    const resource = "a resource";
+    const lease = await backend.acquire(resource, "ann@host", 60);
+    const key = prefix + resource;
+    const [seconds, micros] = await raw.time();
+    const serverNow = Number(seconds) * 1000 +
+      Math.floor(Number(micros) / 1000);
+    assert.ok(Math.abs(lease.created.getTime() - serverNow) < 1000);
+    assert.deepEqual(await raw.hgetall(key), {
+      id: lease.id,
+      principal: "ann@host",
+      created: String(lease.created.getTime()),
+      expires: String(lease.expires.getTime()),
+    });
+    assert.equal(await raw.pexpiretime(key), lease.expires.getTime());
+    const renewed = await backend.renew(resource, lease.id, 5);
+    assert.equal(await raw.pexpiretime(key), renewed.expires.getTime());
+    assert.ok(await raw.pttl(key) <= 5000);
+    await backend.release(resource, lease.id);
+    assert.equal(await raw.exists(key), 0);
+  } finally {
+    raw.disconnect();
+    await backend.close();
+  }
+});
+
+test("a key that holds other data gives ConfigError, and is left alone", async () => {
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  const backend = await open({ url, prefix });
+  const raw = inspector();
+  try {
+    await raw.set(`${prefix}string`, "not a lease");
+    await raw.hset(`${prefix}hash`, "owner", "someone else");
+    for (const resource of ["string", "hash"]) {
+      await assert.rejects(backend.acquire(resource, "ann", 60), ConfigError);
+    }
+    await assert.rejects(backend.current("string"), ConfigError);
+    assert.equal(await raw.get(`${prefix}string`), "not a lease");
+    assert.deepEqual(await raw.hgetall(`${prefix}hash`), {
+      owner: "someone else",
+    });
+  } finally {
+    raw.disconnect();
+    await backend.close();
+  }
+});
+
+test("a least-privilege ACL user can do everything", async () => {
+  const backend = await open({ url: aclUrl });
+  try {
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann", 60);
+    await assert.rejects(backend.acquire(resource, "bob", 60), LockHeldError);
+    await backend.renew(resource, lease.id, 120);
+    assert.equal((await backend.current(resource))?.id, lease.id);
+    assert.equal(await backend.isHeld(resource, lease.id), true);
+    await backend.release(resource, lease.id);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a wrong or missing password gives BackendUnavailableError without showing it", async () => {
+  const wrong = new URL(aclUrl);
+  wrong.password = "not-the-Password-42";
+  const missing = new URL(url);
+  missing.password = "";
+  for (const candidate of [wrong.href, missing.href]) {
+    const backend = await open({ url: candidate });
+    const error = await backend.acquire(uniqueResource(), "ann", 60).then(
+      () => assert.fail("acquire succeeded"),
+      (error: unknown) => error,
+    );
+    await backend.close();
+    assert.ok(error instanceof BackendUnavailableError, shown(error));
+    assert.match(error.message, /refused the credentials/);
+    assert.match(error.message, /127\.0\.0\.1:\d+/);
+    assert.ok(!shown(error).includes("not-the-Password-42"), shown(error));
+    assert.ok(!shown(error).includes(password));
+  }
+});
+
+test("rediss:// with ca_cert connects over TLS", async () => {
+  const backend = await open({ url: tlsUrl, ca_cert: caFile });
+  try {
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann", 60);
+    await backend.release(resource, lease.id);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("rediss:// without the CA refuses the server's certificate", async () => {
+  const backend = await open({ url: tlsUrl, timeout: "2s" });
+  try {
+    await assert.rejects(
+      backend.acquire(uniqueResource(), "ann", 60),
+      BackendUnavailableError,
+    );
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a closed port gives BackendUnavailableError naming host:port", async () => {
+  const port = closedPort();
+  const backend = await open({
+    url: `redis://ann:${password}@127.0.0.1:${port}`,
+  });
+  const error = await backend.current("r").then(
+    () => assert.fail("current() succeeded"),
+    (error: unknown) => error,
+  );
+  await backend.close();
+  assert.ok(error instanceof BackendUnavailableError, shown(error));
+  assert.match(error.message, new RegExp(`127\\.0\\.0\\.1:${port}`));
+  assert.ok(!shown(error).includes(password));
+});
+
+test("a server that accepts but never answers gives BackendUnavailableError", async () => {
+  using hole = blackHole();
+  const backend = await open({
+    url: `redis://127.0.0.1:${hole.port}`,
+    timeout: "500ms",
+  });
+  const timedOut = (error: unknown) =>
+    error instanceof BackendUnavailableError &&
+    /did not answer within 500ms/.test(error.message);
+  await assert.rejects(backend.acquire(uniqueResource(), "ann", 60), timedOut);
+  // A later call connects afresh and is bounded again.
+  await assert.rejects(backend.current("r"), timedOut);
+  await backend.close();
+});
+
+test("a server that is not Redis gives BackendUnavailableError", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  (async () => {
+    for await (const conn of listener) {
+      await conn.write(new TextEncoder().encode("HTTP/1.1 400 Bad\r\n\r\n"));
+      conn.close();
+    }
+  })().catch(() => {});
+  const { port } = listener.addr as Deno.NetAddr;
+  const backend = await open({ url: `redis://127.0.0.1:${port}` });
+  try {
+    await assert.rejects(
+      backend.current("r"),
+      (error: unknown) =>
+        error instanceof BackendUnavailableError &&
+        /Redis protocol/.test(error.message),
+    );
+  } finally {
+    await backend.close();
+    listener.close();
+  }
+});
+
+test("bad options give ConfigError naming the key, never the password", async () => {
+  const bad: BackendOptions[] = [
+    { url: `http://ann:${password}@127.0.0.1:6379` },
+    { url: `redis://ann:${password}@127.0.0.1:6379/nope` },
+    { url: `redis://ann:${password}@127.0.0.1:6379?tls=1` },
+    { url: `not a url ${password}` },
+    { url: `redis://${password}@127.0.0.1:6379` },
+    { url, timeout: "soon" },
+    { url, ca_cert: caFile },
+    { url: tlsUrl, ca_cert: "/nonexistent/ca.pem" },
+  ];
+  for (const options of bad) {
+    const error = await open(options).then(
+      () => assert.fail(`accepted ${Object.keys(options)}`),
+      (error: unknown) => error,
+    );
+    assert.ok(error instanceof ConfigError, shown(error));
+    assert.match(error.message, /\[backend\.redis\] (url|timeout|ca_cert)/);
+    assert.ok(!shown(error).includes(password), error.message);
+  }
+});
+
+test("the CLI acquires, refuses a held lock and releases", async () => {
+  using home = new CliHome();
+  home.write(
+    ".stormlock.cfg",
+    `[default]\nbackend = redis\n\n[backend.redis]\nurl = ${url}\n`,
+  );
+  const resource = uniqueResource();
+  const first = await home.run(["acquire", resource]);
+  assert.equal(first.code, 0, first.stderr);
+  assert.match(first.stdout, /^[0-9a-f]{32}\n$/);
+  assert.equal(first.stderr, "");
+
+  const second = await home.run(["acquire", resource]);
+  assert.equal(second.code, 2, second.stderr);
+  assert.equal(second.stdout, "");
+  assert.match(second.stderr, /is held by tester@/);
+
+  const release = await home.run(["release", resource, first.stdout.trim()]);
+  assert.equal(release.code, 0, release.stderr);
+  for (const result of [first, second, release]) {
+    assert.ok(!(result.stdout + result.stderr).includes(password));
+  }
+});
+
+test("the CLI exits 69 with one clean line when the server is down", async () => {
+  using home = new CliHome();
+  using hole = blackHole();
+  const down = [
+    `redis://ann:${password}@127.0.0.1:${closedPort()}`,
+    `redis://ann:${password}@127.0.0.1:${hole.port}`,
+  ];
+  for (const target of down) {
+    home.write(
+      ".stormlock.cfg",
+      `[default]\nbackend = redis\n\n[backend.redis]\nurl = ${target}\ntimeout = 1s\n`,
+    );
+    const result = await home.run(["acquire", uniqueResource()]);
+    assert.equal(result.code, 69, result.stderr);
+    assert.equal(result.stdout, "");
+    const lines = result.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, result.stderr);
+    assert.match(lines[0], /^stormlock: Redis at 127\.0\.0\.1:\d+ /);
+    assert.ok(!result.stderr.includes(password));
+  }
+});
