@@ -1,0 +1,251 @@
+/**
+ * Starts two etcd servers on loopback for the etcd backend's tests: a
+ * plain one for the shared contract, and one that needs TLS, a client
+ * certificate and a password, for the credential tests.
+ */
+import { join } from "node:path";
+import {
+  ensureApt,
+  freePort,
+  log,
+  run,
+  spawnDaemon,
+  stopDaemon,
+  tcpOpen,
+  waitUntil,
+} from "./_server.ts";
+import type { StartedServer } from "./_server.ts";
+
+/** The name the test runner logs. */
+export const name = "etcd";
+
+/** The user and role the secure server grants `/stormlock/` to. */
+const USER = "locker";
+
+interface Etcd {
+  child: Deno.ChildProcess;
+  port: number;
+}
+
+/** Starts one etcd member on free loopback ports, storing data in `dir`. */
+async function startEtcd(
+  dir: string,
+  scheme: "http" | "https",
+  tlsArgs: string[] = [],
+): Promise<Etcd> {
+  Deno.mkdirSync(dir, { recursive: true });
+  const port = freePort();
+  const peerPort = freePort();
+  const client = `${scheme}://127.0.0.1:${port}`;
+  const peer = `http://127.0.0.1:${peerPort}`;
+  const env: Record<string, string> = {};
+  // etcd 3.4 refuses to start on arm64 unless told to.
+  if (Deno.build.arch === "aarch64") env.ETCD_UNSUPPORTED_ARCH = "arm64";
+  const child = spawnDaemon(
+    "etcd",
+    [
+      "--name",
+      "default",
+      "--data-dir",
+      join(dir, "data"),
+      "--listen-client-urls",
+      client,
+      "--advertise-client-urls",
+      client,
+      "--listen-peer-urls",
+      peer,
+      "--initial-advertise-peer-urls",
+      peer,
+      "--initial-cluster",
+      `default=${peer}`,
+      "--log-level",
+      "warn",
+      ...tlsArgs,
+    ],
+    join(dir, "etcd.log"),
+    { env },
+  );
+  try {
+    await waitUntil(`etcd on port ${port}`, () => tcpOpen(port));
+  } catch (error) {
+    await stopDaemon(child);
+    throw error;
+  }
+  return { child, port };
+}
+
+/** Resolves when etcd reports itself healthy: it has elected a leader. */
+async function healthy(
+  port: number,
+  scheme: "http" | "https",
+  client?: Deno.HttpClient,
+): Promise<void> {
+  const host = scheme === "https" ? "localhost" : "127.0.0.1";
+  const response = await fetch(`${scheme}://${host}:${port}/health`, {
+    client,
+  });
+  const body = await response.json();
+  if (body.health !== "true") throw new Error(JSON.stringify(body));
+}
+
+/** Makes a CA, a server certificate for localhost and a client certificate. */
+async function makeCertificates(dir: string): Promise<void> {
+  Deno.mkdirSync(dir, { recursive: true });
+  const openssl = (...args: string[]) => run("openssl", args, { cwd: dir });
+  const key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+  await openssl(
+    "req",
+    "-x509",
+    ...key,
+    "-nodes",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.crt",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=stormlock-test-ca",
+  );
+  for (
+    const [file, subject, names] of [
+      ["server", "/CN=localhost", "DNS:localhost,IP:127.0.0.1"],
+      ["client", `/CN=${USER}`, `DNS:${USER}`],
+    ]
+  ) {
+    // etcd's own gateway dials the server with the server's certificate,
+    // so both certificates serve as client and server.
+    Deno.writeTextFileSync(
+      join(dir, `${file}.ext`),
+      `subjectAltName=${names}\nextendedKeyUsage=serverAuth,clientAuth\n`,
+    );
+    await openssl(
+      "req",
+      ...key,
+      "-nodes",
+      "-keyout",
+      `${file}.key`,
+      "-out",
+      `${file}.csr`,
+      "-subj",
+      subject,
+    );
+    await openssl(
+      "x509",
+      "-req",
+      "-in",
+      `${file}.csr`,
+      "-CA",
+      "ca.crt",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      `${file}.crt`,
+      "-days",
+      "2",
+      "-extfile",
+      `${file}.ext`,
+    );
+  }
+}
+
+/**
+ * Enables authentication through etcd's JSON gateway: a root user (etcd
+ * requires one) and a user allowed only keys under `/stormlock/`.
+ */
+async function enableAuth(
+  port: number,
+  certs: string,
+  password: string,
+): Promise<void> {
+  const read = (file: string) => Deno.readTextFileSync(join(certs, file));
+  const client = Deno.createHttpClient({
+    caCerts: [read("ca.crt")],
+    cert: read("client.crt"),
+    key: read("client.key"),
+  });
+  const call = async (path: string, body: unknown) => {
+    const response = await fetch(`https://localhost:${port}/v3/auth/${path}`, {
+      method: "POST",
+      body: JSON.stringify(body),
+      client,
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`etcd ${path}: ${text}`);
+  };
+  const b64 = (text: string) => btoa(text);
+  try {
+    await waitUntil("the TLS etcd", () => healthy(port, "https", client));
+    await call("role/add", { name: "root" });
+    await call("user/add", { name: "root", password: crypto.randomUUID() });
+    await call("user/grant", { user: "root", role: "root" });
+    await call("role/add", { name: USER });
+    await call("role/grant", {
+      name: USER,
+      perm: {
+        permType: "READWRITE",
+        key: b64("/stormlock/"),
+        range_end: b64("/stormlock0"),
+      },
+    });
+    await call("user/add", { name: USER, password });
+    await call("user/grant", { user: USER, role: USER });
+    await call("enable", {});
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * Starts both servers. The environment names the plain server's URL, and
+ * the secure server's URL, certificate folder, user and password.
+ */
+export async function start(workDir: string): Promise<StartedServer> {
+  await ensureApt("etcd", ["etcd-server"]);
+  await ensureApt("openssl", ["openssl"]);
+  const certs = join(workDir, "certs");
+  await makeCertificates(certs);
+  const plain = await startEtcd(join(workDir, "plain"), "http");
+  try {
+    await waitUntil("etcd", () => healthy(plain.port, "http"));
+  } catch (error) {
+    await stopDaemon(plain.child);
+    throw error;
+  }
+  let secure: Etcd;
+  const password = `pw-${crypto.randomUUID()}`;
+  try {
+    secure = await startEtcd(join(workDir, "secure"), "https", [
+      "--cert-file",
+      join(certs, "server.crt"),
+      "--key-file",
+      join(certs, "server.key"),
+      "--client-cert-auth",
+      "--trusted-ca-file",
+      join(certs, "ca.crt"),
+    ]);
+  } catch (error) {
+    await stopDaemon(plain.child);
+    throw error;
+  }
+  try {
+    await enableAuth(secure.port, certs, password);
+  } catch (error) {
+    await Promise.all([stopDaemon(plain.child), stopDaemon(secure.child)]);
+    throw error;
+  }
+  log(`etcd on ports ${plain.port} (plain) and ${secure.port} (TLS, auth)`);
+  return {
+    env: {
+      STORMLOCK_TEST_ETCD_URL: `http://127.0.0.1:${plain.port}`,
+      STORMLOCK_TEST_ETCD_TLS_URL: `https://localhost:${secure.port}`,
+      STORMLOCK_TEST_ETCD_TLS_DIR: certs,
+      STORMLOCK_TEST_ETCD_USER: USER,
+      STORMLOCK_TEST_ETCD_PASSWORD: password,
+    },
+    stop: async () => {
+      await Promise.all([stopDaemon(plain.child), stopDaemon(secure.child)]);
+    },
+  };
+}

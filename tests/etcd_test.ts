@@ -1,0 +1,324 @@
+import assert from "assert";
+import { Buffer } from "node:buffer";
+import { join } from "node:path";
+import { Etcd3 } from "etcd3";
+import {
+  BackendUnavailableError,
+  ConfigError,
+  LockHeldError,
+  openBackend,
+} from "../mod.ts";
+import type { Backend, BackendOptions } from "../mod.ts";
+import { testBackendContract } from "./contract.ts";
+import { CliHome, uniqueResource } from "./helpers.ts";
+
+const url = Deno.env.get("STORMLOCK_TEST_ETCD_URL");
+const tlsUrl = Deno.env.get("STORMLOCK_TEST_ETCD_TLS_URL");
+const tlsDir = Deno.env.get("STORMLOCK_TEST_ETCD_TLS_DIR");
+const tlsUser = Deno.env.get("STORMLOCK_TEST_ETCD_USER");
+const tlsPassword = Deno.env.get("STORMLOCK_TEST_ETCD_PASSWORD");
+if (!url || !tlsUrl || !tlsDir || !tlsUser || !tlsPassword) {
+  throw new Error(
+    "set STORMLOCK_TEST_ETCD_URL, STORMLOCK_TEST_ETCD_TLS_URL, STORMLOCK_TEST_ETCD_TLS_DIR, STORMLOCK_TEST_ETCD_USER and STORMLOCK_TEST_ETCD_PASSWORD or run scripts/test.sh",
+  );
+}
+const hosts = url;
+const tlsHost = new URL(tlsUrl).host;
+
+const context = { name: "etcd", section: "backend.etcd" };
+const open = (options: BackendOptions): Promise<Backend> =>
+  openBackend(options, context);
+
+/** Options for the secure server: TLS, a client certificate and a password. */
+const secure = (extra: BackendOptions = {}): BackendOptions => ({
+  hosts: tlsUrl,
+  ca_cert: join(tlsDir, "ca.crt"),
+  cert_cert: join(tlsDir, "client.crt"),
+  cert_key: join(tlsDir, "client.key"),
+  user: tlsUser,
+  password: tlsPassword,
+  ...extra,
+});
+
+testBackendContract("etcd", () => open({ hosts, timeout: "3s" }));
+
+/** Runs `body` against a TCP listener that accepts and never answers. */
+async function withBlackHole(body: (port: number) => Promise<void>) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) conns.push(conn);
+  })();
+  try {
+    await body((listener.addr as Deno.NetAddr).port);
+  } finally {
+    listener.close();
+    for (const conn of conns) conn.close();
+    await accepting.catch(() => {});
+  }
+}
+
+/** A loopback port with nothing listening. */
+function closedPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+async function assertUnavailable(
+  promise: Promise<unknown>,
+  ...mustMention: string[]
+): Promise<BackendUnavailableError> {
+  let caught: unknown;
+  await assert.rejects(promise, (error: unknown) => {
+    caught = error;
+    return error instanceof BackendUnavailableError;
+  });
+  const { message } = caught as BackendUnavailableError;
+  for (const text of mustMention) assert.ok(message.includes(text), message);
+  assert.ok(!message.includes(tlsPassword!), "the password leaked");
+  return caught as BackendUnavailableError;
+}
+
+const test = (name: string, fn: () => Promise<void>) =>
+  Deno.test({
+    name: `etcd: ${name}`,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn,
+  });
+
+test("a closed port gives BackendUnavailableError naming host:port", async () => {
+  const port = closedPort();
+  const backend = await open({ host: "127.0.0.1", port: String(port) });
+  try {
+    await assertUnavailable(
+      backend.acquire(uniqueResource(), "ann@host", 60),
+      `127.0.0.1:${port}`,
+    );
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a server that never answers gives BackendUnavailableError", async () => {
+  await withBlackHole(async (port) => {
+    const backend = await open({
+      hosts: `127.0.0.1:${port}`,
+      timeout: "500ms",
+    });
+    try {
+      await assertUnavailable(
+        backend.current(uniqueResource()),
+        `127.0.0.1:${port}`,
+        "did not answer within 0.5s",
+      );
+    } finally {
+      await backend.close();
+    }
+  });
+});
+
+test("a dead host in hosts is skipped for a live one", async () => {
+  const backend = await open({
+    hosts: `127.0.0.1:${closedPort()}, ${hosts}`,
+  });
+  try {
+    // Each call picks a host at random; all must reach the live one.
+    for (let i = 0; i < 5; i++) {
+      assert.equal(await backend.current(uniqueResource()), null);
+    }
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a lost race leaves no etcd lease behind", async () => {
+  const raw = new Etcd3({ hosts });
+  const [a, b] = await Promise.all([open({ hosts }), open({ hosts })]);
+  const leaseIds = async () =>
+    (await raw.leaseClient.leaseLeases()).leases.map(({ ID }) => ID);
+  try {
+    const resource = uniqueResource();
+    const lease = await a.acquire(resource, "ann@host", 60);
+    const before = new Set(await leaseIds());
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(b.acquire(resource, "bob@host", 60), LockHeldError);
+    }
+    const added = (await leaseIds()).filter((id) => !before.has(id));
+    assert.deepEqual(added, [], "the losers' leases were revoked");
+    await a.release(resource, lease.id);
+  } finally {
+    raw.close();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
+test("a TTL below etcd's minimum reports the TTL etcd granted", async () => {
+  const raw = new Etcd3({ hosts });
+  const backend = await open({ hosts });
+  try {
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann@host", 1);
+    const { kvs } = await raw.kv.range({
+      key: Buffer.from(`/stormlock/${resource}`),
+    });
+    const { grantedTTL } = await raw.leaseClient.leaseTimeToLive({
+      ID: kvs[0].lease,
+    });
+    assert.equal(
+      lease.expires.getTime() - lease.created.getTime(),
+      Number(grantedTTL) * 1000,
+    );
+  } finally {
+    raw.close();
+    await backend.close();
+  }
+});
+
+test("TLS with a client certificate and a password works", async () => {
+  const backend = await open(secure());
+  try {
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann@host", 60);
+    assert.equal((await backend.current(resource))?.id, lease.id);
+    const renewed = await backend.renew(resource, lease.id, 120);
+    assert.ok(renewed.expires > lease.expires);
+    await backend.release(resource, lease.id);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a wrong password gives BackendUnavailableError without the password", async () => {
+  const backend = await open(secure({ password: `${tlsPassword}-wrong` }));
+  try {
+    const error = await assertUnavailable(
+      backend.acquire(uniqueResource(), "ann@host", 60),
+      tlsHost,
+      `user "${tlsUser}"`,
+    );
+    assert.ok(!error.message.includes(`${tlsPassword}-wrong`));
+  } finally {
+    await backend.close();
+  }
+});
+
+test("keys outside the user's permitted prefix give a clear error", async () => {
+  const backend = await open(secure({ prefix: "/elsewhere/" }));
+  try {
+    await assertUnavailable(
+      backend.acquire(uniqueResource(), "ann@host", 60),
+      "/elsewhere/",
+      "readwrite",
+    );
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a missing client certificate fails the TLS handshake cleanly", async () => {
+  const backend = await open(
+    secure({ cert_cert: "", cert_key: "" }),
+  );
+  try {
+    await assertUnavailable(backend.current(uniqueResource()), tlsHost);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("certificate paths resolve against the config file's folder", async () => {
+  const backend = await openBackend(
+    secure({
+      ca_cert: "ca.crt",
+      cert_cert: "client.crt",
+      cert_key: "client.key",
+    }),
+    {
+      ...context,
+      configPath: join(tlsDir, "stormlock.cfg"),
+      configDir: tlsDir,
+    },
+  );
+  try {
+    assert.equal(await backend.current(uniqueResource()), null);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("bad options are ConfigErrors that never echo a password", async () => {
+  const bad: BackendOptions[] = [
+    { port: "70000" },
+    { hosts: "a:1", host: "b" },
+    { hosts: "ftp://a:1" },
+    { hosts: "http://root:s3cret@a:2379" },
+    { hosts: "http://a:1, https://b:2" },
+    { hosts: "https://127.0.0.1:2379" },
+    { user: "root" },
+    { password: "s3cret" },
+    { cert_cert: join(tlsDir, "client.crt") },
+    { ca_cert: "/nonexistent/ca.crt" },
+    { timeout: "soon" },
+    { host: "http://a" },
+  ];
+  for (const options of bad) {
+    await assert.rejects(open(options), (error: unknown) => {
+      assert.ok(error instanceof ConfigError, String(error));
+      assert.ok(!error.message.includes("s3cret"), error.message);
+      return true;
+    }, JSON.stringify(options));
+  }
+});
+
+test("the CLI acquires, refuses, releases, and reports a dead server in one line", async () => {
+  using home = new CliHome();
+  const config = (section: string) =>
+    home.write(
+      ".stormlock.cfg",
+      `[default]\nbackend = etcd\n\n[backend.etcd]\n${section}`,
+    );
+  config(`hosts = ${hosts}\ntimeout = 2s\n`);
+  const resource = uniqueResource("cli");
+
+  const first = await home.run(["acquire", resource]);
+  assert.equal(first.code, 0, first.stderr);
+  assert.match(first.stdout, /^[0-9a-f]{32}\n$/);
+  const id = first.stdout.trim();
+
+  const second = await home.run(["acquire", resource]);
+  assert.equal(second.code, 2, second.stderr);
+  assert.equal(second.stdout, "");
+
+  const release = await home.run(["release", resource, id]);
+  assert.equal(release.code, 0, release.stderr);
+
+  config(
+    `host = 127.0.0.1\nport = ${closedPort()}\nuser = ann\npassword = ${tlsPassword}\ntimeout = 1s\n`,
+  );
+  const dead = await home.run(["acquire", resource]);
+  assert.equal(dead.code, 69, dead.stderr);
+  assert.equal(dead.stdout, "");
+  assert.equal(dead.stderr.trimEnd().split("\n").length, 1, dead.stderr);
+  assert.ok(!/\bat .*:\d+:\d+/.test(dead.stderr), dead.stderr);
+  assert.ok(!dead.stderr.includes(tlsPassword), "the password leaked");
+});
+
+test("the CLI over TLS with a password never prints the password", async () => {
+  using home = new CliHome();
+  home.write(
+    ".stormlock.cfg",
+    `[default]\nbackend = etcd\n\n[backend.etcd]\nhosts = ${tlsUrl}\nca_cert = ${
+      join(tlsDir, "ca.crt")
+    }\ncert_cert = ${join(tlsDir, "client.crt")}\ncert_key = ${
+      join(tlsDir, "client.key")
+    }\nuser = ${tlsUser}\npassword = ${tlsPassword}-wrong\n`,
+  );
+  const result = await home.run(["acquire", uniqueResource("cli")]);
+  assert.equal(result.code, 69, result.stderr);
+  assert.equal(result.stderr.trimEnd().split("\n").length, 1, result.stderr);
+  assert.ok(!result.stderr.includes(tlsPassword), "the password leaked");
+  assert.ok(!result.stdout.includes(tlsPassword), "the password leaked");
+});
