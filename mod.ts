@@ -51,6 +51,7 @@ export {
   parseConfig,
   resolveLockSettings,
 } from "./lib/config.ts";
+export type { IniSections } from "./lib/ini.ts";
 export type {
   Config,
   ConfigSource,
@@ -62,3 +63,4 @@ export { builtinBackendNames, openBackend } from "./lib/registry.ts";
 export { Lock, openLock } from "./lib/lock.ts";
 export type { OpenLockOptions, Ttl } from "./lib/lock.ts";
 export { VERSION } from "./lib/version.ts";
+export type { PluginContext, PluginErrors } from "./lib/plugin.ts";

@@ -32,6 +32,8 @@ export class StormlockError extends Error {
   readonly code: StormlockErrorCode;
 
   /**
+   * Creates the error.
+   *
    * @param code The stable error code.
    * @param message One line naming the problem and what to do.
    * @param options Standard error options, e.g. the `cause`.
@@ -65,7 +67,11 @@ export class LockHeldError extends StormlockError {
   /** The lease that currently holds the lock. */
   readonly holder: Lease;
 
-  /** @param holder The lease that currently holds the lock. */
+  /**
+   * Creates the error.
+   *
+   * @param holder The lease that currently holds the lock.
+   */
   constructor(holder: Lease) {
     super(
       "LOCK_HELD",
@@ -94,6 +100,8 @@ export class LeaseNotHeldError extends StormlockError {
   readonly leaseId: string;
 
   /**
+   * Creates the error.
+   *
    * @param resource The resource that was asked about.
    * @param leaseId The lease id that is not held.
    */
@@ -120,6 +128,8 @@ export class LeaseNotHeldError extends StormlockError {
  */
 export class BackendUnavailableError extends StormlockError {
   /**
+   * Creates the error.
+   *
    * @param message What could not be reached, and what to check.
    * @param options Standard error options, e.g. the client's error as `cause`.
    */
@@ -141,6 +151,8 @@ export class BackendUnavailableError extends StormlockError {
  */
 export class ConfigError extends StormlockError {
   /**
+   * Creates the error.
+   *
    * @param message Names the file, section and key where possible.
    * @param options Standard error options.
    */
@@ -162,6 +174,8 @@ export class ConfigError extends StormlockError {
  */
 export class UsageError extends StormlockError {
   /**
+   * Creates the error.
+   *
    * @param message What is wrong with the input and what is accepted.
    * @param options Standard error options.
    */

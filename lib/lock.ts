@@ -40,6 +40,8 @@ export class Lock {
   readonly settings: LockSettings;
 
   /**
+   * Wraps an open backend for one resource.
+   *
    * @param backend An open backend; the lock closes it on {@linkcode close}.
    * @param settings The resource's resolved settings.
    */

@@ -1,10 +1,17 @@
 /**
  * Which module implements a backend: a static map of lazy imports for the
- * built-ins, so a command evaluates only the client it uses.
+ * built-ins, so a command evaluates only the client it uses, and plugin
+ * modules named by path or URL (see `plugin.ts`).
  *
  * @module
  */
-import { ConfigError } from "./errors.ts";
+import { ConfigError, StormlockError } from "./errors.ts";
+import {
+  isPluginSpecifier,
+  loadPlugin,
+  pluginContext,
+  pluginOptions,
+} from "./plugin.ts";
 import type {
   Backend,
   BackendContext,
@@ -39,12 +46,35 @@ const BACKEND_METHODS = [
  * Checks that a factory returned something with every {@linkcode Backend}
  * method, naming what is missing.
  *
+ * @param value What the factory returned.
+ * @param origin Names the backend in the message, e.g. `"redis"`.
  * @throws {ConfigError} when a method is missing.
+ *
+ * @example
+ * ```ts
+ * import { assertBackend } from "./registry.ts";
+ * try {
+ *   assertBackend({ acquire() {} }, '"mine"');
+ * } catch (error) {
+ *   console.log((error as Error).message); // … it lacks release, renew, …
+ * }
+ * ```
  */
 export function assertBackend(value: unknown, origin: string): Backend {
-  const missing = BACKEND_METHODS.filter((method) =>
-    typeof (value as Record<string, unknown> | null)?.[method] !== "function"
+  if (typeof value !== "object" || value === null) {
+    throw new ConfigError(
+      `Backend ${origin} is not a Backend: its createBackend returned ${
+        value === null ? "null" : typeof value
+      }, not an object with ${BACKEND_METHODS.join(", ")}`,
+    );
+  }
+  const record = value as Record<string, unknown>;
+  const missing: string[] = BACKEND_METHODS.filter((method) =>
+    typeof record[method] !== "function"
   );
+  if (record.init !== undefined && typeof record.init !== "function") {
+    missing.push("init (present, but not a function)");
+  }
   if (missing.length > 0) {
     throw new ConfigError(
       `Backend ${origin} is not a Backend: it lacks ${missing.join(", ")}`,
@@ -53,37 +83,112 @@ export function assertBackend(value: unknown, origin: string): Backend {
   return value as Backend;
 }
 
-async function loadModule(name: string): Promise<BackendModule> {
-  const load = Object.hasOwn(builtinBackends, name)
-    ? builtinBackends[name]
-    : undefined;
-  if (!load) {
-    throw new ConfigError(
-      `Unknown backend "${name}"; choose one of ${
-        builtinBackendNames().join(", ")
-      }`,
-    );
-  }
-  return await load();
+function unknownBackend(name: string, context: BackendContext): ConfigError {
+  const where = context.configPath ? ` (in ${context.configPath})` : "";
+  const hint = /\.(?:[cm]?js|[cm]?ts|jsx|tsx)$/i.test(name)
+    ? `; for a plugin file write a path, e.g. "./${name}"`
+    : `, name a plugin module (./my.js, file:///…, https://…), or add [${context.section}] with module = …`;
+  return new ConfigError(
+    `Unknown backend "${name}"${where}; choose one of ${
+      builtinBackendNames().join(", ")
+    }${hint}`,
+  );
+}
+
+/** A backend module ready to build, with the options its factory gets. */
+interface Resolved {
+  module: BackendModule;
+  options: BackendOptions;
+  origin: string;
+  plugin: boolean;
 }
 
 /**
- * Loads a backend by name and builds it from its options. Unknown option
+ * Finds the module behind a configured backend: a built-in name, a module
+ * specifier (`backend = ./my.js`), or a named instance whose section says
+ * `module = …`.
+ */
+async function resolveModule(
+  options: BackendOptions,
+  context: BackendContext,
+): Promise<Resolved> {
+  const { name } = context;
+  const split = pluginOptions(options);
+  const builtin = Object.hasOwn(builtinBackends, name)
+    ? builtinBackends[name]
+    : undefined;
+  if (builtin) {
+    if (split.module !== undefined) {
+      throw new ConfigError(
+        `${
+          context.configPath ?? "<config>"
+        } [${context.section}] module: "${name}" is a built-in backend; give the plugin instance another name, e.g. [backend.my-${name}]`,
+      );
+    }
+    return {
+      module: await builtin(),
+      options,
+      origin: `"${name}"`,
+      plugin: false,
+    };
+  }
+  if (split.module !== undefined) {
+    if (split.module === "") {
+      throw new ConfigError(
+        `${
+          context.configPath ?? "<config>"
+        } [${context.section}] module: it is empty; name the plugin module, e.g. module = ./my.js`,
+      );
+    }
+    return {
+      module: await loadPlugin(split.module, context),
+      options: split.options,
+      origin: `"${name}" (module ${split.module})`,
+      plugin: true,
+    };
+  }
+  if (isPluginSpecifier(name)) {
+    return {
+      module: await loadPlugin(name, context),
+      options,
+      origin: `module ${name}`,
+      plugin: true,
+    };
+  }
+  throw unknownBackend(name, context);
+}
+
+/**
+ * Loads a backend and builds it from its options. The backend is a
+ * built-in by name, a plugin module named by path or URL, or a named
+ * instance whose `[backend.NAME]` section has `module = PATH_OR_URL`; a
+ * relative path resolves against the config file's folder. Unknown option
  * names are reported through `warn`, not ignored silently.
  *
  * @param options The `[backend.NAME]` section.
  * @param context Where the options came from.
  * @param warn Receives warnings; defaults to dropping them.
- * @throws {ConfigError} for an unknown backend or a bad option.
+ * @returns The backend, checked to have every {@linkcode Backend} method.
+ * @throws {ConfigError} for an unknown backend, a bad option, or a plugin
+ * module that can't load or doesn't fit, naming what is missing.
  *
  * @example
  * ```ts ignore
- * import { openBackend } from "./registry.ts";
+ * import { openBackend } from "@stormlock/stormlock";
  * const backend = await openBackend({ path: "/tmp/locks.db" }, {
  *   name: "sqlite",
  *   section: "backend.sqlite",
  * });
  * await backend.close();
+ * ```
+ *
+ * @example A plugin instance, as `[backend.shared] module = ./json-file-backend.js`
+ * ```ts ignore
+ * import { openBackend } from "@stormlock/stormlock";
+ * const backend = await openBackend(
+ *   { module: "./json-file-backend.js", path: "leases.json" },
+ *   { name: "shared", section: "backend.shared", configDir: "/etc/stormlock" },
+ * );
  * ```
  */
 export async function openBackend(
@@ -91,9 +196,10 @@ export async function openBackend(
   context: BackendContext,
   warn: (message: string) => void = () => {},
 ): Promise<Backend> {
-  const module = await loadModule(context.name);
+  const resolved = await resolveModule(options, context);
+  const { module } = resolved;
   if (module.optionNames) {
-    for (const key of Object.keys(options)) {
+    for (const key of Object.keys(resolved.options)) {
       if (!module.optionNames.includes(key)) {
         warn(
           `${
@@ -105,8 +211,21 @@ export async function openBackend(
       }
     }
   }
-  return assertBackend(
-    await module.createBackend(options, context),
-    `"${context.name}"`,
-  );
+  let backend: unknown;
+  try {
+    backend = await module.createBackend(
+      resolved.options,
+      pluginContext(context),
+    );
+  } catch (error) {
+    // A plugin's own failure is a config problem, not Stormlock's bug.
+    if (!resolved.plugin || error instanceof StormlockError) throw error;
+    throw new ConfigError(
+      `Backend ${resolved.origin} failed in createBackend: ${
+        (error as Error)?.message ?? error
+      }`,
+      { cause: error },
+    );
+  }
+  return assertBackend(backend, resolved.origin);
 }

@@ -1,0 +1,224 @@
+/**
+ * `deno task compile`, validated without `denort`: every target builds
+ * against a placeholder runtime, embeds every built-in backend, bakes in
+ * explicit permissions and writes checksums; a type error, a missing
+ * backend file or a version mismatch fails the build.
+ */
+import assert from "assert";
+import { join } from "node:path";
+import { VERSION } from "../mod.ts";
+import { builtinBackendNames } from "../lib/registry.ts";
+import {
+  binaryName,
+  detectFormat,
+  placeholderRuntime,
+  runtimeFormat,
+  TARGETS,
+} from "../scripts/compile.ts";
+import { repoPath } from "./helpers.ts";
+
+const decoder = new TextDecoder();
+
+interface Run {
+  code: number;
+  output: string;
+}
+
+/** Runs scripts/compile.ts from `root` with the task's permissions. */
+async function compile(
+  root: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Run> {
+  const result = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-run",
+      join(root, "scripts", "compile.ts"),
+      ...args,
+    ],
+    cwd: root,
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: result.code,
+    output: decoder.decode(result.stdout) + decoder.decode(result.stderr),
+  };
+}
+
+/** A copy of the sources compile.ts needs, to break on purpose. */
+function projectCopy(): string {
+  const copy = Deno.makeTempDirSync({ prefix: "stormlock-compile-" });
+  for (const name of ["main.ts", "mod.ts", "deno.json", "deno.lock"]) {
+    Deno.copyFileSync(repoPath(name), join(copy, name));
+  }
+  for (const folder of ["lib", "backends"]) {
+    Deno.mkdirSync(join(copy, folder));
+    for (const entry of Deno.readDirSync(repoPath(folder))) {
+      if (entry.isFile) {
+        Deno.copyFileSync(
+          repoPath(folder, entry.name),
+          join(copy, folder, entry.name),
+        );
+      }
+    }
+  }
+  Deno.mkdirSync(join(copy, "scripts"));
+  Deno.copyFileSync(
+    repoPath("scripts", "compile.ts"),
+    join(copy, "scripts", "compile.ts"),
+  );
+  Deno.symlinkSync(repoPath("node_modules"), join(copy, "node_modules"));
+  return copy;
+}
+
+async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+Deno.test({
+  name: "compile --validate builds all five targets with checksums",
+  sanitizeResources: false,
+  fn: async () => {
+    const out = Deno.makeTempDirSync({ prefix: "stormlock-dist-" });
+    try {
+      const run = await compile(repoPath(), ["--validate", "--out", out]);
+      assert.equal(run.code, 0, run.output);
+      assert.match(run.output, new RegExp(`stormlock ${VERSION}, 5 targets`));
+      const sums = Deno.readTextFileSync(join(out, "SHA256SUMS"));
+      assert.equal(sums.trim().split("\n").length, TARGETS.length);
+      for (const target of TARGETS) {
+        const name = binaryName(target);
+        const bytes = Deno.readFileSync(join(out, name));
+        const line = `${await sha256(bytes)}  ${name}`;
+        assert.equal(
+          Deno.readTextFileSync(join(out, `${name}.sha256`)),
+          `${line}\n`,
+        );
+        assert.ok(sums.includes(`${line}\n`), `${name} in SHA256SUMS`);
+        assert.equal(detectFormat(bytes), runtimeFormat(target));
+
+        const text = new TextDecoder("latin1").decode(bytes);
+        for (const backend of builtinBackendNames()) {
+          assert.ok(
+            text.includes(`backends/${backend}.ts`),
+            `${name} embeds backends/${backend}.ts`,
+          );
+        }
+        // The permissions deno compile recorded: explicit, never -A.
+        const permissions = /"permissions":(\{[^}]*\})/.exec(text)?.[1];
+        assert.ok(permissions, `${name} records its permissions`);
+        const parsed = JSON.parse(permissions);
+        assert.deepEqual(parsed.allow_sys, ["hostname"]);
+        assert.equal(parsed.allow_run, null);
+        assert.equal(parsed.allow_ffi, null);
+        assert.equal(parsed.prompt, false);
+      }
+    } finally {
+      Deno.removeSync(out, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "compile fails on a type error",
+  sanitizeResources: false,
+  fn: async () => {
+    const copy = projectCopy();
+    try {
+      const lock = join(copy, "lib", "lock.ts");
+      Deno.writeTextFileSync(
+        lock,
+        `${
+          Deno.readTextFileSync(lock)
+        }\nexport const broken: number = "text";\n`,
+      );
+      const run = await compile(copy, [
+        "--validate",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+      ]);
+      assert.notEqual(run.code, 0);
+      assert.match(run.output, /TS2322/);
+      assert.match(run.output, /at file:\/\/\S+\/lib\/lock\.ts:\d+:\d+/);
+      assert.match(run.output, /x86_64-unknown-linux-gnu failed/);
+    } finally {
+      Deno.removeSync(copy, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "compile fails when a built-in backend's file is missing",
+  sanitizeResources: false,
+  fn: async () => {
+    const copy = projectCopy();
+    try {
+      Deno.removeSync(join(copy, "backends", "etcd.ts"));
+      const run = await compile(copy, ["--validate"]);
+      assert.notEqual(run.code, 0);
+      assert.match(
+        run.output,
+        /lib\/registry\.ts names the built-in backend etcd, but backends\/etcd\.ts is missing/,
+      );
+    } finally {
+      Deno.removeSync(copy, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "compile refuses a version in deno.json that lib/version.ts lacks",
+  sanitizeResources: false,
+  fn: async () => {
+    const copy = projectCopy();
+    try {
+      const path = join(copy, "deno.json");
+      const config = JSON.parse(Deno.readTextFileSync(path));
+      config.version = "9.9.9";
+      Deno.writeTextFileSync(path, JSON.stringify(config));
+      const run = await compile(copy, ["--validate"]);
+      assert.notEqual(run.code, 0);
+      assert.match(
+        run.output,
+        new RegExp(
+          `deno\\.json has version 9\\.9\\.9, but lib/version\\.ts has ${VERSION}`,
+        ),
+      );
+    } finally {
+      Deno.removeSync(copy, { recursive: true });
+    }
+  },
+});
+
+Deno.test("a DENORT_BIN of the wrong format is refused before building", async () => {
+  const folder = Deno.makeTempDirSync({ prefix: "stormlock-denort-" });
+  try {
+    const runtime = join(folder, "denort");
+    Deno.writeFileSync(runtime, placeholderRuntime("x86_64-unknown-linux-gnu"));
+    const run = await compile(repoPath(), [
+      "--target",
+      "aarch64-apple-darwin",
+      "--out",
+      join(folder, "out"),
+    ], { DENORT_BIN: runtime });
+    assert.notEqual(run.code, 0);
+    assert.match(
+      run.output,
+      /is elf but aarch64-apple-darwin needs a macho runtime; use --validate/,
+    );
+  } finally {
+    Deno.removeSync(folder, { recursive: true });
+  }
+});
+
+Deno.test("deno.json and lib/version.ts carry the same version", () => {
+  const config = JSON.parse(Deno.readTextFileSync(repoPath("deno.json")));
+  assert.equal(config.version, VERSION);
+});

@@ -1,0 +1,43 @@
+/**
+ * The JSR package: the dry publish passes (no slow types, the right
+ * files), and the docs of every export pass `deno doc --lint`.
+ */
+import assert from "assert";
+import { repoPath } from "./helpers.ts";
+
+async function deno(
+  ...args: string[]
+): Promise<{ ok: boolean; output: string }> {
+  const result = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: repoPath(),
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    ok: result.success,
+    output: decoder.decode(result.stdout) + decoder.decode(result.stderr),
+  };
+}
+
+Deno.test("deno publish --dry-run passes and publishes only the library", async () => {
+  const run = await deno("publish", "--dry-run", "--allow-dirty");
+  assert.ok(run.ok, run.output);
+  assert.match(run.output, /Success Dry run complete/);
+  const files = [...run.output.matchAll(/file:\/\/\S+\/main\/(\S+) \(/g)]
+    .map((match) => match[1]);
+  for (const needed of ["mod.ts", "lib/lock.ts", "backends/sqlite.ts"]) {
+    assert.ok(files.includes(needed), `${needed} is published`);
+  }
+  for (const file of files) {
+    assert.match(file, /^(mod\.ts|deno\.json|README\.md|lib\/|backends\/)/);
+    assert.doesNotMatch(file, /_test\.ts$/);
+  }
+});
+
+Deno.test("deno doc --lint mod.ts finds every export documented", async () => {
+  const run = await deno("doc", "--lint", "mod.ts");
+  assert.ok(run.ok, run.output);
+});
