@@ -34,8 +34,9 @@ export function parseIni(text: string, source: string): IniSections {
     }
     const equals = line.indexOf("=");
     if (equals <= 0) {
+      // The line is not echoed: it may be a value, such as a password URL.
       throw new ConfigError(
-        `${where}: expected "key = value" but found "${line}"`,
+        `${where}: expected "key = value", a [section] or a # comment`,
       );
     }
     const value = line.slice(equals + 1).trim();

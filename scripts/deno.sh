@@ -10,7 +10,9 @@ if [ -z "${DENO:-}" ]; then
     DENO="$scripts_dir/.deno/node_modules/.bin/deno"
     if ! [ -x "$DENO" ] || ! "$DENO" --version >/dev/null 2>&1; then
       echo "stormlock: installing Deno $DENO_VERSION from npm into scripts/.deno (once)" >&2
-      npm ci --prefix "$scripts_dir/.deno" --no-audit --no-fund --loglevel=error >&2
+      # Not `npm ci`: it rejects this lock, which lacks Deno's platform
+      # packages for other systems (not published for every version).
+      npm install --no-save --prefix "$scripts_dir/.deno" --no-audit --no-fund --loglevel=error >&2
     fi
   fi
 fi

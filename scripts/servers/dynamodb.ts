@@ -1,7 +1,7 @@
 /**
  * Starts dynalite, an in-memory DynamoDB from npm, on loopback for the
  * dynamodb backend's tests. It comes with the Deno bootstrap in
- * `scripts/.deno`, installed by `npm ci` when missing.
+ * `scripts/.deno`, installed by `npm install` when missing.
  */
 import { join } from "node:path";
 import {
@@ -25,9 +25,10 @@ const dynalite = join(bootstrap, "node_modules", ".bin", "dynalite");
 export async function start(workDir: string): Promise<StartedServer> {
   Deno.mkdirSync(workDir, { recursive: true });
   if (!hasCommand(dynalite)) {
-    log("installing dynalite with npm ci in scripts/.deno");
+    log("installing dynalite with npm install in scripts/.deno");
     await run("npm", [
-      "ci",
+      "install",
+      "--no-save",
       "--prefix",
       bootstrap,
       "--no-audit",

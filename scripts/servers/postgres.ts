@@ -97,7 +97,8 @@ function newPassword(): string {
  * Starts the server in `workDir`. Its env: `STORMLOCK_TEST_POSTGRES_URL`
  * (role `stormlock` with a password, over TCP, TLS not required) and
  * `STORMLOCK_TEST_POSTGRES_CA` (the server's self-signed certificate, for
- * `sslmode=verify-full`).
+ * `sslmode=verify-full`) and `STORMLOCK_TEST_POSTGRES_SOCKET_DIR` (the unix
+ * socket's folder, where any role logs in without a password).
  */
 export async function start(workDir: string): Promise<StartedServer> {
   if (!findBinDir()) await ensureApt("pg_ctlcluster", ["postgresql"]);
@@ -110,7 +111,10 @@ export async function start(workDir: string): Promise<StartedServer> {
   const dir = await clusterDir(workDir, asRoot);
   const asServer = (command: string, args: string[]) =>
     asRoot
-      ? { command: "runuser", args: ["-u", SERVER_USER, "--", command, ...args] }
+      ? {
+        command: "runuser",
+        args: ["-u", SERVER_USER, "--", command, ...args],
+      }
       : { command, args };
   const runAsServer = (command: string, args: string[]) => {
     const { command: cmd, args: all } = asServer(command, args);
@@ -233,6 +237,7 @@ export async function start(workDir: string): Promise<StartedServer> {
     env: {
       STORMLOCK_TEST_POSTGRES_URL: url,
       STORMLOCK_TEST_POSTGRES_CA: cert,
+      STORMLOCK_TEST_POSTGRES_SOCKET_DIR: dir,
     },
     stop,
   };

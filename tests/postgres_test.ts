@@ -1,0 +1,404 @@
+import assert from "assert";
+import {
+  BackendUnavailableError,
+  ConfigError,
+  LockHeldError,
+  openBackend,
+} from "../mod.ts";
+import type { Backend, BackendOptions } from "../mod.ts";
+import { testBackendContract } from "./contract.ts";
+import { CliHome, uniqueResource } from "./helpers.ts";
+
+const URL_VAR = "STORMLOCK_TEST_POSTGRES_URL";
+const url = Deno.env.get(URL_VAR) ?? "";
+if (!url) {
+  throw new Error(
+    `set ${URL_VAR} (and the other STORMLOCK_TEST_POSTGRES_* variables) or run scripts/test.sh`,
+  );
+}
+const ca = Deno.env.get("STORMLOCK_TEST_POSTGRES_CA");
+const password = decodeURIComponent(new URL(url).password);
+const context = { name: "postgres", section: "backend.postgres" };
+
+/** A table name no other test run uses. */
+function uniqueTable(): string {
+  return `stormlock_test_${crypto.randomUUID().replaceAll("-", "")}`;
+}
+
+function open(options: BackendOptions): Promise<Backend> {
+  return openBackend({ url, ...options }, context);
+}
+
+/** Runs `body` on a fresh backend and closes it. */
+async function using<T>(
+  options: BackendOptions,
+  body: (backend: Backend) => Promise<T>,
+): Promise<T> {
+  const backend = await open(options);
+  try {
+    return await body(backend);
+  } finally {
+    await backend.close();
+  }
+}
+
+/** Asserts that `promise` fails with `type` and no secret in its message. */
+async function rejectsCleanly(
+  promise: Promise<unknown>,
+  type: new (...args: never[]) => Error,
+): Promise<Error> {
+  let caught: unknown;
+  await assert.rejects(promise, (error: unknown) => {
+    caught = error;
+    return true;
+  });
+  assert.ok(caught instanceof type, `expected ${type.name}, got ${caught}`);
+  assert.ok(!caught.message.includes(password), "the password leaked");
+  assert.ok(!caught.message.includes(url), "the URL leaked");
+  return caught;
+}
+
+// The contract creates its table on first use, exercising create_table.
+const contractTable = uniqueTable();
+testBackendContract(
+  "postgres",
+  () => open({ table: contractTable, create_table: "true" }),
+);
+
+const test = (name: string, fn: () => Promise<void>) =>
+  Deno.test({
+    name: `postgres: ${name}`,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn,
+  });
+
+test("a missing table is a config error that says how to create it", async () => {
+  const table = uniqueTable();
+  await using({ table }, async (backend) => {
+    const error = await rejectsCleanly(
+      backend.acquire(uniqueResource(), "ann@host", 60),
+      ConfigError,
+    );
+    assert.match(error.message, /stormlock init/);
+    assert.match(error.message, /create_table = true/);
+    assert.ok(error.message.includes(table));
+  });
+});
+
+test("init() creates the table, and running it again changes nothing", async () => {
+  const table = uniqueTable();
+  await using({ table }, async (backend) => {
+    assert.ok(backend.init);
+    await backend.init();
+    const lease = await backend.acquire("r", "ann@host", 60);
+    await backend.init();
+    assert.equal((await backend.current("r"))?.id, lease.id);
+  });
+});
+
+test("init() refuses a table that is not shaped like Stormlock's", async () => {
+  const table = uniqueTable();
+  const backend = await open({ table });
+  try {
+    // Make a foreign table through a second, raw client.
+    const { default: postgres } = await import("postgres");
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    await sql`CREATE TABLE ${sql(table)} (resource text PRIMARY KEY)`;
+    await sql.end();
+    const error = await rejectsCleanly(backend.init!(), ConfigError);
+    assert.match(error.message, /not a Stormlock table/);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("20 instances creating the table at once all succeed", async () => {
+  const table = uniqueTable();
+  const backends = await Promise.all(
+    Array.from({ length: 20 }, () => open({ table, create_table: "yes" })),
+  );
+  try {
+    const leases = await Promise.all(
+      backends.map((backend, i) => backend.acquire(`r${i}`, "ann@host", 60)),
+    );
+    assert.equal(new Set(leases.map((lease) => lease.id)).size, 20);
+  } finally {
+    await Promise.all(backends.map((backend) => backend.close()));
+  }
+});
+
+test("a schema-qualified table name with quotes in it works", async () => {
+  const table = `public.odd "name" ${crypto.randomUUID()}`;
+  await using({ table, create_table: "true" }, async (backend) => {
+    const lease = await backend.acquire("r", "ann@host", 60);
+    await assert.rejects(backend.acquire("r", "bob@host", 60), LockHeldError);
+    await backend.release("r", lease.id);
+  });
+});
+
+test("bad option values are config errors", async () => {
+  const cases: BackendOptions[] = [
+    { table: "a.b.c" },
+    { table: "x".repeat(64) },
+    { timeout: "soon" },
+    { create_table: "maybe" },
+    { url: `${url}?sslmode=sometimes` },
+    { url: "mysql://ann@host/db" },
+  ];
+  for (const options of cases) {
+    await rejectsCleanly(open(options), ConfigError);
+  }
+  await rejectsCleanly(
+    openBackend({ table: "t" }, context),
+    ConfigError,
+  );
+});
+
+test("a URL that does not parse is rejected without echoing it", async () => {
+  const secret = "hunter2-do-not-print";
+  const error = await rejectsCleanly(
+    open({ url: `postgres://ann:${secret}@host:notaport/db` }),
+    ConfigError,
+  );
+  assert.ok(!error.message.includes(secret));
+});
+
+test("a stray % in the URL is a config error that does not echo it", async () => {
+  const secret = "100%secret";
+  const error = await rejectsCleanly(
+    open({ url: `postgres://ann:${secret}@127.0.0.1/db` }),
+    ConfigError,
+  );
+  assert.ok(!error.message.includes(secret));
+});
+
+test("the original's connection option still works as url", async () => {
+  const backend = await openBackend(
+    { connection: url, table: uniqueTable(), create_table: "true" },
+    context,
+  );
+  try {
+    await backend.acquire("r", "ann@host", 60);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a wrong password is a clean BackendUnavailableError", async () => {
+  const wrong = new URL(url);
+  wrong.password = "wrong-password-42";
+  await using({ url: wrong.href }, async (backend) => {
+    const error = await rejectsCleanly(
+      backend.current("r"),
+      BackendUnavailableError,
+    );
+    assert.match(error.message, /refused the login/);
+    assert.ok(!error.message.includes("wrong-password-42"));
+  });
+});
+
+test("sslmode=require encrypts without checking the certificate", async () => {
+  await using(
+    { url: `${url}?sslmode=require`, table: uniqueTable(), create_table: "1" },
+    async (backend) => {
+      const lease = await backend.acquire("r", "ann@host", 60);
+      await backend.release("r", lease.id);
+    },
+  );
+});
+
+test("sslmode=verify-full checks the certificate against sslrootcert", async () => {
+  assert.ok(ca, "set STORMLOCK_TEST_POSTGRES_CA or run scripts/test.sh");
+  const table = uniqueTable();
+  const verified = `${url}?sslmode=verify-full&sslrootcert=${
+    encodeURIComponent(ca)
+  }`;
+  await using({ url: verified, table, create_table: "1" }, async (backend) => {
+    await backend.acquire("r", "ann@host", 60);
+  });
+  // Without the root certificate the self-signed one is not trusted.
+  await using({ url: `${url}?sslmode=verify-full` }, async (backend) => {
+    await rejectsCleanly(backend.current("r"), BackendUnavailableError);
+  });
+});
+
+test("a statement stuck behind a row lock gives BackendUnavailableError", async () => {
+  const table = uniqueTable();
+  await using(
+    { table, create_table: "true", timeout: "500ms" },
+    async (backend) => {
+      const lease = await backend.acquire("r", "ann@host", 60);
+      const { default: postgres } = await import("postgres");
+      const sql = postgres(url, { max: 1, onnotice: () => {} });
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => release = resolve);
+      let locked!: () => void;
+      const isLocked = new Promise<void>((resolve) => locked = resolve);
+      const holding = sql.begin(async (tx) => {
+        await tx`SELECT 1 FROM ${tx(table)} WHERE resource = 'r' FOR UPDATE`;
+        locked();
+        await released;
+      });
+      try {
+        await isLocked;
+        await rejectsCleanly(
+          backend.release("r", lease.id),
+          BackendUnavailableError,
+        );
+      } finally {
+        release();
+        await holding;
+        await sql.end();
+      }
+      // The lease survived, and the backend works again.
+      await backend.release("r", lease.id);
+    },
+  );
+});
+
+test("a percent-encoded folder as the host connects over the unix socket", async () => {
+  const folder = Deno.env.get("STORMLOCK_TEST_POSTGRES_SOCKET_DIR");
+  assert.ok(
+    folder,
+    "set STORMLOCK_TEST_POSTGRES_SOCKET_DIR or run scripts/test.sh",
+  );
+  const { port, pathname } = new URL(url);
+  const socketUrl = `postgres://stormlock@${
+    encodeURIComponent(folder)
+  }:${port}${pathname}`;
+  await using(
+    { url: socketUrl, table: uniqueTable(), create_table: "true" },
+    async (backend) => {
+      const lease = await backend.acquire("r", "ann@host", 60);
+      await backend.release("r", lease.id);
+    },
+  );
+});
+
+test("a closed port gives BackendUnavailableError quickly", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  await using(
+    { url: `postgres://ann:secret@127.0.0.1:${port}/db`, timeout: "2s" },
+    async (backend) => {
+      const error = await rejectsCleanly(
+        backend.acquire("r", "ann@host", 60),
+        BackendUnavailableError,
+      );
+      assert.ok(error.message.includes(`127.0.0.1:${port}/db`));
+      assert.ok(!error.message.includes("secret"));
+    },
+  );
+});
+
+test("a server that accepts but never answers gives BackendUnavailableError", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) held.push(conn);
+  })();
+  const { port } = listener.addr as Deno.NetAddr;
+  try {
+    await using(
+      { url: `postgres://ann@127.0.0.1:${port}/db`, timeout: "500ms" },
+      async (backend) => {
+        await rejectsCleanly(
+          backend.acquire("r", "ann@host", 60),
+          BackendUnavailableError,
+        );
+      },
+    );
+  } finally {
+    listener.close();
+    held.forEach((conn) => conn.close());
+    await accepting.catch(() => {});
+  }
+});
+
+test("a server that hangs up during startup is not retried in a loop", async () => {
+  // Like an HTTP server on the port: it answers garbage and closes.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let accepted = 0;
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      accepted++;
+      conn.write(new TextEncoder().encode("HTTP/1.1 400 Bad Request\r\n\r\n"))
+        .catch(() => {}).finally(() => conn.close());
+    }
+  })();
+  const { port } = listener.addr as Deno.NetAddr;
+  try {
+    await using(
+      { url: `postgres://ann@127.0.0.1:${port}/db`, timeout: "2s" },
+      async (backend) => {
+        const error = await rejectsCleanly(
+          backend.current("r"),
+          BackendUnavailableError,
+        );
+        assert.match(error.message, /closed the connection/);
+      },
+    );
+    assert.ok(accepted <= 2, `${accepted} connections`);
+  } finally {
+    listener.close();
+    await accepting.catch(() => {});
+  }
+});
+
+test("the CLI acquires, refuses, releases and sets up its table", async () => {
+  using home = new CliHome();
+  const table = uniqueTable();
+  home.write(
+    ".stormlock.cfg",
+    `[default]\nbackend = postgres\n\n[backend.postgres]\nurl = ${url}\ntable = ${table}\n`,
+  );
+  const resource = uniqueResource();
+
+  const missing = await home.run(["acquire", resource]);
+  assert.equal(missing.code, 78, missing.stderr);
+  assert.match(missing.stderr, /stormlock init/);
+
+  const init = await home.run(["init", resource]);
+  assert.equal(init.code, 0, init.stderr);
+
+  const first = await home.run(["acquire", resource]);
+  assert.equal(first.code, 0, first.stderr);
+  const id = first.stdout.trim();
+  assert.match(first.stdout, /^[0-9a-f]{32}\n$/);
+
+  const second = await home.run(["acquire", resource]);
+  assert.equal(second.code, 2, second.stderr);
+  assert.equal(second.stdout, "");
+
+  const release = await home.run(["release", resource, id]);
+  assert.equal(release.code, 0, release.stderr);
+  for (const result of [missing, init, first, second, release]) {
+    assert.ok(!(result.stdout + result.stderr).includes(password));
+  }
+});
+
+test("the CLI reports a dead server or a wrong password with exit 69 on one line", async () => {
+  using home = new CliHome();
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  const dead = new URL(url);
+  dead.port = String(port);
+  const wrong = new URL(url);
+  wrong.password = encodeURIComponent(`not-${password}`);
+  for (const target of [dead, wrong]) {
+    home.write(
+      ".stormlock.cfg",
+      `[default]\nbackend = postgres\n\n[backend.postgres]\nurl = ${target.href}\ntimeout = 2s\n`,
+    );
+    const result = await home.run(["acquire", uniqueResource()]);
+    assert.equal(result.code, 69, result.stderr);
+    assert.equal(result.stdout, "");
+    assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
+    assert.doesNotMatch(result.stderr, /\n\s+at /);
+    assert.ok(!result.stderr.includes(password), "the password leaked");
+    assert.ok(!result.stderr.includes(target.password));
+  }
+});
