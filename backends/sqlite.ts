@@ -16,7 +16,7 @@ import {
   StormlockError,
 } from "../lib/errors.ts";
 import { expandHome, homeDir, resolveConfigPath } from "../lib/config.ts";
-import { parseTimeoutMs } from "../lib/duration.ts";
+import { timeoutOption } from "../lib/options.ts";
 import { newLeaseId } from "../lib/lease.ts";
 import type {
   Backend,
@@ -206,18 +206,7 @@ export function createBackend(
   options: BackendOptions,
   context: BackendContext,
 ): Backend {
-  let timeoutMs = 5000;
-  if (options.timeout !== undefined) {
-    try {
-      timeoutMs = parseTimeoutMs(options.timeout, "timeout");
-    } catch (error) {
-      throw new ConfigError(
-        `${context.configPath ?? "<config>"} [${context.section}] ${
-          (error as Error).message
-        }`,
-      );
-    }
-  }
+  const timeoutMs = timeoutOption(options, context, 5000);
   const path = options.path
     ? resolveConfigPath(options.path, context)
     : defaultDatabasePath();
