@@ -10,17 +10,47 @@ import { parseIni } from "./ini.ts";
 import type { IniSections } from "./ini.ts";
 import type { BackendContext, BackendOptions } from "./types.ts";
 
-/** The backend used when the config names none. */
+/**
+ * The backend used when the config names none.
+ * @example
+ * ```ts
+ * import { DEFAULT_BACKEND } from "@stormlock/stormlock";
+ * console.log(DEFAULT_BACKEND); // "sqlite"
+ * ```
+ */
 export const DEFAULT_BACKEND = "sqlite";
-/** The TTL used when the config names none: one hour. */
+/**
+ * The TTL used when the config names none: one hour.
+ * @example
+ * ```ts
+ * import { DEFAULT_TTL_SECONDS } from "@stormlock/stormlock";
+ * console.log(DEFAULT_TTL_SECONDS); // 3600
+ * ```
+ */
 export const DEFAULT_TTL_SECONDS = 3600;
 
 const LOCK_KEYS = new Set(["principal", "backend", "ttl"]);
 
-/** Reads an environment variable; injectable for tests. */
+/**
+ * Reads an environment variable; injectable for tests.
+ * @example A fixed environment
+ * ```ts
+ * import { defaultPrincipal, type EnvReader } from "@stormlock/stormlock";
+ * const env: EnvReader = (name) => ({ USER: "ann" })[name];
+ * console.log(defaultPrincipal(env)); // "ann@<hostname>"
+ * ```
+ */
 export type EnvReader = (name: string) => string | undefined;
 
-/** Where to look for the config, and the environment to look in. */
+/**
+ * Where to look for the config, and the environment to look in.
+ * @example
+ * ```ts
+ * import { type ConfigSource, findConfigFile } from "@stormlock/stormlock";
+ * const source: ConfigSource = { cwd: "/nonexistent", env: () => undefined };
+ * console.log(findConfigFile(source)); // undefined
+ * ```
+ */
 export interface ConfigSource {
   /** An explicit file (`-c`). It must exist. */
   path?: string;
@@ -36,7 +66,15 @@ export interface ConfigSource {
   cwd?: string;
 }
 
-/** A parsed config file, or the empty config when none exists. */
+/**
+ * A parsed config file, or the empty config when none exists.
+ * @example
+ * ```ts
+ * import { type Config, parseConfig } from "@stormlock/stormlock";
+ * const config: Config = parseConfig("[default]\nbackend = redis\n", "/etc/s.cfg");
+ * console.log(config.sections.default.backend); // "redis"
+ * ```
+ */
 export interface Config {
   /** The file read, or `undefined` when none was found. */
   path?: string;
@@ -44,7 +82,15 @@ export interface Config {
   sections: IniSections;
 }
 
-/** Everything needed to open one resource's lock. */
+/**
+ * Everything needed to open one resource's lock.
+ * @example
+ * ```ts
+ * import { type LockSettings, parseConfig, resolveLockSettings } from "@stormlock/stormlock";
+ * const settings: LockSettings = resolveLockSettings(parseConfig(""), "deploy");
+ * console.log(settings.backend, settings.ttlSeconds); // "sqlite" 3600
+ * ```
+ */
 export interface LockSettings {
   /** The resource name. */
   resource: string;
@@ -185,7 +231,15 @@ export function parseConfig(text: string, path?: string): Config {
   return { path, sections: parseIni(text, path ?? "<config>") };
 }
 
-/** The default principal: `$USER@hostname`. */
+/**
+ * The default principal: `$USER@hostname`, with `unknown` for a missing
+ * user and `localhost` when the hostname can't be read.
+ * @example
+ * ```ts
+ * import { defaultPrincipal } from "@stormlock/stormlock";
+ * console.log(defaultPrincipal(() => "ann")); // "ann@<hostname>"
+ * ```
+ */
 export function defaultPrincipal(env?: EnvReader): string {
   const user = readEnv(env, "USER") ?? readEnv(env, "USERNAME") ??
     readEnv(env, "LOGNAME") ?? "unknown";

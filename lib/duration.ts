@@ -5,7 +5,14 @@
  */
 import { UsageError } from "./errors.ts";
 
-/** The longest TTL accepted: 365 days, in seconds. */
+/**
+ * The longest TTL accepted: 365 days, in seconds.
+ * @example
+ * ```ts
+ * import { MAX_TTL_SECONDS, parseTtl } from "@stormlock/stormlock";
+ * console.log(parseTtl("365d") === MAX_TTL_SECONDS); // true
+ * ```
+ */
 export const MAX_TTL_SECONDS = 365 * 24 * 3600;
 
 const UNITS: ReadonlyArray<readonly [name: string, seconds: number]> = [

@@ -6,7 +6,15 @@
  */
 import type { Lease } from "./types.ts";
 
-/** Stable machine-readable error codes, one per error class. */
+/**
+ * Stable machine-readable error codes, one per error class.
+ * @example
+ * ```ts
+ * import { type StormlockErrorCode, UsageError } from "@stormlock/stormlock";
+ * const code: StormlockErrorCode = new UsageError("Bad input").code;
+ * console.log(code); // "USAGE"
+ * ```
+ */
 export type StormlockErrorCode =
   | "LOCK_HELD"
   | "LEASE_NOT_HELD"

@@ -7,7 +7,15 @@
 import ini from "ini";
 import { ConfigError } from "./errors.ts";
 
-/** Sections by name (`default`, `backend.redis`, …), each key to value. */
+/**
+ * Sections by name (`default`, `backend.redis`, …), each key to value.
+ * @example
+ * ```ts
+ * import { type IniSections, parseConfig } from "@stormlock/stormlock";
+ * const sections: IniSections = parseConfig("[backend.redis]\nurl = redis://h:6379\n").sections;
+ * console.log(sections["backend.redis"].url); // "redis://h:6379"
+ * ```
+ */
 export type IniSections = Record<string, Record<string, string>>;
 
 /**

@@ -42,6 +42,11 @@ export function isLeaseId(text: string): boolean {
  *
  * @returns The id in lowercase, so a pasted uppercase id still matches.
  * @throws {UsageError} when it is not 32 hex digits.
+ * @example
+ * ```ts
+ * import { assertLeaseId } from "@stormlock/stormlock";
+ * console.log(assertLeaseId("ABCDEF0123456789ABCDEF0123456789")); // lowercased
+ * ```
  */
 export function assertLeaseId(text: string): string {
   const id = text.toLowerCase();

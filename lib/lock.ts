@@ -11,7 +11,14 @@ import { assertLeaseId } from "./lease.ts";
 import { openBackend } from "./registry.ts";
 import type { Backend, Lease } from "./types.ts";
 
-/** A TTL as seconds, or as text such as `"30m"`. */
+/**
+ * A TTL as seconds, or as text such as `"30m"`.
+ * @example
+ * ```ts
+ * import type { Ttl } from "@stormlock/stormlock";
+ * const ttls: Ttl[] = [1800, "30m", "1h30m"];
+ * ```
+ */
 export type Ttl = number | string;
 
 function ttlSeconds(ttl: Ttl): number {
@@ -119,7 +126,17 @@ export class Lock {
   }
 }
 
-/** How {@linkcode openLock} finds its config. */
+/**
+ * How {@linkcode openLock} finds its config, and where warnings go.
+ * @example
+ * ```ts
+ * import type { OpenLockOptions } from "@stormlock/stormlock";
+ * const options: OpenLockOptions = {
+ *   path: "./stormlock.cfg",
+ *   warn: (message) => console.warn(message),
+ * };
+ * ```
+ */
 export interface OpenLockOptions extends ConfigSource {
   /** Receives config warnings, such as unknown keys. */
   warn?: (message: string) => void;

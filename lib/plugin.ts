@@ -27,6 +27,19 @@ import type { BackendContext, BackendModule, BackendOptions } from "./types.ts";
  * The error classes a plugin throws, handed over in its context so that a
  * self-contained plugin (one that can't import Stormlock) throws the very
  * classes callers catch.
+ *
+ * @example In a plugin's createBackend
+ * ```js ignore
+ * export function createBackend(options, context) {
+ *   const { LeaseNotHeldError } = context.errors;
+ *   return {
+ *     async release(resource, leaseId) {
+ *       if (!removed) throw new LeaseNotHeldError(resource, leaseId);
+ *     },
+ *     // … acquire, renew, current, isHeld, close
+ *   };
+ * }
+ * ```
  */
 export interface PluginErrors {
   /** Throw with the holder's lease when the lock is held. */

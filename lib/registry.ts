@@ -28,7 +28,14 @@ export const builtinBackends: Record<string, () => Promise<BackendModule>> = {
   dynamodb: () => import("../backends/dynamodb.ts"),
 };
 
-/** The names of the built-in backends, for messages and docs. */
+/**
+ * The names of the built-in backends, for messages and docs.
+ * @example
+ * ```ts
+ * import { builtinBackendNames } from "@stormlock/stormlock";
+ * console.log(builtinBackendNames()); // ["sqlite", "redis", "etcd", "postgres", "dynamodb"]
+ * ```
+ */
 export function builtinBackendNames(): string[] {
   return Object.keys(builtinBackends);
 }

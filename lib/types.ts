@@ -82,12 +82,27 @@ export interface Backend {
 /**
  * Options of one backend, as read from its `[backend.NAME]` section.
  * Values are strings; each backend parses and validates its own.
+ * @example
+ * ```ts
+ * import type { BackendOptions } from "@stormlock/stormlock";
+ * const options: BackendOptions = { url: "redis://127.0.0.1:6379", timeout: "3s" };
+ * ```
  */
 export type BackendOptions = Record<string, string>;
 
 /**
  * Where a backend's options came from, so it can resolve relative paths
  * and name the config section in errors.
+ * @example
+ * ```ts
+ * import type { BackendContext } from "@stormlock/stormlock";
+ * const context: BackendContext = {
+ *   name: "redis",
+ *   section: "backend.redis",
+ *   configPath: "/etc/stormlock.cfg",
+ *   configDir: "/etc",
+ * };
+ * ```
  */
 export interface BackendContext {
   /** The backend's name as configured, e.g. `redis`. */
