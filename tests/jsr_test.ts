@@ -26,8 +26,10 @@ Deno.test("deno publish --dry-run passes and publishes only the library", async 
   const run = await deno("publish", "--dry-run", "--allow-dirty");
   assert.ok(run.ok, run.output);
   assert.match(run.output, /Success Dry run complete/);
-  const files = [...run.output.matchAll(/file:\/\/\S+\/main\/(\S+) \(/g)]
-    .map((match) => match[1]);
+  // Paths relative to the repository, wherever it is checked out.
+  const root = `file://${repoPath()}`.replace(/\/?$/, "/");
+  const files = [...run.output.matchAll(/(file:\/\/\S+) \(/g)]
+    .map((match) => match[1].replace(root, ""));
   for (const needed of ["mod.ts", "lib/lock.ts", "backends/sqlite.ts"]) {
     assert.ok(files.includes(needed), `${needed} is published`);
   }
