@@ -100,6 +100,7 @@ if (filters.length === 0) {
     "scripts/",
     "backends/",
     "lib/",
+    "examples/",
   ]);
 }
 const servers = await startServers(workDir);
