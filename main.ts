@@ -5,7 +5,13 @@
  * @module
  */
 import { parseArgs } from "parse-args";
-import { openLock, StormlockError, UsageError, VERSION } from "./mod.ts";
+import {
+  LockHeldError,
+  openLock,
+  StormlockError,
+  UsageError,
+  VERSION,
+} from "./mod.ts";
 import type { Lease, Lock, StormlockErrorCode } from "./mod.ts";
 
 /** Exit statuses; documented in `--help` and the README. */
@@ -264,10 +270,15 @@ async function run(argv: string[]): Promise<number> {
       `${name} takes no --ttl; see "stormlock ${name} --help"`,
     );
   }
-  if (values["id-only"] && name !== "current") {
-    throw new UsageError(
-      `${name} takes no --id-only; see "stormlock ${name} --help"`,
-    );
+  for (const flag of ["id-only", "json"] as const) {
+    if (values[flag] && name !== "current") {
+      throw new UsageError(
+        `${name} takes no --${flag}; see "stormlock ${name} --help"`,
+      );
+    }
+  }
+  if (values["id-only"] && values.json) {
+    throw new UsageError("current takes --id-only or --json, not both");
   }
   const required = command.args.filter((arg) => !arg.startsWith("["));
   if (args.length < required.length || args.length > command.args.length) {
@@ -293,8 +304,8 @@ async function run(argv: string[]): Promise<number> {
 function exitCodeFor(error: unknown): number {
   if (error instanceof StormlockError) {
     complain(
-      error.code === "LOCK_HELD" && "holder" in error
-        ? describeHolder(error.holder as Lease)
+      error instanceof LockHeldError
+        ? describeHolder(error.holder)
         : error.message,
     );
     return EXIT_BY_CODE[error.code];

@@ -157,6 +157,16 @@ Deno.test("cli: bad input gets one line on stderr and a usage or config exit", a
     64,
     /release takes no --ttl/,
   );
+  assertCleanError(
+    await home.run(["acquire", "--json", "r"]),
+    64,
+    /acquire takes no --json/,
+  );
+  assertCleanError(
+    await home.run(["current", "--json", "--id-only", "r"]),
+    64,
+    /--id-only or --json, not both/,
+  );
   assertCleanError(await home.run([]), 64, /No command given/);
 });
 
