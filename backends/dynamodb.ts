@@ -23,7 +23,13 @@ import {
   UpdateItemCommand,
   UpdateTimeToLiveCommand,
 } from "@aws-sdk/client-dynamodb";
-import type { AttributeValue } from "@aws-sdk/client-dynamodb";
+import type {
+  AttributeValue,
+  DescribeTableCommandOutput,
+  DescribeTimeToLiveCommandOutput,
+  GetItemCommandOutput,
+  UpdateItemCommandOutput,
+} from "@aws-sdk/client-dynamodb";
 import {
   BackendUnavailableError,
   ConfigError,
@@ -32,7 +38,13 @@ import {
   StormlockError,
   UsageError,
 } from "../lib/errors.ts";
-import { parseTimeoutMs } from "../lib/duration.ts";
+import {
+  booleanOption,
+  formatTimeout,
+  optionError,
+  textOption,
+  timeoutOption,
+} from "../lib/options.ts";
 import { newLeaseId } from "../lib/lease.ts";
 import type {
   Backend,
@@ -102,15 +114,6 @@ class Deadline extends Error {
   override name = "StormlockDeadline";
 }
 
-const NAMES = {
-  "#resource": "resource",
-  "#lease": "lease",
-  "#principal": "principal",
-  "#created": "created",
-  "#expires": "expires",
-  "#ttl": TTL_ATTRIBUTE,
-};
-
 function sweepAt(expiresMs: number): string {
   // Rounded up, so the sweeper never deletes an item before it expires.
   return String(Math.ceil(expiresMs / 1000));
@@ -131,10 +134,6 @@ function liveLease(item: Item | undefined, now: number): Lease | null {
   if (!item) return null;
   const lease = toLease(item);
   return lease.expires.getTime() > now ? lease : null;
-}
-
-function formatMs(ms: number): string {
-  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }
 
 /** Walks an error and its causes. */
@@ -313,7 +312,7 @@ export class DynamoDbBackend implements Backend {
       all.some((e) => /ETIMEDOUT|timed? ?out/i.test(`${(e as Error)?.message}`))
     ) {
       return new BackendUnavailableError(
-        `${this.#where} did not answer within ${formatMs(timeoutMs)}`,
+        `${this.#where} did not answer within ${formatTimeout(timeoutMs)}`,
         { cause: error },
       );
     }
@@ -376,7 +375,7 @@ export class DynamoDbBackend implements Backend {
   }
 
   #get(send: Send, resource: string): Promise<Item | undefined> {
-    return send<{ Item?: Item }>(
+    return send<GetItemCommandOutput>(
       new GetItemCommand({
         TableName: this.#settings.table,
         Key: this.#key(resource),
@@ -417,8 +416,8 @@ export class DynamoDbBackend implements Backend {
               ConditionExpression:
                 "attribute_not_exists(#resource) OR #expires <= :now",
               ExpressionAttributeNames: {
-                "#resource": NAMES["#resource"],
-                "#expires": NAMES["#expires"],
+                "#resource": "resource",
+                "#expires": "expires",
               },
               ExpressionAttributeValues: { ":now": { N: String(now) } },
               // DynamoDB returns the holder with the failure; emulators
@@ -444,29 +443,26 @@ export class DynamoDbBackend implements Backend {
 
   release(resource: string, leaseId: string): Promise<void> {
     return this.#op("release", async (send) => {
-      try {
-        await send(
+      await ifHeld(
+        resource,
+        leaseId,
+        send(
           new DeleteItemCommand({
             TableName: this.#settings.table,
             Key: this.#key(resource),
             // An expired lease is not released: someone may hold it anew.
             ConditionExpression: "#lease = :lease AND #expires > :now",
             ExpressionAttributeNames: {
-              "#lease": NAMES["#lease"],
-              "#expires": NAMES["#expires"],
+              "#lease": "lease",
+              "#expires": "expires",
             },
             ExpressionAttributeValues: {
               ":lease": { S: leaseId },
               ":now": { N: String(Date.now()) },
             },
           }),
-        );
-      } catch (error) {
-        if (error instanceof ConditionalCheckFailedException) {
-          throw new LeaseNotHeldError(resource, leaseId);
-        }
-        throw error;
-      }
+        ),
+      );
     });
   }
 
@@ -474,17 +470,19 @@ export class DynamoDbBackend implements Backend {
     return this.#op("renew", async (send) => {
       const now = Date.now();
       const expires = now + ttlSeconds * 1000;
-      try {
-        const output = await send<{ Attributes?: Item }>(
+      const output = await ifHeld(
+        resource,
+        leaseId,
+        send<UpdateItemCommandOutput>(
           new UpdateItemCommand({
             TableName: this.#settings.table,
             Key: this.#key(resource),
             UpdateExpression: "SET #expires = :expires, #ttl = :ttl",
             ConditionExpression: "#lease = :lease AND #expires > :now",
             ExpressionAttributeNames: {
-              "#lease": NAMES["#lease"],
-              "#expires": NAMES["#expires"],
-              "#ttl": NAMES["#ttl"],
+              "#lease": "lease",
+              "#expires": "expires",
+              "#ttl": TTL_ATTRIBUTE,
             },
             ExpressionAttributeValues: {
               ":lease": { S: leaseId },
@@ -494,14 +492,9 @@ export class DynamoDbBackend implements Backend {
             },
             ReturnValues: "ALL_NEW",
           }),
-        );
-        return toLease(output.Attributes ?? {});
-      } catch (error) {
-        if (error instanceof ConditionalCheckFailedException) {
-          throw new LeaseNotHeldError(resource, leaseId);
-        }
-        throw error;
-      }
+        ),
+      );
+      return toLease(output.Attributes ?? {});
     });
   }
 
@@ -522,10 +515,10 @@ export class DynamoDbBackend implements Backend {
    * @throws {ConfigError} when the table exists with another key schema
    * or its TTL is set on another attribute.
    */
-  init(): Promise<void> {
+  async init(): Promise<void> {
     const { table, timeoutMs } = this.#settings;
     const send: Send = (command) => this.#send(command, Date.now() + timeoutMs);
-    const run = async () => {
+    try {
       try {
         await send(
           new CreateTableCommand({
@@ -543,28 +536,18 @@ export class DynamoDbBackend implements Backend {
       }
       await this.#waitUntilActive(send);
       await this.#enableTtl(send);
-    };
-    return run().catch((error) => {
+    } catch (error) {
       throw this.#translate(error, "create the table");
-    });
+    }
   }
 
   async #waitUntilActive(send: Send): Promise<void> {
     const { table } = this.#settings;
     const giveUp = Date.now() + TABLE_READY_MS;
     while (true) {
-      const { Table } = await send<
-        {
-          Table?: {
-            TableStatus?: string;
-            KeySchema?: { AttributeName?: string; KeyType?: string }[];
-            AttributeDefinitions?: {
-              AttributeName?: string;
-              AttributeType?: string;
-            }[];
-          };
-        }
-      >(new DescribeTableCommand({ TableName: table }));
+      const { Table } = await send<DescribeTableCommandOutput>(
+        new DescribeTableCommand({ TableName: table }),
+      );
       const hash = Table?.KeySchema?.find((key) => key.KeyType === "HASH");
       const type = Table?.AttributeDefinitions?.find((attribute) =>
         attribute.AttributeName === hash?.AttributeName
@@ -581,7 +564,7 @@ export class DynamoDbBackend implements Backend {
       if (Date.now() > giveUp) {
         throw new BackendUnavailableError(
           `DynamoDB table "${table}" is still ${Table.TableStatus} after ${
-            formatMs(TABLE_READY_MS)
+            formatTimeout(TABLE_READY_MS)
           }; run \`stormlock init\` again later`,
         );
       }
@@ -593,12 +576,7 @@ export class DynamoDbBackend implements Backend {
     const { table } = this.#settings;
     try {
       const { TimeToLiveDescription: ttl } = await send<
-        {
-          TimeToLiveDescription?: {
-            TimeToLiveStatus?: string;
-            AttributeName?: string;
-          };
-        }
+        DescribeTimeToLiveCommandOutput
       >(new DescribeTimeToLiveCommand({ TableName: table }));
       const status = ttl?.TimeToLiveStatus ?? "DISABLED";
       if (status === "ENABLED" || status === "ENABLING") {
@@ -652,11 +630,23 @@ function isMissingTable(error: unknown): boolean {
   return (error as Error)?.name === "ResourceNotFoundException";
 }
 
-function parseBoolean(text: string): boolean | undefined {
-  const value = text.trim().toLowerCase();
-  if (["true", "yes", "on", "1"].includes(value)) return true;
-  if (["false", "no", "off", "0"].includes(value)) return false;
-  return undefined;
+/**
+ * Awaits a write conditional on `leaseId` holding the resource; a failed
+ * condition means it does not.
+ */
+async function ifHeld<T>(
+  resource: string,
+  leaseId: string,
+  write: Promise<T>,
+): Promise<T> {
+  try {
+    return await write;
+  } catch (error) {
+    if (error instanceof ConditionalCheckFailedException) {
+      throw new LeaseNotHeldError(resource, leaseId);
+    }
+    throw error;
+  }
 }
 
 /**
@@ -678,19 +668,14 @@ export function parseDynamoDbOptions(
   options: BackendOptions,
   context: BackendContext,
 ): DynamoDbSettings {
-  const where = (key: string) =>
-    `${context.configPath ?? "<config>"} [${context.section}] ${key}`;
-  const text = (key: string) => {
-    const value = options[key]?.trim();
-    return value === "" ? undefined : value;
-  };
+  const fail = (key: string, why: string) => optionError(context, key, why);
+  const text = (key: string) => textOption(options, key);
 
   const table = text("table") ?? DEFAULT_TABLE;
   if (!/^[A-Za-z0-9_.-]{3,255}$/.test(table)) {
-    throw new ConfigError(
-      `${
-        where("table")
-      }: "${table}" is not a DynamoDB table name (3 to 255 of A-Z, a-z, 0-9, _ . -)`,
+    throw fail(
+      "table",
+      `"${table}" is not a DynamoDB table name (3 to 255 of A-Z, a-z, 0-9, _ . -)`,
     );
   }
 
@@ -702,10 +687,9 @@ export function parseDynamoDbOptions(
       !endpoint || !["http:", "https:"].includes(endpoint.protocol) ||
       endpoint.username || endpoint.password
     ) {
-      throw new ConfigError(
-        `${
-          where("endpoint")
-        }: expected a URL like http://127.0.0.1:8000 or https://dynamodb.eu-west-1.amazonaws.com, without credentials`,
+      throw fail(
+        "endpoint",
+        "expected a URL like http://127.0.0.1:8000 or https://dynamodb.eu-west-1.amazonaws.com, without credentials",
       );
     }
   }
@@ -713,37 +697,10 @@ export function parseDynamoDbOptions(
   const accessKeyId = text("access_key_id");
   const secretAccessKey = text("secret_access_key");
   if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
-    throw new ConfigError(
-      `${
-        where(accessKeyId ? "secret_access_key" : "access_key_id")
-      }: set both access_key_id and secret_access_key, or neither to use the AWS credential chain`,
+    throw fail(
+      accessKeyId ? "secret_access_key" : "access_key_id",
+      "set both access_key_id and secret_access_key, or neither to use the AWS credential chain",
     );
-  }
-
-  let timeoutMs = DEFAULT_TIMEOUT_MS;
-  const timeout = text("timeout");
-  if (timeout !== undefined) {
-    try {
-      timeoutMs = parseTimeoutMs(timeout, "timeout");
-    } catch (error) {
-      throw new ConfigError(
-        `${context.configPath ?? "<config>"} [${context.section}] ${
-          (error as Error).message
-        }`,
-      );
-    }
-  }
-
-  let createTable = false;
-  const create = text("create_table");
-  if (create !== undefined) {
-    const parsed = parseBoolean(create);
-    if (parsed === undefined) {
-      throw new ConfigError(
-        `${where("create_table")}: "${create}" is not true or false`,
-      );
-    }
-    createTable = parsed;
   }
 
   return {
@@ -754,8 +711,8 @@ export function parseDynamoDbOptions(
     credentials: accessKeyId && secretAccessKey
       ? { accessKeyId, secretAccessKey }
       : undefined,
-    timeoutMs,
-    createTable,
+    timeoutMs: timeoutOption(options, context, DEFAULT_TIMEOUT_MS),
+    createTable: booleanOption(options, context, "create_table", false),
   };
 }
 

@@ -32,7 +32,7 @@ import {
   GRPCUnauthenticatedError,
   GRPCUnavailableError,
 } from "etcd3";
-import type { IKeyValue, IOptions } from "etcd3";
+import type { IKeyValue, IOptions, IRequestOp } from "etcd3";
 import {
   BackendUnavailableError,
   ConfigError,
@@ -41,7 +41,7 @@ import {
   StormlockError,
 } from "../lib/errors.ts";
 import { resolveConfigPath } from "../lib/config.ts";
-import { parseTimeoutMs } from "../lib/duration.ts";
+import { optionError, textOption, timeoutOption } from "../lib/options.ts";
 import { newLeaseId } from "../lib/lease.ts";
 import type {
   Backend,
@@ -217,48 +217,43 @@ export class EtcdBackend implements Backend {
   /** Turns anything etcd3 throws into one of our errors. */
   #translate(error: unknown, action: string): Error {
     if (error instanceof StormlockError) return error;
-    const where = `etcd at ${this.#where}`;
     const message = String((error as Error)?.message ?? error);
     const options = { cause: error };
-    const seconds = `${this.#settings.timeoutMs / 1000}s`;
+    const unavailable = (what: string) =>
+      new BackendUnavailableError(`etcd at ${this.#where} ${what}`, options);
     const user = this.#settings.user === undefined
       ? "this client"
       : `user "${this.#settings.user}"`;
     if (
       error instanceof TimedOut || error instanceof GRPCDeadlineExceededError
     ) {
-      return new BackendUnavailableError(
-        `${where} did not answer within ${seconds}; check that it is running and reachable, or raise timeout`,
-        options,
+      return unavailable(
+        `did not answer within ${
+          this.#settings.timeoutMs / 1000
+        }s; check that it is running and reachable, or raise timeout`,
       );
     }
     if (
       error instanceof EtcdAuthenticationFailedError ||
       error instanceof EtcdUserNotFoundError
     ) {
-      return new BackendUnavailableError(
-        `${where} rejected ${user}: wrong user name or password`,
-        options,
-      );
+      return unavailable(`rejected ${user}: wrong user name or password`);
     }
     if (/user name is empty/.test(message)) {
-      return new BackendUnavailableError(
-        `${where} requires authentication; set user and password, or a client certificate`,
-        options,
+      return unavailable(
+        "requires authentication; set user and password, or a client certificate",
       );
     }
     if (error instanceof GRPCUnauthenticatedError) {
-      return new BackendUnavailableError(
-        `${where} did not accept the credentials of ${user}: ${
+      return unavailable(
+        `did not accept the credentials of ${user}: ${
           message.replace(/^\d+ UNAUTHENTICATED: /, "")
         }`,
-        options,
       );
     }
     if (error instanceof EtcdPermissionDeniedError) {
-      return new BackendUnavailableError(
-        `${where} denied ${user} access to keys under "${this.#settings.prefix}"; grant it a role with readwrite on that prefix`,
-        options,
+      return unavailable(
+        `denied ${user} access to keys under "${this.#settings.prefix}"; grant it a role with readwrite on that prefix`,
       );
     }
     if (error instanceof ClientClosedError) {
@@ -268,15 +263,9 @@ export class EtcdBackend implements Backend {
       );
     }
     if (error instanceof GRPCUnavailableError) {
-      return new BackendUnavailableError(
-        `${where} is unavailable: ${unavailableReason(message)}`,
-        options,
-      );
+      return unavailable(`is unavailable: ${unavailableReason(message)}`);
     }
-    return new BackendUnavailableError(
-      `${where} failed to ${action}: ${message.split("\n")[0]}`,
-      options,
-    );
+    return unavailable(`failed to ${action}: ${message.split("\n")[0]}`);
   }
 
   /**
@@ -456,6 +445,28 @@ export class EtcdBackend implements Backend {
     return this.#parse(resource, result.responses[0].response_range.kvs[0]);
   }
 
+  /**
+   * Applies `success` in one transaction if the key is still as `holder`
+   * read it.
+   * @returns Whether it was applied.
+   */
+  async #ifUnchanged(
+    holder: Holder,
+    success: IRequestOp[],
+    deadline: Deadline,
+  ): Promise<boolean> {
+    const result = await this.#client.kv.txn({
+      compare: [{
+        key: holder.kv.key,
+        target: "Mod",
+        result: "Equal",
+        mod_revision: holder.kv.mod_revision,
+      }],
+      success,
+    }, deadline.options);
+    return result.succeeded;
+  }
+
   acquire(
     resource: string,
     principal: string,
@@ -493,7 +504,7 @@ export class EtcdBackend implements Backend {
           await sleep(100);
         }
       } finally {
-        // The original leaked this lease on every lost race.
+        // A lost race must not leave its etcd lease behind.
         if (!won) await this.#revoke(granted.leaseNo);
       }
     });
@@ -502,17 +513,12 @@ export class EtcdBackend implements Backend {
   release(resource: string, leaseId: string): Promise<void> {
     return this.#run("release", async (deadline) => {
       const holder = await this.#own(resource, leaseId, deadline);
-      const key = this.#key(resource);
-      const result = await this.#client.kv.txn({
-        compare: [{
-          key,
-          target: "Mod",
-          result: "Equal",
-          mod_revision: holder.kv.mod_revision,
-        }],
-        success: [{ request_delete_range: { key } }],
-      }, deadline.options);
-      if (!result.succeeded) throw new LeaseNotHeldError(resource, leaseId);
+      const deleted = await this.#ifUnchanged(
+        holder,
+        [{ request_delete_range: { key: holder.kv.key } }],
+        deadline,
+      );
+      if (!deleted) throw new LeaseNotHeldError(resource, leaseId);
       await this.#revoke(holder.kv.lease);
     });
   }
@@ -524,26 +530,16 @@ export class EtcdBackend implements Backend {
       // it), so a new TTL needs a new lease.
       const granted = await this.#grant(ttlSeconds, deadline);
       const record = { ...holder.record, expires: granted.expires };
-      const key = this.#key(resource);
       let moved = false;
       try {
-        const result = await this.#client.kv.txn({
-          compare: [{
-            key,
-            target: "Mod",
-            result: "Equal",
-            mod_revision: holder.kv.mod_revision,
-          }],
-          success: [{
-            request_put: {
-              key,
-              value: Buffer.from(JSON.stringify(record)),
-              lease: granted.leaseNo,
-            },
-          }],
-        }, deadline.options);
-        if (!result.succeeded) throw new LeaseNotHeldError(resource, leaseId);
-        moved = true;
+        moved = await this.#ifUnchanged(holder, [{
+          request_put: {
+            key: holder.kv.key,
+            value: Buffer.from(JSON.stringify(record)),
+            lease: granted.leaseNo,
+          },
+        }], deadline);
+        if (!moved) throw new LeaseNotHeldError(resource, leaseId);
       } finally {
         await this.#revoke(moved ? holder.kv.lease : granted.leaseNo);
       }
@@ -631,27 +627,11 @@ function parseHost(
 }
 
 /**
- * Parses and checks `[backend.etcd]`, reading certificate files.
- *
- * @throws {ConfigError} on a bad value, naming the file, section and key.
+ * The members named by `hosts`, or else by `host` and `port`, with the key
+ * that named them, for messages.
  */
-export function parseEtcdOptions(
-  options: BackendOptions,
-  context: BackendContext,
-): EtcdSettings {
-  const where = `${context.configPath ?? "<config>"} [${context.section}]`;
-  const fail = (key: string, why: string) =>
-    new ConfigError(`${where} ${key}: ${why}`);
-
-  let timeoutMs = DEFAULT_TIMEOUT_MS;
-  if (options.timeout !== undefined) {
-    try {
-      timeoutMs = parseTimeoutMs(options.timeout, "timeout");
-    } catch (error) {
-      throw new ConfigError(`${where} ${(error as Error).message}`);
-    }
-  }
-
+function parseMembers(options: BackendOptions, context: BackendContext) {
+  const fail = (key: string, why: string) => optionError(context, key, why);
   if (options.hosts !== undefined && (options.host ?? options.port)) {
     throw fail("hosts", "set either hosts or host and port, not both");
   }
@@ -662,11 +642,11 @@ export function parseEtcdOptions(
     );
     if (entries.length === 0) throw fail("hosts", "it is empty");
   } else {
-    const host = options.host?.trim() || DEFAULT_HOST;
-    const portText = options.port?.trim() || String(DEFAULT_PORT);
+    const host = textOption(options, "host") ?? DEFAULT_HOST;
+    const portText = textOption(options, "port") ?? String(DEFAULT_PORT);
     const port = Number(portText);
     if (!/^\d+$/.test(portText) || port < 1 || port > 65535) {
-      throw fail("port", `"${options.port}" is not a port number`);
+      throw fail("port", `"${portText}" is not a port number`);
     }
     if (host.includes("/") || (host.includes(":") && isIP(host) !== 6)) {
       throw fail("host", `"${host}" is not a host name; use hosts for URLs`);
@@ -674,14 +654,29 @@ export function parseEtcdOptions(
     entries = [isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`];
   }
   const key = options.hosts !== undefined ? "hosts" : "host";
-  const parsed = entries.map((entry) =>
+  const members = entries.map((entry) =>
     parseHost(entry, (why) => fail(key, why))
   );
+  return { key, members };
+}
+
+/**
+ * Parses and checks `[backend.etcd]`, reading certificate files.
+ *
+ * @throws {ConfigError} on a bad value, naming the file, section and key.
+ */
+export function parseEtcdOptions(
+  options: BackendOptions,
+  context: BackendContext,
+): EtcdSettings {
+  const fail = (key: string, why: string) => optionError(context, key, why);
+  const timeoutMs = timeoutOption(options, context, DEFAULT_TIMEOUT_MS);
+  const { key, members } = parseMembers(options, context);
 
   const readFile = (option: "ca_cert" | "cert_cert" | "cert_key") => {
-    const value = options[option];
-    if (value === undefined || value.trim() === "") return undefined;
-    const path = resolveConfigPath(value.trim(), context);
+    const value = textOption(options, option);
+    if (value === undefined) return undefined;
+    const path = resolveConfigPath(value, context);
     try {
       return Deno.readFileSync(path);
     } catch (error) {
@@ -699,7 +694,7 @@ export function parseEtcdOptions(
     );
   }
 
-  const schemes = new Set(parsed.map((entry) => entry.tls));
+  const schemes = new Set(members.map((member) => member.tls));
   if (schemes.has(true) && schemes.has(false)) {
     throw fail(key, "mixes http:// and https://; use one for all hosts");
   }
@@ -709,7 +704,7 @@ export function parseEtcdOptions(
   }
   const tls = schemes.has(true) || certificates;
   if (tls) {
-    const ip = parsed.find(({ host }) =>
+    const ip = members.find(({ host }) =>
       isIP(host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "")) !== 0
     );
     if (ip) {
@@ -721,23 +716,24 @@ export function parseEtcdOptions(
     }
   }
 
-  const user = options.user?.trim() || undefined;
-  const password = options.password;
-  if (user === undefined && password !== undefined && password !== "") {
+  const user = textOption(options, "user");
+  // Not trimmed: spaces may be part of a password.
+  const password = options.password || undefined;
+  if (user === undefined && password !== undefined) {
     throw fail("password", "it needs user; set both or neither");
   }
-  if (user !== undefined && (password === undefined || password === "")) {
+  if (user !== undefined && password === undefined) {
     throw fail("user", "it needs password; set both or neither");
   }
 
   return {
-    hosts: parsed.map(({ host }) => host),
+    hosts: members.map(({ host }) => host),
     tls,
     caCert,
     clientCert,
     clientKey,
     user,
-    password: user === undefined ? undefined : password,
+    password,
     prefix: options.prefix ?? DEFAULT_PREFIX,
     timeoutMs,
   };

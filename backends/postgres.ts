@@ -17,7 +17,13 @@ import {
   UsageError,
 } from "../lib/errors.ts";
 import { resolveConfigPath } from "../lib/config.ts";
-import { parseTimeoutMs } from "../lib/duration.ts";
+import {
+  booleanOption,
+  formatTimeout,
+  optionError,
+  textOption,
+  timeoutOption,
+} from "../lib/options.ts";
 import { newLeaseId } from "../lib/lease.ts";
 import type {
   Backend,
@@ -95,15 +101,11 @@ class Deadline extends Error {}
 /** SQLSTATEs that mean the table exists but is not shaped like ours. */
 const WRONG_SHAPE = new Set(["42703", "42P10", "42804", "42883"]);
 
-function seconds(ms: number): string {
-  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
-}
-
 /** A lock store in one PostgreSQL table. Expiry uses the server's clock. */
 export class PostgresBackend implements Backend {
   readonly #settings: PostgresSettings;
   #sql: Sql | undefined;
-  /** The current client's gate; see #openSocket. */
+  /** The current client's gate; see openSocket. */
   #gate: Gate = { mayConnect: true };
   #closed = false;
 
@@ -134,7 +136,7 @@ export class PostgresBackend implements Backend {
         // The server stops a statement stuck on a row lock by itself.
         statement_timeout: timeoutMs,
       },
-      // Not in postgres.js's types, but supported: see #openSocket.
+      // Not in postgres.js's types, but supported: see openSocket.
       socket: (options: SocketOptions) => openSocket(options, gate),
     } as postgres.Options<Record<string, never>>);
     return this.#sql;
@@ -161,18 +163,18 @@ export class PostgresBackend implements Backend {
     const { where, table, section, timeoutMs } = this.#settings;
     const at = `PostgreSQL at ${where}`;
     const cause = { cause: error };
+    const timedOut = () =>
+      new BackendUnavailableError(
+        `${at} did not answer within ${formatTimeout(timeoutMs)}`,
+        cause,
+      );
     if (error instanceof Deno.errors.NotCapable) {
       return new ConfigError(
         `No permission to reach ${at}; grant --allow-net (and --allow-read for certificate files)`,
         cause,
       );
     }
-    if (error instanceof Deadline) {
-      return new BackendUnavailableError(
-        `${at} did not answer within ${seconds(timeoutMs)}`,
-        cause,
-      );
-    }
+    if (error instanceof Deadline) return timedOut();
     if (error instanceof postgres.PostgresError) {
       const message = this.#mask(error.message);
       switch (error.code) {
@@ -203,10 +205,7 @@ export class PostgresBackend implements Backend {
             cause,
           );
         case "57014":
-          return new BackendUnavailableError(
-            `${at} did not answer within ${seconds(timeoutMs)}`,
-            cause,
-          );
+          return timedOut();
         case "54000":
           return new UsageError(
             `${message}; PostgreSQL indexes keys of up to about 2,700 bytes, so use a shorter resource name`,
@@ -231,10 +230,7 @@ export class PostgresBackend implements Backend {
     const detail = this.#mask((error as Error).message ?? code);
     switch (code) {
       case "CONNECT_TIMEOUT":
-        return new BackendUnavailableError(
-          `${at} did not answer within ${seconds(timeoutMs)}`,
-          cause,
-        );
+        return timedOut();
       case "ECONNREFUSED":
         return new BackendUnavailableError(
           `${at} refused the connection; is the server running?`,
@@ -473,28 +469,9 @@ const SSL_MODES = [
   "verify-full",
 ];
 
-/** Reads `bad` values as config errors naming the section and key. */
-function configProblem(context: BackendContext, key: string, why: string) {
-  return new ConfigError(
-    `${context.configPath ?? "<config>"} [${context.section}] ${key}: ${why}`,
-  );
-}
-
-function parseBoolean(
-  text: string | undefined,
-  context: BackendContext,
-  key: string,
-): boolean {
-  if (text === undefined) return false;
-  const value = text.trim().toLowerCase();
-  if (["true", "yes", "on", "1"].includes(value)) return true;
-  if (["false", "no", "off", "0"].includes(value)) return false;
-  throw configProblem(context, key, `"${text}" is not true or false`);
-}
-
 /** Checks `table` or `schema.table`; postgres.js quotes each part. */
-function parseTable(text: string | undefined, context: BackendContext) {
-  const table = text?.trim() || DEFAULT_TABLE;
+function parseTable(options: BackendOptions, context: BackendContext) {
+  const table = textOption(options, "table") ?? DEFAULT_TABLE;
   const parts = table.split(".");
   const encoder = new TextEncoder();
   if (
@@ -502,7 +479,7 @@ function parseTable(text: string | undefined, context: BackendContext) {
     parts.some((part) => part === "" || encoder.encode(part).length > 63) ||
     table.includes("\0")
   ) {
-    throw configProblem(
+    throw optionError(
       context,
       "table",
       `"${table}" is not a table name; use NAME or SCHEMA.NAME, each at most 63 bytes`,
@@ -521,7 +498,7 @@ function parseSsl(
 ): PostgresSettings["ssl"] {
   const mode = params.get("sslmode") ?? "disable";
   if (!SSL_MODES.includes(mode)) {
-    throw configProblem(
+    throw optionError(
       context,
       "url",
       `sslmode "${mode}" is not one of ${SSL_MODES.join(", ")}`,
@@ -536,7 +513,7 @@ function parseSsl(
     try {
       return Deno.readTextFileSync(file);
     } catch (error) {
-      throw configProblem(
+      throw optionError(
         context,
         "url",
         `cannot read ${key} file ${file}: ${(error as Error).message}`,
@@ -568,16 +545,16 @@ function parseUrl(
   context: BackendContext,
 ): Pick<PostgresSettings, "url" | "where" | "password" | "ssl" | "path"> {
   if (options.url !== undefined && options.connection !== undefined) {
-    throw configProblem(
+    throw optionError(
       context,
       "connection",
       "set url or connection (its old name), not both",
     );
   }
   const key = options.connection !== undefined ? "connection" : "url";
-  const text = options[key]?.trim();
-  if (!text) {
-    throw configProblem(
+  const text = textOption(options, key);
+  if (text === undefined) {
+    throw optionError(
       context,
       "url",
       "missing; set it to postgres://USER:PASSWORD@HOST:PORT/DATABASE",
@@ -587,14 +564,14 @@ function parseUrl(
   try {
     url = new URL(text);
   } catch {
-    throw configProblem(
+    throw optionError(
       context,
       key,
       "not a URL; use postgres://USER:PASSWORD@HOST:PORT/DATABASE (one host; percent-encode special characters in the password)",
     );
   }
   if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
-    throw configProblem(
+    throw optionError(
       context,
       key,
       "must start with postgres:// or postgresql://",
@@ -608,7 +585,7 @@ function parseUrl(
     host = decodeURIComponent(url.hostname) || "localhost";
     database = decodeURIComponent(url.pathname.slice(1));
   } catch {
-    throw configProblem(
+    throw optionError(
       context,
       key,
       'has a "%" that starts no %XX escape; write a literal % as %25',
@@ -644,23 +621,11 @@ export function createBackend(
   options: BackendOptions,
   context: BackendContext,
 ): Backend {
-  let timeoutMs = DEFAULT_TIMEOUT_MS;
-  if (options.timeout !== undefined) {
-    try {
-      timeoutMs = parseTimeoutMs(options.timeout, "timeout");
-    } catch (error) {
-      throw new ConfigError(
-        `${context.configPath ?? "<config>"} [${context.section}] ${
-          (error as Error).message
-        }`,
-      );
-    }
-  }
   return new PostgresBackend({
     ...parseUrl(options, context),
-    table: parseTable(options.table, context),
-    timeoutMs,
-    createTable: parseBoolean(options.create_table, context, "create_table"),
+    table: parseTable(options, context),
+    timeoutMs: timeoutOption(options, context, DEFAULT_TIMEOUT_MS),
+    createTable: booleanOption(options, context, "create_table", false),
     section: context.section,
   });
 }

@@ -17,7 +17,12 @@ import {
   StormlockError,
 } from "../lib/errors.ts";
 import { resolveConfigPath } from "../lib/config.ts";
-import { parseTimeoutMs } from "../lib/duration.ts";
+import {
+  formatTimeout,
+  optionError,
+  textOption,
+  timeoutOption,
+} from "../lib/options.ts";
 import { newLeaseId } from "../lib/lease.ts";
 import type {
   Backend,
@@ -150,10 +155,6 @@ function toLease(resource: string, fields: Fields): Lease {
   };
 }
 
-function formatMs(ms: number): string {
-  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
-}
-
 /**
  * Removes the AUTH arguments ioredis attaches to a failed command's error,
  * so a password never reaches a printed `cause`.
@@ -199,46 +200,37 @@ export class RedisBackend implements Backend {
     // Redis ends some messages with a period; ours continue after them.
     const message = ((error as Error)?.message ?? String(error))
       .replace(/\.$/, "");
-    const redis = `Redis at ${this.#where}`;
+    const unavailable = (what: string) =>
+      new BackendUnavailableError(`Redis at ${this.#where} ${what}`, { cause });
     if (isTimeout(error)) {
-      return new BackendUnavailableError(
-        `${redis} did not answer within ${
-          formatMs(this.#timeoutMs)
+      return unavailable(
+        `did not answer within ${
+          formatTimeout(this.#timeoutMs)
         } (timeout); check that it is up and reachable`,
-        { cause },
       );
     }
     if (/^WRONGTYPE/.test(message)) {
       return notALease(this.#where, resource, cause);
     }
     if (/^(WRONGPASS|NOAUTH)/.test(message)) {
-      return new BackendUnavailableError(
-        `${redis} refused the credentials: ${message}; check the user and password in the url`,
-        { cause },
+      return unavailable(
+        `refused the credentials: ${message}; check the user and password in the url`,
       );
     }
     if (/^NOPERM/.test(message)) {
-      return new BackendUnavailableError(
-        `${redis} denied the user permission to ${action}: ${message}; grant it the commands and keys (~PREFIX*) listed in the README`,
-        { cause },
+      return unavailable(
+        `denied the user permission to ${action}: ${message}; grant it the commands and keys (~PREFIX*) listed in the README`,
       );
     }
     if (/^Protocol error/.test(message)) {
-      return new BackendUnavailableError(
-        `${redis} does not answer in the Redis protocol; check the host, the port, and redis:// versus rediss://`,
-        { cause },
+      return unavailable(
+        "does not answer in the Redis protocol; check the host, the port, and redis:// versus rediss://",
       );
     }
     if ((error as Error)?.name === "ReplyError") {
-      return new BackendUnavailableError(
-        `${redis} failed to ${action}: ${message}`,
-        { cause },
-      );
+      return unavailable(`failed to ${action}: ${message}`);
     }
-    return new BackendUnavailableError(
-      `${redis} is unreachable: ${message}`,
-      { cause },
-    );
+    return unavailable(`is unreachable: ${message}`);
   }
 
   /** Opens a fresh connection; a broken one is never reused. */
@@ -419,47 +411,45 @@ export class RedisBackend implements Backend {
  *
  * @param text `redis://[user[:password]@]host[:port][/db]`, or `rediss://`
  * for TLS. User and password are percent-decoded.
- * @param where Names the config key in errors.
+ * @param context Names the config file and section in errors.
  * @throws {ConfigError} when it is not such a URL.
  */
-export function parseRedisUrl(text: string, where: string): RedisTarget {
+export function parseRedisUrl(
+  text: string,
+  context: BackendContext,
+): RedisTarget {
+  const fail = (why: string) => optionError(context, "url", why);
   let url: URL;
   try {
-    url = new URL(text.trim());
+    url = new URL(text);
   } catch {
-    throw new ConfigError(
-      `${where}: not a URL; use redis://[user:password@]host[:port][/db] or rediss://… for TLS`,
+    throw fail(
+      "not a URL; use redis://[user:password@]host[:port][/db] or rediss://… for TLS",
     );
   }
   if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
-    throw new ConfigError(
-      `${where}: the scheme is "${url.protocol}"; use redis:// or rediss:// (TLS)`,
+    throw fail(
+      `the scheme is "${url.protocol}"; use redis:// or rediss:// (TLS)`,
     );
   }
-  if (!url.hostname) {
-    throw new ConfigError(`${where}: the URL names no host`);
-  }
+  if (!url.hostname) throw fail("the URL names no host");
   if (url.search || url.hash) {
-    throw new ConfigError(
-      `${where}: query parameters and fragments are not supported`,
-    );
+    throw fail("query parameters and fragments are not supported");
   }
   const path = url.pathname.replace(/^\//, "");
   if (!/^\d*$/.test(path)) {
-    throw new ConfigError(
-      `${where}: the path must be a database number, e.g. /0`,
-    );
+    throw fail("the path must be a database number, e.g. /0");
   }
   if (url.username && !url.password) {
-    throw new ConfigError(
-      `${where}: a user needs a password; use redis://user:password@host, or redis://:password@host for the default user`,
+    throw fail(
+      "a user needs a password; use redis://user:password@host, or redis://:password@host for the default user",
     );
   }
   const decode = (part: string) => {
     try {
       return part === "" ? undefined : decodeURIComponent(part);
     } catch {
-      throw new ConfigError(`${where}: the user or password is badly encoded`);
+      throw fail("the user or password is badly encoded");
     }
   };
   return {
@@ -485,40 +475,31 @@ export function createBackend(
   options: BackendOptions,
   context: BackendContext,
 ): Backend {
-  const where = (key: string) =>
-    `${context.configPath ?? "<config>"} [${context.section}] ${key}`;
-  let timeoutMs = DEFAULT_TIMEOUT_MS;
-  if (options.timeout !== undefined) {
-    try {
-      timeoutMs = parseTimeoutMs(options.timeout, "timeout");
-    } catch (error) {
-      throw new ConfigError(
-        `${context.configPath ?? "<config>"} [${context.section}] ${
-          (error as Error).message
-        }`,
-      );
-    }
-  }
-  const target = parseRedisUrl(options.url ?? DEFAULT_URL, where("url"));
-  if (options.ca_cert !== undefined) {
+  const timeoutMs = timeoutOption(options, context, DEFAULT_TIMEOUT_MS);
+  const target = parseRedisUrl(
+    textOption(options, "url") ?? DEFAULT_URL,
+    context,
+  );
+  const caCert = textOption(options, "ca_cert");
+  if (caCert !== undefined) {
     if (!target.tls) {
-      throw new ConfigError(
-        `${
-          where("ca_cert")
-        }: it needs a rediss:// url; redis:// does not use TLS`,
+      throw optionError(
+        context,
+        "ca_cert",
+        "it needs a rediss:// url; redis:// does not use TLS",
       );
     }
-    const path = resolveConfigPath(options.ca_cert, context);
+    const path = resolveConfigPath(caCert, context);
     try {
       target.ca = Deno.readTextFileSync(path);
     } catch (error) {
-      throw new ConfigError(
-        `${where("ca_cert")}: cannot read ${path}: ${(error as Error).message}`,
+      throw optionError(
+        context,
+        "ca_cert",
+        `cannot read ${path}: ${(error as Error).message}`,
         { cause: error },
       );
     }
   }
-  // Timers overflow past 2^31 ms (about 24 days) and would fire at once.
-  timeoutMs = Math.min(timeoutMs, 2 ** 31 - 1);
   return new RedisBackend(target, options.prefix ?? DEFAULT_PREFIX, timeoutMs);
 }

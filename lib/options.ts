@@ -9,7 +9,8 @@ import { parseTimeoutMs } from "./duration.ts";
 import type { BackendContext, BackendOptions } from "./types.ts";
 
 /**
- * A config error naming the file, section and key of a bad option.
+ * A config error naming the file, section and key of a bad option;
+ * `options` can carry the `cause`.
  *
  * @example
  * ```ts
@@ -26,9 +27,11 @@ export function optionError(
   context: BackendContext,
   key: string,
   why: string,
+  options?: ErrorOptions,
 ): ConfigError {
   return new ConfigError(
     `${context.configPath ?? "<config>"} [${context.section}] ${key}: ${why}`,
+    options,
   );
 }
 
@@ -41,9 +44,13 @@ export function textOption(
   return value === "" ? undefined : value;
 }
 
+/** The longest timeout a timer can wait: about 24.8 days, in ms. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
 /**
  * The `timeout` option in milliseconds: `500ms`, `3s`, `1m`, or bare
- * seconds.
+ * seconds. It is capped at about 24.8 days, since a timer set longer
+ * would fire at once.
  *
  * @throws {ConfigError} naming the key when it is not a timeout.
  */
@@ -55,7 +62,7 @@ export function timeoutOption(
   const text = textOption(options, "timeout");
   if (text === undefined) return defaultMs;
   try {
-    return parseTimeoutMs(text, "timeout");
+    return Math.min(parseTimeoutMs(text, "timeout"), MAX_TIMEOUT_MS);
   } catch {
     throw optionError(
       context,
@@ -63,6 +70,20 @@ export function timeoutOption(
       `"${text}" is not a timeout; use forms like 500ms, 3s or 1m`,
     );
   }
+}
+
+/**
+ * A timeout as messages show it: `3s` when it is whole seconds, else `500ms`.
+ *
+ * @example
+ * ```ts
+ * import { formatTimeout } from "./options.ts";
+ * formatTimeout(3000); // "3s"
+ * formatTimeout(500); // "500ms"
+ * ```
+ */
+export function formatTimeout(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }
 
 const TRUE = ["true", "yes", "on", "1"];
