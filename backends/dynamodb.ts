@@ -38,6 +38,7 @@ import {
   StormlockError,
   UsageError,
 } from "../lib/errors.ts";
+import { DeadlineError, withDeadline } from "../lib/deadline.ts";
 import {
   booleanOption,
   formatTimeout,
@@ -108,11 +109,6 @@ export interface DynamoDbSettings {
 type Item = Record<string, AttributeValue>;
 type AnyCommand = Parameters<DynamoDBClient["send"]>[0];
 type Send = <Output>(command: unknown) => Promise<Output>;
-
-/** Raised by our own timer, so it can be told from the SDK's errors. */
-class Deadline extends Error {
-  override name = "StormlockDeadline";
-}
 
 function sweepAt(expiresMs: number): string {
   // Rounded up, so the sweeper never deletes an item before it expires.
@@ -205,7 +201,7 @@ export class DynamoDbBackend implements Backend {
   /** The client, built on first use once the region is known. */
   async #ready(): Promise<DynamoDBClient> {
     if (this.#closed) {
-      throw new UsageError("The DynamoDB backend is closed");
+      throw new UsageError("The dynamodb backend is closed; open a new one");
     }
     if (this.#client) return this.#client;
     let client = this.#makeClient(this.#settings.region);
@@ -233,22 +229,10 @@ export class DynamoDbBackend implements Backend {
   /** Sends one command, rejecting at `deadline` whatever the SDK does. */
   async #send<Output>(command: unknown, deadline: number): Promise<Output> {
     const client = await this.#ready();
-    const abort = new AbortController();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        abort.abort();
-        reject(new Deadline());
-      }, Math.max(0, deadline - Date.now()));
-    });
-    try {
-      return await Promise.race([
-        client.send(command as AnyCommand, { abortSignal: abort.signal }),
-        expired,
-      ]) as Output;
-    } finally {
-      clearTimeout(timer);
-    }
+    return await withDeadline(
+      Math.max(0, deadline - Date.now()),
+      (signal) => client.send(command as AnyCommand, { abortSignal: signal }),
+    ) as Output;
   }
 
   /**
@@ -307,7 +291,7 @@ export class DynamoDbBackend implements Backend {
       );
     }
     if (
-      error instanceof Deadline || name === "AbortError" ||
+      error instanceof DeadlineError || name === "AbortError" ||
       name === "TimeoutError" ||
       all.some((e) => /ETIMEDOUT|timed? ?out/i.test(`${(e as Error)?.message}`))
     ) {

@@ -39,8 +39,10 @@ import {
   LeaseNotHeldError,
   LockHeldError,
   StormlockError,
+  UsageError,
 } from "../lib/errors.ts";
 import { resolveConfigPath } from "../lib/config.ts";
+import { DeadlineError, withDeadline } from "../lib/deadline.ts";
 import { optionError, textOption, timeoutOption } from "../lib/options.ts";
 import { newLeaseId } from "../lib/lease.ts";
 import type {
@@ -134,9 +136,6 @@ class Deadline {
   }
 }
 
-/** Raised by our own timer when etcd's deadline did not fire in time. */
-class TimedOut extends Error {}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -177,6 +176,7 @@ export class EtcdBackend implements Backend {
   readonly #settings: EtcdSettings;
   /** `host:port` list for messages: never a credential. */
   readonly #where: string;
+  #closed = false;
 
   /** Builds the client; it connects on first use. */
   constructor(settings: EtcdSettings) {
@@ -225,7 +225,8 @@ export class EtcdBackend implements Backend {
       ? "this client"
       : `user "${this.#settings.user}"`;
     if (
-      error instanceof TimedOut || error instanceof GRPCDeadlineExceededError
+      error instanceof DeadlineError ||
+      error instanceof GRPCDeadlineExceededError
     ) {
       return unavailable(
         `did not answer within ${
@@ -257,10 +258,8 @@ export class EtcdBackend implements Backend {
       );
     }
     if (error instanceof ClientClosedError) {
-      return new BackendUnavailableError(
-        `The etcd backend for ${this.#where} is closed`,
-        options,
-      );
+      // Only close() closes the client; this operation raced it.
+      return closedError(options);
     }
     if (error instanceof GRPCUnavailableError) {
       return unavailable(`is unavailable: ${unavailableReason(message)}`);
@@ -276,21 +275,16 @@ export class EtcdBackend implements Backend {
     action: string,
     body: (deadline: Deadline) => Promise<T>,
   ): Promise<T> {
+    if (this.#closed) throw closedError();
     const deadline = new Deadline(this.#settings.timeoutMs);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      // A little later than the deadline, so gRPC's own error wins.
-      timer = setTimeout(
-        () => reject(new TimedOut()),
-        this.#settings.timeoutMs + 200,
-      );
-    });
     try {
-      return await Promise.race([body(deadline), timeout]);
+      // A little later than the deadline, so gRPC's own error wins.
+      return await withDeadline(
+        this.#settings.timeoutMs + 200,
+        () => body(deadline),
+      );
     } catch (error) {
       throw this.#translate(error, action);
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -563,6 +557,7 @@ export class EtcdBackend implements Backend {
   }
 
   close(): Promise<void> {
+    this.#closed = true;
     try {
       // Synchronous: it closes the gRPC channels without waiting on them.
       this.#client.close();
@@ -571,6 +566,10 @@ export class EtcdBackend implements Backend {
     }
     return Promise.resolve();
   }
+}
+
+function closedError(options?: ErrorOptions): UsageError {
+  return new UsageError("The etcd backend is closed; open a new one", options);
 }
 
 function toLease(resource: string, record: LeaseRecord): Lease {

@@ -17,6 +17,7 @@ import {
   UsageError,
 } from "../lib/errors.ts";
 import { resolveConfigPath } from "../lib/config.ts";
+import { DeadlineError, withDeadline } from "../lib/deadline.ts";
 import {
   booleanOption,
   formatTimeout,
@@ -95,9 +96,6 @@ function toLease(row: Row): Lease {
   };
 }
 
-/** The deadline of one operation passed. */
-class Deadline extends Error {}
-
 /** SQLSTATEs that mean the table exists but is not shaped like ours. */
 const WRONG_SHAPE = new Set(["42703", "42P10", "42804", "42883"]);
 
@@ -118,7 +116,6 @@ export class PostgresBackend implements Backend {
   }
 
   #connection(): Sql {
-    if (this.#closed) throw new Error("The postgres backend is closed");
     if (this.#sql) return this.#sql;
     const { url, timeoutMs, ssl, path } = this.#settings;
     // Each client gets its own gate, so a discarded one can't use the next's.
@@ -174,7 +171,7 @@ export class PostgresBackend implements Backend {
         cause,
       );
     }
-    if (error instanceof Deadline) return timedOut();
+    if (error instanceof DeadlineError) return timedOut();
     if (error instanceof postgres.PostgresError) {
       const message = this.#mask(error.message);
       switch (error.code) {
@@ -265,13 +262,9 @@ export class PostgresBackend implements Backend {
    * the table on first use when allowed, and translating errors.
    */
   async #run<T>(action: string, body: (sql: Sql) => Promise<T>): Promise<T> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Deadline()),
-        this.#settings.timeoutMs,
-      );
-    });
+    if (this.#closed) {
+      throw new UsageError("The postgres backend is closed; open a new one");
+    }
     let gate = this.#gate;
     try {
       const sql = this.#connection();
@@ -289,7 +282,7 @@ export class PostgresBackend implements Backend {
           return await body(sql);
         }
       };
-      const result = await Promise.race([attempt(), deadline]);
+      const result = await withDeadline(this.#settings.timeoutMs, attempt);
       gate.mayConnect = true;
       return result;
     } catch (error) {
@@ -302,8 +295,6 @@ export class PostgresBackend implements Backend {
       // The connection may be stuck or broken; never reuse it.
       if (translated instanceof BackendUnavailableError) this.#discard();
       throw translated;
-    } finally {
-      clearTimeout(timer);
     }
   }
 

@@ -15,8 +15,10 @@ import {
   LeaseNotHeldError,
   LockHeldError,
   StormlockError,
+  UsageError,
 } from "../lib/errors.ts";
 import { resolveConfigPath } from "../lib/config.ts";
+import { DeadlineError, withDeadline } from "../lib/deadline.ts";
 import {
   formatTimeout,
   optionError,
@@ -126,9 +128,6 @@ interface Scripts {
 }
 
 type Client = Redis & Scripts;
-
-/** Our own bound on an operation, distinct from the client's errors. */
-class DeadlineError extends Error {}
 
 /** Whether the operation ran out of time, by our bound or the client's. */
 function isTimeout(error: unknown): boolean {
@@ -314,22 +313,17 @@ export class RedisBackend implements Backend {
     body: (client: Client) => Promise<T>,
   ): Promise<T> {
     if (this.#closed) {
-      throw new BackendUnavailableError(
-        `Redis at ${this.#where}: the backend is closed`,
-      );
+      throw new UsageError("The redis backend is closed; open a new one");
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new DeadlineError()), this.#timeoutMs);
-    });
     try {
-      return await Promise.race([this.#connect().then(body), deadline]);
+      return await withDeadline(
+        this.#timeoutMs,
+        () => this.#connect().then(body),
+      );
     } catch (error) {
       // The connection's state is unknown after a timeout; start afresh.
       if (isTimeout(error)) this.#discard();
       throw this.#translate(error, action, resource);
-    } finally {
-      clearTimeout(timer);
     }
   }
 

@@ -14,6 +14,7 @@ import {
   LeaseNotHeldError,
   LockHeldError,
   StormlockError,
+  UsageError,
 } from "../lib/errors.ts";
 import { expandHome, homeDir, resolveConfigPath } from "../lib/config.ts";
 import { timeoutOption } from "../lib/options.ts";
@@ -104,6 +105,9 @@ export class SqliteBackend implements Backend {
   /** Runs a synchronous statement as a promise, translating errors. */
   #run<T>(action: string, body: () => T): Promise<T> {
     try {
+      if (!this.#db.isOpen) {
+        throw new UsageError("The sqlite backend is closed; open a new one");
+      }
       return Promise.resolve(body());
     } catch (error) {
       return Promise.reject(this.#translate(error, action));

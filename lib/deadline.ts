@@ -1,0 +1,81 @@
+/**
+ * One bound on an operation, written once for every server backend: the
+ * operation's promise races a timer, whatever its client does.
+ *
+ * @module
+ */
+
+/**
+ * The time given to {@linkcode withDeadline} ran out. Backends turn it
+ * into a `BackendUnavailableError`; it is not a Stormlock error itself, so
+ * their translators can tell it from their own.
+ */
+export class DeadlineError extends Error {
+  /** The time that ran out, in ms. */
+  readonly ms: number;
+
+  /**
+   * Creates the error.
+   *
+   * @param ms The time that ran out, in ms.
+   */
+  constructor(ms: number) {
+    super(`Did not finish within ${ms}ms`);
+    this.ms = ms;
+    this.name = "DeadlineError";
+  }
+}
+
+/**
+ * Runs `work`, rejecting with a {@linkcode DeadlineError} once `ms` pass
+ * even if `work` never settles. On expiry the signal given to `work` is
+ * aborted, so a client that takes one can stop; whatever `work` does later
+ * is ignored. The timer is cleared as soon as `work` settles.
+ *
+ * @param ms The bound in ms; at most about 24.8 days, like any timer.
+ * @param work The operation; it may pass the signal on to its client.
+ * @returns What `work` resolves to.
+ * @throws {DeadlineError} when `ms` pass first; else whatever `work` throws.
+ *
+ * @example Bound a call, and let the client give up with it
+ * ```ts
+ * import { DeadlineError, withDeadline } from "./deadline.ts";
+ * const value = await withDeadline(1000, () => Promise.resolve(42));
+ * console.log(value); // 42
+ * try {
+ *   await withDeadline(10, (signal) =>
+ *     new Promise((_, reject) => {
+ *       signal.addEventListener("abort", () => reject(signal.reason));
+ *     }));
+ * } catch (error) {
+ *   console.log(error instanceof DeadlineError); // true
+ * }
+ * ```
+ */
+export function withDeadline<T>(
+  ms: number,
+  work: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const controller = new AbortController();
+    const timer = setTimeout(() => {
+      const error = new DeadlineError(ms);
+      // Settle first: a client that rejects at once on abort must not win.
+      reject(error);
+      controller.abort(error);
+    }, ms);
+    let running: Promise<T>;
+    try {
+      running = work(controller.signal);
+    } catch (error) {
+      running = Promise.reject(error);
+    }
+    running.then((value) => {
+      clearTimeout(timer);
+      resolve(value);
+    }, (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
