@@ -15,9 +15,7 @@ import {
   runtimeFormat,
   TARGETS,
 } from "../scripts/compile.ts";
-import { repoPath } from "./helpers.ts";
-
-const decoder = new TextDecoder();
+import { repoPath, runDeno } from "./helpers.ts";
 
 interface Run {
   code: number;
@@ -30,25 +28,16 @@ async function compile(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<Run> {
-  const result = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-run",
-      join(root, "scripts", "compile.ts"),
-      ...args,
-    ],
-    cwd: root,
-    env: { NO_COLOR: "1", ...env },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: result.code,
-    output: decoder.decode(result.stdout) + decoder.decode(result.stderr),
-  };
+  const { code, stdout, stderr } = await runDeno([
+    "run",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env",
+    "--allow-run",
+    join(root, "scripts", "compile.ts"),
+    ...args,
+  ], { cwd: root, env });
+  return { code, output: stdout + stderr };
 }
 
 /** A copy of the sources compile.ts needs, to break on purpose. */
@@ -126,76 +115,74 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "compile fails on a type error",
-  sanitizeResources: false,
-  fn: async () => {
-    const copy = projectCopy();
-    try {
-      const lock = join(copy, "lib", "lock.ts");
-      Deno.writeTextFileSync(
-        lock,
-        `${
-          Deno.readTextFileSync(lock)
-        }\nexport const broken: number = "text";\n`,
-      );
-      const run = await compile(copy, [
-        "--validate",
-        "--target",
-        "x86_64-unknown-linux-gnu",
-      ]);
-      assert.notEqual(run.code, 0);
-      assert.match(run.output, /TS2322/);
-      assert.match(run.output, /at file:\/\/\S+\/lib\/lock\.ts:\d+:\d+/);
-      assert.match(run.output, /x86_64-unknown-linux-gnu failed/);
-    } finally {
-      Deno.removeSync(copy, { recursive: true });
-    }
-  },
-});
+/**
+ * Registers a test that breaks a copy of the project with `breakIt`, and
+ * checks that compiling it with `args` fails and says each of `says`.
+ */
+function testBrokenBuild(
+  name: string,
+  breakIt: (copy: string) => void,
+  args: string[],
+  says: RegExp[],
+): void {
+  Deno.test({
+    name,
+    sanitizeResources: false,
+    fn: async () => {
+      const copy = projectCopy();
+      try {
+        breakIt(copy);
+        const run = await compile(copy, args);
+        assert.notEqual(run.code, 0);
+        for (const pattern of says) assert.match(run.output, pattern);
+      } finally {
+        Deno.removeSync(copy, { recursive: true });
+      }
+    },
+  });
+}
 
-Deno.test({
-  name: "compile fails when a built-in backend's file is missing",
-  sanitizeResources: false,
-  fn: async () => {
-    const copy = projectCopy();
-    try {
-      Deno.removeSync(join(copy, "backends", "etcd.ts"));
-      const run = await compile(copy, ["--validate"]);
-      assert.notEqual(run.code, 0);
-      assert.match(
-        run.output,
-        /lib\/registry\.ts names the built-in backend etcd, but backends\/etcd\.ts is missing/,
-      );
-    } finally {
-      Deno.removeSync(copy, { recursive: true });
-    }
+testBrokenBuild(
+  "compile fails on a type error",
+  (copy) => {
+    const lock = join(copy, "lib", "lock.ts");
+    Deno.writeTextFileSync(
+      lock,
+      `${Deno.readTextFileSync(lock)}\nexport const broken: number = "text";\n`,
+    );
   },
-});
+  ["--validate", "--target", "x86_64-unknown-linux-gnu"],
+  [
+    /TS2322/,
+    /at file:\/\/\S+\/lib\/lock\.ts:\d+:\d+/,
+    /x86_64-unknown-linux-gnu failed/,
+  ],
+);
 
-Deno.test({
-  name: "compile refuses a version in deno.json that lib/version.ts lacks",
-  sanitizeResources: false,
-  fn: async () => {
-    const copy = projectCopy();
-    try {
-      const path = join(copy, "deno.json");
-      const config = JSON.parse(Deno.readTextFileSync(path));
-      config.version = "9.9.9";
-      Deno.writeTextFileSync(path, JSON.stringify(config));
-      const run = await compile(copy, ["--validate"]);
-      assert.notEqual(run.code, 0);
-      assert.match(
-        run.output,
-        new RegExp(
-          `deno\\.json has version 9\\.9\\.9, but lib/version\\.ts has ${VERSION}`,
-        ),
-      );
-    } finally {
-      Deno.removeSync(copy, { recursive: true });
-    }
+testBrokenBuild(
+  "compile fails when a built-in backend's file is missing",
+  (copy) => Deno.removeSync(join(copy, "backends", "etcd.ts")),
+  ["--validate"],
+  [
+    /lib\/registry\.ts names the built-in backend etcd, but backends\/etcd\.ts is missing/,
+  ],
+);
+
+testBrokenBuild(
+  "compile refuses a version in deno.json that lib/version.ts lacks",
+  (copy) => {
+    const path = join(copy, "deno.json");
+    const config = JSON.parse(Deno.readTextFileSync(path));
+    config.version = "9.9.9";
+    Deno.writeTextFileSync(path, JSON.stringify(config));
   },
-});
+  ["--validate"],
+  [
+    new RegExp(
+      `deno\\.json has version 9\\.9\\.9, but lib/version\\.ts has ${VERSION}`,
+    ),
+  ],
+);
 
 Deno.test("a DENORT_BIN of the wrong format is refused before building", async () => {
   const folder = Deno.makeTempDirSync({ prefix: "stormlock-denort-" });

@@ -1,12 +1,25 @@
 /**
  * The backend contract, written once. Each backend's test file calls
  * {@linkcode testBackendContract} with a factory that opens a fresh
- * backend instance (its own connection) on a real server.
+ * backend instance (its own connection) on a real server, and a server
+ * backend also calls {@linkcode testUnavailableContract}.
  */
 import assert from "assert";
-import { LeaseNotHeldError, LockHeldError, newLeaseId } from "../mod.ts";
+import {
+  BackendUnavailableError,
+  LeaseNotHeldError,
+  LockHeldError,
+  newLeaseId,
+} from "../mod.ts";
 import type { Backend, Lease } from "../mod.ts";
-import { sleep, uniqueResource } from "./helpers.ts";
+import {
+  backendTest,
+  closedPort,
+  rejectsCleanly,
+  silentServer,
+  sleep,
+  uniqueResource,
+} from "./helpers.ts";
 
 /** Opens a new backend instance with its own connection. */
 export type BackendFactory = () => Backend | Promise<Backend>;
@@ -56,13 +69,9 @@ function assertLease(lease: Lease, resource: string, principal: string) {
  * @param open Opens a fresh backend instance.
  */
 export function testBackendContract(name: string, open: BackendFactory): void {
+  const register = backendTest(name);
   const test = (title: string, fn: (backend: Backend) => Promise<void>) =>
-    Deno.test({
-      name: `${name}: ${title}`,
-      sanitizeOps: false,
-      sanitizeResources: false,
-      fn: () => withBackend(open, fn),
-    });
+    register(title, () => withBackend(open, fn));
 
   test("acquire() returns a fresh lease with the TTL asked for", async (b) => {
     const resource = uniqueResource();
@@ -235,5 +244,86 @@ export function testBackendContract(name: string, open: BackendFactory): void {
     } finally {
       await Promise.all(racers.map((racer) => racer.close()));
     }
+  });
+}
+
+/** Opens a backend against a server at `host:port`, with a short timeout. */
+export type BackendAtFactory = (
+  host: string,
+  port: number,
+) => Backend | Promise<Backend>;
+
+/** What {@linkcode testUnavailableContract} checks beyond the type. */
+export interface UnavailableChecks {
+  /** A secret the factory passes to the backend; no error may show it. */
+  secret?: string;
+  /** How messages name the server; `host:port` unless told. */
+  address?: (host: string, port: number) => string;
+  /** What a silent server's message must also say, such as the timeout. */
+  silent?: RegExp;
+  /** Turns on Deno's op and resource sanitizers for these tests. */
+  sanitize?: boolean;
+}
+
+/**
+ * Registers the tests for a server that can't be reached: a closed port
+ * and a server that accepts but never answers both give
+ * `BackendUnavailableError` naming the server, and every call to a silent
+ * server is bounded, not only the first.
+ *
+ * @param name The backend's name, shown in test names.
+ * @param openAt Opens the backend against a host and port, with a short
+ *   timeout: every call to the silent server waits that long.
+ * @param checks What else the errors must and must not say.
+ */
+export function testUnavailableContract(
+  name: string,
+  openAt: BackendAtFactory,
+  checks: UnavailableChecks = {},
+): void {
+  const host = "127.0.0.1";
+  const { secret, silent, sanitize } = checks;
+  const address = checks.address ?? ((host, port) => `${host}:${port}`);
+  const test = backendTest(name, { sanitize });
+  const secrets = secret === undefined ? [] : [secret];
+
+  test("a closed port gives BackendUnavailableError naming host:port", async () => {
+    const port = closedPort();
+    await withBackend(() => openAt(host, port), async (backend) => {
+      const mentions = [address(host, port)];
+      for (
+        const call of [
+          () => backend.acquire(uniqueResource(), "ann@host", 60),
+          () => backend.current(uniqueResource()),
+        ]
+      ) {
+        await rejectsCleanly(call(), BackendUnavailableError, {
+          mentions,
+          secrets,
+        });
+      }
+    });
+  });
+
+  test("a server that accepts but never answers gives BackendUnavailableError, every time", async () => {
+    await using server = silentServer();
+    await withBackend(() => openAt(host, server.port), async (backend) => {
+      const mentions = [
+        address(host, server.port),
+        ...(silent ? [silent] : []),
+      ];
+      const calls = [
+        () => backend.acquire(uniqueResource(), "ann@host", 60),
+        // A later call connects afresh and is bounded again.
+        () => backend.current(uniqueResource()),
+        ...(backend.init ? [() => backend.init!()] : []),
+      ];
+      for (const call of calls) {
+        await rejectsCleanly(call(), BackendUnavailableError, {
+          mentions,
+          secrets,
+        });
+      }
+    });
   });
 }

@@ -3,23 +3,14 @@
  * files), and the docs of every export pass `deno doc --lint`.
  */
 import assert from "assert";
-import { repoPath } from "./helpers.ts";
+import { repoPath, runDeno } from "./helpers.ts";
 
+/** Runs deno in the repository; `output` is stdout then stderr. */
 async function deno(
   ...args: string[]
 ): Promise<{ ok: boolean; output: string }> {
-  const result = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: repoPath(),
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    ok: result.success,
-    output: decoder.decode(result.stdout) + decoder.decode(result.stderr),
-  };
+  const { code, stdout, stderr } = await runDeno(args);
+  return { ok: code === 0, output: stdout + stderr };
 }
 
 Deno.test("deno publish --dry-run passes and publishes only the library", async () => {

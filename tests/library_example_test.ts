@@ -6,40 +6,22 @@
 import assert from "assert";
 import { join } from "node:path";
 import { CliHome, repoPath } from "./helpers.ts";
+import type { CliResult } from "./helpers.ts";
 
 const SCRIPT = repoPath("examples", "acquire.ts");
 
 /** Runs the example as the README says, in the temporary HOME. */
-async function runExample(home: CliHome) {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--quiet",
-      "--no-prompt",
-      "--allow-env",
-      "--allow-sys=hostname",
-      "--allow-read",
-      `--allow-write=${join(home.home, ".local", "state", "stormlock")}`,
-      SCRIPT,
-    ],
-    cwd: home.cwd,
-    clearEnv: true,
-    env: {
-      HOME: home.home,
-      USER: "tester",
-      NO_COLOR: "1",
-      DENO_DIR: Deno.env.get("DENO_DIR") ??
-        join(Deno.env.get("HOME") ?? "/root", ".cache", "deno"),
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+function runExample(home: CliHome): Promise<CliResult> {
+  return home.deno([
+    "run",
+    "--quiet",
+    "--no-prompt",
+    "--allow-env",
+    "--allow-sys=hostname",
+    "--allow-read",
+    `--allow-write=${join(home.home, ".local", "state", "stormlock")}`,
+    SCRIPT,
+  ]);
 }
 
 Deno.test("the library example acquires and releases the lock", async () => {

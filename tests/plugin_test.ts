@@ -22,7 +22,7 @@ import {
 import { assertBackend } from "../lib/registry.ts";
 import { testBackendContract } from "./contract.ts";
 import { serveTls, testCertificates } from "./certificates.ts";
-import { CliHome, repoPath } from "./helpers.ts";
+import { assertCliLockCycle, CliHome, repoPath, runDeno } from "./helpers.ts";
 
 const EXAMPLE = repoPath("examples", "json-file-backend.js");
 const folder = Deno.makeTempDirSync({ prefix: "stormlock-plugin-" });
@@ -436,20 +436,10 @@ for (const loader of ["import", "data"]) {
   Deno.test(`cli: a plugin from the config's folder holds the lock (loader ${loader})`, async () => {
     using home = new CliHome();
     const config = pluginConfig(home, loader);
-    const env = { STORMLOCK_PLUGIN_LOADER: loader };
-    const first = await home.run(["-c", config, "acquire", "deploy"], env);
-    assert.equal(first.stderr, "");
-    assert.equal(first.code, 0);
-    assert.match(first.stdout, /^[0-9a-f]{32}\n$/);
-    const second = await home.run(["-c", config, "acquire", "deploy"], env);
-    assert.equal(second.code, 2);
-    assert.equal(second.stdout, "");
-    assert.match(second.stderr, /"deploy" is held by tester@/);
-    const release = await home.run(
-      ["-c", config, "release", "deploy", first.stdout.trim()],
-      env,
-    );
-    assert.equal(release.code, 0, release.stderr);
+    await assertCliLockCycle(home, "deploy", {
+      args: ["-c", config],
+      env: { STORMLOCK_PLUGIN_LOADER: loader },
+    });
     const saved = Deno.readTextFileSync(
       join(home.home, ".local", "state", "stormlock", "leases.json"),
     );
@@ -536,12 +526,10 @@ export function createBackend(): { answer: number; name: string } {
 `,
   );
   const output = join(folder, "bundle", "plugin.js");
-  const bundled = await new Deno.Command(Deno.execPath(), {
-    args: ["bundle", "--quiet", "--platform", "deno", "-o", output, entry],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(bundled.success, new TextDecoder().decode(bundled.stderr));
+  const bundled = await runDeno(
+    ["bundle", "--quiet", "--platform", "deno", "-o", output, entry],
+  );
+  assert.equal(bundled.code, 0, bundled.stderr);
   const module = await loadPlugin(output, dataContext, "data");
   assert.deepEqual(await module.createBackend({}, pluginContext(dataContext)), {
     answer: 42,
@@ -569,37 +557,30 @@ Deno.test({
       // A copy of the lockfile: Deno records the plugin's hash in it.
       const lock = join(dir, "deno.lock");
       Deno.copyFileSync(repoPath("deno.lock"), lock);
-      const output = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "--quiet",
-          "--no-prompt",
-          `--lock=${lock}`,
-          `--cert=${ca}`,
-          `--allow-import=${host}`,
-          "--allow-env",
-          "--allow-sys=hostname",
-          "--allow-read",
-          `--allow-write=${dir}`,
-          repoPath("main.ts"),
-          "-c",
-          config,
-          "acquire",
-          "r",
-        ],
-        cwd: repoPath(),
-        env: { NO_COLOR: "1" },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const decoder = new TextDecoder();
-      assert.equal(decoder.decode(output.stderr), "");
+      const output = await runDeno([
+        "run",
+        "--quiet",
+        "--no-prompt",
+        `--lock=${lock}`,
+        `--cert=${ca}`,
+        `--allow-import=${host}`,
+        "--allow-env",
+        "--allow-sys=hostname",
+        "--allow-read",
+        `--allow-write=${dir}`,
+        repoPath("main.ts"),
+        "-c",
+        config,
+        "acquire",
+        "r",
+      ]);
+      assert.equal(output.stderr, "");
       assert.equal(output.code, 0);
-      assert.match(decoder.decode(output.stdout), /^[0-9a-f]{32}\n$/);
+      assert.match(output.stdout, /^[0-9a-f]{32}\n$/);
       const saved = JSON.parse(
         Deno.readTextFileSync(join(dir, "leases.json")),
       );
-      assert.equal(saved.r.id, decoder.decode(output.stdout).trim());
+      assert.equal(saved.r.id, output.stdout.trim());
       assert.match(Deno.readTextFileSync(lock), new RegExp(host));
     } finally {
       await server.shutdown();

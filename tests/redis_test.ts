@@ -7,8 +7,18 @@ import {
   openBackend,
 } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
-import { testBackendContract } from "./contract.ts";
-import { CliHome, uniqueResource } from "./helpers.ts";
+import { testBackendContract, testUnavailableContract } from "./contract.ts";
+import {
+  assertCleanExit,
+  assertCliLockCycle,
+  backendTest,
+  CliHome,
+  closedPort,
+  rejectsCleanly,
+  replyingServer,
+  silentServer,
+  uniqueResource,
+} from "./helpers.ts";
 
 function required(name: string): string {
   const value = Deno.env.get(name);
@@ -32,6 +42,12 @@ const open = (options: BackendOptions): Promise<Backend> =>
   openBackend(options, context);
 
 testBackendContract("redis", () => open({ url }));
+testUnavailableContract(
+  "redis",
+  (host, port) =>
+    open({ url: `redis://ann:${password}@${host}:${port}`, timeout: "500ms" }),
+  { secret: password, silent: /did not answer within 500ms/ },
+);
 
 /** A raw client, to look at what the backend stored. */
 function inspector(): Redis {
@@ -39,45 +55,7 @@ function inspector(): Redis {
   return new Redis({ host: hostname, port: Number(port), password });
 }
 
-/** A TCP server that accepts connections and never says a word. */
-function blackHole(): { port: number; [Symbol.dispose](): void } {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns: Deno.Conn[] = [];
-  (async () => {
-    for await (const conn of listener) conns.push(conn);
-  })().catch(() => {});
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    [Symbol.dispose]() {
-      listener.close();
-      for (const conn of conns) {
-        try {
-          conn.close();
-        } catch { /* already closed by the client */ }
-      }
-    },
-  };
-}
-
-function closedPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
-/** Everything an error would show, its causes included. */
-function shown(error: unknown): string {
-  return Deno.inspect(error, { depth: 10 });
-}
-
-const test = (name: string, fn: () => Promise<void>) =>
-  Deno.test({
-    name: `redis: ${name}`,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn,
-  });
+const test = backendTest("redis");
 
 test("a lease is a hash at prefix + resource that expires on the server's clock", async () => {
   const prefix = `stormlock:t-${crypto.randomUUID()}:`;
@@ -152,16 +130,18 @@ test("a wrong or missing password gives BackendUnavailableError without showing 
   missing.password = "";
   for (const candidate of [wrong.href, missing.href]) {
     const backend = await open({ url: candidate });
-    const error = await backend.acquire(uniqueResource(), "ann", 60).then(
-      () => assert.fail("acquire succeeded"),
-      (error: unknown) => error,
-    );
-    await backend.close();
-    assert.ok(error instanceof BackendUnavailableError, shown(error));
-    assert.match(error.message, /refused the credentials/);
-    assert.match(error.message, /127\.0\.0\.1:\d+/);
-    assert.ok(!shown(error).includes("not-the-Password-42"), shown(error));
-    assert.ok(!shown(error).includes(password));
+    try {
+      await rejectsCleanly(
+        backend.acquire(uniqueResource(), "ann", 60),
+        BackendUnavailableError,
+        {
+          mentions: [/refused the credentials/, /127\.0\.0\.1:\d+/],
+          secrets: ["not-the-Password-42", password],
+        },
+      );
+    } finally {
+      await backend.close();
+    }
   }
 });
 
@@ -188,56 +168,15 @@ test("rediss:// without the CA refuses the server's certificate", async () => {
   }
 });
 
-test("a closed port gives BackendUnavailableError naming host:port", async () => {
-  const port = closedPort();
-  const backend = await open({
-    url: `redis://ann:${password}@127.0.0.1:${port}`,
-  });
-  const error = await backend.current("r").then(
-    () => assert.fail("current() succeeded"),
-    (error: unknown) => error,
-  );
-  await backend.close();
-  assert.ok(error instanceof BackendUnavailableError, shown(error));
-  assert.match(error.message, new RegExp(`127\\.0\\.0\\.1:${port}`));
-  assert.ok(!shown(error).includes(password));
-});
-
-test("a server that accepts but never answers gives BackendUnavailableError", async () => {
-  using hole = blackHole();
-  const backend = await open({
-    url: `redis://127.0.0.1:${hole.port}`,
-    timeout: "500ms",
-  });
-  const timedOut = (error: unknown) =>
-    error instanceof BackendUnavailableError &&
-    /did not answer within 500ms/.test(error.message);
-  await assert.rejects(backend.acquire(uniqueResource(), "ann", 60), timedOut);
-  // A later call connects afresh and is bounded again.
-  await assert.rejects(backend.current("r"), timedOut);
-  await backend.close();
-});
-
 test("a server that is not Redis gives BackendUnavailableError", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  (async () => {
-    for await (const conn of listener) {
-      await conn.write(new TextEncoder().encode("HTTP/1.1 400 Bad\r\n\r\n"));
-      conn.close();
-    }
-  })().catch(() => {});
-  const { port } = listener.addr as Deno.NetAddr;
-  const backend = await open({ url: `redis://127.0.0.1:${port}` });
+  await using server = replyingServer("HTTP/1.1 400 Bad\r\n\r\n");
+  const backend = await open({ url: `redis://127.0.0.1:${server.port}` });
   try {
-    await assert.rejects(
-      backend.current("r"),
-      (error: unknown) =>
-        error instanceof BackendUnavailableError &&
-        /Redis protocol/.test(error.message),
-    );
+    await rejectsCleanly(backend.current("r"), BackendUnavailableError, {
+      mentions: [/Redis protocol/],
+    });
   } finally {
     await backend.close();
-    listener.close();
   }
 });
 
@@ -253,13 +192,10 @@ test("bad options give ConfigError naming the key, never the password", async ()
     { url: tlsUrl, ca_cert: "/nonexistent/ca.pem" },
   ];
   for (const options of bad) {
-    const error = await open(options).then(
-      () => assert.fail(`accepted ${Object.keys(options)}`),
-      (error: unknown) => error,
-    );
-    assert.ok(error instanceof ConfigError, shown(error));
-    assert.match(error.message, /\[backend\.redis\] (url|timeout|ca_cert)/);
-    assert.ok(!shown(error).includes(password), error.message);
+    await rejectsCleanly(open(options), ConfigError, {
+      mentions: [/\[backend\.redis\] (url|timeout|ca_cert)/],
+      secrets: [password],
+    });
   }
 });
 
@@ -269,30 +205,18 @@ test("the CLI acquires, refuses a held lock and releases", async () => {
     ".stormlock.cfg",
     `[default]\nbackend = redis\n\n[backend.redis]\nurl = ${url}\n`,
   );
-  const resource = uniqueResource();
-  const first = await home.run(["acquire", resource]);
-  assert.equal(first.code, 0, first.stderr);
-  assert.match(first.stdout, /^[0-9a-f]{32}\n$/);
-  assert.equal(first.stderr, "");
-
-  const second = await home.run(["acquire", resource]);
-  assert.equal(second.code, 2, second.stderr);
-  assert.equal(second.stdout, "");
-  assert.match(second.stderr, /is held by tester@/);
-
-  const release = await home.run(["release", resource, first.stdout.trim()]);
-  assert.equal(release.code, 0, release.stderr);
-  for (const result of [first, second, release]) {
+  const results = await assertCliLockCycle(home, uniqueResource());
+  for (const result of results) {
     assert.ok(!(result.stdout + result.stderr).includes(password));
   }
 });
 
 test("the CLI exits 69 with one clean line when the server is down", async () => {
   using home = new CliHome();
-  using hole = blackHole();
+  await using silent = silentServer();
   const down = [
     `redis://ann:${password}@127.0.0.1:${closedPort()}`,
-    `redis://ann:${password}@127.0.0.1:${hole.port}`,
+    `redis://ann:${password}@127.0.0.1:${silent.port}`,
   ];
   for (const target of down) {
     home.write(
@@ -300,11 +224,8 @@ test("the CLI exits 69 with one clean line when the server is down", async () =>
       `[default]\nbackend = redis\n\n[backend.redis]\nurl = ${target}\ntimeout = 1s\n`,
     );
     const result = await home.run(["acquire", uniqueResource()]);
-    assert.equal(result.code, 69, result.stderr);
-    assert.equal(result.stdout, "");
-    const lines = result.stderr.trimEnd().split("\n");
-    assert.equal(lines.length, 1, result.stderr);
-    assert.match(lines[0], /^stormlock: Redis at 127\.0\.0\.1:\d+ /);
-    assert.ok(!result.stderr.includes(password));
+    assertCleanExit(result, 69, /^stormlock: Redis at 127\.0\.0\.1:\d+ /, [
+      password,
+    ]);
   }
 });

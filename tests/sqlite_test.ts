@@ -2,19 +2,19 @@ import assert from "assert";
 import { join } from "node:path";
 import { openBackend } from "../mod.ts";
 import { testBackendContract } from "./contract.ts";
+import { backendTest } from "./helpers.ts";
 
 const folder = Deno.makeTempDirSync({ prefix: "stormlock-sqlite-" });
 const path = join(folder, "locks.db");
+const context = { name: "sqlite", section: "backend.sqlite" };
 
-testBackendContract(
-  "sqlite",
-  () => openBackend({ path }, { name: "sqlite", section: "backend.sqlite" }),
-);
+testBackendContract("sqlite", () => openBackend({ path }, context));
 
-Deno.test("sqlite: a relative path resolves against the config's folder", async () => {
+const test = backendTest("sqlite", { sanitize: true });
+
+test("a relative path resolves against the config's folder", async () => {
   const backend = await openBackend({ path: "sub/locks.db" }, {
-    name: "sqlite",
-    section: "backend.sqlite",
+    ...context,
     configPath: join(folder, "stormlock.cfg"),
     configDir: folder,
   });
