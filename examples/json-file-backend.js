@@ -79,8 +79,8 @@ class JsonFileBackend {
    */
   async #transact(action, change) {
     if (this.#closed) {
-      throw new this.#errors.BackendUnavailableError(
-        `JSON file backend ${this.#path} is closed`,
+      throw new this.#errors.UsageError(
+        `The JSON file backend ${this.#path} is closed; open a new one`,
       );
     }
     let lockFile;

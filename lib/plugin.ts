@@ -18,6 +18,7 @@ import {
   ConfigError,
   LeaseNotHeldError,
   LockHeldError,
+  UsageError,
 } from "./errors.ts";
 import { newLeaseId } from "./lease.ts";
 import { VERSION } from "./version.ts";
@@ -50,6 +51,8 @@ export interface PluginErrors {
   BackendUnavailableError: typeof BackendUnavailableError;
   /** Throw for a missing or bad option. */
   ConfigError: typeof ConfigError;
+  /** Throw when the caller misuses the backend, e.g. after `close()`. */
+  UsageError: typeof UsageError;
 }
 
 /**
@@ -173,6 +176,7 @@ export function pluginContext(context: BackendContext): PluginContext {
       LeaseNotHeldError,
       BackendUnavailableError,
       ConfigError,
+      UsageError,
     },
     newLeaseId,
     resolvePath: (path: string) => resolveConfigPath(path, context),

@@ -62,7 +62,9 @@ async function runTests(env: Record<string, string>, filters: string[]) {
       "--allow-run",
       "--allow-sys",
       "--doc",
-      ...(filters.length > 0 ? filters : ["tests/", "lib/", "backends/", "mod.ts"]),
+      ...(filters.length > 0
+        ? filters
+        : ["tests/", "lib/", "backends/", "mod.ts"]),
     ],
     cwd: root,
     env: { ...env, NO_COLOR: "1" },

@@ -1,21 +1,9 @@
 /** End-to-end tests of the CLI, run as a newcomer would, in a fresh HOME. */
 import assert from "assert";
-import { CliHome, sleep } from "./helpers.ts";
-import type { CliResult } from "./helpers.ts";
+import { assertCleanExit, CliHome, sleep } from "./helpers.ts";
 import { VERSION } from "../mod.ts";
 
 const LEASE_LINE = /^[0-9a-f]{32}\n$/;
-
-/** One line on stderr, no stack trace, and the given exit code. */
-function assertCleanError(result: CliResult, code: number, pattern: RegExp) {
-  assert.equal(result.code, code, result.stderr);
-  assert.equal(result.stdout, "");
-  const lines = result.stderr.trimEnd().split("\n");
-  assert.equal(lines.length, 1, `expected one stderr line:\n${result.stderr}`);
-  assert.match(lines[0], /^stormlock: /);
-  assert.match(lines[0], pattern);
-  assert.doesNotMatch(result.stderr, /\n\s+at /);
-}
 
 Deno.test("cli: a lease's whole life on the embedded default", async () => {
   using home = new CliHome();
@@ -55,7 +43,7 @@ Deno.test("cli: a held lock exits 2 with an empty stdout and the holder on stder
   using home = new CliHome();
   const first = await home.run(["acquire", "db-patch"]);
   const refused = await home.run(["acquire", "db-patch"], { USER: "bob" });
-  assertCleanError(
+  assertCleanExit(
     refused,
     2,
     /"db-patch" is held by tester@\S+ since .* until /,
@@ -67,25 +55,25 @@ Deno.test("cli: a held lock exits 2 with an empty stdout and the holder on stder
 Deno.test("cli: negative answers exit 1, stale leases exit 3", async () => {
   using home = new CliHome();
   const free = await home.run(["current", "free"]);
-  assertCleanError(free, 1, /no current lease on "free"/);
+  assertCleanExit(free, 1, /no current lease on "free"/);
   const stranger = "0123456789abcdef0123456789abcdef";
   assert.equal((await home.run(["is-held", "free", stranger])).code, 1);
 
   const id = (await home.run(["acquire", "r"])).stdout.trim();
-  assertCleanError(
+  assertCleanExit(
     await home.run(["release", "r", stranger]),
     3,
     /does not hold "r"/,
   );
-  assertCleanError(
+  assertCleanExit(
     await home.run(["renew", "r", stranger]),
     3,
     /does not hold/,
   );
   assert.equal((await home.run(["is-held", "r", id])).code, 0, "still held");
   assert.equal((await home.run(["release", "r", id])).code, 0);
-  assertCleanError(await home.run(["release", "r", id]), 3, /does not hold/);
-  assertCleanError(await home.run(["renew", "r", id]), 3, /does not hold/);
+  assertCleanExit(await home.run(["release", "r", id]), 3, /does not hold/);
+  assertCleanExit(await home.run(["renew", "r", id]), 3, /does not hold/);
   assert.equal((await home.run(["is-held", "r", id])).code, 1);
 });
 
@@ -96,7 +84,7 @@ Deno.test("cli: a 1-second TTL really expires", async () => {
   assert.equal((await home.run(["is-held", "short", id])).code, 0);
   await sleep(1500);
   assert.equal((await home.run(["is-held", "short", id])).code, 1);
-  assertCleanError(await home.run(["renew", "short", id]), 3, /expired/);
+  assertCleanExit(await home.run(["renew", "short", id]), 3, /expired/);
   const next = await home.run(["acquire", "short"], { USER: "bob" });
   assert.equal(next.code, 0);
   assert.notEqual(next.stdout.trim(), id);
@@ -105,79 +93,79 @@ Deno.test("cli: a 1-second TTL really expires", async () => {
 Deno.test("cli: bad input gets one line on stderr and a usage or config exit", async () => {
   using home = new CliHome();
   const id = "0123456789abcdef0123456789abcdef";
-  assertCleanError(
+  assertCleanExit(
     await home.run(["acquire", "--ttl", "0s", "r"]),
     64,
     /Bad TTL "0s"/,
   );
-  assertCleanError(
+  assertCleanExit(
     await home.run(["acquire", "-t", "1 hr", "r"]),
     64,
     /"hr" is not a unit/,
   );
-  assertCleanError(
+  assertCleanExit(
     await home.run(["acquire", "-t", "400 days", "r"]),
     64,
     /at most 365 days/,
   );
-  assertCleanError(
+  assertCleanExit(
     await home.run(["renew", "--ttl=-1m", "r", id]),
     64,
     /it is negative/,
   );
-  assertCleanError(
+  assertCleanExit(
     await home.run(["renew", "--ttl", "-1m", "r", id]),
     64,
     /--ttl=-XYZ/,
   );
-  assertCleanError(
+  assertCleanExit(
     await home.run(["release", "r", "not-a-lease"]),
     64,
     /Malformed lease id "not-a-lease"/,
   );
-  assertCleanError(
+  assertCleanExit(
     await home.run(["is-held", "r", "'; DROP TABLE x; --"]),
     64,
     /Malformed lease id/,
   );
-  assertCleanError(
+  assertCleanExit(
     await home.run(["frobnicate", "r"]),
     64,
     /Unknown command "frobnicate"/,
   );
-  assertCleanError(await home.run(["acquire"]), 64, /acquire takes RESOURCE/);
-  assertCleanError(
+  assertCleanExit(await home.run(["acquire"]), 64, /acquire takes RESOURCE/);
+  assertCleanExit(
     await home.run(["release", "r"]),
     64,
     /usage: stormlock release/,
   );
-  assertCleanError(await home.run(["acquire", "--bogus", "r"]), 64, /bogus/);
-  assertCleanError(
+  assertCleanExit(await home.run(["acquire", "--bogus", "r"]), 64, /bogus/);
+  assertCleanExit(
     await home.run(["release", "--ttl", "1h", "r", id]),
     64,
     /release takes no --ttl/,
   );
-  assertCleanError(
+  assertCleanExit(
     await home.run(["acquire", "--json", "r"]),
     64,
     /acquire takes no --json/,
   );
-  assertCleanError(
+  assertCleanExit(
     await home.run(["current", "--json", "--id-only", "r"]),
     64,
     /--id-only or --json, not both/,
   );
-  assertCleanError(await home.run([]), 64, /No command given/);
+  assertCleanExit(await home.run([]), 64, /No command given/);
 });
 
 Deno.test("cli: config problems exit 78 and name the file", async () => {
   using home = new CliHome();
-  assertCleanError(
+  assertCleanExit(
     await home.run(["-c", "missing.cfg", "current", "r"]),
     78,
     /missing\.cfg \(from -c\/--config\) does not exist/,
   );
-  assertCleanError(
+  assertCleanExit(
     await home.run(["current", "r"], {
       STORMLOCK_CONFIG: `${home.home}/nope.cfg`,
     }),
@@ -185,19 +173,19 @@ Deno.test("cli: config problems exit 78 and name the file", async () => {
     /STORMLOCK_CONFIG/,
   );
   const broken = home.write("broken.cfg", "[default\nttl = 1h\n");
-  assertCleanError(
+  assertCleanExit(
     await home.run(["-c", broken, "current", "r"]),
     78,
     /broken\.cfg:1: malformed section/,
   );
   const unknown = home.write("unknown.cfg", "[default]\nbackend = mongodb\n");
-  assertCleanError(
+  assertCleanExit(
     await home.run(["-c", unknown, "current", "r"]),
     78,
     /Unknown backend "mongodb"/,
   );
   const badTtl = home.write("ttl.cfg", "[default]\nttl = forever\n");
-  assertCleanError(
+  assertCleanExit(
     await home.run(["--config", badTtl, "acquire", "r"]),
     78,
     /ttl\.cfg \[default\] ttl: Bad TTL "forever"/,
@@ -257,7 +245,7 @@ Deno.test("cli: a database outside the state folder is a config error, not a cra
     "c.cfg",
     "[backend.sqlite]\npath = /tmp/elsewhere/locks.db\n",
   );
-  assertCleanError(
+  assertCleanExit(
     await home.run(["-c", config, "acquire", "r"]),
     78,
     /No permission .*\/tmp\/elsewhere\/locks\.db/,
@@ -302,7 +290,7 @@ Deno.test("cli: 20 processes race for one resource and exactly one wins", async 
   assert.equal(winners.length, 1, results.map((r) => r.stderr).join(""));
   assert.match(winners[0].stdout, LEASE_LINE);
   for (const loser of results.filter((result) => result.code !== 0)) {
-    assertCleanError(loser, 2, /is held by racer\d+@/);
+    assertCleanExit(loser, 2, /is held by racer\d+@/);
   }
   const current = await home.run(["current", "--id-only", "contended"]);
   assert.equal(current.stdout, winners[0].stdout);

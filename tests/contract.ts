@@ -10,6 +10,7 @@ import {
   LeaseNotHeldError,
   LockHeldError,
   newLeaseId,
+  UsageError,
 } from "../mod.ts";
 import type { Backend, Lease } from "../mod.ts";
 import {
@@ -84,6 +85,29 @@ export function testBackendContract(name: string, open: BackendFactory): void {
     assert.ok(Math.abs(lease.created.getTime() - before) < 5000);
     await b.release(resource, lease.id);
   });
+
+  register(
+    "a closed backend refuses every operation as a usage error",
+    async () => {
+      const backend = await open();
+      const lease = await backend.acquire(uniqueResource(), "ann@host", 60);
+      await backend.close();
+      const id = lease.id;
+      const resource = lease.resource;
+      for (
+        const operation of [
+          () => backend.acquire(uniqueResource(), "ann@host", 60),
+          () => backend.release(resource, id),
+          () => backend.renew(resource, id, 60),
+          () => backend.current(resource),
+          () => backend.isHeld(resource, id),
+        ]
+      ) {
+        await assert.rejects(operation(), UsageError);
+      }
+      await backend.close(); // A second close is harmless.
+    },
+  );
 
   test("acquire() refuses a held lock and names the holder", async (b) => {
     const resource = uniqueResource();

@@ -39,7 +39,7 @@ function open(options: BackendOptions): Promise<Backend> {
 }
 
 /** Runs `body` on a fresh backend and closes it. */
-async function using<T>(
+async function withPostgres<T>(
   options: BackendOptions,
   body: (backend: Backend) => Promise<T>,
 ): Promise<T> {
@@ -85,7 +85,7 @@ const test = backendTest("postgres");
 
 test("a missing table is a config error that says how to create it", async () => {
   const table = uniqueTable();
-  await using({ table }, async (backend) => {
+  await withPostgres({ table }, async (backend) => {
     const error = await clean(
       backend.acquire(uniqueResource(), "ann@host", 60),
       ConfigError,
@@ -98,7 +98,7 @@ test("a missing table is a config error that says how to create it", async () =>
 
 test("init() creates the table, and running it again changes nothing", async () => {
   const table = uniqueTable();
-  await using({ table }, async (backend) => {
+  await withPostgres({ table }, async (backend) => {
     assert.ok(backend.init);
     await backend.init();
     const lease = await backend.acquire("r", "ann@host", 60);
@@ -140,7 +140,7 @@ test("20 instances creating the table at once all succeed", async () => {
 
 test("a schema-qualified table name with quotes in it works", async () => {
   const table = `public.odd "name" ${crypto.randomUUID()}`;
-  await using({ table, create_table: "true" }, async (backend) => {
+  await withPostgres({ table, create_table: "true" }, async (backend) => {
     const lease = await backend.acquire("r", "ann@host", 60);
     await assert.rejects(backend.acquire("r", "bob@host", 60), LockHeldError);
     await backend.release("r", lease.id);
@@ -198,7 +198,7 @@ test("the original's connection option still works as url", async () => {
 test("a wrong password is a clean BackendUnavailableError", async () => {
   const wrong = new URL(url);
   wrong.password = "wrong-password-42";
-  await using({ url: wrong.href }, async (backend) => {
+  await withPostgres({ url: wrong.href }, async (backend) => {
     const error = await clean(
       backend.current("r"),
       BackendUnavailableError,
@@ -209,7 +209,7 @@ test("a wrong password is a clean BackendUnavailableError", async () => {
 });
 
 test("sslmode=require encrypts without checking the certificate", async () => {
-  await using(
+  await withPostgres(
     { url: `${url}?sslmode=require`, table: uniqueTable(), create_table: "1" },
     async (backend) => {
       const lease = await backend.acquire("r", "ann@host", 60);
@@ -224,18 +224,21 @@ test("sslmode=verify-full checks the certificate against sslrootcert", async () 
   const verified = `${url}?sslmode=verify-full&sslrootcert=${
     encodeURIComponent(ca)
   }`;
-  await using({ url: verified, table, create_table: "1" }, async (backend) => {
-    await backend.acquire("r", "ann@host", 60);
-  });
+  await withPostgres(
+    { url: verified, table, create_table: "1" },
+    async (backend) => {
+      await backend.acquire("r", "ann@host", 60);
+    },
+  );
   // Without the root certificate the self-signed one is not trusted.
-  await using({ url: `${url}?sslmode=verify-full` }, async (backend) => {
+  await withPostgres({ url: `${url}?sslmode=verify-full` }, async (backend) => {
     await clean(backend.current("r"), BackendUnavailableError);
   });
 });
 
 test("a statement stuck behind a row lock gives BackendUnavailableError", async () => {
   const table = uniqueTable();
-  await using(
+  await withPostgres(
     { table, create_table: "true", timeout: "500ms" },
     async (backend) => {
       const lease = await backend.acquire("r", "ann@host", 60);
@@ -277,7 +280,7 @@ test("a percent-encoded folder as the host connects over the unix socket", async
   const socketUrl = `postgres://stormlock@${
     encodeURIComponent(folder)
   }:${port}${pathname}`;
-  await using(
+  await withPostgres(
     { url: socketUrl, table: uniqueTable(), create_table: "true" },
     async (backend) => {
       const lease = await backend.acquire("r", "ann@host", 60);
@@ -289,7 +292,7 @@ test("a percent-encoded folder as the host connects over the unix socket", async
 test("a server that hangs up during startup is not retried in a loop", async () => {
   // Like an HTTP server on the port: it answers garbage and closes.
   await using server = replyingServer("HTTP/1.1 400 Bad Request\r\n\r\n");
-  await using(
+  await withPostgres(
     { url: `postgres://ann@127.0.0.1:${server.port}/db`, timeout: "2s" },
     async (backend) => {
       const error = await clean(backend.current("r"), BackendUnavailableError);
