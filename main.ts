@@ -73,9 +73,23 @@ function print(line: string): void {
   console.log(line);
 }
 
+/**
+ * Shows text from others (principals, resource names) without letting its
+ * control characters move the cursor, recolour the terminal or break lines.
+ */
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+
+function printable(text: string): string {
+  return text.replace(
+    CONTROL,
+    (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}
+
 /** Writes one line to stderr; multi-line client messages are folded. */
 function complain(message: string): void {
-  console.error(`stormlock: ${message.replace(/\s*\n\s*/g, " ")}`);
+  console.error(`stormlock: ${printable(message.replace(/\s*\n\s*/g, " "))}`);
 }
 
 function describeHolder(lease: Lease): string {
@@ -148,7 +162,11 @@ const COMMANDS: Record<string, Command> = {
         }));
       } else {
         print(
-          [lease.principal, isoWithOffset(lease.created), lease.id].join("\t"),
+          [
+            printable(lease.principal),
+            isoWithOffset(lease.created),
+            lease.id,
+          ].join("\t"),
         );
       }
       return EXIT.ok;
@@ -170,12 +188,10 @@ const COMMANDS: Record<string, Command> = {
     args: ["[RESOURCE]"],
     async run(lock) {
       const backend = lock.settings.backend;
-      if (!lock.backend.init) {
-        complain(`backend "${backend}" needs no setup`);
-        return EXIT.ok;
-      }
-      await lock.backend.init();
-      complain(`backend "${backend}" is ready`);
+      const needed = await lock.init();
+      complain(
+        `backend "${backend}" ${needed ? "is ready" : "needs no setup"}`,
+      );
       return EXIT.ok;
     },
   },
@@ -234,6 +250,14 @@ function parse(argv: string[]) {
   }
 }
 
+function unknownCommand(name: string): UsageError {
+  return new UsageError(
+    `Unknown command "${name}"; choose one of ${
+      Object.keys(COMMANDS).join(", ")
+    }`,
+  );
+}
+
 async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv);
   const [name, ...args] = positionals;
@@ -242,8 +266,12 @@ async function run(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   if (name === "help") {
-    const command = COMMANDS[args[0]];
-    print(command ? commandHelp(args[0], command) : mainHelp());
+    if (args[0] === undefined) {
+      print(mainHelp());
+      return EXIT.ok;
+    }
+    if (!Object.hasOwn(COMMANDS, args[0])) throw unknownCommand(args[0]);
+    print(commandHelp(args[0], COMMANDS[args[0]]));
     return EXIT.ok;
   }
   if (name === undefined) {
@@ -254,13 +282,7 @@ async function run(argv: string[]): Promise<number> {
     throw new UsageError('No command given; run "stormlock --help" for usage');
   }
   const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
-  if (!command) {
-    throw new UsageError(
-      `Unknown command "${name}"; choose one of ${
-        Object.keys(COMMANDS).join(", ")
-      }`,
-    );
-  }
+  if (!command) throw unknownCommand(name);
   if (values.help) {
     print(commandHelp(name, command));
     return EXIT.ok;
@@ -293,6 +315,8 @@ async function run(argv: string[]): Promise<number> {
   const lock = await openLock(args[0] ?? "default", {
     path: values.config,
     warn: (message) => complain(`warning: ${message}`),
+    allowPackagePlugins:
+      Deno.env.get("STORMLOCK_ALLOW_PACKAGE_PLUGINS") === "1",
   });
   try {
     return await command.run(lock, args, values);

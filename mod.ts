@@ -54,6 +54,7 @@ export {
 export type { IniSections } from "./lib/ini.ts";
 export type {
   Config,
+  ConfigOrigin,
   ConfigSource,
   EnvReader,
   LockSettings,

@@ -9,8 +9,9 @@
  * backend = shared
  *
  * [backend.shared]
- * module = ./json-file-backend.js   ; relative to this config file
- * path = leases.json                ; relative to this config file too
+ * # Both paths are relative to this config file's folder.
+ * module = ./json-file-backend.js
+ * path = leases.json
  * ```
  *
  * The rules a plugin follows, so that it also loads in the compiled
@@ -26,7 +27,8 @@
  *   `close`, and optionally `init`. Optionally export `optionNames`, so
  *   Stormlock warns about misspelt options.
  * - Throw `context.errors.LockHeldError` (with the holder's lease),
- *   `LeaseNotHeldError`, `BackendUnavailableError` and `ConfigError`, the
+ *   `LeaseNotHeldError`, `BackendUnavailableError`, `ConfigError` and
+ *   `UsageError` (after `close()`), the
  *   classes callers catch; make lease ids with `context.newLeaseId()`.
  *
  * Concurrency: every operation holds an exclusive lock on `PATH.lock`

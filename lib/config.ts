@@ -78,6 +78,8 @@ export interface ConfigSource {
 export interface Config {
   /** The file read, or `undefined` when none was found. */
   path?: string;
+  /** How the file was found; `undefined` for text parsed directly. */
+  origin?: ConfigOrigin;
   /** Every section by name. */
   sections: IniSections;
 }
@@ -136,14 +138,57 @@ export function expandHome(path: string, env?: EnvReader): string {
   return join(home, path.slice(1));
 }
 
-function exists(path: string): boolean {
+/** What is at a path: a file, something else, or nothing. */
+function kindOf(path: string): "file" | "other" | "missing" {
   try {
-    return Deno.statSync(path).isFile;
+    return Deno.statSync(path).isFile ? "file" : "other";
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    if (error instanceof Deno.errors.NotADirectory) return false;
+    if (error instanceof Deno.errors.NotFound) return "missing";
+    if (error instanceof Deno.errors.NotADirectory) return "missing";
     throw error;
   }
+}
+
+/**
+ * How a config file was found. A file found in the working folder
+ * (`cwd`) may come from any repository you `cd` into, so it may not load
+ * plugin code.
+ */
+export type ConfigOrigin = "option" | "env" | "cwd" | "xdg" | "home";
+
+function locateConfigFile(
+  source: ConfigSource,
+): { path: string; origin: ConfigOrigin } | undefined {
+  const cwd = source.cwd ?? Deno.cwd();
+  const explicit: Array<[string | undefined, ConfigOrigin, string]> = [
+    [source.path, "option", "-c/--config"],
+    [readEnv(source.env, "STORMLOCK_CONFIG"), "env", "STORMLOCK_CONFIG"],
+  ];
+  for (const [given, origin, label] of explicit) {
+    if (given === undefined) continue;
+    const path = resolve(cwd, expandHome(given, source.env));
+    const kind = kindOf(path);
+    if (kind !== "file") {
+      throw new ConfigError(
+        `Config file ${path} (from ${label}) ${
+          kind === "missing" ? "does not exist" : "is not a file"
+        }; fix the path or create the file`,
+      );
+    }
+    return { path, origin };
+  }
+  const home = homeDir(source.env);
+  const xdg = readEnv(source.env, "XDG_CONFIG_HOME") ??
+    (home ? join(home, ".config") : undefined);
+  const candidates: Array<[string | undefined, ConfigOrigin]> = [
+    [join(cwd, ".stormlock.cfg"), "cwd"],
+    [xdg && join(xdg, "stormlock.cfg"), "xdg"],
+    [home && join(home, ".stormlock.cfg"), "home"],
+  ];
+  for (const [path, origin] of candidates) {
+    if (path && kindOf(path) === "file") return { path, origin };
+  }
+  return undefined;
 }
 
 /**
@@ -153,7 +198,7 @@ function exists(path: string): boolean {
  *
  * @returns The file's path, or `undefined` when no file exists.
  * @throws {ConfigError} when an explicit file (`-c` or
- * `STORMLOCK_CONFIG`) does not exist.
+ * `STORMLOCK_CONFIG`) does not exist or is not a file.
  *
  * @example
  * ```ts
@@ -163,30 +208,7 @@ function exists(path: string): boolean {
  * ```
  */
 export function findConfigFile(source: ConfigSource = {}): string | undefined {
-  const cwd = source.cwd ?? Deno.cwd();
-  const explicit: Array<[string | undefined, string]> = [
-    [source.path, "-c/--config"],
-    [readEnv(source.env, "STORMLOCK_CONFIG"), "STORMLOCK_CONFIG"],
-  ];
-  for (const [given, origin] of explicit) {
-    if (given === undefined) continue;
-    const path = resolve(cwd, expandHome(given, source.env));
-    if (!exists(path)) {
-      throw new ConfigError(
-        `Config file ${path} (from ${origin}) does not exist; fix the path or create the file`,
-      );
-    }
-    return path;
-  }
-  const home = homeDir(source.env);
-  const xdg = readEnv(source.env, "XDG_CONFIG_HOME") ??
-    (home ? join(home, ".config") : undefined);
-  const candidates = [
-    join(cwd, ".stormlock.cfg"),
-    xdg && join(xdg, "stormlock.cfg"),
-    home && join(home, ".stormlock.cfg"),
-  ];
-  return candidates.find((path): path is string => !!path && exists(path));
+  return locateConfigFile(source)?.path;
 }
 
 /**
@@ -203,8 +225,9 @@ export function findConfigFile(source: ConfigSource = {}): string | undefined {
  * ```
  */
 export function loadConfig(source: ConfigSource = {}): Config {
-  const path = findConfigFile(source);
-  if (path === undefined) return { sections: {} };
+  const found = locateConfigFile(source);
+  if (found === undefined) return { sections: {} };
+  const { path, origin } = found;
   let text: string;
   try {
     text = Deno.readTextFileSync(path);
@@ -214,7 +237,7 @@ export function loadConfig(source: ConfigSource = {}): Config {
       { cause: error },
     );
   }
-  return { path, sections: parseIni(text, path) };
+  return { path, origin, sections: parseIni(text, path) };
 }
 
 /**
@@ -298,8 +321,35 @@ export function resolveLockSettings(
       }
     }
   }
-  if (config.sections[""]) {
-    warnings.push(`${file}: keys before the first [section] are ignored`);
+  // A misspelt [default] would otherwise fall back silently to a private
+  // SQLite lock, which another operator's lock never sees.
+  const resourceSections = Object.keys(config.sections).filter((name) =>
+    !name.startsWith("backend.")
+  );
+  if (
+    !config.sections[resource] && !config.sections.default &&
+    resourceSections.length > 0
+  ) {
+    warnings.push(
+      `${file} has no [default] or [${resource}] section, so the built-in defaults apply; sections found: ${
+        resourceSections.map((name) => `[${name}]`).join(", ")
+      }`,
+    );
+  }
+  const named = new Set([
+    DEFAULT_BACKEND,
+    ...Object.values(config.sections).map((section) => section.backend?.trim()),
+  ]);
+  for (const name of Object.keys(config.sections)) {
+    const backendName = name.slice("backend.".length);
+    if (
+      name.startsWith("backend.") && !named.has(backendName) &&
+      !config.sections[name].module
+    ) {
+      warnings.push(
+        `${file} [${name}]: no "backend = ${backendName}" uses this section; check the name`,
+      );
+    }
   }
 
   let ttlSeconds = DEFAULT_TTL_SECONDS;

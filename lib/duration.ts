@@ -52,6 +52,7 @@ export function parseTtl(text: string): number {
   if (input.startsWith("-")) throw bad("it is negative");
   if (/\d[.,]\d/.test(input)) throw bad("use whole numbers");
   if (/^\d+$/.test(input)) throw bad("it needs a unit");
+  if (/[A-Z]/.test(input)) throw bad("units are lowercase");
 
   let total = 0;
   PART.lastIndex = 0;

@@ -1,14 +1,20 @@
 /**
- * INI parsing behind one function, so the parser (`ini` in the import map)
- * can be swapped for `@std/ini` without touching callers.
+ * The INI dialect of Stormlock's config, compatible with the original's
+ * (Python's configparser): `[section]` headers, `key = value` or
+ * `key: value`, and whole-line `#` or `;` comments. A value is taken as
+ * written, `#` and `;` included; one pair of surrounding quotes is removed.
+ *
+ * Strict on purpose: a malformed line, a continuation line, or a repeated
+ * section or key is an error with its line number, never silently read as
+ * something else.
  *
  * @module
  */
-import ini from "ini";
 import { ConfigError } from "./errors.ts";
 
 /**
  * Sections by name (`default`, `backend.redis`, …), each key to value.
+ *
  * @example
  * ```ts
  * import { type IniSections, parseConfig } from "@stormlock/stormlock";
@@ -18,62 +24,68 @@ import { ConfigError } from "./errors.ts";
  */
 export type IniSections = Record<string, Record<string, string>>;
 
+const SECTION = /^\[([^\]]+)\]$/;
+const QUOTED = /^(["'])(.*)\1$/;
+
 /**
- * Parses INI text strictly: a malformed line is an error with its line
- * number, never silently read as something else.
+ * Parses config text.
  *
  * @param text The file's contents.
  * @param source The file name, used in error messages.
- * @returns Every section, with keys outside any section under `""`.
- * @throws {ConfigError} on a malformed line.
+ * @returns Every section by name. Keys are lowercase, as in configparser.
+ * @throws {ConfigError} naming `source:line` for a malformed line, a key
+ * outside any section, or a repeated section or key.
  */
 export function parseIni(text: string, source: string): IniSections {
-  text.split(/\r?\n/).forEach((raw, index) => {
-    const line = raw.trim();
+  const sections: IniSections = Object.create(null);
+  let current: Record<string, string> | undefined;
+  text.replace(/^\uFEFF/, "").split(/\r?\n/).forEach((raw, index) => {
     const where = `${source}:${index + 1}`;
+    const line = raw.trim();
     if (line === "" || line.startsWith("#") || line.startsWith(";")) return;
+    if (/^\s/.test(raw)) {
+      throw new ConfigError(
+        `${where}: indented line; continuation lines are not supported, so put the whole value on one line`,
+      );
+    }
     if (line.startsWith("[")) {
-      if (!/^\[[^\]]+\]$/.test(line)) {
+      const name = SECTION.exec(line)?.[1].trim();
+      if (!name) {
         throw new ConfigError(
           `${where}: malformed section header "${line}"; write it as [name]`,
         );
       }
+      if (name in sections) {
+        throw new ConfigError(
+          `${where}: section [${name}] appears twice; merge the two`,
+        );
+      }
+      current = sections[name] = Object.create(null);
       return;
     }
-    const equals = line.indexOf("=");
-    if (equals <= 0) {
-      // The line is not echoed: it may be a value, such as a password URL.
+    const split = line.search(/[=:]/);
+    // The line is not echoed: it may be a value, such as a password URL.
+    if (split <= 0) {
       throw new ConfigError(
         `${where}: expected "key = value", a [section] or a # comment`,
       );
     }
-    const value = line.slice(equals + 1).trim();
-    const quoted = /^(".*"|'.*')$/.test(value);
-    // The parser would cut an unquoted value at # or ; without a word.
-    if (!quoted && /[#;]/.test(value)) {
+    const key = line.slice(0, split).trim().toLowerCase();
+    if (!/^[\w.-]+$/.test(key)) {
       throw new ConfigError(
-        `${where}: the value contains # or ;, which start a comment; wrap the value in double quotes`,
+        `${where}: expected "key = value" with a key of letters, digits, _ . or -`,
       );
     }
-  });
-
-  const sections: IniSections = {};
-  const flatten = (name: string, node: Record<string, unknown>) => {
-    for (const [key, value] of Object.entries(node)) {
-      if (
-        value !== null && typeof value === "object" && !Array.isArray(value)
-      ) {
-        flatten(
-          name === "" ? key : `${name}.${key}`,
-          value as Record<string, unknown>,
-        );
-      } else {
-        (sections[name] ??= {})[key] = String(value);
-      }
+    if (!current) {
+      throw new ConfigError(
+        `${where}: "${key}" comes before any [section]; put it under [default]`,
+      );
     }
-    sections[name] ??= {};
-  };
-  flatten("", ini.parse(text));
-  if (Object.keys(sections[""]).length === 0) delete sections[""];
+    if (key in current) {
+      throw new ConfigError(`${where}: "${key}" is set twice in its section`);
+    }
+    const value = line.slice(split + 1).trim();
+    current[key] = QUOTED.exec(value)?.[2] ?? value;
+  });
   return sections;
 }

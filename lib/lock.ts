@@ -8,6 +8,7 @@ import { loadConfig, resolveLockSettings } from "./config.ts";
 import type { ConfigSource, LockSettings } from "./config.ts";
 import { parseTtl } from "./duration.ts";
 import { assertLeaseId } from "./lease.ts";
+import { assertPluginAllowed, pluginModuleOf } from "./plugin.ts";
 import { openBackend } from "./registry.ts";
 import type { Backend, Lease } from "./types.ts";
 
@@ -115,6 +116,17 @@ export class Lock {
     return this.backend.isHeld(this.resource, assertLeaseId(leaseId));
   }
 
+  /**
+   * Creates what the backend needs on its server (a table, say) if it is
+   * missing.
+   * @returns `false` when the backend needs no setup.
+   */
+  async init(): Promise<boolean> {
+    if (!this.backend.init) return false;
+    await this.backend.init();
+    return true;
+  }
+
   /** Closes the backend. */
   close(): Promise<void> {
     return this.backend.close();
@@ -138,8 +150,17 @@ export class Lock {
  * ```
  */
 export interface OpenLockOptions extends ConfigSource {
-  /** Receives config warnings, such as unknown keys. */
+  /**
+   * Receives config warnings, such as unknown keys.
+   * @default console.warn
+   */
   warn?: (message: string) => void;
+  /**
+   * Whether a config may load `npm:` or `jsr:` plugin packages, which run
+   * with all of the process's permissions.
+   * @default false
+   */
+  allowPackagePlugins?: boolean;
 }
 
 /**
@@ -163,13 +184,17 @@ export async function openLock(
   resource: string,
   options: OpenLockOptions = {},
 ): Promise<Lock> {
-  const settings = resolveLockSettings(
-    loadConfig(options),
-    resource,
-    options.env,
-  );
-  const warn = options.warn ?? (() => {});
+  const config = loadConfig(options);
+  const settings = resolveLockSettings(config, resource, options.env);
+  const warn = options.warn ?? ((message: string) => console.warn(message));
   settings.warnings.forEach(warn);
+  const plugin = pluginModuleOf(settings.backend, settings.backendOptions);
+  if (plugin !== undefined) {
+    assertPluginAllowed(plugin, config.path, {
+      origin: config.origin,
+      allowPackagePlugins: options.allowPackagePlugins,
+    });
+  }
   const backend = await openBackend(
     settings.backendOptions,
     settings.backendContext,

@@ -13,6 +13,7 @@
 import { extname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { resolveConfigPath } from "./config.ts";
+import type { ConfigOrigin } from "./config.ts";
 import {
   BackendUnavailableError,
   ConfigError,
@@ -379,4 +380,55 @@ export function pluginOptions(
 ): { module?: string; options: BackendOptions } {
   const { module, ...rest } = options;
   return { module: module?.trim(), options: rest };
+}
+
+/** What a config may load, by how it was found and what the caller allows. */
+export interface PluginPolicy {
+  /** How the config file was found. */
+  origin?: ConfigOrigin;
+  /** Whether `npm:` and `jsr:` plugin packages may load. */
+  allowPackagePlugins?: boolean;
+}
+
+/**
+ * The plugin module a backend setting names, if it names one.
+ *
+ * @example
+ * ```ts
+ * import { pluginModuleOf } from "./plugin.ts";
+ * pluginModuleOf("./my.js", {}); // "./my.js"
+ * pluginModuleOf("team-a", { module: "./my.js" }); // "./my.js"
+ * pluginModuleOf("redis", {}); // undefined
+ * ```
+ */
+export function pluginModuleOf(
+  backend: string,
+  options: BackendOptions,
+): string | undefined {
+  return options.module ??
+    (isPluginSpecifier(backend) ? backend : undefined);
+}
+
+/**
+ * Refuses plugin code that the config's user did not clearly choose: any
+ * plugin named by a config found in the working folder (it could come from
+ * any repository), and `npm:` or `jsr:` packages unless allowed.
+ *
+ * @throws {ConfigError} naming the module and how to allow it.
+ */
+export function assertPluginAllowed(
+  specifier: string,
+  configPath: string | undefined,
+  policy: PluginPolicy,
+): void {
+  if (policy.origin === "cwd") {
+    throw new ConfigError(
+      `${configPath} names the plugin module ${specifier}, but a config found in the working folder may not load code (it may come from any repository you cd into); pass it with -c or STORMLOCK_CONFIG to trust it`,
+    );
+  }
+  if (/^(?:npm|jsr):/i.test(specifier) && !policy.allowPackagePlugins) {
+    throw new ConfigError(
+      `Backend module ${specifier} is a registry package, which runs with all of Stormlock's permissions; set STORMLOCK_ALLOW_PACKAGE_PLUGINS=1 to allow it`,
+    );
+  }
 }

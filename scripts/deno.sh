@@ -12,7 +12,11 @@ if [ -z "${DENO:-}" ]; then
       echo "stormlock: installing Deno $DENO_VERSION from npm into scripts/.deno (once)" >&2
       # Not `npm ci`: it rejects this lock, which lacks Deno's platform
       # packages for other systems (not published for every version).
-      npm install --no-save --prefix "$scripts_dir/.deno" --no-audit --no-fund --loglevel=error >&2
+      if ! npm install --no-save --prefix "$scripts_dir/.deno" --no-audit \
+        --no-fund --loglevel=error >&2; then
+        echo "stormlock: could not install Deno from npm; check npm's registry access" >&2
+        exit 69
+      fi
     fi
   fi
 fi

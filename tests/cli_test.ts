@@ -295,3 +295,58 @@ Deno.test("cli: 20 processes race for one resource and exactly one wins", async 
   const current = await home.run(["current", "--id-only", "contended"]);
   assert.equal(current.stdout, winners[0].stdout);
 });
+
+Deno.test("cli: a config found in the working folder may not load plugin code", async () => {
+  using home = new CliHome();
+  home.write("work/hook.js", 'throw new Error("plugin code ran");\n');
+  const config = home.write(
+    "work/.stormlock.cfg",
+    "[default]\nbackend = ./hook.js\n",
+  );
+  assertCleanExit(
+    await home.run(["current", "r"]),
+    78,
+    /names the plugin module \.\/hook\.js, but a config found in the working folder may not load code/,
+  );
+  // Named explicitly, the same file is trusted, and its code runs.
+  const trusted = await home.run(["-c", config, "current", "r"]);
+  assert.equal(trusted.code, 78);
+  assert.match(trusted.stderr, /plugin code ran/);
+});
+
+Deno.test("cli: npm: and jsr: plugins need STORMLOCK_ALLOW_PACKAGE_PLUGINS=1", async () => {
+  using home = new CliHome();
+  for (const module of ["npm:some-lock-plugin@1", "jsr:@me/lock-plugin"]) {
+    const config = home.write("c.cfg", `[default]\nbackend = ${module}\n`);
+    assertCleanExit(
+      await home.run(["-c", config, "current", "r"]),
+      78,
+      /is a registry package, which runs with all of Stormlock's permissions; set STORMLOCK_ALLOW_PACKAGE_PLUGINS=1/,
+    );
+  }
+});
+
+Deno.test("cli: control characters from others are shown escaped, never sent to the terminal", async () => {
+  using home = new CliHome();
+  const principal = "ev\x1b[31mil\tname";
+  const config = home.write(
+    "c.cfg",
+    `[default]\nprincipal = ${principal}\n`,
+  );
+  assert.equal((await home.run(["-c", config, "acquire", "r"])).code, 0);
+  const current = await home.run(["current", "r"]);
+  assert.equal(current.stdout.split("\t")[0], "ev\\x1b[31mil\\x09name");
+  const refused = await home.run(["acquire", "r"]);
+  assertCleanExit(refused, 2, /held by ev\\x1b\[31mil\\x09name since/);
+  assert.ok(!refused.stderr.includes("\x1b"));
+});
+
+Deno.test("cli: help for an unknown command is a usage error", async () => {
+  using home = new CliHome();
+  assertCleanExit(
+    await home.run(["help", "frob"]),
+    64,
+    /Unknown command "frob"/,
+  );
+  assert.equal((await home.run(["help", "renew"])).code, 0);
+});

@@ -61,6 +61,26 @@ Deno.test("findConfigFile() expands ~ and resolves relative -c paths", () => {
   assert.equal(findConfigFile({ env, cwd, path: "../custom.cfg" }), path);
 });
 
+Deno.test("loadConfig() records how the file was found", () => {
+  const { cwd, env, write } = sandbox();
+  write(".stormlock.cfg");
+  assert.equal(loadConfig({ env, cwd }).origin, "home");
+  write(".config/stormlock.cfg");
+  assert.equal(loadConfig({ env, cwd }).origin, "xdg");
+  write("work/.stormlock.cfg");
+  assert.equal(loadConfig({ env, cwd }).origin, "cwd");
+  const flag = write("flag.cfg");
+  assert.equal(loadConfig({ env, cwd, path: flag }).origin, "option");
+});
+
+Deno.test("findConfigFile() refuses a -c path that is a folder", () => {
+  const { cwd, env } = sandbox();
+  assert.throws(
+    () => findConfigFile({ env, cwd, path: "." }),
+    /\(from -c\/--config\) is not a file/,
+  );
+});
+
 Deno.test("findConfigFile() refuses a -c or STORMLOCK_CONFIG file that doesn't exist", () => {
   const { cwd, home, env } = sandbox();
   assert.throws(
@@ -152,17 +172,74 @@ Deno.test("parseConfig() refuses a broken INI line with its line number", () => 
   );
 });
 
-Deno.test("parseConfig() keeps # and ; in quoted values and refuses them unquoted", () => {
-  const config = parseConfig('[backend.redis]\nurl = "redis://:p#ss;w@h:1"\n');
-  assert.equal(config.sections["backend.redis"].url, "redis://:p#ss;w@h:1");
+Deno.test("parseConfig() reads values as written, # and ; and backslashes included", () => {
+  const config = parseConfig(
+    [
+      "# top",
+      "; also a comment",
+      "[backend.redis]",
+      "url = redis://:p#ss;w@h:1",
+      'password = "pa\\ss#1"',
+      "path: C:\\temp;x",
+      "quoted = 'a = b'",
+      "Mixed_Case = yes",
+    ].join("\n"),
+  );
+  assert.deepEqual({ ...config.sections["backend.redis"] }, {
+    url: "redis://:p#ss;w@h:1",
+    password: "pa\\ss#1",
+    path: "C:\\temp;x",
+    quoted: "a = b",
+    mixed_case: "yes",
+  });
+});
+
+Deno.test("parseConfig() refuses what it would otherwise misread", () => {
+  const cases: Array<[string, RegExp]> = [
+    ["[default]\n  ttl = 1h\n", /a\.cfg:2: indented line/],
+    ["ttl = 1h\n[default]\n", /a\.cfg:1: "ttl" comes before any \[section\]/],
+    ["[default]\nttl = 1h\nttl = 2h\n", /a\.cfg:3: "ttl" is set twice/],
+    ["[default]\nTTL = 1h\nttl = 2h\n", /a\.cfg:3: "ttl" is set twice/],
+    ["[r]\n[x]\n[r]\n", /a\.cfg:3: section \[r\] appears twice/],
+    ["[]\n", /a\.cfg:1: malformed section/],
+  ];
+  for (const [text, pattern] of cases) {
+    assert.throws(() => parseConfig(text, "a.cfg"), pattern, text);
+  }
+});
+
+Deno.test("parseConfig() does not echo a line it can't read, which may hold a secret", () => {
   assert.throws(
-    () => parseConfig("[backend.redis]\nurl = redis://:p#ss@h:1\n", "a.cfg"),
-    /a\.cfg:2: .*wrap the value in double quotes/,
+    () => parseConfig("[backend.redis]\nurl redis://u:hunter2@h\n", "a.cfg"),
+    (error: unknown) =>
+      error instanceof ConfigError && !error.message.includes("hunter2"),
   );
-  const comments = parseConfig(
-    "# top\n; also\n[default]\n  # indented\nttl = 2h\n",
+});
+
+Deno.test("resolveLockSettings() warns when no section applies, e.g. a misspelt [default]", () => {
+  const config = parseConfig(
+    "[defualt]\nbackend = redis\n[backend.redis]\nurl = redis://h\n",
+    "/x/s.cfg",
   );
-  assert.equal(comments.sections.default.ttl, "2h");
+  const settings = resolveLockSettings(config, "deploy");
+  assert.equal(settings.backend, "sqlite");
+  assert.ok(
+    settings.warnings.some((warning) =>
+      /no \[default\] or \[deploy\] section.*\[defualt\]/.test(warning)
+    ),
+    settings.warnings.join("\n"),
+  );
+});
+
+Deno.test("resolveLockSettings() warns about a [backend.NAME] that nothing uses", () => {
+  const config = parseConfig(
+    "[default]\nbackend = redis\n[backend.reddis]\nurl = redis://h\n[backend.sqlite]\npath = x.db\n",
+    "/x/s.cfg",
+  );
+  const warnings = resolveLockSettings(config, "r").warnings;
+  assert.deepEqual(warnings, [
+    '/x/s.cfg [backend.reddis]: no "backend = reddis" uses this section; check the name',
+  ]);
 });
 
 Deno.test("parseConfig() keeps dotted resource sections and true/false as text", () => {

@@ -244,31 +244,59 @@ export function testBackendContract(name: string, open: BackendFactory): void {
     }
   });
 
-  test(`${RACERS} concurrent acquirers: exactly one wins, ${ROUNDS} rounds`, async () => {
+  /** Races every racer for `resource`: exactly one wins, the rest see it. */
+  async function race(racers: Backend[], resource: string, label: string) {
+    const results = await Promise.allSettled(
+      racers.map((racer, i) => racer.acquire(resource, `racer${i}`, 60)),
+    );
+    const winners = results.filter((r) => r.status === "fulfilled");
+    assert.equal(winners.length, 1, `${label}: one winner`);
+    const winner = (winners[0] as PromiseFulfilledResult<Lease>).value;
+    for (const result of results) {
+      if (result.status === "rejected") {
+        assert.ok(result.reason instanceof LockHeldError, result.reason);
+        assert.equal(result.reason.holder.id, winner.id);
+      }
+    }
+    assert.equal((await racers[0].current(resource))?.id, winner.id);
+  }
+
+  async function withRacers(body: (racers: Backend[]) => Promise<void>) {
     const racers = await Promise.all(
       Array.from({ length: RACERS }, () => open()),
     );
     try {
-      for (let round = 0; round < ROUNDS; round++) {
-        const resource = uniqueResource(`race${round}`);
-        const results = await Promise.allSettled(
-          racers.map((racer, i) => racer.acquire(resource, `racer${i}`, 60)),
-        );
-        const winners = results.filter((r) => r.status === "fulfilled");
-        assert.equal(winners.length, 1, `round ${round}: one winner`);
-        const winner = (winners[0] as PromiseFulfilledResult<Lease>).value;
-        for (const result of results) {
-          if (result.status === "rejected") {
-            assert.ok(result.reason instanceof LockHeldError, result.reason);
-            assert.equal(result.reason.holder.id, winner.id);
-          }
-        }
-        assert.equal((await racers[0].current(resource))?.id, winner.id);
-      }
+      await body(racers);
     } finally {
       await Promise.all(racers.map((racer) => racer.close()));
     }
-  });
+  }
+
+  register(
+    `${RACERS} concurrent acquirers: exactly one wins, ${ROUNDS} rounds`,
+    () =>
+      withRacers(async (racers) => {
+        for (let round = 0; round < ROUNDS; round++) {
+          await race(racers, uniqueResource(`race${round}`), `round ${round}`);
+        }
+      }),
+  );
+
+  register(
+    `${RACERS} acquirers racing to take over an expired lease: exactly one wins`,
+    () =>
+      withRacers(async (racers) => {
+        // Takeover of an expired lease is its own code path in most backends.
+        const resources = [0, 1].map((i) => uniqueResource(`takeover${i}`));
+        const old = await Promise.all(
+          resources.map((resource) => racers[0].acquire(resource, "old", 1)),
+        );
+        await outlive(old[0].expires > old[1].expires ? old[0] : old[1]);
+        for (const resource of resources) {
+          await race(racers, resource, `takeover of ${resource}`);
+        }
+      }),
+  );
 }
 
 /** Opens a backend against a server at `host:port`, with a short timeout. */

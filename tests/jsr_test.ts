@@ -25,7 +25,10 @@ Deno.test("deno publish --dry-run passes and publishes only the library", async 
     assert.ok(files.includes(needed), `${needed} is published`);
   }
   for (const file of files) {
-    assert.match(file, /^(mod\.ts|deno\.json|README\.md|lib\/|backends\/)/);
+    assert.match(
+      file,
+      /^(mod\.ts|deno\.json|README\.md|LICENSE|lib\/|backends\/)/,
+    );
     assert.doesNotMatch(file, /_test\.ts$/);
   }
 });
