@@ -7,7 +7,8 @@
  * - acquire grants an etcd lease, then puts the key in a transaction on
  *   `create_revision == 0` (the key is absent). A loser revokes its lease.
  * - renew grants a new etcd lease, moves the key onto it by compare-and-swap
- *   on the key's `mod_revision`, and revokes the old one.
+ *   on the key's `mod_revision`, and revokes the old one (or the new one,
+ *   if the key was not moved; if etcd's answer is lost, neither).
  * - release deletes the key by compare-and-swap, then revokes its lease.
  *
  * etcd has no clock to read, so created and expiry times are taken from
@@ -278,7 +279,8 @@ export class EtcdBackend implements Backend {
     if (this.#closed) throw closedError();
     const deadline = new Deadline(this.#settings.timeoutMs);
     try {
-      // A little later than the deadline, so gRPC's own error wins.
+      // A little later than the deadline, so gRPC's own error wins;
+      // withDeadline holds it to the longest timer.
       return await withDeadline(
         this.#settings.timeoutMs + 200,
         () => body(deadline),
@@ -524,7 +526,9 @@ export class EtcdBackend implements Backend {
       // it), so a new TTL needs a new lease.
       const granted = await this.#grant(ttlSeconds, deadline);
       const record = { ...holder.record, expires: granted.expires };
-      let moved = false;
+      // Whether the key moved onto the new lease: unknown until etcd
+      // answers, since a lost answer may follow a move that landed.
+      let moved: boolean | undefined;
       try {
         moved = await this.#ifUnchanged(holder, [{
           request_put: {
@@ -535,7 +539,12 @@ export class EtcdBackend implements Backend {
         }], deadline);
         if (!moved) throw new LeaseNotHeldError(resource, leaseId);
       } finally {
-        await this.#revoke(moved ? holder.kv.lease : granted.leaseNo);
+        // Revoke only the etcd lease the key is known not to be on: revoking
+        // the one it is on deletes it. Without an answer, both are left to
+        // expire by their TTLs.
+        if (moved !== undefined) {
+          await this.#revoke(moved ? holder.kv.lease : granted.leaseNo);
+        }
       }
       return toLease(resource, record);
     });

@@ -18,7 +18,7 @@ import {
   UsageError,
 } from "../lib/errors.ts";
 import { resolveConfigPath } from "../lib/config.ts";
-import { DeadlineError, withDeadline } from "../lib/deadline.ts";
+import { DeadlineError, MAX_TIMER_MS, withDeadline } from "../lib/deadline.ts";
 import {
   formatTimeout,
   optionError,
@@ -69,12 +69,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
-// KEYS[1] lease key; ARGV id, principal, ttl ms. Returns the new lease, the
-// holder's lease, or 'foreign' when the key holds something else.
+// KEYS[1] lease key; ARGV id, principal, ttl ms. Returns the new lease's
+// fields, or the holder's, which may not be a lease's: toLease checks them.
 const ACQUIRE = PROLOGUE + `
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local holder = redis.call('HMGET', KEYS[1], 'id', 'principal', 'created', 'expires')
-  if not holder[1] then return {'foreign'} end
   return {'held', holder[1], holder[2], holder[3], holder[4]}
 end
 local created = string.format('%.0f', now)
@@ -94,13 +93,20 @@ end
 return 0
 `;
 
-// KEYS[1] lease key; ARGV id, ttl ms. Returns the renewed lease, or nil
-// when the id is not the live lease.
+// KEYS[1] lease key; ARGV id, ttl ms. Returns the renewed lease's fields, or
+// nil when the id is not the live lease.
 const RENEW = PROLOGUE + `
 if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return false end
 local expires = string.format('%.0f', now + tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'expires', expires)
 redis.call('PEXPIREAT', KEYS[1], expires)
+return redis.call('HMGET', KEYS[1], 'id', 'principal', 'created', 'expires')
+`;
+
+// KEYS[1] lease key. Returns the key's fields, or nil when there is no key:
+// HMGET alone answers the same for a hash with none of the fields.
+const READ = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 return redis.call('HMGET', KEYS[1], 'id', 'principal', 'created', 'expires')
 `;
 
@@ -125,6 +131,7 @@ interface Scripts {
     id: string,
     ttlMs: number,
   ): Promise<Fields | null>;
+  stormlockRead(key: string): Promise<Fields | null>;
 }
 
 type Client = Redis & Scripts;
@@ -143,14 +150,32 @@ function notALease(where: string, resource: string, cause?: unknown) {
   );
 }
 
-function toLease(resource: string, fields: Fields): Lease {
+/** An epoch-milliseconds field as Stormlock writes it, or `undefined`. */
+function toTime(field: string | null): Date | undefined {
+  if (field === null || !/^\d{1,16}$/.test(field)) return undefined;
+  const time = new Date(Number(field));
+  return Number.isNaN(time.getTime()) ? undefined : time;
+}
+
+/**
+ * The lease a key's fields describe: the one check every path that reads a
+ * lease goes through.
+ *
+ * @throws {ConfigError} when they are not a lease Stormlock wrote.
+ */
+function toLease(where: string, resource: string, fields: Fields): Lease {
   const [id, principal, created, expires] = fields;
+  const createdTime = toTime(created);
+  const expiresTime = toTime(expires);
+  if (!id || principal === null || !createdTime || !expiresTime) {
+    throw notALease(where, resource);
+  }
   return {
     resource,
-    id: id ?? "",
-    principal: principal ?? "",
-    created: new Date(Number(created)),
-    expires: new Date(Number(expires)),
+    id,
+    principal,
+    created: createdTime,
+    expires: expiresTime,
   };
 }
 
@@ -165,6 +190,29 @@ function scrub(error: unknown): unknown {
     command.args = ["(hidden)"];
   }
   return error;
+}
+
+/**
+ * Sends AUTH, when there is a password. ioredis would send it too, but it
+ * prints a warning of its own to stderr when the server needs none; a
+ * password the server does not need is ignored here, as there, silently.
+ */
+async function login(
+  client: Client,
+  username: string | undefined,
+  password: string | undefined,
+): Promise<void> {
+  if (password === undefined) return;
+  try {
+    if (username === undefined) await client.auth(password);
+    else await client.auth(username, password);
+  } catch (error) {
+    const message = (error as Error)?.message ?? "";
+    // Redis 6 and later, and Redis 5 and earlier.
+    if (!/without any password configured|no password is set/.test(message)) {
+      throw error;
+    }
+  }
 }
 
 /** A lock store on one Redis server. Expiry uses the server's clock. */
@@ -208,7 +256,8 @@ export class RedisBackend implements Backend {
         } (timeout); check that it is up and reachable`,
       );
     }
-    if (/^WRONGTYPE/.test(message)) {
+    // Within a script, older servers put the error after the script's name.
+    if (/\bWRONGTYPE\b/.test(message)) {
       return notALease(this.#where, resource, cause);
     }
     if (/^(WRONGPASS|NOAUTH)/.test(message)) {
@@ -235,12 +284,12 @@ export class RedisBackend implements Backend {
   /** Opens a fresh connection; a broken one is never reused. */
   async #open(): Promise<Client> {
     const { host, port, username, password, db, tls, ca } = this.#target;
+    // ioredis sets timers from these; one past the longest fires at once.
+    const timeoutMs = Math.min(this.#timeoutMs, MAX_TIMER_MS);
     const client = new Redis({
       host,
       port,
-      username,
-      password,
-      db,
+      // No username, password or db: #login sends them, after connecting.
       // SNI takes names only; an address is checked against the IP SANs.
       tls: tls
         ? { ...(isIP(host) ? {} : { servername: host }), ...(ca ? { ca } : {}) }
@@ -248,14 +297,16 @@ export class RedisBackend implements Backend {
       // ioredis otherwise queues commands and reconnects forever; we want
       // one bounded attempt per operation and a clear error.
       lazyConnect: true,
-      connectTimeout: this.#timeoutMs,
-      commandTimeout: this.#timeoutMs,
+      connectTimeout: timeoutMs,
+      commandTimeout: timeoutMs,
       maxRetriesPerRequest: 0,
       retryStrategy: () => null,
       reconnectOnError: () => false,
       enableOfflineQueue: false,
       autoResubscribe: false,
       disableClientInfo: true,
+      // Its INFO would come before #login's AUTH, and fail.
+      enableReadyCheck: false,
       // disconnect() half-closes and waits this long for the peer before
       // destroying the socket; a dead peer would hold the process open.
       disconnectTimeout: 0,
@@ -269,9 +320,12 @@ export class RedisBackend implements Backend {
     client.defineCommand("stormlockAcquire", { numberOfKeys: 1, lua: ACQUIRE });
     client.defineCommand("stormlockRelease", { numberOfKeys: 1, lua: RELEASE });
     client.defineCommand("stormlockRenew", { numberOfKeys: 1, lua: RENEW });
+    client.defineCommand("stormlockRead", { numberOfKeys: 1, lua: READ });
     this.#client = client;
     try {
       await client.connect();
+      await login(client, username, password);
+      if (db !== 0) await client.select(db);
       return client;
     } catch (error) {
       this.#discard(client);
@@ -281,7 +335,10 @@ export class RedisBackend implements Backend {
 
   /** The connected client, connecting first when needed. */
   #connect(): Promise<Client> {
-    if (this.#client?.status === "ready") return Promise.resolve(this.#client);
+    // A client is ready before #open has logged it in; #connecting says so.
+    if (this.#client?.status === "ready" && !this.#connecting) {
+      return Promise.resolve(this.#client);
+    }
     if (!this.#connecting) {
       const connecting = this.#open().finally(() => {
         if (this.#connecting === connecting) this.#connecting = undefined;
@@ -331,6 +388,13 @@ export class RedisBackend implements Backend {
     return this.#prefix + resource;
   }
 
+  /** The lease at `resource`'s key, or `null` if there is none. */
+  async #read(client: Client, resource: string): Promise<Lease | null> {
+    // One script is atomic, and Redis never returns an expired key.
+    const fields = await client.stormlockRead(this.#key(resource));
+    return fields && toLease(this.#where, resource, fields);
+  }
+
   acquire(
     resource: string,
     principal: string,
@@ -343,10 +407,9 @@ export class RedisBackend implements Backend {
         principal,
         ttlSeconds * 1000,
       );
-      const lease = toLease(resource, fields as Fields);
-      if (status === "acquired") return lease;
+      const lease = toLease(this.#where, resource, fields as Fields);
       if (status === "held") throw new LockHeldError(lease);
-      throw notALease(this.#where, resource);
+      return lease;
     });
   }
 
@@ -368,27 +431,21 @@ export class RedisBackend implements Backend {
         ttlSeconds * 1000,
       );
       if (!fields) throw new LeaseNotHeldError(resource, leaseId);
-      return toLease(resource, fields);
+      return toLease(this.#where, resource, fields);
     });
   }
 
   current(resource: string): Promise<Lease | null> {
-    return this.#run("read", resource, async (client) => {
-      // One HMGET is atomic, and Redis never returns an expired key.
-      const fields = await client.hmget(
-        this.#key(resource),
-        "id",
-        "principal",
-        "created",
-        "expires",
-      ) as Fields;
-      return fields[0] === null ? null : toLease(resource, fields);
-    });
+    return this.#run(
+      "read",
+      resource,
+      (client) => this.#read(client, resource),
+    );
   }
 
   isHeld(resource: string, leaseId: string): Promise<boolean> {
     return this.#run("read", resource, async (client) => {
-      return await client.hget(this.#key(resource), "id") === leaseId;
+      return (await this.#read(client, resource))?.id === leaseId;
     });
   }
 

@@ -6,6 +6,12 @@
  */
 
 /**
+ * The longest delay a timer takes. A longer one fires at once, with a
+ * multi-line `TimeoutOverflowWarning` on stderr.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
  * The time given to {@linkcode withDeadline} ran out. Backends turn it
  * into a `BackendUnavailableError`; it is not a Stormlock error itself, so
  * their translators can tell it from their own.
@@ -32,7 +38,9 @@ export class DeadlineError extends Error {
  * aborted, so a client that takes one can stop; whatever `work` does later
  * is ignored. The timer is cleared as soon as `work` settles.
  *
- * @param ms The bound in ms; at most about 24.8 days, like any timer.
+ * @param ms The bound in ms. A bound past {@linkcode MAX_TIMER_MS} (about
+ * 24.8 days) is held to it, and a negative one to 0, since a timer cannot
+ * be set outside those.
  * @param work The operation; it may pass the signal on to its client.
  * @returns What `work` resolves to.
  * @throws {DeadlineError} when `ms` pass first; else whatever `work` throws.
@@ -58,12 +66,14 @@ export function withDeadline<T>(
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const controller = new AbortController();
+    // A timer outside 0..MAX_TIMER_MS fires at once and warns; NaN is 0.
+    const delay = Math.min(Math.max(ms, 0) || 0, MAX_TIMER_MS);
     const timer = setTimeout(() => {
       const error = new DeadlineError(ms);
       // Settle first: a client that rejects at once on abort must not win.
       reject(error);
       controller.abort(error);
-    }, ms);
+    }, delay);
     let running: Promise<T>;
     try {
       running = work(controller.signal);

@@ -1,10 +1,11 @@
 import assert from "assert";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
-import { Etcd3 } from "etcd3";
+import { Etcd3, GRPCDeadlineExceededError, KVClient } from "etcd3";
 import {
   BackendUnavailableError,
   ConfigError,
+  LeaseNotHeldError,
   LockHeldError,
   openBackend,
 } from "../mod.ts";
@@ -108,6 +109,91 @@ test("a lost race leaves no etcd lease behind", async () => {
   } finally {
     raw.close();
     await Promise.all([a.close(), b.close()]);
+  }
+});
+
+type TxnAnswer = ReturnType<KVClient["txn"]>;
+
+/**
+ * Runs `body` with the next etcd transaction of any client intercepted:
+ * `around` runs the real transaction and answers in its place.
+ */
+async function interceptNextTxn(
+  around: (send: () => TxnAnswer) => TxnAnswer,
+  body: () => Promise<void>,
+): Promise<void> {
+  const txn = Object.getOwnPropertyDescriptor(KVClient.prototype, "txn")!;
+  KVClient.prototype.txn = function (this: KVClient, ...args) {
+    Object.defineProperty(KVClient.prototype, "txn", txn);
+    return around(() => txn.value.apply(this, args));
+  };
+  try {
+    await body();
+  } finally {
+    Object.defineProperty(KVClient.prototype, "txn", txn);
+  }
+}
+
+test("a renew whose answer is lost keeps the lock, on the new etcd lease", async () => {
+  const raw = new Etcd3({ hosts });
+  const backend = await open({ hosts });
+  const key = (resource: string) => Buffer.from(`/stormlock/${resource}`);
+  try {
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann@host", 60);
+    // The compare-and-swap lands, then its answer is lost.
+    await interceptNextTxn(async (send) => {
+      assert.equal((await send()).succeeded, true);
+      throw new GRPCDeadlineExceededError("4 DEADLINE_EXCEEDED: lost");
+    }, async () => {
+      await assert.rejects(
+        backend.renew(resource, lease.id, 120),
+        BackendUnavailableError,
+      );
+    });
+    assert.equal(await backend.isHeld(resource, lease.id), true);
+    const { kvs } = await raw.kv.range({ key: key(resource) });
+    const { grantedTTL } = await raw.leaseClient.leaseTimeToLive({
+      ID: kvs[0].lease,
+    });
+    assert.equal(
+      Number(grantedTTL),
+      120,
+      "the key is on the renew's etcd lease",
+    );
+    const renewed = await backend.renew(resource, lease.id, 60);
+    assert.equal(renewed.id, lease.id);
+    await backend.release(resource, lease.id);
+  } finally {
+    raw.close();
+    await backend.close();
+  }
+});
+
+test("a renew that loses the compare-and-swap revokes its new etcd lease", async () => {
+  const raw = new Etcd3({ hosts });
+  const backend = await open({ hosts });
+  const leaseIds = async () =>
+    (await raw.leaseClient.leaseLeases()).leases.map(({ ID }) => ID);
+  try {
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann@host", 60);
+    const before = new Set(await leaseIds());
+    // The key changes between the renew's read and its compare-and-swap.
+    await interceptNextTxn(async (send) => {
+      await raw.delete().key(`/stormlock/${resource}`);
+      return await send();
+    }, async () => {
+      await assert.rejects(
+        backend.renew(resource, lease.id, 120),
+        LeaseNotHeldError,
+      );
+    });
+    const added = (await leaseIds()).filter((id) => !before.has(id));
+    assert.deepEqual(added, [], "the renew's etcd lease was revoked");
+  } finally {
+    raw.close();
+    await backend.close();
   }
 });
 

@@ -17,6 +17,7 @@ import {
   rejectsCleanly,
   replyingServer,
   silentServer,
+  sleep,
   uniqueResource,
 } from "./helpers.ts";
 
@@ -50,9 +51,41 @@ testUnavailableContract(
 );
 
 /** A raw client, to look at what the backend stored. */
-function inspector(): Redis {
+function inspector(db = 0): Redis {
   const { hostname, port } = new URL(url);
-  return new Redis({ host: hostname, port: Number(port), password });
+  return new Redis({ host: hostname, port: Number(port), password, db });
+}
+
+/** A redis-server of its own, with no password; stopped on dispose. */
+async function passwordlessServer() {
+  const port = closedPort();
+  const dir = Deno.makeTempDirSync({ prefix: "stormlock-redis-" });
+  const child = new Deno.Command("redis-server", {
+    args: ["--bind", "127.0.0.1", "--port", String(port), "--dir", dir]
+      .concat(["--save", "", "--appendonly", "no"]),
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const server = {
+    port,
+    async [Symbol.asyncDispose]() {
+      child.kill("SIGTERM");
+      await child.status;
+      Deno.removeSync(dir, { recursive: true });
+    },
+  };
+  for (let attempt = 0;; attempt++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return server;
+    } catch (error) {
+      if (attempt === 100) {
+        await server[Symbol.asyncDispose]();
+        throw error;
+      }
+      await sleep(50);
+    }
+  }
 }
 
 const test = backendTest("redis");
@@ -87,24 +120,99 @@ test("a lease is a hash at prefix + resource that expires on the server's clock"
   }
 });
 
-test("a key that holds other data gives ConfigError, and is left alone", async () => {
+/**
+ * Keys Stormlock did not write, by resource name: each is written raw, and
+ * every operation must call it not a lease and leave it alone.
+ */
+const foreignKeys: Record<
+  string,
+  (raw: Redis, key: string) => Promise<unknown>
+> = {
+  string: (raw, key) => raw.set(key, "not a lease"),
+  "hash without id": (raw, key) => raw.hset(key, "owner", "someone else"),
+  // The original Python tool's layout, as read with an empty prefix.
+  "hash with text times": (raw, key) =>
+    raw.hset(key, {
+      id: "0123456789abcdef0123456789abcdef",
+      principal: "ann@host",
+      created: "2025-01-01T00:00:00+00:00",
+      expires: "2025-01-01T01:00:00+00:00",
+    }),
+  "hash without expires": (raw, key) =>
+    raw.hset(key, {
+      id: "0123456789abcdef0123456789abcdef",
+      principal: "ann@host",
+      created: "1735689600000",
+    }),
+  "hash with times out of range": (raw, key) =>
+    raw.hset(key, {
+      id: "0123456789abcdef0123456789abcdef",
+      principal: "ann@host",
+      created: "9999999999999999",
+      expires: "9999999999999999",
+    }),
+};
+
+/** What `raw` holds at `key`, whatever its type. */
+async function dump(raw: Redis, key: string): Promise<unknown> {
+  return await raw.type(key) === "string"
+    ? await raw.get(key)
+    : await raw.hgetall(key);
+}
+
+test("a key that holds other data gives the same ConfigError everywhere, and is left alone", async () => {
   const prefix = `stormlock:t-${crypto.randomUUID()}:`;
   const backend = await open({ url, prefix });
   const raw = inspector();
   try {
-    await raw.set(`${prefix}string`, "not a lease");
-    await raw.hset(`${prefix}hash`, "owner", "someone else");
-    for (const resource of ["string", "hash"]) {
-      await assert.rejects(backend.acquire(resource, "ann", 60), ConfigError);
+    for (const [resource, write] of Object.entries(foreignKeys)) {
+      const key = prefix + resource;
+      await write(raw, key);
+      const before = await dump(raw, key);
+      const id = "0123456789abcdef0123456789abcdef";
+      const operations: [string, () => Promise<unknown>][] = [
+        ["acquire", () => backend.acquire(resource, "ann", 60)],
+        ["current", () => backend.current(resource)],
+        ["isHeld", () => backend.isHeld(resource, id)],
+      ];
+      for (const [name, operation] of operations) {
+        await rejectsCleanly(operation(), ConfigError, {
+          mentions: [
+            `the key for "${resource}" holds data that is not a Stormlock lease; set another prefix`,
+          ],
+        }).catch((error) => {
+          throw new Error(`${name} on "${resource}": ${error.message}`, {
+            cause: error,
+          });
+        });
+      }
+      assert.deepEqual(await dump(raw, key), before, `"${resource}" changed`);
+      assert.equal(await raw.pttl(key), -1, `"${resource}" got an expiry`);
     }
-    await assert.rejects(backend.current("string"), ConfigError);
-    assert.equal(await raw.get(`${prefix}string`), "not a lease");
-    assert.deepEqual(await raw.hgetall(`${prefix}hash`), {
-      owner: "someone else",
-    });
   } finally {
     raw.disconnect();
     await backend.close();
+  }
+});
+
+test("the CLI exits 78 with one line for a key that is not a lease", async () => {
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  using home = new CliHome();
+  home.write(
+    ".stormlock.cfg",
+    `[default]\nbackend = redis\n\n[backend.redis]\nurl = ${url}\nprefix = ${prefix}\n`,
+  );
+  const raw = inspector();
+  try {
+    for (const resource of ["hash without id", "hash with text times"]) {
+      await foreignKeys[resource](raw, prefix + resource);
+      for (const command of ["acquire", "current"]) {
+        const result = await home.run([command, resource]);
+        assertCleanExit(result, 78, /not a Stormlock lease/, [password]);
+      }
+    }
+  } finally {
+    raw.disconnect();
   }
 });
 
@@ -142,6 +250,35 @@ test("a wrong or missing password gives BackendUnavailableError without showing 
     } finally {
       await backend.close();
     }
+  }
+});
+
+test("a database number in the url selects that database", async () => {
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  const backend = await open({ url: `${url}/3`, prefix });
+  const [db0, db3] = [inspector(0), inspector(3)];
+  try {
+    const lease = await backend.acquire("r", "ann", 60);
+    assert.equal(await db3.hget(`${prefix}r`, "id"), lease.id);
+    assert.equal(await db0.exists(`${prefix}r`), 0);
+    await backend.release("r", lease.id);
+  } finally {
+    db0.disconnect();
+    db3.disconnect();
+    await backend.close();
+  }
+});
+
+test("the CLI ignores a password the server does not need, printing nothing", async () => {
+  await using server = await passwordlessServer();
+  using home = new CliHome();
+  home.write(
+    ".stormlock.cfg",
+    `[default]\nbackend = redis\n\n[backend.redis]\nurl = redis://:unneeded-Secret-7@127.0.0.1:${server.port}\n`,
+  );
+  const results = await assertCliLockCycle(home, uniqueResource());
+  for (const result of results) {
+    assert.doesNotMatch(result.stderr, /WARN|password|unneeded/);
   }
 });
 
