@@ -244,8 +244,14 @@ function parse(argv: string[]) {
       },
     });
   } catch (error) {
+    const message = (error as Error).message;
+    const ambiguous = /Option '(--[\w-]+)' argument is ambiguous/.exec(message);
     throw new UsageError(
-      `${(error as Error).message}; run "stormlock --help" for usage`,
+      ambiguous
+        ? `${ambiguous[1]} needs a value; write ${
+          ambiguous[1]
+        }=VALUE for a value that starts with "-"`
+        : `${message}; run "stormlock --help" for usage`,
     );
   }
 }

@@ -349,7 +349,9 @@ export async function loadPlugin(
   if (typeof module.createBackend !== "function") {
     const names = Object.keys(module);
     const fallback = module.default as Record<string, unknown> | undefined;
-    const hint = typeof fallback?.createBackend === "function"
+    const hint = "createBackend" in module
+      ? `; its createBackend is a ${typeof module.createBackend}`
+      : typeof fallback?.createBackend === "function"
       ? "; it has one on its default export, but it must be a named export"
       : names.length > 0
       ? `; it exports only ${names.join(", ")}`

@@ -116,7 +116,7 @@ Deno.test("cli: bad input gets one line on stderr and a usage or config exit", a
   assertCleanExit(
     await home.run(["renew", "--ttl", "-1m", "r", id]),
     64,
-    /--ttl=-XYZ/,
+    /--ttl needs a value; write --ttl=VALUE for a value that starts with "-"/,
   );
   assertCleanExit(
     await home.run(["release", "r", "not-a-lease"]),

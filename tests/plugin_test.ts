@@ -268,6 +268,11 @@ Deno.test("a module without createBackend is refused, naming what it exports", a
     openBackend({ module: fallback }, { name: "x", section: "backend.x" }),
     /it has one on its default export, but it must be a named export/,
   );
+  const number = write("shapes/number.js", "export const createBackend = 5;\n");
+  await rejectsConfig(
+    openBackend({ module: number }, { name: "x", section: "backend.x" }),
+    /function; its createBackend is a number$/,
+  );
   const empty = write("shapes/empty.js", "\n");
   await rejectsConfig(
     openBackend({ module: empty }, { name: "x", section: "backend.x" }),
