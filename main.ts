@@ -61,6 +61,7 @@ interface Command {
 
 interface Flags {
   ttl?: string;
+  wait?: string;
   "id-only"?: boolean;
   json?: boolean;
 }
@@ -105,14 +106,24 @@ function isoWithOffset(date: Date): string {
 
 const COMMANDS: Record<string, Command> = {
   acquire: {
-    usage: "acquire [--ttl TTL] RESOURCE",
+    usage: "acquire [--ttl TTL] [--wait TIME] RESOURCE",
     summary:
       "Take the lock and print only the lease id. If someone else holds it,\n" +
       "print nothing on stdout, name the holder on stderr and exit 2.",
-    options: TTL_OPTION,
+    options: TTL_OPTION + "\n" +
+      "  -w, --wait TIME    if the lock is held, wait up to TIME for it (e.g. 10m),\n" +
+      "                     saying on stderr whom it waits for",
     args: ["RESOURCE"],
     async run(lock, _args, flags) {
-      const lease = await lock.acquire(flags.ttl);
+      let waitingFor = "";
+      const lease = await lock.acquire(flags.ttl, {
+        wait: flags.wait,
+        onWait(holder) {
+          if (holder.id === waitingFor) return;
+          waitingFor = holder.id;
+          complain(`waiting up to ${flags.wait}: ${describeHolder(holder)}`);
+        },
+      });
       print(lease.id);
       return EXIT.ok;
     },
@@ -239,6 +250,7 @@ function parse(argv: string[]) {
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
         ttl: { type: "string", short: "t" },
+        wait: { type: "string", short: "w" },
         "id-only": { type: "boolean", short: "i" },
         json: { type: "boolean" },
       },
@@ -292,6 +304,11 @@ async function run(argv: string[]): Promise<number> {
   if (values.help) {
     print(commandHelp(name, command));
     return EXIT.ok;
+  }
+  if (values.wait !== undefined && name !== "acquire") {
+    throw new UsageError(
+      `${name} takes no --wait; see "stormlock ${name} --help"`,
+    );
   }
   if (values.ttl !== undefined && !command.options?.includes("--ttl")) {
     throw new UsageError(

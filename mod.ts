@@ -62,6 +62,6 @@ export type {
 export { assertLeaseId, isLeaseId, newLeaseId } from "./lib/lease.ts";
 export { builtinBackendNames, openBackend } from "./lib/registry.ts";
 export { Lock, openLock } from "./lib/lock.ts";
-export type { OpenLockOptions, Ttl } from "./lib/lock.ts";
+export type { AcquireOptions, OpenLockOptions, Ttl } from "./lib/lock.ts";
 export { VERSION } from "./lib/version.ts";
 export type { PluginContext, PluginErrors } from "./lib/plugin.ts";

@@ -10,7 +10,33 @@ import { parseTtl } from "./duration.ts";
 import { assertLeaseId } from "./lease.ts";
 import { assertPluginAllowed, pluginModuleOf } from "./plugin.ts";
 import { openBackend } from "./registry.ts";
+import { LockHeldError } from "./errors.ts";
 import type { Backend, Lease } from "./types.ts";
+
+/**
+ * How {@linkcode Lock.acquire} waits for a held lock.
+ *
+ * @example Wait up to five minutes, saying who holds it
+ * ```ts ignore
+ * const lease = await lock.acquire("30m", {
+ *   wait: "5m",
+ *   onWait: (holder) => console.error(`waiting for ${holder.principal}`),
+ * });
+ * ```
+ */
+export interface AcquireOptions {
+  /**
+   * How long to wait for the lock, as seconds or text such as `"5m"`.
+   * Without it, a held lock is refused at once.
+   */
+  wait?: Ttl;
+  /** Called with the holder's lease each time the lock is found held. */
+  onWait?: (holder: Lease) => void;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
 
 /**
  * A TTL as seconds, or as text such as `"30m"`.
@@ -64,20 +90,40 @@ export class Lock {
   }
 
   /**
-   * Takes the lock.
+   * Takes the lock, waiting for it if `options.wait` allows.
+   *
+   * While waiting, it retries with a growing pause (at most 5 s, and never
+   * much past the holder's expiry), so a lease that is released or expires
+   * is taken soon after.
+   *
    * @param ttl Overrides the configured TTL.
-   * @throws {LockHeldError} with the holder's lease when it is held.
-   * @throws {UsageError} on a bad TTL.
+   * @param options How long to wait, and who hears about the wait.
+   * @throws {LockHeldError} with the holder's lease when it is held (after
+   * the wait, if any).
+   * @throws {UsageError} on a bad TTL or wait.
    */
-  acquire(ttl?: Ttl): Promise<Lease> {
+  async acquire(ttl?: Ttl, options: AcquireOptions = {}): Promise<Lease> {
     const seconds = ttl === undefined
       ? this.settings.ttlSeconds
       : ttlSeconds(ttl);
-    return this.backend.acquire(
-      this.resource,
-      this.settings.principal,
-      seconds,
-    );
+    const deadline = options.wait === undefined
+      ? 0
+      : Date.now() + ttlSeconds(options.wait) * 1000;
+    for (let pause = 200;; pause = Math.min(pause * 2, 5000)) {
+      try {
+        return await this.backend.acquire(
+          this.resource,
+          this.settings.principal,
+          seconds,
+        );
+      } catch (error) {
+        const left = deadline - Date.now();
+        if (!(error instanceof LockHeldError) || left <= 0) throw error;
+        options.onWait?.(error.holder);
+        const untilExpiry = error.holder.expires.getTime() - Date.now() + 100;
+        await sleep(Math.max(50, Math.min(pause, untilExpiry, left)));
+      }
+    }
   }
 
   /**

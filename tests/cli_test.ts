@@ -350,3 +350,43 @@ Deno.test("cli: help for an unknown command is a usage error", async () => {
   );
   assert.equal((await home.run(["help", "renew"])).code, 0);
 });
+
+Deno.test("cli: acquire --wait takes the lock once the holder's lease ends", async () => {
+  using home = new CliHome();
+  await home.run(["acquire", "--ttl", "1s", "queue"], { USER: "ann" });
+  const waited = await home.run(["acquire", "--wait", "30s", "queue"], {
+    USER: "bob",
+  });
+  assert.equal(waited.code, 0, waited.stderr);
+  assert.match(waited.stdout, LEASE_LINE);
+  assert.match(
+    waited.stderr,
+    /^stormlock: waiting up to 30s: "queue" is held by ann@\S+ since /,
+  );
+  assert.equal(waited.stderr.trim().split("\n").length, 1, "said once");
+  const current = await home.run(["current", "queue"]);
+  assert.match(current.stdout, /^bob@/);
+});
+
+Deno.test("cli: acquire --wait gives up after its time with exit 2", async () => {
+  using home = new CliHome();
+  await home.run(["acquire", "busy"], { USER: "ann" });
+  const result = await home.run(["acquire", "--wait", "1s", "busy"], {
+    USER: "bob",
+  });
+  assert.equal(result.code, 2);
+  assert.equal(result.stdout, "");
+  const lines = result.stderr.trim().split("\n");
+  assert.match(lines[0], /waiting up to 1s/);
+  assert.match(lines.at(-1)!, /^stormlock: "busy" is held by ann@/);
+  assertCleanExit(
+    await home.run(["acquire", "--wait", "0s", "busy"]),
+    64,
+    /Bad TTL "0s"/,
+  );
+  assertCleanExit(
+    await home.run(["current", "--wait", "1s", "busy"]),
+    64,
+    /current takes no --wait/,
+  );
+});
