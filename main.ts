@@ -49,7 +49,14 @@ const GLOBAL_HELP = `Options for every command:
                      $XDG_CONFIG_HOME/stormlock.cfg, ~/.stormlock.cfg, or none
                      (embedded SQLite, principal $USER@hostname, ttl 1h)
   -h, --help         show help
-  -V, --version      show the version`;
+  -V, --version      show the version
+
+Environment:
+  STORMLOCK_CONFIG                   the config file, if -c is not given
+  STORMLOCK_DEBUG=1                  add stack traces to errors
+  STORMLOCK_ALLOW_IMPORT=HOST        let https: plugins load from HOST
+  STORMLOCK_ALLOW_PACKAGE_PLUGINS=1  let npm: and jsr: plugins load
+  STORMLOCK_PLUGIN_LOADER=data       load plugins as the compiled binary does`;
 
 interface Command {
   usage: string;
