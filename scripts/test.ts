@@ -14,7 +14,11 @@ let failed = 0;
 
 async function step(name: string, args: string[]): Promise<void> {
   log(name);
-  const { success } = await new Deno.Command(deno, { args, cwd: root })
+  const { success } = await new Deno.Command(deno, {
+    args,
+    cwd: root,
+    env: { NO_COLOR: "1" },
+  })
     .output().then((output) => {
       Deno.stdout.writeSync(output.stdout);
       Deno.stderr.writeSync(output.stderr);
