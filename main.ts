@@ -225,7 +225,7 @@ function mainHelp(): string {
     "Usage:",
     ...commands,
     "",
-    'Run "stormlock COMMAND --help" for one command.',
+    'Run "stormlock COMMAND --help" (or "stormlock help COMMAND") for one command.',
     "",
     GLOBAL_HELP,
     "",

@@ -153,6 +153,14 @@ function kindOf(path: string): "file" | "other" | "missing" {
  * How a config file was found. A file found in the working folder
  * (`cwd`) may come from any repository you `cd` into, so it may not load
  * plugin code.
+ *
+ * @example
+ * ```ts
+ * import { type ConfigOrigin, loadConfig } from "@stormlock/stormlock";
+ * const origin: ConfigOrigin | undefined =
+ *   loadConfig({ env: () => undefined, cwd: "/nonexistent" }).origin;
+ * console.log(origin); // undefined: no file was found
+ * ```
  */
 export type ConfigOrigin = "option" | "env" | "cwd" | "xdg" | "home";
 

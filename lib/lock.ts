@@ -10,7 +10,7 @@ import { parseTtl } from "./duration.ts";
 import { assertLeaseId } from "./lease.ts";
 import { assertPluginAllowed, pluginModuleOf } from "./plugin.ts";
 import { openBackend } from "./registry.ts";
-import { LockHeldError } from "./errors.ts";
+import { LockHeldError, UsageError } from "./errors.ts";
 import type { Backend, Lease } from "./types.ts";
 
 /**
@@ -32,6 +32,17 @@ export interface AcquireOptions {
   wait?: Ttl;
   /** Called with the holder's lease each time the lock is found held. */
   onWait?: (holder: Lease) => void;
+}
+
+/** Reads a wait like a TTL, naming it as a wait in errors. */
+function waitSeconds(wait: Ttl): number {
+  try {
+    return ttlSeconds(wait);
+  } catch (error) {
+    throw new UsageError(
+      (error as Error).message.replace(/^Bad TTL/, "Bad wait time"),
+    );
+  }
 }
 
 function sleep(ms: number): Promise<void> {
@@ -108,7 +119,7 @@ export class Lock {
       : ttlSeconds(ttl);
     const deadline = options.wait === undefined
       ? 0
-      : Date.now() + ttlSeconds(options.wait) * 1000;
+      : Date.now() + waitSeconds(options.wait) * 1000;
     for (let pause = 200;; pause = Math.min(pause * 2, 5000)) {
       try {
         return await this.backend.acquire(

@@ -285,6 +285,11 @@ async function importAsData(
   }
 }
 
+/** The host an import of `url` needs permission for. */
+function importHost(url: string): string {
+  return url.startsWith("jsr:") ? "jsr.io" : new URL(url).host;
+}
+
 /** Imports a plugin by its URL, translating Deno's refusals. */
 async function importByUrl(
   specifier: string,
@@ -295,8 +300,10 @@ async function importByUrl(
     return await import(url);
   } catch (error) {
     const message = firstLine(error);
-    const host = /Requires import access to "([^"]+)"/.exec(message)?.[1] ??
-      (/--no-remote/.test(message) ? new URL(url).host : undefined);
+    const asked = /Requires import access to "([^"]+)"/.exec(message)?.[1] ??
+      (/--no-remote/.test(message) ? importHost(url) : undefined);
+    // Users name hosts as in the URL; the default https port is implied.
+    const host = asked?.replace(/:443$/, "");
     if (host !== undefined) {
       throw new ConfigError(
         `Backend module ${shown}: importing code from ${host} needs explicit permission, since a plugin runs with all of Stormlock's; set STORMLOCK_ALLOW_IMPORT=${host} for scripts/stormlock, or pass --allow-import=${host} to deno run`,

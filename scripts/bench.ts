@@ -5,7 +5,7 @@
  * first, and `--version`. Prints medians and ratios; noisy machines make
  * absolute times meaningless, so only the side-by-side ratios count.
  *
- *   deno run -A scripts/bench.ts [ROUNDS]
+ *   deno run --allow-read --allow-write --allow-run --allow-env scripts/bench.ts [ROUNDS]
  */
 import { join } from "node:path";
 

@@ -382,11 +382,43 @@ Deno.test("cli: acquire --wait gives up after its time with exit 2", async () =>
   assertCleanExit(
     await home.run(["acquire", "--wait", "0s", "busy"]),
     64,
-    /Bad TTL "0s"/,
+    /Bad wait time "0s"/,
   );
   assertCleanExit(
     await home.run(["current", "--wait", "1s", "busy"]),
     64,
     /current takes no --wait/,
   );
+});
+
+Deno.test("cli: a bug surfaces as exit 70 with one line, and a stack only when debugging", async () => {
+  using home = new CliHome();
+  home.write(
+    "buggy.js",
+    `export function createBackend() {
+  const fail = () => null.boom;
+  return { acquire: fail, release: fail, renew: fail, current: fail,
+    isHeld: fail, close: async () => {} };
+}
+`,
+  );
+  const config = home.write("c.cfg", "[default]\nbackend = ./buggy.js\n");
+  assertCleanExit(
+    await home.run(["-c", config, "current", "r"]),
+    70,
+    /internal error: .*boom.*set STORMLOCK_DEBUG=1 for a stack trace/,
+  );
+  const debug = await home.run(["-c", config, "current", "r"], {
+    STORMLOCK_DEBUG: "1",
+  });
+  assert.equal(debug.code, 70);
+  assert.match(debug.stderr, /\n\s+at /);
+});
+
+Deno.test("cli: the SQLite default honours XDG_STATE_HOME", async () => {
+  using home = new CliHome();
+  const state = `${home.home}/state`;
+  const result = await home.run(["acquire", "r"], { XDG_STATE_HOME: state });
+  assert.equal(result.code, 0, result.stderr);
+  assert.ok(Deno.statSync(`${state}/stormlock/locks.db`).isFile);
 });
