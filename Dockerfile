@@ -31,6 +31,8 @@ RUN deno run --allow-read --allow-write --allow-run=ldd scripts/rootfs.ts --bina
 
 FROM scratch
 COPY --from=build /rootfs/ /
+# The user's home, with its .local/state: a volume mounted on that state
+# folder takes its owner from the image, so uid 65532 can write there.
 COPY --from=build --chown=65532:65532 /rootfs/home/stormlock/ /home/stormlock/
 USER 65532:65532
 ENV PATH=/usr/local/bin

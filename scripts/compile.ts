@@ -244,20 +244,44 @@ function preflight(): void {
   }
 }
 
+/** The command line, for argument errors. */
+export const USAGE =
+  "deno task compile [--target TARGET]... [--out FOLDER] [--validate] [--verbose]";
+
+/** Bad arguments: one line and exit 64, as the CLI's usage errors. */
+class UsageError extends Error {}
+
+/** Whether `error` is node:util parseArgs refusing the arguments. */
+function isParseArgsError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code.startsWith("ERR_PARSE_ARGS_");
+}
+
+function parseCommandLine(args: string[]) {
+  try {
+    return parseArgs({
+      args,
+      options: {
+        target: { type: "string", multiple: true },
+        out: { type: "string" },
+        validate: { type: "boolean" },
+        verbose: { type: "boolean" },
+      },
+    }).values;
+  } catch (error) {
+    if (!isParseArgsError(error)) throw error;
+    throw new UsageError((error as Error).message);
+  }
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      target: { type: "string", multiple: true },
-      out: { type: "string" },
-      validate: { type: "boolean" },
-      verbose: { type: "boolean" },
-    },
-  });
+  const values = parseCommandLine(Deno.args);
   const targets = (values.target ?? [...TARGETS]) as Target[];
   for (const target of targets) {
     if (!TARGETS.includes(target)) {
-      fail(`unknown target ${target}; choose from ${TARGETS.join(", ")}`);
+      throw new UsageError(
+        `unknown target ${target}; choose from ${TARGETS.join(", ")}`,
+      );
     }
   }
   preflight();
@@ -339,6 +363,10 @@ if (import.meta.main) {
   try {
     await main();
   } catch (error) {
+    if (error instanceof UsageError) {
+      console.error(`compile: ${error.message}; usage: ${USAGE}`);
+      Deno.exit(64);
+    }
     if (!(error instanceof BuildError)) throw error;
     console.error(`compile: ${error.message}`);
     Deno.exit(1);

@@ -24,6 +24,12 @@ export const IMAGE_USER = {
   home: "/home/stormlock",
 } as const;
 
+/**
+ * The default state folder (`$HOME/.local/state`): the SQLite backend keeps
+ * `stormlock/locks.db` in it, and the README mounts a volume there.
+ */
+export const STATE_DIR = `${IMAGE_USER.home}/.local/state`;
+
 /** Where the binary lives in the image; the entrypoint. */
 export const BINARY_PATH = "/usr/local/bin/stormlock";
 
@@ -97,6 +103,12 @@ export async function rootfsEntries(
   return [
     { kind: "dir", path: "/tmp", mode: 0o1777 },
     { kind: "dir", path: home, mode: 0o755, owner: uid },
+    // The default state folder exists in the image, owned by the user, so a
+    // volume mounted there (`-v stormlock-state:${STATE_DIR}`) starts out
+    // with that owner instead of root; Docker copies the image folder's
+    // ownership into a new named volume.
+    { kind: "dir", path: `${home}/.local`, mode: 0o755, owner: uid },
+    { kind: "dir", path: STATE_DIR, mode: 0o755, owner: uid },
     { kind: "file", path: BINARY_PATH, from: binary, mode: 0o755 },
     ...libraries.map((path): Entry => ({
       kind: "file",
@@ -166,18 +178,24 @@ export function folderSize(path: string): number {
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      binary: { type: "string" },
-      out: { type: "string" },
-      "ca-bundle": { type: "string" },
-    },
-  });
+  const usage =
+    "usage: rootfs.ts --binary STORMLOCK_LINUX_BINARY --out FOLDER [--ca-bundle FILE]";
+  let values: { binary?: string; out?: string; "ca-bundle"?: string } = {};
+  try {
+    values = parseArgs({
+      args: Deno.args,
+      options: {
+        binary: { type: "string" },
+        out: { type: "string" },
+        "ca-bundle": { type: "string" },
+      },
+    }).values;
+  } catch (error) {
+    console.error(`rootfs: ${(error as Error).message}; ${usage}`);
+    Deno.exit(64);
+  }
   if (!values.binary || !values.out) {
-    console.error(
-      "usage: rootfs.ts --binary STORMLOCK_LINUX_BINARY --out FOLDER [--ca-bundle FILE]",
-    );
+    console.error(usage);
     Deno.exit(64);
   }
   try {

@@ -205,6 +205,24 @@ Deno.test("a DENORT_BIN of the wrong format is refused before building", async (
   }
 });
 
+Deno.test("compile refuses bad arguments with one usage line and exit 64", async () => {
+  for (
+    const args of [
+      ["--bogus"],
+      ["stray"],
+      ["--out"],
+      ["--target", "pdp11-unknown-unix"],
+    ]
+  ) {
+    const run = await compile(repoPath(), args);
+    assert.equal(run.code, 64, `${args.join(" ")}: ${run.output}`);
+    const lines = run.output.trimEnd().split("\n");
+    assert.equal(lines.length, 1, `${args.join(" ")}: ${run.output}`);
+    assert.match(lines[0], /^compile: .+; usage: deno task compile /);
+    assert.doesNotMatch(run.output, /\bat \S+:\d+:\d+/, "no stack trace");
+  }
+});
+
 Deno.test("deno.json and lib/version.ts carry the same version", () => {
   const config = JSON.parse(Deno.readTextFileSync(repoPath("deno.json")));
   assert.equal(config.version, VERSION);

@@ -12,6 +12,7 @@ import {
   CA_BUNDLE,
   IMAGE_ENV,
   IMAGE_USER,
+  STATE_DIR,
 } from "../scripts/rootfs.ts";
 import { PERMISSIONS } from "../scripts/compile.ts";
 import { VERSION } from "../mod.ts";
@@ -150,6 +151,16 @@ Deno.test({
     try {
       const root = await buildRootfs(folder);
 
+      // The state folder exists in the image, owned by the user: a volume
+      // mounted there starts out with that owner, not root's.
+      for (const path of [`${IMAGE_USER.home}/.local`, STATE_DIR]) {
+        const info = Deno.lstatSync(join(root, path));
+        assert.ok(info.isDirectory, `${path} is a folder`);
+        assert.equal(info.uid, IMAGE_USER.uid, `${path}'s owner`);
+        assert.equal(info.gid, IMAGE_USER.gid, `${path}'s group`);
+        assert.equal(info.mode! & 0o777, 0o755, `${path}'s mode`);
+      }
+
       const version = await inRootfs(root, cli("--version"));
       assert.equal(version.stderr, "");
       assert.equal(version.stdout, `${VERSION}\n`);
@@ -160,9 +171,10 @@ Deno.test({
       assert.match(acquire.stdout, /^[0-9a-f]{32}\n$/);
       // The default SQLite file, in the user's home inside the rootfs.
       const database = Deno.statSync(
-        join(root, IMAGE_USER.home, ".local/state/stormlock/locks.db"),
+        join(root, STATE_DIR, "stormlock", "locks.db"),
       );
       assert.equal(database.uid, IMAGE_USER.uid);
+      assert.equal(database.gid, IMAGE_USER.gid);
 
       const held = await inRootfs(root, cli("acquire", "deploy"));
       assert.equal(held.code, 2);
@@ -224,10 +236,17 @@ Deno.test("the Dockerfile builds its scratch stage from scripts/rootfs.ts's fold
     /RUN deno run [^\n]*scripts\/rootfs\.ts --binary \S+ --out \/rootfs/,
   );
   assert.match(last, /^COPY --from=build \/rootfs\/ \/$/m);
+  // The user owns their home in the image, and the state folder in it.
+  const { uid, gid, home } = IMAGE_USER;
   assert.match(
     last,
-    new RegExp(`^USER ${IMAGE_USER.uid}:${IMAGE_USER.gid}$`, "m"),
+    new RegExp(
+      `^COPY --from=build --chown=${uid}:${gid} /rootfs${home}/ ${home}/$`,
+      "m",
+    ),
   );
+  assert.ok(STATE_DIR.startsWith(`${home}/`), "the state folder is in home");
+  assert.match(last, new RegExp(`^USER ${uid}:${gid}$`, "m"));
   assert.match(last, new RegExp(`^ENTRYPOINT \\["${BINARY_PATH}"\\]$`, "m"));
   const env = Object.fromEntries(
     [...last.matchAll(/^ENV (\S+)=(\S+)$/gm)].map((
