@@ -263,12 +263,12 @@ export class DynamoDbBackend implements Backend {
     if (error instanceof StormlockError) return error;
     const { table, timeoutMs } = this.#settings;
     const all = [...causes(error)];
-    const denied = all.find((e) => e instanceof Deno.errors.NotCapable);
+    const denied = deniedPermission(
+      all.find((e) => e instanceof Deno.errors.NotCapable),
+    );
     if (denied) {
       return new ConfigError(
-        `The DynamoDB client lacks a Deno permission: ${
-          (denied as Error).message
-        }`,
+        `The DynamoDB client lacks a Deno permission: it needs ${denied.need}; run main.ts with ${denied.flag}`,
         { cause: error },
       );
     }
@@ -296,7 +296,9 @@ export class DynamoDbBackend implements Backend {
       all.some((e) => /ETIMEDOUT|timed? ?out/i.test(`${(e as Error)?.message}`))
     ) {
       return new BackendUnavailableError(
-        `${this.#where} did not answer within ${formatTimeout(timeoutMs)}`,
+        `${this.#where} did not answer within ${
+          formatTimeout(timeoutMs)
+        }; check that it is up and reachable, or raise timeout in [${this.#section}]`,
         { cause: error },
       );
     }
@@ -312,7 +314,11 @@ export class DynamoDbBackend implements Backend {
     }
     if (AUTH_ERRORS.has(name)) {
       return new BackendUnavailableError(
-        `${this.#where} refused the credentials (${name}): ${message}`,
+        `${this.#where} refused the credentials (${name}): ${message}; ${
+          name === "AccessDeniedException"
+            ? `give them IAM access to table "${table}"`
+            : `check the credentials and region in [${this.#section}]`
+        }`,
         { cause: error },
       );
     }
@@ -334,7 +340,11 @@ export class DynamoDbBackend implements Backend {
       );
     }
     return new BackendUnavailableError(
-      `${this.#where} failed to ${action} (${name}): ${message}`,
+      `${this.#where} failed to ${action} (${name}): ${message}; ${
+        THROTTLED.has(name)
+          ? "retry later, or raise the table's capacity"
+          : "fix what the service names, or retry if it was transient"
+      }`,
       { cause: error },
     );
   }
@@ -352,7 +362,7 @@ export class DynamoDbBackend implements Backend {
     const bytes = new TextEncoder().encode(resource).length;
     if (bytes > MAX_KEY_BYTES) {
       throw new UsageError(
-        `The resource name is ${bytes} bytes; DynamoDB keys hold at most ${MAX_KEY_BYTES}`,
+        `The resource name is ${bytes} bytes; DynamoDB keys hold at most ${MAX_KEY_BYTES}, so use a shorter name`,
       );
     }
     return { resource: { S: resource } };
@@ -610,6 +620,14 @@ const AUTH_ERRORS = new Set([
   "MissingAuthenticationTokenException",
 ]);
 
+/** Errors that mean "too many requests": retrying later helps. */
+const THROTTLED = new Set([
+  "ProvisionedThroughputExceededException",
+  "ThrottlingException",
+  "RequestLimitExceeded",
+  "LimitExceededException",
+]);
+
 function isMissingTable(error: unknown): boolean {
   return (error as Error)?.name === "ResourceNotFoundException";
 }
@@ -714,4 +732,40 @@ export function createBackend(
     parseDynamoDbOptions(options, context),
     context.section,
   );
+}
+
+/**
+ * The permission Deno refused, from a `NotCapable` error anywhere in
+ * `error`'s cause chain: `need` as `write access to "PATH"`, and `flag`,
+ * the `--allow-*` flag that grants just that. Undefined when none is found.
+ */
+function deniedPermission(
+  error: unknown,
+): { need: string; flag: string } | undefined {
+  for (
+    let current = error, depth = 0;
+    current && depth < 8;
+    current = (current as { cause?: unknown }).cause, depth++
+  ) {
+    const message = String((current as Error)?.message ?? "");
+    const asked = /Requires (\w+) access(?: to ("[^"]*"|[^\s,]+))?/.exec(
+      message,
+    );
+    if (!asked) {
+      if (current instanceof Deno.errors.NotCapable) {
+        return {
+          need: `a permission (${message.split("\n")[0]})`,
+          flag: "the --allow-* flag that grants it",
+        };
+      }
+      continue;
+    }
+    const [, kind, target] = asked;
+    const value = target?.replace(/^"(.*)"$/, "$1");
+    return {
+      need: `${kind} access${target ? ` to ${target}` : ""}`,
+      flag: `--allow-${kind}${value ? `=${value}` : ""}`,
+    };
+  }
+  return undefined;
 }

@@ -225,6 +225,13 @@ export class EtcdBackend implements Backend {
     const user = this.#settings.user === undefined
       ? "this client"
       : `user "${this.#settings.user}"`;
+    const denied = deniedPermission(error);
+    if (denied) {
+      return new ConfigError(
+        `No permission to reach etcd at ${this.#where}: Deno needs ${denied.need}; run main.ts with ${denied.flag}`,
+        options,
+      );
+    }
     if (
       error instanceof DeadlineError ||
       error instanceof GRPCDeadlineExceededError
@@ -239,7 +246,9 @@ export class EtcdBackend implements Backend {
       error instanceof EtcdAuthenticationFailedError ||
       error instanceof EtcdUserNotFoundError
     ) {
-      return unavailable(`rejected ${user}: wrong user name or password`);
+      return unavailable(
+        `rejected ${user}: wrong user name or password; fix user and password in [backend.etcd]`,
+      );
     }
     if (/user name is empty/.test(message)) {
       return unavailable(
@@ -250,7 +259,7 @@ export class EtcdBackend implements Backend {
       return unavailable(
         `did not accept the credentials of ${user}: ${
           message.replace(/^\d+ UNAUTHENTICATED: /, "")
-        }`,
+        }; check user and password, or the client certificate, in [backend.etcd]`,
       );
     }
     if (error instanceof EtcdPermissionDeniedError) {
@@ -263,9 +272,21 @@ export class EtcdBackend implements Backend {
       return closedError(options);
     }
     if (error instanceof GRPCUnavailableError) {
-      return unavailable(`is unavailable: ${unavailableReason(message)}`);
+      return unavailable(
+        `is unavailable: ${
+          unavailableReason(message)
+        }; check that the server is up and that hosts (or host and port) in [backend.etcd] are right`,
+      );
     }
-    return unavailable(`failed to ${action}: ${message.split("\n")[0]}`);
+    const first = message.split("\n")[0];
+    if (/authentication is not enabled/.test(message)) {
+      return unavailable(
+        `failed to ${action}: ${first}; remove user and password from [backend.etcd], or enable auth on the server`,
+      );
+    }
+    return unavailable(
+      `failed to ${action}: ${first}; fix what the server names, or retry if it was transient`,
+    );
   }
 
   /**
@@ -759,4 +780,40 @@ export function createBackend(
   context: BackendContext,
 ): Backend {
   return new EtcdBackend(parseEtcdOptions(options, context));
+}
+
+/**
+ * The permission Deno refused, from a `NotCapable` error anywhere in
+ * `error`'s cause chain: `need` as `write access to "PATH"`, and `flag`,
+ * the `--allow-*` flag that grants just that. Undefined when none is found.
+ */
+function deniedPermission(
+  error: unknown,
+): { need: string; flag: string } | undefined {
+  for (
+    let current = error, depth = 0;
+    current && depth < 8;
+    current = (current as { cause?: unknown }).cause, depth++
+  ) {
+    const message = String((current as Error)?.message ?? "");
+    const asked = /Requires (\w+) access(?: to ("[^"]*"|[^\s,]+))?/.exec(
+      message,
+    );
+    if (!asked) {
+      if (current instanceof Deno.errors.NotCapable) {
+        return {
+          need: `a permission (${message.split("\n")[0]})`,
+          flag: "the --allow-* flag that grants it",
+        };
+      }
+      continue;
+    }
+    const [, kind, target] = asked;
+    const value = target?.replace(/^"(.*)"$/, "$1");
+    return {
+      need: `${kind} access${target ? ` to ${target}` : ""}`,
+      flag: `--allow-${kind}${value ? `=${value}` : ""}`,
+    };
+  }
+  return undefined;
 }

@@ -157,17 +157,22 @@ export class PostgresBackend implements Backend {
   /** The one place that turns client errors into Stormlock's. */
   #translate(error: unknown, action: string): Error {
     if (error instanceof StormlockError) return error;
-    const { where, table, section, timeoutMs } = this.#settings;
+    const { where, table, section, timeoutMs, path } = this.#settings;
     const at = `PostgreSQL at ${where}`;
     const cause = { cause: error };
     const timedOut = () =>
       new BackendUnavailableError(
-        `${at} did not answer within ${formatTimeout(timeoutMs)}`,
+        `${at} did not answer within ${
+          formatTimeout(timeoutMs)
+        }; check that it is up and reachable, or raise timeout in [${section}]`,
         cause,
       );
-    if (error instanceof Deno.errors.NotCapable) {
+    const denied = deniedPermission(error);
+    if (denied) {
       return new ConfigError(
-        `No permission to reach ${at}; grant --allow-net (and --allow-read for certificate files)`,
+        `No permission to reach ${at}: Deno needs ${denied.need}${
+          path ? " for the unix socket" : ""
+        }; run main.ts with ${denied.flag}`,
         cause,
       );
     }
@@ -198,7 +203,7 @@ export class PostgresBackend implements Backend {
         case "28P01":
         case "28000":
           return new BackendUnavailableError(
-            `${at} refused the login: ${message}`,
+            `${at} refused the login: ${message}; check the user and password in the url in [${section}]`,
             cause,
           );
         case "57014":
@@ -209,7 +214,10 @@ export class PostgresBackend implements Backend {
             cause,
           );
         case "22P02":
-          return new UsageError(message, cause);
+          return new UsageError(
+            `${message}; check the lease id (the 32 hex digits printed by "stormlock acquire") and the TTL`,
+            cause,
+          );
       }
       if (WRONG_SHAPE.has(error.code)) {
         return new ConfigError(
@@ -218,7 +226,7 @@ export class PostgresBackend implements Backend {
         );
       }
       return new BackendUnavailableError(
-        `${at} failed to ${action}: ${message} (SQLSTATE ${error.code})`,
+        `${at} failed to ${action}: ${message} (SQLSTATE ${error.code}); fix what the server names, or retry if it was transient`,
         cause,
       );
     }
@@ -230,18 +238,18 @@ export class PostgresBackend implements Backend {
         return timedOut();
       case "ECONNREFUSED":
         return new BackendUnavailableError(
-          `${at} refused the connection; is the server running?`,
+          `${at} refused the connection; check that the server is up and the url's host and port in [${section}] are right`,
           cause,
         );
       case "ENOTFOUND":
       case "EAI_AGAIN":
         return new BackendUnavailableError(
-          `${at}: the host name was not found`,
+          `${at}: the host name was not found; check the host in the url in [${section}]`,
           cause,
         );
       case "STORMLOCK_CLOSED_EARLY":
         return new BackendUnavailableError(
-          `${at} closed the connection during startup; is it a PostgreSQL server, and does sslmode match what it expects?`,
+          `${at} closed the connection during startup; check that it is a PostgreSQL server and that sslmode in the url matches what it expects`,
           cause,
         );
     }
@@ -252,7 +260,7 @@ export class PostgresBackend implements Backend {
       );
     }
     return new BackendUnavailableError(
-      `${at} failed to ${action}: ${detail}`,
+      `${at} failed to ${action}: ${detail}; check that the server is up and reachable, then retry`,
       cause,
     );
   }
@@ -619,4 +627,40 @@ export function createBackend(
     createTable: booleanOption(options, context, "create_table", false),
     section: context.section,
   });
+}
+
+/**
+ * The permission Deno refused, from a `NotCapable` error anywhere in
+ * `error`'s cause chain: `need` as `write access to "PATH"`, and `flag`,
+ * the `--allow-*` flag that grants just that. Undefined when none is found.
+ */
+function deniedPermission(
+  error: unknown,
+): { need: string; flag: string } | undefined {
+  for (
+    let current = error, depth = 0;
+    current && depth < 8;
+    current = (current as { cause?: unknown }).cause, depth++
+  ) {
+    const message = String((current as Error)?.message ?? "");
+    const asked = /Requires (\w+) access(?: to ("[^"]*"|[^\s,]+))?/.exec(
+      message,
+    );
+    if (!asked) {
+      if (current instanceof Deno.errors.NotCapable) {
+        return {
+          need: `a permission (${message.split("\n")[0]})`,
+          flag: "the --allow-* flag that grants it",
+        };
+      }
+      continue;
+    }
+    const [, kind, target] = asked;
+    const value = target?.replace(/^"(.*)"$/, "$1");
+    return {
+      need: `${kind} access${target ? ` to ${target}` : ""}`,
+      flag: `--allow-${kind}${value ? `=${value}` : ""}`,
+    };
+  }
+  return undefined;
 }

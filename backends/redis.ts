@@ -143,6 +143,26 @@ function isTimeout(error: unknown): boolean {
     message === "Command timed out" || /ETIMEDOUT/.test(message);
 }
 
+/** What to do about a Redis error reply, by its leading code. */
+function replyRemedy(message: string): string {
+  if (/^READONLY\b/.test(message)) {
+    return "point the url at the primary, not a replica";
+  }
+  if (/^(LOADING|BUSY|TRYAGAIN|MASTERDOWN|CLUSTERDOWN)\b/.test(message)) {
+    return "the server is not ready; retry shortly";
+  }
+  if (/^OOM\b/.test(message)) {
+    return "free memory on the server or raise its maxmemory";
+  }
+  if (/^MISCONF\b/.test(message)) {
+    return "fix the server's persistence error (see its log)";
+  }
+  if (/^(ERR unknown command|ERR .*EVALSHA|NOSCRIPT)/.test(message)) {
+    return "use Redis 6 or newer with Lua scripting enabled";
+  }
+  return "fix what the server names, or retry if it was transient";
+}
+
 function notALease(where: string, resource: string, cause?: unknown) {
   return new ConfigError(
     `Redis at ${where}: the key for "${resource}" holds data that is not a Stormlock lease; set another prefix`,
@@ -249,6 +269,13 @@ export class RedisBackend implements Backend {
       .replace(/\.$/, "");
     const unavailable = (what: string) =>
       new BackendUnavailableError(`Redis at ${this.#where} ${what}`, { cause });
+    const denied = deniedPermission(error);
+    if (denied) {
+      return new ConfigError(
+        `No permission to reach Redis at ${this.#where}: Deno needs ${denied.need}; run main.ts with ${denied.flag}`,
+        { cause },
+      );
+    }
     if (isTimeout(error)) {
       return unavailable(
         `did not answer within ${
@@ -276,9 +303,13 @@ export class RedisBackend implements Backend {
       );
     }
     if ((error as Error)?.name === "ReplyError") {
-      return unavailable(`failed to ${action}: ${message}`);
+      return unavailable(
+        `failed to ${action}: ${message}; ${replyRemedy(message)}`,
+      );
     }
-    return unavailable(`is unreachable: ${message}`);
+    return unavailable(
+      `is unreachable: ${message}; check that the server is up and the url is right`,
+    );
   }
 
   /** Opens a fresh connection; a broken one is never reused. */
@@ -553,4 +584,40 @@ export function createBackend(
     }
   }
   return new RedisBackend(target, options.prefix ?? DEFAULT_PREFIX, timeoutMs);
+}
+
+/**
+ * The permission Deno refused, from a `NotCapable` error anywhere in
+ * `error`'s cause chain: `need` as `write access to "PATH"`, and `flag`,
+ * the `--allow-*` flag that grants just that. Undefined when none is found.
+ */
+function deniedPermission(
+  error: unknown,
+): { need: string; flag: string } | undefined {
+  for (
+    let current = error, depth = 0;
+    current && depth < 8;
+    current = (current as { cause?: unknown }).cause, depth++
+  ) {
+    const message = String((current as Error)?.message ?? "");
+    const asked = /Requires (\w+) access(?: to ("[^"]*"|[^\s,]+))?/.exec(
+      message,
+    );
+    if (!asked) {
+      if (current instanceof Deno.errors.NotCapable) {
+        return {
+          need: `a permission (${message.split("\n")[0]})`,
+          flag: "the --allow-* flag that grants it",
+        };
+      }
+      continue;
+    }
+    const [, kind, target] = asked;
+    const value = target?.replace(/^"(.*)"$/, "$1");
+    return {
+      need: `${kind} access${target ? ` to ${target}` : ""}`,
+      flag: `--allow-${kind}${value ? `=${value}` : ""}`,
+    };
+  }
+  return undefined;
 }

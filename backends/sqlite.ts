@@ -89,15 +89,22 @@ export class SqliteBackend implements Backend {
 
   #translate(error: unknown, action: string): Error {
     if (error instanceof StormlockError) return error;
-    if (error instanceof Deno.errors.NotCapable) {
+    const denied = error instanceof Deno.errors.NotCapable
+      ? deniedPermission(error)
+      : undefined;
+    if (denied) {
+      // SQLite also writes PATH-wal and PATH-shm, so grant the folder.
+      const folder = dirname(this.#path);
       return new ConfigError(
-        `No permission to use the SQLite database ${this.#path}; keep it under $XDG_STATE_HOME/stormlock or grant --allow-read and --allow-write for it`,
+        `No permission to use the SQLite database ${this.#path}: Deno needs ${denied.need}; keep it under $XDG_STATE_HOME/stormlock, or run main.ts with --allow-read=${folder} --allow-write=${folder}`,
         { cause: error },
       );
     }
     const message = (error as Error)?.message ?? String(error);
     return new BackendUnavailableError(
-      `SQLite database ${this.#path} failed to ${action}: ${message}`,
+      `SQLite database ${this.#path} failed to ${action}: ${message}; ${
+        sqliteRemedy(message)
+      }`,
       { cause: error },
     );
   }
@@ -215,4 +222,59 @@ export function createBackend(
     ? resolveConfigPath(options.path, context)
     : defaultDatabasePath();
   return new SqliteBackend(path, timeoutMs);
+}
+
+/**
+ * The permission Deno refused, from a `NotCapable` error anywhere in
+ * `error`'s cause chain: `need` as `write access to "PATH"`, and `flag`,
+ * the `--allow-*` flag that grants just that. Undefined when none is found.
+ */
+function deniedPermission(
+  error: unknown,
+): { need: string; flag: string } | undefined {
+  for (
+    let current = error, depth = 0;
+    current && depth < 8;
+    current = (current as { cause?: unknown }).cause, depth++
+  ) {
+    const message = String((current as Error)?.message ?? "");
+    const asked = /Requires (\w+) access(?: to ("[^"]*"|[^\s,]+))?/.exec(
+      message,
+    );
+    if (!asked) {
+      if (current instanceof Deno.errors.NotCapable) {
+        return {
+          need: `a permission (${message.split("\n")[0]})`,
+          flag: "the --allow-* flag that grants it",
+        };
+      }
+      continue;
+    }
+    const [, kind, target] = asked;
+    const value = target?.replace(/^"(.*)"$/, "$1");
+    return {
+      need: `${kind} access${target ? ` to ${target}` : ""}`,
+      flag: `--allow-${kind}${value ? `=${value}` : ""}`,
+    };
+  }
+  return undefined;
+}
+
+/** What to do about an SQLite error, by its message. */
+function sqliteRemedy(message: string): string {
+  if (/file is not a database|malformed|file is encrypted/i.test(message)) {
+    return "move the file aside (a new one is created) or fix path in [backend.sqlite]";
+  }
+  if (/database is locked|busy/i.test(message)) {
+    return "another process held it too long; retry, or raise timeout in [backend.sqlite]";
+  }
+  if (
+    /readonly|read-only|unable to open|permission denied|EACCES/i.test(message)
+  ) {
+    return "check that you can read and write the file and its folder, or fix path in [backend.sqlite]";
+  }
+  if (/disk is full|disk I\/O|ENOSPC/i.test(message)) {
+    return "free space on its disk, or move path in [backend.sqlite] elsewhere";
+  }
+  return "check the file and its folder, or fix path in [backend.sqlite]";
 }

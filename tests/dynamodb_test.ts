@@ -201,3 +201,15 @@ test("the CLI reports missing credentials as a config error", async () => {
   });
   assertCleanExit(result, 78, /No AWS credentials found/);
 });
+
+test("a too long resource name says to use a shorter one", async () => {
+  const backend = await open();
+  try {
+    await assert.rejects(
+      backend.acquire("r".repeat(3000), "ann@host", 60),
+      /is 3000 bytes; DynamoDB keys hold at most 2048, so use a shorter name$/,
+    );
+  } finally {
+    await backend.close();
+  }
+});

@@ -15,6 +15,7 @@ import {
   closedPort,
   rejectsCleanly,
   replyingServer,
+  runDeno,
   uniqueResource,
 } from "./helpers.ts";
 
@@ -340,5 +341,50 @@ test("the CLI reports a dead server or a wrong password with exit 69 on one line
       password,
       target.password,
     ]);
+  }
+});
+
+test("a unix socket Deno may not open names the permission to grant", async () => {
+  const folder = Deno.makeTempDirSync({ prefix: "stormlock-pg-socket-" });
+  const socket = `${folder}/.s.PGSQL.15432`;
+  const url = `postgres://u@${encodeURIComponent(folder)}:15432/ops`;
+  const script = `${folder}/probe.ts`;
+  Deno.writeTextFileSync(
+    script,
+    `import { openBackend } from ${
+      JSON.stringify(new URL("../mod.ts", import.meta.url).href)
+    };
+const backend = await openBackend(
+  { url: ${JSON.stringify(url)}, timeout: "2s" },
+  { name: "postgres", section: "backend.postgres" },
+);
+try {
+  await backend.current("r");
+} catch (error) {
+  console.log(error.code, error.message);
+}
+await backend.close();
+`,
+  );
+  try {
+    // Everything the client needs but the right to write the socket.
+    const result = await runDeno([
+      "run",
+      "--config",
+      "deno.json",
+      "--no-prompt",
+      "--allow-env",
+      "--allow-read",
+      "--allow-net",
+      "--allow-sys",
+      script,
+    ]);
+    assert.equal(
+      result.stdout.trim(),
+      `CONFIG No permission to reach PostgreSQL at ${folder}:15432/ops: Deno needs write access to "${socket}" for the unix socket; run main.ts with --allow-write=${socket}`,
+      result.stderr,
+    );
+  } finally {
+    Deno.removeSync(folder, { recursive: true });
   }
 });

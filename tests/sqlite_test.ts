@@ -22,3 +22,12 @@ test("a relative path resolves against the config's folder", async () => {
   await backend.close();
   assert.ok(Deno.statSync(join(folder, "sub", "locks.db")).isFile);
 });
+
+test("a file that is not a database says to move it aside", async () => {
+  const corrupt = join(folder, "corrupt.db");
+  Deno.writeTextFileSync(corrupt, "not sqlite at all ".repeat(100));
+  await assert.rejects(
+    openBackend({ path: corrupt }, context),
+    /failed to open: file is not a database; move the file aside \(a new one is created\) or fix path/,
+  );
+});
