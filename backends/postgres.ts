@@ -16,6 +16,7 @@ import {
   StormlockError,
   UsageError,
 } from "../lib/errors.ts";
+import { deniedPermission } from "../lib/permissions.ts";
 import { resolveConfigPath } from "../lib/config.ts";
 import { DeadlineError, withDeadline } from "../lib/deadline.ts";
 import {
@@ -627,40 +628,4 @@ export function createBackend(
     createTable: booleanOption(options, context, "create_table", false),
     section: context.section,
   });
-}
-
-/**
- * The permission Deno refused, from a `NotCapable` error anywhere in
- * `error`'s cause chain: `need` as `write access to "PATH"`, and `flag`,
- * the `--allow-*` flag that grants just that. Undefined when none is found.
- */
-function deniedPermission(
-  error: unknown,
-): { need: string; flag: string } | undefined {
-  for (
-    let current = error, depth = 0;
-    current && depth < 8;
-    current = (current as { cause?: unknown }).cause, depth++
-  ) {
-    const message = String((current as Error)?.message ?? "");
-    const asked = /Requires (\w+) access(?: to ("[^"]*"|[^\s,]+))?/.exec(
-      message,
-    );
-    if (!asked) {
-      if (current instanceof Deno.errors.NotCapable) {
-        return {
-          need: `a permission (${message.split("\n")[0]})`,
-          flag: "the --allow-* flag that grants it",
-        };
-      }
-      continue;
-    }
-    const [, kind, target] = asked;
-    const value = target?.replace(/^"(.*)"$/, "$1");
-    return {
-      need: `${kind} access${target ? ` to ${target}` : ""}`,
-      flag: `--allow-${kind}${value ? `=${value}` : ""}`,
-    };
-  }
-  return undefined;
 }
