@@ -39,7 +39,7 @@ import {
   UsageError,
 } from "../lib/errors.ts";
 import { deniedPermission } from "../lib/permissions.ts";
-import { DeadlineError, withDeadline } from "../lib/deadline.ts";
+import { DeadlineError, sleep, withDeadline } from "../lib/deadline.ts";
 import {
   booleanOption,
   formatTimeout,
@@ -563,7 +563,7 @@ export class DynamoDbBackend implements Backend {
           }; run \`stormlock init\` again later`,
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      await sleep(500);
     }
   }
 

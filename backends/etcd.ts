@@ -44,7 +44,7 @@ import {
 } from "../lib/errors.ts";
 import { deniedPermission } from "../lib/permissions.ts";
 import { resolveConfigPath } from "../lib/config.ts";
-import { DeadlineError, withDeadline } from "../lib/deadline.ts";
+import { DeadlineError, sleep, withDeadline } from "../lib/deadline.ts";
 import { optionError, textOption, timeoutOption } from "../lib/options.ts";
 import { newLeaseId } from "../lib/lease.ts";
 import type {
@@ -136,10 +136,6 @@ class Deadline {
   get left(): number {
     return this.at - Date.now();
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** cockatiel's policy type, as etcd3's options take it. */

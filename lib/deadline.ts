@@ -89,3 +89,16 @@ export function withDeadline<T>(
     });
   });
 }
+
+/**
+ * Resolves after `ms` milliseconds, for pauses between retries.
+ *
+ * @example
+ * ```ts
+ * import { sleep } from "./deadline.ts";
+ * await sleep(10);
+ * ```
+ */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -9,6 +9,7 @@ import type { ConfigSource, LockSettings } from "./config.ts";
 import { parseTtl } from "./duration.ts";
 import { assertLeaseId } from "./lease.ts";
 import { assertPluginAllowed, pluginModuleOf } from "./plugin.ts";
+import { sleep } from "./deadline.ts";
 import { openBackend } from "./registry.ts";
 import { LockHeldError, UsageError } from "./errors.ts";
 import type { Backend, Lease } from "./types.ts";
@@ -43,10 +44,6 @@ function waitSeconds(wait: Ttl): number {
       (error as Error).message.replace(/^Bad TTL/, "Bad wait time"),
     );
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**

@@ -6,6 +6,7 @@
  * @module
  */
 import { ConfigError, StormlockError } from "./errors.ts";
+import { optionError } from "./options.ts";
 import {
   isPluginSpecifier,
   loadPlugin,
@@ -126,10 +127,10 @@ async function resolveModule(
     : undefined;
   if (builtin) {
     if (split.module !== undefined) {
-      throw new ConfigError(
-        `${
-          context.configPath ?? "<config>"
-        } [${context.section}] module: "${name}" is a built-in backend; give the plugin instance another name, e.g. [backend.my-${name}]`,
+      throw optionError(
+        context,
+        "module",
+        `"${name}" is a built-in backend; give the plugin instance another name, e.g. [backend.my-${name}]`,
       );
     }
     return {
@@ -141,10 +142,10 @@ async function resolveModule(
   }
   if (split.module !== undefined) {
     if (split.module === "") {
-      throw new ConfigError(
-        `${
-          context.configPath ?? "<config>"
-        } [${context.section}] module: it is empty; name the plugin module, e.g. module = ./my.js`,
+      throw optionError(
+        context,
+        "module",
+        "it is empty; name the plugin module, e.g. module = ./my.js",
       );
     }
     return {
@@ -209,11 +210,11 @@ export async function openBackend(
     for (const key of Object.keys(resolved.options)) {
       if (!module.optionNames.includes(key)) {
         warn(
-          `${
-            context.configPath ?? "<config>"
-          } [${context.section}] ${key}: unknown option, ignored (known: ${
-            module.optionNames.join(", ")
-          })`,
+          optionError(
+            context,
+            key,
+            `unknown option, ignored (known: ${module.optionNames.join(", ")})`,
+          ).message,
         );
       }
     }
