@@ -23,31 +23,41 @@
 export type {
   Backend,
   BackendContext,
-  BackendModule,
   BackendOptions,
+  Breaker,
+  Capabilities,
+  Capability,
   Lease,
-} from "./lib/types.ts";
+  LeaseDetails,
+  LeaseEvent,
+  LeaseEventKind,
+} from "./lib/kit/types.ts";
+export type { BackendModule } from "./lib/kit/backend.ts";
 export {
+  AcquireUnknownError,
   BackendUnavailableError,
   ConfigError,
   LeaseNotHeldError,
   LockHeldError,
   StormlockError,
   UsageError,
-} from "./lib/errors.ts";
-export type { StormlockErrorCode } from "./lib/errors.ts";
+} from "./lib/kit/errors.ts";
+export type { StormlockErrorCode } from "./lib/kit/errors.ts";
 export {
   formatTtl,
   MAX_TTL_SECONDS,
   parseTimeoutMs,
   parseTtl,
-} from "./lib/duration.ts";
+} from "./lib/kit/duration.ts";
 export {
+  backendsInUse,
+  ciLink,
   DEFAULT_BACKEND,
   DEFAULT_TTL_SECONDS,
   defaultPrincipal,
   findConfigFile,
   loadConfig,
+  localHost,
   parseConfig,
   resolveLockSettings,
 } from "./lib/config.ts";
@@ -59,9 +69,15 @@ export type {
   EnvReader,
   LockSettings,
 } from "./lib/config.ts";
-export { assertLeaseId, isLeaseId, newLeaseId } from "./lib/lease.ts";
+export { assertLeaseId, isLeaseId, newLeaseId } from "./lib/kit/lease.ts";
 export { builtinBackendNames, openBackend } from "./lib/registry.ts";
-export { Lock, openLock } from "./lib/lock.ts";
-export type { AcquireOptions, OpenLockOptions, Ttl } from "./lib/lock.ts";
-export { VERSION } from "./lib/version.ts";
-export type { PluginContext, PluginErrors } from "./lib/plugin.ts";
+export { Lock, openLock, openStormlock, Stormlock } from "./lib/lock.ts";
+export type {
+  AcquireOptions,
+  ListedLease,
+  OpenLockOptions,
+  Ttl,
+} from "./lib/lock.ts";
+export { printable, shellQuote, shorten } from "./lib/kit/text.ts";
+export { VERSION } from "./lib/kit/version.ts";
+export type { PluginContext } from "./lib/plugin.ts";

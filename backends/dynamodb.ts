@@ -37,23 +37,23 @@ import {
   LockHeldError,
   StormlockError,
   UsageError,
-} from "../lib/errors.ts";
-import { deniedPermission } from "../lib/permissions.ts";
-import { DeadlineError, sleep, withDeadline } from "../lib/deadline.ts";
+} from "../lib/kit/errors.ts";
+import { deniedPermission } from "../lib/kit/permissions.ts";
+import { DeadlineError, sleep, withDeadline } from "../lib/kit/deadline.ts";
 import {
   booleanOption,
   formatTimeout,
   optionError,
   textOption,
   timeoutOption,
-} from "../lib/options.ts";
-import { newLeaseId } from "../lib/lease.ts";
+} from "../lib/kit/options.ts";
+import { newLeaseId } from "../lib/kit/lease.ts";
 import type {
   Backend,
   BackendContext,
   BackendOptions,
   Lease,
-} from "../lib/types.ts";
+} from "../lib/kit/types.ts";
 
 /** Options of `[backend.dynamodb]`. */
 export const optionNames = [

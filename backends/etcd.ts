@@ -41,18 +41,18 @@ import {
   LockHeldError,
   StormlockError,
   UsageError,
-} from "../lib/errors.ts";
-import { deniedPermission } from "../lib/permissions.ts";
+} from "../lib/kit/errors.ts";
+import { deniedPermission } from "../lib/kit/permissions.ts";
 import { resolveConfigPath } from "../lib/config.ts";
-import { DeadlineError, sleep, withDeadline } from "../lib/deadline.ts";
-import { optionError, textOption, timeoutOption } from "../lib/options.ts";
-import { newLeaseId } from "../lib/lease.ts";
+import { DeadlineError, sleep, withDeadline } from "../lib/kit/deadline.ts";
+import { optionError, textOption, timeoutOption } from "../lib/kit/options.ts";
+import { newLeaseId } from "../lib/kit/lease.ts";
 import type {
   Backend,
   BackendContext,
   BackendOptions,
   Lease,
-} from "../lib/types.ts";
+} from "../lib/kit/types.ts";
 
 /** Options of `[backend.etcd]`. */
 export const optionNames = [

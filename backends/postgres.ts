@@ -15,24 +15,24 @@ import {
   LockHeldError,
   StormlockError,
   UsageError,
-} from "../lib/errors.ts";
-import { deniedPermission } from "../lib/permissions.ts";
+} from "../lib/kit/errors.ts";
+import { deniedPermission } from "../lib/kit/permissions.ts";
 import { resolveConfigPath } from "../lib/config.ts";
-import { DeadlineError, withDeadline } from "../lib/deadline.ts";
+import { DeadlineError, withDeadline } from "../lib/kit/deadline.ts";
 import {
   booleanOption,
   formatTimeout,
   optionError,
   textOption,
   timeoutOption,
-} from "../lib/options.ts";
-import { newLeaseId } from "../lib/lease.ts";
+} from "../lib/kit/options.ts";
+import { newLeaseId } from "../lib/kit/lease.ts";
 import type {
   Backend,
   BackendContext,
   BackendOptions,
   Lease,
-} from "../lib/types.ts";
+} from "../lib/kit/types.ts";
 
 /**
  * Options of `[backend.postgres]`. `connection` is the original

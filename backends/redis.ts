@@ -16,23 +16,23 @@ import {
   LockHeldError,
   StormlockError,
   UsageError,
-} from "../lib/errors.ts";
-import { deniedPermission } from "../lib/permissions.ts";
+} from "../lib/kit/errors.ts";
+import { deniedPermission } from "../lib/kit/permissions.ts";
 import { resolveConfigPath } from "../lib/config.ts";
-import { DeadlineError, MAX_TIMER_MS, withDeadline } from "../lib/deadline.ts";
+import { DeadlineError, MAX_TIMER_MS, withDeadline } from "../lib/kit/deadline.ts";
 import {
   formatTimeout,
   optionError,
   textOption,
   timeoutOption,
-} from "../lib/options.ts";
-import { newLeaseId } from "../lib/lease.ts";
+} from "../lib/kit/options.ts";
+import { newLeaseId } from "../lib/kit/lease.ts";
 import type {
   Backend,
   BackendContext,
   BackendOptions,
   Lease,
-} from "../lib/types.ts";
+} from "../lib/kit/types.ts";
 
 /** Options of `[backend.redis]`. */
 export const optionNames = ["url", "prefix", "timeout", "ca_cert"] as const;

@@ -4,11 +4,21 @@
  * @module
  */
 import { dirname, isAbsolute, join, resolve } from "node:path";
-import { ConfigError, UsageError } from "./errors.ts";
-import { parseTtl } from "./duration.ts";
+import { ConfigError, UsageError } from "./kit/errors.ts";
+import { parseTtl } from "./kit/duration.ts";
 import { parseIni } from "./ini.ts";
+import {
+  type EnvReader,
+  expandHome,
+  homeDir,
+  readEnv,
+  resolveConfigPath,
+} from "./kit/paths.ts";
+
+export type { EnvReader };
+export { expandHome, homeDir, resolveConfigPath };
 import type { IniSections } from "./ini.ts";
-import type { BackendContext, BackendOptions } from "./types.ts";
+import type { BackendContext, BackendOptions } from "./kit/types.ts";
 
 /**
  * The backend used when the config names none.
@@ -29,18 +39,7 @@ export const DEFAULT_BACKEND = "sqlite";
  */
 export const DEFAULT_TTL_SECONDS = 3600;
 
-const LOCK_KEYS = new Set(["principal", "backend", "ttl"]);
-
-/**
- * Reads an environment variable; injectable for tests.
- * @example A fixed environment
- * ```ts
- * import { defaultPrincipal, type EnvReader } from "@stormlock/stormlock";
- * const env: EnvReader = (name) => ({ USER: "ann" })[name];
- * console.log(defaultPrincipal(env)); // "ann@<hostname>"
- * ```
- */
-export type EnvReader = (name: string) => string | undefined;
+const LOCK_KEYS = new Set(["principal", "backend", "ttl", "reason"]);
 
 /**
  * Where to look for the config, and the environment to look in.
@@ -100,6 +99,8 @@ export interface LockSettings {
   principal: string;
   /** The TTL of new and renewed leases, in seconds. */
   ttlSeconds: number;
+  /** The default reason recorded with new leases, from `reason =`. */
+  reason?: string;
   /** The backend name or plugin module specifier. */
   backend: string;
   /** The backend's options, from `[backend.NAME]`. */
@@ -108,34 +109,6 @@ export interface LockSettings {
   backendContext: BackendContext;
   /** Problems worth telling the user that do not stop the command. */
   warnings: string[];
-}
-
-function readEnv(env: EnvReader | undefined, name: string): string | undefined {
-  const value = (env ?? ((key: string) => Deno.env.get(key)))(name);
-  return value === "" ? undefined : value;
-}
-
-/** The user's home folder, from `HOME` (or `USERPROFILE` on Windows). */
-export function homeDir(env?: EnvReader): string | undefined {
-  return readEnv(env, "HOME") ?? readEnv(env, "USERPROFILE");
-}
-
-/**
- * Expands a leading `~` to the home folder.
- *
- * @example
- * ```ts
- * import { expandHome } from "./config.ts";
- * expandHome("~/x.cfg", () => "/home/ann"); // "/home/ann/x.cfg"
- * ```
- */
-export function expandHome(path: string, env?: EnvReader): string {
-  if (path !== "~" && !path.startsWith("~/")) return path;
-  const home = homeDir(env);
-  if (!home) {
-    throw new ConfigError(`Cannot expand "${path}": HOME is not set`);
-  }
-  return join(home, path.slice(1));
 }
 
 /** What is at a path: a file, something else, or nothing. */
@@ -274,13 +247,47 @@ export function parseConfig(text: string, path?: string): Config {
 export function defaultPrincipal(env?: EnvReader): string {
   const user = readEnv(env, "USER") ?? readEnv(env, "USERNAME") ??
     readEnv(env, "LOGNAME") ?? "unknown";
-  let host = "localhost";
+  return `${user}@${localHost() ?? "localhost"}`;
+}
+
+/**
+ * This machine's host name, recorded with each lease; `undefined` without
+ * the permission to read it.
+ * @example
+ * ```ts
+ * import { localHost } from "@stormlock/stormlock";
+ * console.log(localHost());
+ * ```
+ */
+export function localHost(): string | undefined {
   try {
-    host = Deno.hostname();
+    return Deno.hostname();
   } catch {
-    // No sys permission or no hostname: the user part still identifies.
+    // No sys permission or no hostname: the principal still identifies.
+    return undefined;
   }
-  return `${user}@${host}`;
+}
+
+/**
+ * A link to the CI run this process belongs to, from the variables that
+ * GitHub Actions, GitLab, Jenkins, Buildkite and CircleCI set.
+ * @example
+ * ```ts
+ * import { ciLink } from "@stormlock/stormlock";
+ * const env = { GITLAB_CI: "true", CI_JOB_URL: "https://gitlab.example/j/1" };
+ * console.log(ciLink((name) => env[name as keyof typeof env])); // "https://gitlab.example/j/1"
+ * ```
+ */
+export function ciLink(env?: EnvReader): string | undefined {
+  const get = (name: string) => readEnv(env, name);
+  const server = get("GITHUB_SERVER_URL");
+  const repository = get("GITHUB_REPOSITORY");
+  const run = get("GITHUB_RUN_ID");
+  const link = server && repository && run
+    ? `${server}/${repository}/actions/runs/${run}`
+    : get("CI_JOB_URL") ?? get("BUILD_URL") ?? get("BUILDKITE_BUILD_URL") ??
+      get("CIRCLE_BUILD_URL");
+  return link && /^https?:\/\//i.test(link) ? link : undefined;
 }
 
 /**
@@ -324,7 +331,7 @@ export function resolveLockSettings(
     for (const key of Object.keys(config.sections[section] ?? {})) {
       if (!LOCK_KEYS.has(key)) {
         warnings.push(
-          `${file} [${section}] ${key}: unknown key, ignored (known: principal, backend, ttl)`,
+          `${file} [${section}] ${key}: unknown key, ignored (known: principal, backend, ttl, reason)`,
         );
       }
     }
@@ -389,12 +396,33 @@ export function resolveLockSettings(
       }] backend: it is empty; name a backend such as sqlite or redis`,
     );
   }
-  const section = `backend.${backend}`;
+  const reason = lookup("reason")?.[0].trim();
   return {
     resource,
     principal: principal?.[0].trim() ?? defaultPrincipal(env),
     ttlSeconds,
+    ...(reason ? { reason } : {}),
     backend,
+    ...backendSettings(config, backend),
+    warnings,
+  };
+}
+
+/**
+ * The options and context of the backend called `backend` in `config`.
+ * @example
+ * ```ts
+ * import { backendSettings, parseConfig } from "./config.ts";
+ * const { backendContext } = backendSettings(parseConfig(""), "sqlite");
+ * console.log(backendContext.section); // "backend.sqlite"
+ * ```
+ */
+export function backendSettings(
+  config: Config,
+  backend: string,
+): Pick<LockSettings, "backendOptions" | "backendContext"> {
+  const section = `backend.${backend}`;
+  return {
     backendOptions: { ...config.sections[section] },
     backendContext: {
       name: backend,
@@ -402,17 +430,24 @@ export function resolveLockSettings(
       configPath: config.path,
       configDir: config.path ? dirname(config.path) : undefined,
     },
-    warnings,
   };
 }
 
-/** Resolves a path option against the config file's folder. */
-export function resolveConfigPath(
-  path: string,
-  context: BackendContext,
-  env?: EnvReader,
-): string {
-  const expanded = expandHome(path, env);
-  if (isAbsolute(expanded)) return expanded;
-  return resolve(context.configDir ?? Deno.cwd(), expanded);
+/**
+ * Every backend the config's resources use: `[default]`'s (or the embedded
+ * default) and each resource section's, in order, without repeats.
+ *
+ * @example
+ * ```ts
+ * import { backendsInUse, parseConfig } from "./config.ts";
+ * backendsInUse(parseConfig("[deploy]\nbackend = redis\n")); // ["sqlite", "redis"]
+ * ```
+ */
+export function backendsInUse(config: Config): string[] {
+  const names = [config.sections.default?.backend?.trim() || DEFAULT_BACKEND];
+  for (const [name, section] of Object.entries(config.sections)) {
+    const backend = section.backend?.trim();
+    if (!name.startsWith("backend.") && backend) names.push(backend);
+  }
+  return [...new Set(names)];
 }

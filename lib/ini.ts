@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { ConfigError } from "./errors.ts";
+import { ConfigError } from "./kit/errors.ts";
 
 /**
  * Sections by name (`default`, `backend.redis`, …), each key to value.

@@ -4,15 +4,21 @@
  *
  * @module
  */
-import { loadConfig, resolveLockSettings } from "./config.ts";
-import type { ConfigSource, LockSettings } from "./config.ts";
-import { parseTtl } from "./duration.ts";
-import { assertLeaseId } from "./lease.ts";
+import {
+  backendSettings,
+  backendsInUse,
+  loadConfig,
+  localHost,
+  resolveLockSettings,
+} from "./config.ts";
+import type { Config, ConfigSource, LockSettings } from "./config.ts";
+import { parseTtl } from "./kit/duration.ts";
+import { assertLeaseId } from "./kit/lease.ts";
 import { assertPluginAllowed, pluginModuleOf } from "./plugin.ts";
-import { sleep } from "./deadline.ts";
+import { sleep } from "./kit/deadline.ts";
 import { openBackend } from "./registry.ts";
-import { LockHeldError, UsageError } from "./errors.ts";
-import type { Backend, Lease } from "./types.ts";
+import { LockHeldError, UsageError } from "./kit/errors.ts";
+import type { Backend, Lease, LeaseEvent } from "./kit/types.ts";
 
 /**
  * How {@linkcode Lock.acquire} waits for a held lock.
@@ -33,6 +39,10 @@ export interface AcquireOptions {
   wait?: Ttl;
   /** Called with the holder's lease each time the lock is found held. */
   onWait?: (holder: Lease) => void;
+  /** Why the lock is taken; defaults to the config's `reason`. */
+  reason?: string;
+  /** A link for more, such as a CI run. */
+  link?: string;
 }
 
 /** Reads a wait like a TTL, naming it as a wait in errors. */
@@ -80,16 +90,24 @@ export class Lock {
   readonly backend: Backend;
   /** The resolved settings: resource, principal, TTL, backend. */
   readonly settings: LockSettings;
+  readonly #owner?: { close(): Promise<void> };
 
   /**
    * Wraps an open backend for one resource.
    *
-   * @param backend An open backend; the lock closes it on {@linkcode close}.
+   * @param backend An open backend.
    * @param settings The resource's resolved settings.
+   * @param owner What {@linkcode close} closes, if the lock owns it: the
+   * backend, or the {@linkcode Stormlock} handle it came from.
    */
-  constructor(backend: Backend, settings: LockSettings) {
+  constructor(
+    backend: Backend,
+    settings: LockSettings,
+    owner?: { close(): Promise<void> },
+  ) {
     this.backend = backend;
     this.settings = settings;
+    this.#owner = owner;
   }
 
   /** The resource this lock protects. */
@@ -123,6 +141,11 @@ export class Lock {
           this.resource,
           this.settings.principal,
           seconds,
+          {
+            host: localHost(),
+            reason: checkText(options.reason, "reason") ?? this.settings.reason,
+            link: checkLink(options.link),
+          },
         );
       } catch (error) {
         const left = deadline - Date.now();
@@ -144,17 +167,69 @@ export class Lock {
   }
 
   /**
-   * Sets a lease to expire `ttl` from now.
+   * Sets a lease to expire `ttl` from now, and changes its reason when one
+   * is given.
    * @param ttl The new TTL; defaults to the configured TTL.
+   * @param change A new reason.
    * @throws {LeaseNotHeldError} when it is not the current lease.
-   * @throws {UsageError} on a malformed lease id or TTL.
+   * @throws {UsageError} on a malformed lease id, TTL or reason.
    */
-  renew(leaseId: string, ttl?: Ttl): Promise<Lease> {
+  renew(
+    leaseId: string,
+    ttl?: Ttl,
+    change: { reason?: string } = {},
+  ): Promise<Lease> {
     const id = assertLeaseId(leaseId);
     const seconds = ttl === undefined
       ? this.settings.ttlSeconds
       : ttlSeconds(ttl);
-    return this.backend.renew(this.resource, id, seconds);
+    const reason = checkText(change.reason, "reason");
+    return this.backend.renew(
+      this.resource,
+      id,
+      seconds,
+      reason === undefined ? {} : { reason },
+    );
+  }
+
+  /**
+   * The resource's events, newest first.
+   * @param limit At most this many.
+   * @throws {ConfigError} when the backend keeps no history.
+   */
+  history(limit = 100): Promise<LeaseEvent[]> {
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      throw new UsageError(
+        `Bad limit ${limit}: must be a whole number of at least 1`,
+      );
+    }
+    return this.backend.history(this.resource, limit);
+  }
+
+  /**
+   * Ends someone else's lease, recording who broke it and why. It is a
+   * compare-and-delete on `leaseId`, so it never ends a lease taken after
+   * the caller looked.
+   *
+   * @param leaseId The lease to break, as `current()` showed it.
+   * @param reason Why; required.
+   * @returns The lease that was broken.
+   * @throws {LeaseNotHeldError} when `leaseId` is no longer the live lease.
+   * @throws {UsageError} on a malformed id or an empty reason.
+   */
+  breakLease(leaseId: string, reason: string): Promise<Lease> {
+    const id = assertLeaseId(leaseId);
+    const why = checkText(reason, "reason");
+    if (why === undefined) {
+      throw new UsageError(
+        "A break needs a reason; say why the lease is stale, e.g. --reason 'job died'",
+      );
+    }
+    return this.backend.breakLease(this.resource, id, {
+      principal: this.settings.principal,
+      host: localHost(),
+      reason: why,
+    });
   }
 
   /** The live lease, or `null` when the resource is free. */
@@ -175,15 +250,13 @@ export class Lock {
    * missing.
    * @returns `false` when the backend needs no setup.
    */
-  async init(): Promise<boolean> {
-    if (!this.backend.init) return false;
-    await this.backend.init();
-    return true;
+  init(): Promise<boolean> {
+    return this.backend.init();
   }
 
-  /** Closes the backend. */
+  /** Closes what the lock owns: its backend, or the handle it came from. */
   close(): Promise<void> {
-    return this.backend.close();
+    return this.#owner?.close() ?? Promise.resolve();
   }
 
   /** Closes the backend at the end of an `await using` block. */
@@ -217,9 +290,192 @@ export interface OpenLockOptions extends ConfigSource {
   allowPackagePlugins?: boolean;
 }
 
+/** The longest reason or link accepted: enough for a paragraph. */
+const MAX_TEXT = 4096;
+
+/** Checks a reason: not blank, not huge. */
+function checkText(text: string | undefined, what: string): string | undefined {
+  if (text === undefined) return undefined;
+  const trimmed = text.trim();
+  if (trimmed === "") {
+    throw new UsageError(`The ${what} is empty; say in a few words why`);
+  }
+  if (trimmed.length > MAX_TEXT) {
+    throw new UsageError(
+      `The ${what} is ${trimmed.length} characters long; keep it under ${MAX_TEXT}, and put the rest behind a link`,
+    );
+  }
+  return trimmed;
+}
+
+/** Checks a link: an http(s) URL of sane length. */
+function checkLink(link: string | undefined): string | undefined {
+  const text = checkText(link, "link");
+  if (text === undefined) return undefined;
+  if (!/^https?:\/\/[^\s]+$/i.test(text) || !URL.canParse(text)) {
+    throw new UsageError(
+      `The link is not an http(s) URL; give one such as https://ci.example.com/run/42`,
+    );
+  }
+  return text;
+}
+
 /**
- * Opens a resource's lock as the config describes it: finds and reads the
- * config (or uses the embedded defaults), then loads the backend.
+ * A live lease as `list` reports it, naming its backend.
+ * @example
+ * ```ts
+ * import type { ListedLease } from "@stormlock/stormlock";
+ * const now = new Date();
+ * const row: ListedLease = { backend: "sqlite", resource: "x", id: "0".repeat(32), principal: "ann", fence: 1, created: now, expires: now };
+ * ```
+ */
+export interface ListedLease extends Lease {
+  /** The backend the lease lives in. */
+  backend: string;
+}
+
+/**
+ * A handle on the whole configured store: every backend the config uses,
+ * opened on first use and closed together.
+ *
+ * @example
+ * ```ts ignore
+ * import { openStormlock } from "@stormlock/stormlock";
+ * await using locks = await openStormlock();
+ * const lock = await locks.lock("deploy");
+ * for (const lease of await locks.list()) console.log(lease.resource);
+ * ```
+ */
+export class Stormlock {
+  /** The config in use. */
+  readonly config: Config;
+  readonly #options: OpenLockOptions;
+  readonly #backends = new Map<string, Promise<Backend>>();
+  readonly #warned = new Set<string>();
+
+  /**
+   * Wraps a loaded config; {@linkcode openStormlock} is the usual way.
+   *
+   * @param config The loaded config.
+   * @param options Warnings and plugin policy.
+   */
+  constructor(config: Config, options: OpenLockOptions = {}) {
+    this.config = config;
+    this.#options = options;
+  }
+
+  #warn(message: string): void {
+    if (this.#warned.has(message)) return;
+    this.#warned.add(message);
+    (this.#options.warn ?? ((text: string) => console.warn(text)))(message);
+  }
+
+  /**
+   * The backend called `name` in the config, opened once.
+   * @throws {ConfigError} on a bad config or a refused plugin.
+   */
+  backend(name: string): Promise<Backend> {
+    let opening = this.#backends.get(name);
+    if (!opening) {
+      const { backendOptions, backendContext } = backendSettings(
+        this.config,
+        name,
+      );
+      const plugin = pluginModuleOf(name, backendOptions);
+      if (plugin !== undefined) {
+        assertPluginAllowed(plugin, this.config.path, {
+          origin: this.config.origin,
+          allowPackagePlugins: this.#options.allowPackagePlugins,
+        });
+      }
+      opening = openBackend(
+        backendOptions,
+        backendContext,
+        (message) => this.#warn(message),
+      );
+      // A failed open is not cached: the next call tries again.
+      opening.catch(() => this.#backends.delete(name));
+      this.#backends.set(name, opening);
+    }
+    return opening;
+  }
+
+  /**
+   * The lock of one resource, on the backend its config names.
+   * @throws {UsageError} on an empty resource name.
+   * @throws {ConfigError} on a bad config.
+   */
+  async lock(resource: string): Promise<Lock> {
+    const settings = resolveLockSettings(
+      this.config,
+      resource,
+      this.#options.env,
+    );
+    settings.warnings.forEach((message) => this.#warn(message));
+    return new Lock(await this.backend(settings.backend), settings);
+  }
+
+  /**
+   * Every live lease whose resource starts with `prefix`, on every backend
+   * the config uses, sorted by backend and resource.
+   * @throws {ConfigError} when a backend can't list.
+   */
+  async list(prefix = ""): Promise<ListedLease[]> {
+    const rows: ListedLease[] = [];
+    for (const name of backendsInUse(this.config)) {
+      const backend = await this.backend(name);
+      for (const lease of await backend.list(prefix)) {
+        rows.push({ backend: name, ...lease });
+      }
+    }
+    return rows;
+  }
+
+  /** Closes every backend opened. */
+  async close(): Promise<void> {
+    const opened = [...this.#backends.values()];
+    this.#backends.clear();
+    await Promise.all(
+      opened.map((opening) =>
+        opening.then((backend) => backend.close(), () => {})
+      ),
+    );
+  }
+
+  /** Closes every backend at the end of an `await using` block. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/**
+ * Opens a handle on the configured store: finds and reads the config (or
+ * uses the embedded defaults). Backends open on first use.
+ *
+ * @param options Where to find the config; defaults to the usual search.
+ * @throws {ConfigError} on a missing or bad config.
+ *
+ * @example
+ * ```ts ignore
+ * import { openStormlock } from "@stormlock/stormlock";
+ * await using locks = await openStormlock({ path: "./stormlock.cfg" });
+ * const lock = await locks.lock("deploy-prod");
+ * const lease = await lock.acquire("30m", { reason: "release 4.2" });
+ * await lock.release(lease.id);
+ * ```
+ */
+export function openStormlock(
+  options: OpenLockOptions = {},
+): Promise<Stormlock> {
+  return Promise.resolve().then(() =>
+    new Stormlock(loadConfig(options), options)
+  );
+}
+
+/**
+ * Opens a resource's lock as the config describes it: a shortcut for
+ * {@linkcode openStormlock} and {@linkcode Stormlock.lock}. Closing the
+ * lock closes its backend.
  *
  * @param resource The resource name.
  * @param options Where to find the config; defaults to the usual search.
@@ -238,21 +494,12 @@ export async function openLock(
   resource: string,
   options: OpenLockOptions = {},
 ): Promise<Lock> {
-  const config = loadConfig(options);
-  const settings = resolveLockSettings(config, resource, options.env);
-  const warn = options.warn ?? ((message: string) => console.warn(message));
-  settings.warnings.forEach(warn);
-  const plugin = pluginModuleOf(settings.backend, settings.backendOptions);
-  if (plugin !== undefined) {
-    assertPluginAllowed(plugin, config.path, {
-      origin: config.origin,
-      allowPackagePlugins: options.allowPackagePlugins,
-    });
+  const locks = await openStormlock(options);
+  try {
+    const lock = await locks.lock(resource);
+    return new Lock(lock.backend, lock.settings, locks);
+  } catch (error) {
+    await locks.close();
+    throw error;
   }
-  const backend = await openBackend(
-    settings.backendOptions,
-    settings.backendContext,
-    warn,
-  );
-  return new Lock(backend, settings);
 }

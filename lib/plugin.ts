@@ -12,78 +12,25 @@
  */
 import { extname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { resolveConfigPath } from "./config.ts";
+import { resolveConfigPath } from "./kit/paths.ts";
 import type { ConfigOrigin } from "./config.ts";
-import {
-  BackendUnavailableError,
-  ConfigError,
-  LeaseNotHeldError,
-  LockHeldError,
-  UsageError,
-} from "./errors.ts";
-import { newLeaseId } from "./lease.ts";
-import { VERSION } from "./version.ts";
-import type { BackendContext, BackendModule, BackendOptions } from "./types.ts";
+import { ConfigError } from "./kit/errors.ts";
+import type { BackendModule, KitContext } from "./kit/backend.ts";
+import type { BackendContext, BackendOptions } from "./kit/types.ts";
 
 /**
- * The error classes a plugin throws, handed over in its context so that a
- * self-contained plugin (one that can't import Stormlock) throws the very
- * classes callers catch.
+ * What a plugin's `open` (or a Stormlock 0.1 `createBackend`) receives as
+ * its context: where the options came from, plus the error classes and
+ * helpers a self-contained plugin can't import.
  *
- * @example In a plugin's createBackend
+ * @example
  * ```js ignore
- * export function createBackend(options, context) {
- *   const { LeaseNotHeldError } = context.errors;
- *   return {
- *     async release(resource, leaseId) {
- *       if (!removed) throw new LeaseNotHeldError(resource, leaseId);
- *     },
- *     // … acquire, renew, current, isHeld, close
- *   };
+ * open(settings, context) {
+ *   if (!ok) throw new context.errors.ConfigError(`[${context.section}] path: required`);
  * }
  * ```
  */
-export interface PluginErrors {
-  /** Throw with the holder's lease when the lock is held. */
-  LockHeldError: typeof LockHeldError;
-  /** Throw when a lease is not the current one; change nothing. */
-  LeaseNotHeldError: typeof LeaseNotHeldError;
-  /** Throw when the store can't be reached or doesn't answer in time. */
-  BackendUnavailableError: typeof BackendUnavailableError;
-  /** Throw for a missing or bad option. */
-  ConfigError: typeof ConfigError;
-  /** Throw when the caller misuses the backend, e.g. after `close()`. */
-  UsageError: typeof UsageError;
-}
-
-/**
- * What `createBackend(options, context)` receives as its context: where
- * the options came from, plus the helpers a self-contained plugin can't
- * import.
- *
- * @example A plugin's factory using its context
- * ```js ignore
- * export function createBackend(options, context) {
- *   if (!options.path) {
- *     throw new context.errors.ConfigError(`[${context.section}] path: required`);
- *   }
- *   return new JsonFileBackend(context.resolvePath(options.path), context);
- * }
- * ```
- */
-export interface PluginContext extends BackendContext {
-  /** Stormlock's error classes. */
-  errors: PluginErrors;
-  /** Makes a new lease id: 128 random bits as 32 lowercase hex digits. */
-  newLeaseId(): string;
-  /**
-   * Resolves a path option: `~` expands to the home folder and a relative
-   * path resolves against the config file's folder (else the working one).
-   */
-  resolvePath(path: string): string;
-  /** Stormlock's version, e.g. `0.1.0`. */
-  version: string;
-}
+export type PluginContext = KitContext;
 
 /**
  * How a plugin module is loaded: `import` imports its URL; `data` reads
@@ -157,32 +104,6 @@ export function resolvePluginUrl(
   }
   if (/^(?:file|https|jsr|npm):/i.test(specifier)) return specifier;
   return pathToFileURL(resolveConfigPath(specifier, context)).href;
-}
-
-/**
- * Builds the context a backend factory receives.
- *
- * @example
- * ```ts
- * import { pluginContext } from "./plugin.ts";
- * const context = pluginContext({ name: "json", section: "backend.json" });
- * console.log(context.newLeaseId().length); // 32
- * ```
- */
-export function pluginContext(context: BackendContext): PluginContext {
-  return {
-    ...context,
-    errors: {
-      LockHeldError,
-      LeaseNotHeldError,
-      BackendUnavailableError,
-      ConfigError,
-      UsageError,
-    },
-    newLeaseId,
-    resolvePath: (path: string) => resolveConfigPath(path, context),
-    version: VERSION,
-  };
 }
 
 /** Where a plugin was named, for messages: `./my.js (/etc/my.js)`. */
@@ -353,18 +274,31 @@ export async function loadPlugin(
   const module = mode === "data"
     ? await importAsData(specifier, url)
     : await importByUrl(specifier, url);
+  const definition = module.backend as Record<string, unknown> | undefined;
+  if (definition !== undefined) {
+    if (
+      typeof definition !== "object" || definition === null ||
+      typeof definition.open !== "function"
+    ) {
+      throw new ConfigError(
+        `Backend module ${shown} exports backend, but not as a definition with an open(settings, context) function; see "Writing a backend" in the README`,
+      );
+    }
+    return module as BackendModule;
+  }
   if (typeof module.createBackend !== "function") {
     const names = Object.keys(module);
     const fallback = module.default as Record<string, unknown> | undefined;
     const hint = "createBackend" in module
       ? `; its createBackend is a ${typeof module.createBackend}`
-      : typeof fallback?.createBackend === "function"
+      : typeof fallback?.backend === "object" ||
+          typeof fallback?.createBackend === "function"
       ? "; it has one on its default export, but it must be a named export"
       : names.length > 0
       ? `; it exports only ${names.join(", ")}`
       : "; it exports nothing";
     throw new ConfigError(
-      `Backend module ${shown} does not export a createBackend(options, context) function${hint}`,
+      `Backend module ${shown} exports neither a backend definition nor a createBackend(options, context) function${hint}`,
     );
   }
   const optionNames = module.optionNames;

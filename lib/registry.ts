@@ -5,20 +5,11 @@
  *
  * @module
  */
-import { ConfigError, StormlockError } from "./errors.ts";
-import { optionError } from "./options.ts";
-import {
-  isPluginSpecifier,
-  loadPlugin,
-  pluginContext,
-  pluginOptions,
-} from "./plugin.ts";
-import type {
-  Backend,
-  BackendContext,
-  BackendModule,
-  BackendOptions,
-} from "./types.ts";
+import { ConfigError } from "./kit/errors.ts";
+import { optionError } from "./kit/options.ts";
+import { isPluginSpecifier, loadPlugin, pluginOptions } from "./plugin.ts";
+import { type BackendModule, definitionOf } from "./kit/backend.ts";
+import type { Backend, BackendContext, BackendOptions } from "./kit/types.ts";
 
 /** Every built-in backend, by name, as a lazy import. */
 export const builtinBackends: Record<string, () => Promise<BackendModule>> = {
@@ -39,56 +30,6 @@ export const builtinBackends: Record<string, () => Promise<BackendModule>> = {
  */
 export function builtinBackendNames(): string[] {
   return Object.keys(builtinBackends);
-}
-
-const BACKEND_METHODS = [
-  "acquire",
-  "release",
-  "renew",
-  "current",
-  "isHeld",
-  "close",
-] as const;
-
-/**
- * Checks that a factory returned something with every {@linkcode Backend}
- * method, naming what is missing.
- *
- * @param value What the factory returned.
- * @param origin Names the backend in the message, e.g. `"redis"`.
- * @throws {ConfigError} when a method is missing.
- *
- * @example
- * ```ts
- * import { assertBackend } from "./registry.ts";
- * try {
- *   assertBackend({ acquire() {} }, '"mine"');
- * } catch (error) {
- *   console.log((error as Error).message); // … it lacks release, renew, …
- * }
- * ```
- */
-export function assertBackend(value: unknown, origin: string): Backend {
-  if (typeof value !== "object" || value === null) {
-    throw new ConfigError(
-      `Backend ${origin} is not a Backend: its createBackend returned ${
-        value === null ? "null" : typeof value
-      }, not an object with ${BACKEND_METHODS.join(", ")}`,
-    );
-  }
-  const record = value as Record<string, unknown>;
-  const missing: string[] = BACKEND_METHODS.filter((method) =>
-    typeof record[method] !== "function"
-  );
-  if (record.init !== undefined && typeof record.init !== "function") {
-    missing.push("init (present, but not a function)");
-  }
-  if (missing.length > 0) {
-    throw new ConfigError(
-      `Backend ${origin} is not a Backend: it lacks ${missing.join(", ")}`,
-    );
-  }
-  return value as Backend;
 }
 
 function unknownBackend(name: string, context: BackendContext): ConfigError {
@@ -151,7 +92,7 @@ async function resolveModule(
     return {
       module: await loadPlugin(split.module, context),
       options: split.options,
-      origin: `"${name}" (module ${split.module})`,
+      origin: `module ${split.module}`,
       plugin: true,
     };
   }
@@ -205,35 +146,9 @@ export async function openBackend(
   warn: (message: string) => void = () => {},
 ): Promise<Backend> {
   const resolved = await resolveModule(options, context);
-  const { module } = resolved;
-  if (module.optionNames) {
-    for (const key of Object.keys(resolved.options)) {
-      if (!module.optionNames.includes(key)) {
-        warn(
-          optionError(
-            context,
-            key,
-            `unknown option, ignored (known: ${module.optionNames.join(", ")})`,
-          ).message,
-        );
-      }
-    }
-  }
-  let backend: unknown;
-  try {
-    backend = await module.createBackend(
-      resolved.options,
-      pluginContext(context),
-    );
-  } catch (error) {
-    // A plugin's own failure is a config problem, not Stormlock's bug.
-    if (!resolved.plugin || error instanceof StormlockError) throw error;
-    throw new ConfigError(
-      `Backend ${resolved.origin} failed in createBackend: ${
-        (error as Error)?.message ?? error
-      }`,
-      { cause: error },
-    );
-  }
-  return assertBackend(backend, resolved.origin);
+  const definition = definitionOf(resolved.module, context.name);
+  return await definition.createBackend(resolved.options, context, {
+    warn,
+    plugin: resolved.plugin ? resolved.origin : undefined,
+  });
 }

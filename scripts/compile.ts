@@ -21,7 +21,7 @@
 import { basename, join, relative } from "node:path";
 import { parseArgs } from "node:util";
 import { builtinBackendNames } from "../lib/registry.ts";
-import { VERSION } from "../lib/version.ts";
+import { VERSION } from "../lib/kit/version.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -228,7 +228,7 @@ function preflight(): void {
   const config = JSON.parse(Deno.readTextFileSync(join(root, "deno.json")));
   if (config.version !== VERSION) {
     fail(
-      `deno.json has version ${config.version}, but lib/version.ts has ${VERSION}; make them equal`,
+      `deno.json has version ${config.version}, but lib/kit/version.ts has ${VERSION}; make them equal`,
     );
   }
   for (const file of backendFiles()) {

@@ -169,7 +169,7 @@ testBrokenBuild(
 );
 
 testBrokenBuild(
-  "compile refuses a version in deno.json that lib/version.ts lacks",
+  "compile refuses a version in deno.json that lib/kit/version.ts lacks",
   (copy) => {
     const path = join(copy, "deno.json");
     const config = JSON.parse(Deno.readTextFileSync(path));
@@ -223,7 +223,7 @@ Deno.test("compile refuses bad arguments with one usage line and exit 64", async
   }
 });
 
-Deno.test("deno.json and lib/version.ts carry the same version", () => {
+Deno.test("deno.json and lib/kit/version.ts carry the same version", () => {
   const config = JSON.parse(Deno.readTextFileSync(repoPath("deno.json")));
   assert.equal(config.version, VERSION);
 });

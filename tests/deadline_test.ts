@@ -1,6 +1,10 @@
 import assert from "assert";
 import process from "node:process";
-import { DeadlineError, MAX_TIMER_MS, withDeadline } from "../lib/deadline.ts";
+import {
+  DeadlineError,
+  MAX_TIMER_MS,
+  withDeadline,
+} from "../lib/kit/deadline.ts";
 
 /** Runs `body`, returning the names of the process warnings it caused. */
 async function warningsOf(body: () => Promise<void>): Promise<string[]> {

@@ -2,7 +2,10 @@ import assert from "assert";
 import { DynamoDBClient, GetItemCommand } from "@aws-sdk/client-dynamodb";
 import { ConfigError, LockHeldError, openBackend } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
-import { testBackendContract, testUnavailableContract } from "./contract.ts";
+import {
+  testBackendContract,
+  testUnavailableContract,
+} from "../lib/testing/mod.ts";
 import {
   assertCleanExit,
   assertCliLockCycle,

@@ -20,7 +20,7 @@ import {
   pluginContext,
 } from "../lib/plugin.ts";
 import { assertBackend } from "../lib/registry.ts";
-import { testBackendContract } from "./contract.ts";
+import { testBackendContract } from "../lib/testing/mod.ts";
 import { serveTls, testCertificates } from "./certificates.ts";
 import { assertCliLockCycle, CliHome, repoPath, runDeno } from "./helpers.ts";
 

@@ -6,7 +6,10 @@ import {
   openBackend,
 } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
-import { testBackendContract, testUnavailableContract } from "./contract.ts";
+import {
+  testBackendContract,
+  testUnavailableContract,
+} from "../lib/testing/mod.ts";
 import {
   assertCleanExit,
   assertCliLockCycle,

@@ -1,14 +1,17 @@
 import assert from "assert";
 import { join } from "node:path";
 import { openBackend } from "../mod.ts";
-import { testBackendContract } from "./contract.ts";
+import { testBackendContract } from "../lib/testing/mod.ts";
 import { backendTest } from "./helpers.ts";
 
 const folder = Deno.makeTempDirSync({ prefix: "stormlock-sqlite-" });
 const path = join(folder, "locks.db");
 const context = { name: "sqlite", section: "backend.sqlite" };
 
-testBackendContract("sqlite", () => openBackend({ path }, context));
+testBackendContract(
+  "sqlite",
+  (extra) => openBackend({ path, ...extra }, context),
+);
 
 const test = backendTest("sqlite", { sanitize: true });
 

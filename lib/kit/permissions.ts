@@ -48,3 +48,38 @@ export function deniedPermission(
   }
   return undefined;
 }
+
+/** How Stormlock is running, for advice on granting a permission. */
+function runningAs(): "launcher" | "binary" | "library" {
+  if ((Deno.build as { standalone?: boolean }).standalone) return "binary";
+  try {
+    if (Deno.env.get("STORMLOCK_LAUNCHER") === "1") return "launcher";
+  } catch {
+    // Without env access, this is not the launcher, which grants it.
+  }
+  return "library";
+}
+
+/**
+ * What to do about a missing permission, fitting how Stormlock runs: the
+ * launcher and the compiled binary grant fixed permissions, and a library
+ * caller starts Deno itself.
+ *
+ * @param flag The `--allow-*` flag that grants it.
+ * @example
+ * ```ts
+ * import { permissionAdvice } from "./permissions.ts";
+ * console.log(permissionAdvice("--allow-net=db:5432"));
+ * // "start Deno with --allow-net=db:5432"
+ * ```
+ */
+export function permissionAdvice(flag: string): string {
+  switch (runningAs()) {
+    case "launcher":
+      return `scripts/stormlock grants network, reading, and writing only under the state folder ($XDG_STATE_HOME/stormlock); keep files there, or run Deno yourself with ${flag}`;
+    case "binary":
+      return `the stormlock binary does not grant it; keep files under the state folder ($XDG_STATE_HOME/stormlock), or run from source with ${flag}`;
+    default:
+      return `start Deno with ${flag}`;
+  }
+}

@@ -4,7 +4,8 @@
  *
  * @module
  */
-import type { Lease } from "./types.ts";
+import type { Lease, LeaseEvent } from "./types.ts";
+import { printable, shellQuote, shorten } from "./text.ts";
 
 /**
  * Stable machine-readable error codes, one per error class.
@@ -106,20 +107,28 @@ export class LeaseNotHeldError extends StormlockError {
   readonly resource: string;
   /** The lease id that is not held. */
   readonly leaseId: string;
+  /** When someone broke the lease: the `broken` event naming them. */
+  readonly broken?: LeaseEvent;
 
   /**
    * Creates the error.
    *
    * @param resource The resource that was asked about.
    * @param leaseId The lease id that is not held.
+   * @param broken The history event, when the lease was broken.
    */
-  constructor(resource: string, leaseId: string) {
+  constructor(resource: string, leaseId: string, broken?: LeaseEvent) {
     super(
       "LEASE_NOT_HELD",
-      `Lease ${leaseId} does not hold "${resource}": it expired, was released or belongs to another resource`,
+      broken?.by
+        ? `Lease ${leaseId} on "${shorten(resource)}" was broken by ${
+          shorten(broken.by.principal)
+        } at ${broken.at.toISOString()}: ${shorten(broken.by.reason)}`
+        : `Lease ${leaseId} does not hold "${resource}": it expired, was released or belongs to another resource`,
     );
     this.resource = resource;
     this.leaseId = leaseId;
+    this.broken = broken;
     this.name = "LeaseNotHeldError";
   }
 }
@@ -144,6 +153,49 @@ export class BackendUnavailableError extends StormlockError {
   constructor(message: string, options?: ErrorOptions) {
     super("BACKEND_UNAVAILABLE", message, options);
     this.name = "BackendUnavailableError";
+  }
+}
+
+/**
+ * An acquire ran out of time, and the store may or may not have taken the
+ * lease. `leaseId` is the id it would have: release it to be sure.
+ *
+ * @example
+ * ```ts
+ * import { AcquireUnknownError } from "@stormlock/stormlock";
+ * const error = new AcquireUnknownError("Redis at 127.0.0.1:6379 did not answer within 3s", "deploy", "0".repeat(32));
+ * console.log(error.code); // "BACKEND_UNAVAILABLE"
+ * ```
+ */
+export class AcquireUnknownError extends BackendUnavailableError {
+  /** The resource asked for. */
+  readonly resource: string;
+  /** The id of the lease that may have been taken. */
+  readonly leaseId: string;
+
+  /**
+   * Creates the error.
+   *
+   * @param message Why the outcome is unknown.
+   * @param resource The resource asked for.
+   * @param leaseId The id of the lease that may have been taken.
+   * @param options Standard error options.
+   */
+  constructor(
+    message: string,
+    resource: string,
+    leaseId: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `${message}; the lock may have been taken as lease ${leaseId}: release it with "stormlock release ${
+        printable(shellQuote(resource))
+      } ${leaseId}" once the backend answers`,
+      options,
+    );
+    this.resource = resource;
+    this.leaseId = leaseId;
+    this.name = "AcquireUnknownError";
   }
 }
 

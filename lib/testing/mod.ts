@@ -1,18 +1,31 @@
 /**
- * The backend contract, written once. Each backend's test file calls
- * {@linkcode testBackendContract} with a factory that opens a fresh
- * backend instance (its own connection) on a real server, and a server
- * backend also calls {@linkcode testUnavailableContract}.
+ * The backend contract, written once and published for plugin authors.
+ * Each backend's test file calls {@linkcode testBackendContract} with a
+ * factory that opens a fresh backend instance (its own connection) on a
+ * real server, and a server backend also calls
+ * {@linkcode testUnavailableContract}. Capabilities a backend declares
+ * are tested; those it lacks must be refused with a `ConfigError`.
+ *
+ * @example A plugin's test file
+ * ```ts ignore
+ * import { testBackendContract } from "@stormlock/stormlock/testing";
+ * import { openBackend } from "@stormlock/stormlock";
+ * testBackendContract("mine", (extra) =>
+ *   openBackend({ module: "./mine.js", path: "/tmp/x.json", ...extra }, { name: "mine", section: "backend.mine" }));
+ * ```
+ *
+ * @module
  */
-import assert from "assert";
+import assert from "node:assert/strict";
 import {
   BackendUnavailableError,
+  ConfigError,
   LeaseNotHeldError,
   LockHeldError,
   newLeaseId,
   UsageError,
-} from "../mod.ts";
-import type { Backend, Lease } from "../mod.ts";
+} from "../../mod.ts";
+import type { Backend, BackendOptions, Lease } from "../../mod.ts";
 import {
   backendTest,
   closedPort,
@@ -20,10 +33,15 @@ import {
   silentServer,
   sleep,
   uniqueResource,
-} from "./helpers.ts";
+} from "./support.ts";
 
-/** Opens a new backend instance with its own connection. */
-export type BackendFactory = () => Backend | Promise<Backend>;
+/**
+ * Opens a new backend instance with its own connection; `extra` options
+ * (such as `history = 3`) go into its section.
+ */
+export type BackendFactory = (
+  extra?: BackendOptions,
+) => Backend | Promise<Backend>;
 
 /** Resource names that must round-trip through every backend untouched. */
 export const AWKWARD_NAMES: readonly string[] = [
@@ -41,8 +59,9 @@ const RACERS = 20;
 async function withBackend<T>(
   open: BackendFactory,
   body: (backend: Backend) => Promise<T>,
+  extra?: BackendOptions,
 ): Promise<T> {
-  const backend = await open();
+  const backend = await open(extra);
   try {
     return await body(backend);
   } finally {
@@ -56,6 +75,7 @@ async function outlive(lease: Lease): Promise<void> {
 }
 
 function assertLease(lease: Lease, resource: string, principal: string) {
+  assert.ok(Number.isSafeInteger(lease.fence) && lease.fence >= 0);
   assert.equal(lease.resource, resource);
   assert.match(lease.id, /^[0-9a-f]{32}$/);
   assert.equal(lease.principal, principal);
@@ -297,6 +317,210 @@ export function testBackendContract(name: string, open: BackendFactory): void {
         }
       }),
   );
+
+  testMetadataAndFencing(name, open);
+  testListHistoryBreak(name, open);
+}
+
+function testMetadataAndFencing(name: string, open: BackendFactory): void {
+  const register = backendTest(name);
+  const test = (title: string, fn: (backend: Backend) => Promise<void>) =>
+    register(title, () => withBackend(open, fn));
+
+  test("acquire() stores host, reason and link, and current() shows them", async (b) => {
+    const resource = uniqueResource();
+    const details = {
+      host: "build-7",
+      reason: "deploy 4.2 \u202e ünï",
+      link: "https://ci.example/run/1",
+    };
+    const lease = await b.acquire(resource, "ann@host", 60, details);
+    const current = await b.current(resource);
+    for (const seen of [lease, current!]) {
+      assert.equal(seen.host, "build-7");
+      assert.equal(seen.reason, details.reason);
+      assert.equal(seen.link, details.link);
+    }
+    const error = await b.acquire(resource, "bob@host", 60).catch((e) => e);
+    assert.ok(error instanceof LockHeldError);
+    assert.equal(error.holder.reason, details.reason);
+    await b.release(resource, lease.id);
+  });
+
+  test("renew() keeps the fence and can change the reason", async (b) => {
+    const resource = uniqueResource();
+    const lease = await b.acquire(resource, "ann@host", 60, { reason: "one" });
+    const renewed = await b.renew(resource, lease.id, 120, { reason: "two" });
+    assert.equal(renewed.fence, lease.fence);
+    assert.equal(renewed.reason, "two");
+    const kept = await b.renew(resource, lease.id, 120);
+    assert.equal(kept.reason, "two");
+    assert.equal((await b.current(resource))?.reason, "two");
+  });
+
+  register(
+    "fencing tokens strictly increase across release, expiry and break",
+    async () => {
+      await withBackend(open, async (b) => {
+        if (!b.capabilities.fencing) {
+          const lease = await b.acquire(uniqueResource(), "ann@host", 60);
+          assert.equal(lease.fence, 0);
+          return;
+        }
+        const resource = uniqueResource();
+        const fences: number[] = [];
+        const first = await b.acquire(resource, "ann@host", 60);
+        fences.push(first.fence);
+        await b.release(resource, first.id);
+        const second = await b.acquire(resource, "ann@host", 1);
+        fences.push(second.fence);
+        await outlive(second);
+        const third = await b.acquire(resource, "bob@host", 60);
+        fences.push(third.fence);
+        await b.breakLease(resource, third.id, {
+          principal: "ops",
+          reason: "x",
+        });
+        const fourth = await b.acquire(resource, "cy@host", 60);
+        fences.push(fourth.fence);
+        assert.equal((await b.current(resource))?.fence, fourth.fence);
+        for (let i = 1; i < fences.length; i++) {
+          assert.ok(fences[i] > fences[i - 1], `fences ${fences.join(", ")}`);
+        }
+        assert.ok(fences[0] >= 1);
+      });
+    },
+  );
+}
+
+function testListHistoryBreak(name: string, open: BackendFactory): void {
+  const register = backendTest(name);
+  const test = (title: string, fn: (backend: Backend) => Promise<void>) =>
+    register(title, () => withBackend(open, fn));
+
+  test("list() shows live leases under a prefix, never expired ones", async (b) => {
+    if (!b.capabilities.list) {
+      await assert.rejects(b.list(), ConfigError);
+      return;
+    }
+    const prefix = `${uniqueResource("list")}/`;
+    const live = await b.acquire(`${prefix}b`, "ann@host", 60, { reason: "r" });
+    const other = await b.acquire(`${prefix}a`, "bob@host", 60);
+    const expiring = await b.acquire(`${prefix}c`, "cy@host", 1);
+    await b.acquire(`${uniqueResource("elsewhere")}`, "dan@host", 60);
+    await outlive(expiring);
+    const listed = await b.list(prefix);
+    assert.deepEqual(listed.map((lease) => lease.resource), [
+      `${prefix}a`,
+      `${prefix}b`,
+    ]);
+    assert.equal(listed[0].id, other.id);
+    assert.equal(listed[1].id, live.id);
+    assert.equal(listed[1].reason, "r");
+    assert.ok((await b.list()).some((lease) => lease.id === live.id));
+  });
+
+  test("breakLease() with a stale id changes nothing", async (b) => {
+    const resource = uniqueResource();
+    const lease = await b.acquire(resource, "ann@host", 60);
+    await assert.rejects(
+      b.breakLease(resource, newLeaseId(), { principal: "ops", reason: "x" }),
+      LeaseNotHeldError,
+    );
+    assert.equal((await b.current(resource))?.id, lease.id);
+  });
+
+  test("a broken holder's renew, release and isHeld name the breaker", async (b) => {
+    const resource = uniqueResource();
+    const lease = await b.acquire(resource, "ann@host", 60);
+    const broken = await b.breakLease(resource, lease.id, {
+      principal: "ops@desk",
+      host: "desk",
+      reason: "job died",
+    });
+    assert.equal(broken.id, lease.id);
+    assert.equal(await b.current(resource), null);
+    const calls = [
+      () => b.renew(resource, lease.id, 60),
+      () => b.release(resource, lease.id),
+      () => b.isHeld(resource, lease.id),
+    ];
+    for (const call of calls) {
+      const error = await call().then(() => undefined, (e) => e);
+      if (!b.capabilities.history) {
+        // Without history, is-held is a plain no.
+        if (error !== undefined) assert.ok(error instanceof LeaseNotHeldError);
+        continue;
+      }
+      assert.ok(error instanceof LeaseNotHeldError, String(error));
+      assert.equal(error.broken?.by?.principal, "ops@desk");
+      assert.equal(error.broken?.by?.reason, "job died");
+      assert.match(error.message, /broken by ops@desk/);
+    }
+  });
+
+  test("history() lists events newest first, each with its lease", async (b) => {
+    if (!b.capabilities.history) {
+      await assert.rejects(b.history(uniqueResource()), ConfigError);
+      return;
+    }
+    const resource = uniqueResource();
+    const first = await b.acquire(resource, "ann@host", 60, {
+      host: "h1",
+      reason: "one",
+      link: "https://ci.example/1",
+    });
+    await b.renew(resource, first.id, 60);
+    await b.renew(resource, first.id, 60, { reason: "two" });
+    await b.release(resource, first.id);
+    const expiring = await b.acquire(resource, "bob@host", 1);
+    await outlive(expiring);
+    const third = await b.acquire(resource, "cy@host", 60);
+    await b.breakLease(resource, third.id, {
+      principal: "ops",
+      reason: "stale",
+    });
+    const events = await b.history(resource, 100);
+    assert.deepEqual(events.map((event) => event.kind), [
+      "broken",
+      "acquired",
+      "expired",
+      "acquired",
+      "released",
+      "reason-changed",
+      "renewed",
+      "acquired",
+    ]);
+    const acquired = events[7];
+    assert.equal(acquired.id, first.id);
+    assert.equal(acquired.principal, "ann@host");
+    assert.equal(acquired.host, "h1");
+    assert.equal(acquired.reason, "one");
+    assert.equal(acquired.link, "https://ci.example/1");
+    assert.equal(acquired.fence, first.fence);
+    assert.equal(events[2].id, expiring.id);
+    assert.equal(events[0].by?.principal, "ops");
+    assert.equal(events[0].by?.reason, "stale");
+    for (let i = 1; i < events.length; i++) {
+      assert.ok(events[i - 1].at >= events[i].at, "newest first");
+    }
+    assert.equal((await b.history(resource, 2)).length, 2);
+  });
+
+  register("history is bounded by the history option", async () => {
+    await withBackend(open, async (b) => {
+      if (!b.capabilities.history) return;
+      const resource = uniqueResource();
+      for (let i = 0; i < 6; i++) {
+        const lease = await b.acquire(resource, `p${i}`, 60);
+        await b.release(resource, lease.id);
+      }
+      const events = await b.history(resource, 100);
+      assert.ok(events.length <= 3, `${events.length} events kept`);
+      assert.equal(events[0].kind, "released");
+      assert.equal(events[0].principal, "p5");
+    }, { history: "3" });
+  });
 }
 
 /** Opens a backend against a server at `host:port`, with a short timeout. */

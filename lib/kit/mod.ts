@@ -1,0 +1,79 @@
+/**
+ * The backend kit, for plugin authors: declare a backend's options,
+ * capabilities and store, and the kit writes the frame around every
+ * operation (the closed check, deadlines, error translation, checks on
+ * what the store returns). Test it with `@stormlock/stormlock/testing`.
+ *
+ * A plugin loaded by the compiled binary can't import this module: it
+ * exports a plain `backend` object of the same shape instead, and gets the
+ * error classes and helpers from the `context` its `open` receives.
+ *
+ * @example
+ * ```ts ignore
+ * import { defineBackend } from "@stormlock/stormlock/backend";
+ * export const backend = defineBackend({
+ *   name: "memory",
+ *   options: { timeout: { kind: "duration", default: "1s", doc: "Bound on each call." } },
+ *   capabilities: { clock: "host" },
+ *   open: (settings, context) => new MemoryStore(context),
+ * });
+ * ```
+ *
+ * @module
+ */
+export {
+  defineBackend,
+  definitionOf,
+  kitContext,
+  leaseFromRecord,
+  requireCapability,
+} from "./backend.ts";
+export type {
+  AcquireRequest,
+  BackendDefinition,
+  BackendModule,
+  Classified,
+  CreateOptions,
+  DefinedBackend,
+  FailedOperation,
+  HistorySettings,
+  KitContext,
+  LeaseRecord,
+  LegacyBackend,
+  Operation,
+  Store,
+} from "./backend.ts";
+export {
+  formatTimeout,
+  optionError,
+  optionTable,
+  parseOptions,
+  unknownOptionWarnings,
+} from "./options.ts";
+export type { OptionSchema, OptionSpec, SettingsOf } from "./options.ts";
+export {
+  DeadlineError,
+  MAX_TIMER_MS,
+  sleep,
+  withDeadline,
+} from "./deadline.ts";
+export { deniedPermission, permissionAdvice } from "./permissions.ts";
+export {
+  type EnvReader,
+  expandHome,
+  homeDir,
+  resolveConfigPath,
+  stateDir,
+} from "./paths.ts";
+export { printable, shellQuote, shorten } from "./text.ts";
+export {
+  AcquireUnknownError,
+  BackendUnavailableError,
+  ConfigError,
+  LeaseNotHeldError,
+  LockHeldError,
+  StormlockError,
+  UsageError,
+} from "./errors.ts";
+export { assertLeaseId, isLeaseId, newLeaseId } from "./lease.ts";
+export type * from "./types.ts";
