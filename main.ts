@@ -1,18 +1,33 @@
 /**
- * The `stormlock` CLI: parses arguments, calls the library, and maps
- * errors to exit codes. The only place that writes to the terminal or exits.
+ * The `stormlock` CLI: one table declares every command with its
+ * arguments and flags; parsing, `--help`, per-command flag checks and
+ * shell completions all come from it. The only place that writes to the
+ * terminal or exits.
  *
  * @module
  */
 import { parseArgs } from "parse-args";
 import {
+  ciLink,
   LockHeldError,
-  openLock,
+  openStormlock,
+  printable,
+  shorten,
   StormlockError,
   UsageError,
   VERSION,
 } from "./mod.ts";
-import type { Lease, Lock, StormlockErrorCode } from "./mod.ts";
+import type { Lease, Lock, Stormlock, StormlockErrorCode } from "./mod.ts";
+import {
+  eventJson,
+  heldMessage,
+  isoTime,
+  leaseJson,
+  localTime,
+  relative,
+  safeJson,
+  table,
+} from "./lib/format.ts";
 
 /** Exit statuses; documented in `--help` and the README. */
 const EXIT = {
@@ -23,6 +38,7 @@ const EXIT = {
   usage: 64,
   internal: 70,
   unavailable: 69,
+  output: 74,
   config: 78,
 } as const;
 
@@ -38,212 +54,615 @@ const EXIT_HELP = `Exit codes:
   0   success
   1   a negative answer: not held, or no current lease
   2   the lock is held by someone else (the holder goes to stderr)
-  3   the lease is expired or not current; nothing was changed
+  3   the lease is expired, released or broken; nothing was changed
   64  usage error
-  69  backend unavailable
+  69  backend unavailable (an acquire whose answer was lost says so, with the
+      lease id it may have taken)
   70  internal error
+  74  the answer could not be written to stdout (an acquired lease is
+      released first)
   78  config error`;
 
-const GLOBAL_HELP = `Options for every command:
-  -c, --config FILE  config file; otherwise $STORMLOCK_CONFIG, ./.stormlock.cfg,
-                     $XDG_CONFIG_HOME/stormlock.cfg, ~/.stormlock.cfg, or none
-                     (embedded SQLite, principal $USER@hostname, ttl 1h)
-  -h, --help         show help
-  -V, --version      show the version
-
-Environment:
+const ENVIRONMENT_HELP = `Environment:
   STORMLOCK_CONFIG                   the config file, if -c is not given
   STORMLOCK_DEBUG=1                  add stack traces to errors
   STORMLOCK_ALLOW_IMPORT=HOST        let https: plugins load from HOST
   STORMLOCK_ALLOW_PACKAGE_PLUGINS=1  let npm: and jsr: plugins load
-  STORMLOCK_PLUGIN_LOADER=data       load plugins as the compiled binary does`;
+  STORMLOCK_PLUGIN_LOADER=data       load plugins as the compiled binary does
+  TZ                                 the time zone of times shown to people`;
 
-interface Command {
-  usage: string;
-  summary: string;
-  options?: string;
+/** One flag: its parser type, short name, value name and help line. */
+interface Flag {
+  type: "string" | "boolean";
+  short?: string;
+  value?: string;
+  help: string;
+}
+
+/** Every flag, declared once. */
+const FLAGS = {
+  config: {
+    type: "string",
+    short: "c",
+    value: "FILE",
+    help:
+      "config file; otherwise $STORMLOCK_CONFIG, ./.stormlock.cfg,\n$XDG_CONFIG_HOME/stormlock.cfg, ~/.stormlock.cfg, or none\n(embedded SQLite, principal $USER@hostname, ttl 1h)",
+  },
+  help: { type: "boolean", short: "h", help: "show help" },
+  version: { type: "boolean", short: "V", help: "show the version" },
+  ttl: {
+    type: "string",
+    short: "t",
+    value: "TTL",
+    help:
+      "lease duration, e.g. 30s, 10m, 1h30m, 2 days, 1w\n(default: the config's ttl, else 1h; at most 365 days)",
+  },
+  wait: {
+    type: "string",
+    short: "w",
+    value: "TIME",
+    help:
+      "if the lock is held, wait up to TIME for it (e.g. 10m),\nsaying on stderr whom it waits for",
+  },
+  reason: {
+    type: "string",
+    short: "r",
+    value: "TEXT",
+    help: "why; stored with the lease and shown to others",
+  },
+  link: {
+    type: "string",
+    value: "URL",
+    help:
+      "an http(s) link for more (default: the CI run, from GitHub\nActions, GitLab, Jenkins, Buildkite or CircleCI variables)",
+  },
+  "id-only": { type: "boolean", short: "i", help: "print only the lease id" },
+  long: {
+    type: "boolean",
+    short: "l",
+    help: "print the lease for people: holder, reason, times, fence",
+  },
+  json: { type: "boolean", help: "print the answer as JSON (see the README)" },
+  limit: {
+    type: "string",
+    short: "n",
+    value: "N",
+    help: "show at most N events (default 20)",
+  },
+  yes: {
+    type: "boolean",
+    short: "y",
+    help: "do not ask; required when stdin is not a terminal",
+  },
+} as const satisfies Record<string, Flag>;
+
+type FlagName = keyof typeof FLAGS;
+type Values = { [K in FlagName]?: K extends "config" ? string : unknown };
+const GLOBAL_FLAGS: FlagName[] = ["config", "help", "version"];
+
+/** What a command's `run` gets. */
+interface Context {
   args: string[];
-  run(lock: Lock, args: string[], flags: Flags): Promise<number>;
+  flags: Record<string, string | boolean | undefined>;
+  locks: Stormlock;
+  /** The lock of the first argument, opened on first use. */
+  lock(): Promise<Lock>;
 }
 
-interface Flags {
-  ttl?: string;
-  wait?: string;
-  "id-only"?: boolean;
-  json?: boolean;
+/** One command, declared once. */
+interface Command {
+  args: string[];
+  flags: FlagName[];
+  /** Flags that exclude each other. */
+  excludes?: [FlagName, FlagName][];
+  summary: string;
+  /** Commands that need no config or backend. */
+  offline?: boolean;
+  run(context: Context): Promise<number>;
 }
 
-const TTL_OPTION =
-  "  -t, --ttl TTL      lease duration, e.g. 30s, 10m, 1h30m, 2 days, 1w\n" +
-  "                     (default: the config's ttl, else 1h; at most 365 days)";
+/** Writes all of `text` to stdout, or throws an {@linkcode OutputError}. */
+function writeOut(text: string): void {
+  const bytes = new TextEncoder().encode(text);
+  try {
+    for (let done = 0; done < bytes.length;) {
+      done += Deno.stdout.writeSync(bytes.subarray(done));
+    }
+  } catch (error) {
+    throw new OutputError(error, "nothing else was changed");
+  }
+}
 
 function print(line: string): void {
-  console.log(line);
-}
-
-/**
- * Shows text from others (principals, resource names) without letting its
- * control characters move the cursor, recolour the terminal or break lines.
- */
-// deno-lint-ignore no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
-
-function printable(text: string): string {
-  return text.replace(
-    CONTROL,
-    (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
+  writeOut(`${line}\n`);
 }
 
 /** Writes one line to stderr; multi-line client messages are folded. */
 function complain(message: string): void {
-  console.error(`stormlock: ${printable(message.replace(/\s*\n\s*/g, " "))}`);
+  try {
+    console.error(`stormlock: ${printable(message.replace(/\s*\n\s*/g, " "))}`);
+  } catch {
+    // Exit codes never depend on whether stderr can be written.
+  }
 }
 
-function describeHolder(lease: Lease): string {
-  return `"${lease.resource}" is held by ${lease.principal} since ${
-    isoWithOffset(lease.created)
-  }, until ${isoWithOffset(lease.expires)}`;
+function leaseDetails(lease: Lease): string {
+  const now = Date.now();
+  const lines = [
+    ["resource", printable(lease.resource)],
+    ["holder", printable(lease.principal)],
+    ...(lease.host ? [["host", printable(lease.host)]] : []),
+    ...(lease.reason ? [["reason", printable(lease.reason)]] : []),
+    ...(lease.link ? [["link", printable(lease.link)]] : []),
+    ["since", `${localTime(lease.created)}, ${relative(lease.created, now)}`],
+    ["expires", `${localTime(lease.expires)}, ${relative(lease.expires, now)}`],
+    ["fence", String(lease.fence)],
+    ["lease", lease.id],
+  ];
+  return lines.map(([key, value]) => `${`${key}:`.padEnd(10)}${value}`)
+    .join("\n");
 }
 
-/** ISO 8601 in UTC with an explicit `+00:00` offset. */
-function isoWithOffset(date: Date): string {
-  return date.toISOString().replace("Z", "+00:00");
+/** Reads one line from a terminal's stdin, after asking on stderr. */
+async function ask(question: string): Promise<string> {
+  try {
+    Deno.stderr.writeSync(new TextEncoder().encode(question));
+  } catch { /* still read the answer */ }
+  const buffer = new Uint8Array(1024);
+  let text = "";
+  while (!text.includes("\n")) {
+    const read = await Deno.stdin.read(buffer);
+    if (read === null) break;
+    text += new TextDecoder().decode(buffer.subarray(0, read));
+  }
+  return text.trim();
+}
+
+function parseLimit(text: string | undefined): number {
+  if (text === undefined) return 20;
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 100_000) {
+    throw new UsageError(
+      `Bad --limit "${
+        shorten(text, 20)
+      }": give a whole number from 1 to 100000`,
+    );
+  }
+  return Number(text);
 }
 
 const COMMANDS: Record<string, Command> = {
   acquire: {
-    usage: "acquire [--ttl TTL] [--wait TIME] RESOURCE",
-    summary:
-      "Take the lock and print only the lease id. If someone else holds it,\n" +
-      "print nothing on stdout, name the holder on stderr and exit 2.",
-    options: TTL_OPTION + "\n" +
-      "  -w, --wait TIME    if the lock is held, wait up to TIME for it (e.g. 10m),\n" +
-      "                     saying on stderr whom it waits for",
     args: ["RESOURCE"],
-    async run(lock, _args, flags) {
+    flags: ["ttl", "wait", "reason", "link", "json"],
+    summary:
+      "Take the lock and print only the lease id (or the lease, with --json).\n" +
+      "If someone else holds it, print nothing on stdout, name the holder on\n" +
+      "stderr and exit 2.",
+    async run({ lock, flags }) {
       let waitingFor = "";
-      const lease = await lock.acquire(flags.ttl, {
-        wait: flags.wait,
+      const opened = await lock();
+      const wait = flags.wait as string | undefined;
+      const lease = await opened.acquire(flags.ttl as string | undefined, {
+        wait,
+        reason: flags.reason as string | undefined,
+        link: (flags.link as string | undefined) ?? ciLink(),
         onWait(holder) {
           if (holder.id === waitingFor) return;
           waitingFor = holder.id;
-          complain(`waiting up to ${flags.wait}: ${describeHolder(holder)}`);
+          complain(`waiting up to ${wait}: ${heldMessage(holder)}`);
         },
       });
-      print(lease.id);
+      try {
+        print(flags.json ? safeJson(leaseJson(lease)) : lease.id);
+      } catch (error) {
+        // Nobody would have the id: give the lease back.
+        const released = await opened.release(lease.id).then(
+          () => "the lease was released",
+          () => `releasing lease ${lease.id} failed too; it expires on its own`,
+        );
+        throw new OutputError((error as Error).cause ?? error, released);
+      }
       return EXIT.ok;
     },
   },
   release: {
-    usage: "release RESOURCE LEASE_ID",
-    summary: "Release the lease. Exit 3 if it is not the current lease.",
     args: ["RESOURCE", "LEASE_ID"],
-    async run(lock, [, leaseId]) {
-      await lock.release(leaseId);
+    flags: ["json"],
+    summary: "Release the lease. Exit 3 if it is not the current lease.",
+    async run({ lock, args: [resource, leaseId], flags }) {
+      await (await lock()).release(leaseId);
+      if (flags.json) {
+        print(safeJson({ resource, id: leaseId, released: true }));
+      }
       return EXIT.ok;
     },
   },
   renew: {
-    usage: "renew [--ttl TTL] RESOURCE LEASE_ID",
-    summary:
-      "Make the lease expire TTL from now. Exit 3 if it is not the current lease.",
-    options: TTL_OPTION,
     args: ["RESOURCE", "LEASE_ID"],
-    async run(lock, [, leaseId], flags) {
-      await lock.renew(leaseId, flags.ttl);
+    flags: ["ttl", "reason", "json"],
+    summary:
+      "Make the lease expire TTL from now, and change its reason if --reason\n" +
+      "is given. Exit 3 if it is not the current lease.",
+    async run({ lock, args: [, leaseId], flags }) {
+      const reason = flags.reason as string | undefined;
+      const lease = await (await lock()).renew(
+        leaseId,
+        flags.ttl as string | undefined,
+        reason === undefined ? {} : { reason },
+      );
+      if (flags.json) print(safeJson(leaseJson(lease)));
       return EXIT.ok;
     },
   },
   current: {
-    usage: "current [--id-only | --json] RESOURCE",
+    args: ["RESOURCE"],
+    flags: ["id-only", "long", "json"],
+    excludes: [["id-only", "json"], ["id-only", "long"], ["long", "json"]],
     summary:
       "Print the current lease: principal, created time (ISO 8601) and lease\n" +
-      "id, tab-separated. Exit 1 if the resource is free.",
-    options: "  -i, --id-only      print only the lease id\n" +
-      "      --json         print the lease as JSON, with its expiry",
-    args: ["RESOURCE"],
-    async run(lock, _args, flags) {
-      const lease = await lock.current();
+      "id, tab-separated. Exit 1 if the resource is free (--json prints null).",
+    async run({ lock, args: [resource], flags }) {
+      const lease = await (await lock()).current();
       if (!lease) {
-        complain(`no current lease on "${lock.resource}"`);
+        if (flags.json) print("null");
+        complain(`no current lease on "${shorten(resource)}"`);
         return EXIT.no;
       }
       if (flags["id-only"]) print(lease.id);
-      else if (flags.json) {
-        print(JSON.stringify({
-          resource: lease.resource,
-          id: lease.id,
-          principal: lease.principal,
-          created: isoWithOffset(lease.created),
-          expires: isoWithOffset(lease.expires),
-        }));
-      } else {
+      else if (flags.json) print(safeJson(leaseJson(lease)));
+      else if (flags.long) print(leaseDetails(lease));
+      else {
         print(
-          [
-            printable(lease.principal),
-            isoWithOffset(lease.created),
-            lease.id,
-          ].join("\t"),
+          [printable(lease.principal), isoTime(lease.created), lease.id]
+            .join("\t"),
         );
       }
       return EXIT.ok;
     },
   },
   "is-held": {
-    usage: "is-held RESOURCE LEASE_ID",
-    summary: "Exit 0 if the lease is the current one, else 1. Prints nothing.",
     args: ["RESOURCE", "LEASE_ID"],
-    async run(lock, [, leaseId]) {
-      return (await lock.isHeld(leaseId)) ? EXIT.ok : EXIT.no;
+    flags: ["json"],
+    summary:
+      "Exit 0 if the lease is the current one, else 1; exit 3 if it was\n" +
+      "broken, naming who broke it. Prints nothing without --json.",
+    async run({ lock, args: [, leaseId], flags }) {
+      const held = await (await lock()).isHeld(leaseId);
+      if (flags.json) print(safeJson({ held }));
+      return held ? EXIT.ok : EXIT.no;
+    },
+  },
+  list: {
+    args: ["[PREFIX]"],
+    flags: ["json"],
+    summary:
+      "List every live lock whose name starts with PREFIX, on every backend\n" +
+      "the config uses: resource, holder, reason, since, expires, fence.",
+    async run({ locks, args: [prefix = ""], flags }) {
+      if (prefix.includes("\uFFFD") || !prefix.isWellFormed()) {
+        throw new UsageError(
+          "The prefix is not valid text (UTF-8); give the start of a resource name",
+        );
+      }
+      const leases = await locks.list(prefix);
+      if (flags.json) {
+        print(safeJson(leases.map(leaseJson)));
+        return EXIT.ok;
+      }
+      if (leases.length === 0) {
+        complain(`no live locks${prefix ? ` under "${shorten(prefix)}"` : ""}`);
+        return EXIT.ok;
+      }
+      const many = new Set(leases.map((lease) => lease.backend)).size > 1;
+      const now = Date.now();
+      print(table(
+        [
+          ...(many ? ["BACKEND"] : []),
+          "RESOURCE",
+          "HOLDER",
+          "REASON",
+          "SINCE",
+          "EXPIRES",
+          "FENCE",
+        ],
+        leases.map((lease) => [
+          ...(many ? [lease.backend] : []),
+          lease.resource,
+          lease.principal,
+          lease.reason ?? "",
+          `${localTime(lease.created)} ${relative(lease.created, now)}`,
+          `${localTime(lease.expires)} ${relative(lease.expires, now)}`,
+          String(lease.fence),
+        ]),
+      ));
+      return EXIT.ok;
+    },
+  },
+  break: {
+    args: ["RESOURCE", "[LEASE_ID]"],
+    flags: ["reason", "yes", "json"],
+    summary:
+      "End someone else's lease, recording who broke it and why (--reason is\n" +
+      "required). Without LEASE_ID, show the holder and ask first; with no\n" +
+      "terminal, --yes is needed. Never ends a lease taken after you looked.",
+    async run({ lock, args: [resource, leaseId], flags }) {
+      const reason = flags.reason as string | undefined;
+      if (reason === undefined || reason.trim() === "") {
+        throw new UsageError(
+          `break needs --reason TEXT: say why the lease is stale, e.g. stormlock break ${resource} --reason "job died"`,
+        );
+      }
+      const opened = await lock();
+      let id = leaseId;
+      if (id === undefined) {
+        const holder = await opened.current();
+        if (!holder) {
+          complain(
+            `no current lease on "${shorten(resource)}"; nothing to break`,
+          );
+          return EXIT.no;
+        }
+        if (!flags.yes) {
+          if (!Deno.stdin.isTerminal()) {
+            throw new UsageError(
+              "break without LEASE_ID asks first, but stdin is not a terminal; add --yes, or give the LEASE_ID",
+            );
+          }
+          complain(`about to break: ${heldMessage(holder)}`);
+          const answer = await ask("stormlock: break this lease? [y/N] ");
+          if (!/^y(es)?$/i.test(answer)) {
+            complain("nothing was broken");
+            return EXIT.no;
+          }
+        }
+        id = holder.id;
+      }
+      const broken = await opened.breakLease(id, reason);
+      if (flags.json) print(safeJson(leaseJson(broken)));
+      else {
+        complain(
+          `broke the lease of ${shorten(broken.principal)} on "${
+            shorten(resource)
+          }" (fence ${broken.fence})`,
+        );
+      }
+      return EXIT.ok;
+    },
+  },
+  history: {
+    args: ["RESOURCE"],
+    flags: ["limit", "json"],
+    summary:
+      "List the lock's events, newest first: acquired, renewed, released,\n" +
+      "reason-changed, expired, broken.",
+    async run({ lock, flags }) {
+      const events = await (await lock()).history(
+        parseLimit(flags.limit as string | undefined),
+      );
+      if (flags.json) {
+        print(safeJson(events.map(eventJson)));
+        return EXIT.ok;
+      }
+      const now = Date.now();
+      print(table(
+        ["WHEN", "EVENT", "FENCE", "HOLDER", "REASON", "BY"],
+        events.map((event) => [
+          `${localTime(event.at)} ${relative(event.at, now)}`,
+          event.kind,
+          String(event.fence),
+          event.principal,
+          event.reason ?? "",
+          event.by ? `${event.by.principal}: ${event.by.reason}` : "",
+        ]),
+      ));
+      return EXIT.ok;
     },
   },
   init: {
-    usage: "init [RESOURCE]",
-    summary:
-      "Create what the backend needs on its server, such as a table, if it is\n" +
-      "missing. Safe to run again. Uses RESOURCE's backend, else [default]'s.",
     args: ["[RESOURCE]"],
-    async run(lock) {
-      const backend = lock.settings.backend;
-      const needed = await lock.init();
-      complain(
-        `backend "${backend}" ${needed ? "is ready" : "needs no setup"}`,
-      );
+    flags: ["json"],
+    summary:
+      "Create or upgrade what the backend needs on its server, such as a table,\n" +
+      "after checking it answers. Safe to run again. Uses RESOURCE's backend,\n" +
+      "else [default]'s.",
+    async run({ lock, flags }) {
+      const opened = await lock();
+      const setup = await opened.init();
+      const backend = opened.settings.backend;
+      if (flags.json) print(safeJson({ backend, setup }));
+      else {
+        complain(
+          `backend "${backend}" ${
+            setup ? "is ready" : "answers and needs no setup"
+          }`,
+        );
+      }
       return EXIT.ok;
+    },
+  },
+  completions: {
+    args: ["SHELL"],
+    flags: [],
+    offline: true,
+    summary: "Print a completion script for bash, zsh or fish.",
+    run({ args: [shell] }) {
+      const script = completions(shell);
+      print(script);
+      return Promise.resolve(EXIT.ok);
+    },
+  },
+  help: {
+    args: ["[COMMAND]"],
+    flags: [],
+    offline: true,
+    summary: "Show help for every command, or for one.",
+    run({ args: [name] }) {
+      print(name === undefined ? mainHelp() : commandHelp(commandNamed(name)));
+      return Promise.resolve(EXIT.ok);
     },
   },
 };
 
+/** stdout could not take the answer. */
+class OutputError extends Error {
+  constructor(cause: unknown, done: string) {
+    super(
+      `could not write the answer to stdout (${
+        (cause as Error)?.message ?? cause
+      }); ${done}`,
+      { cause },
+    );
+  }
+}
+
+function usageOf(name: string): string {
+  const command = COMMANDS[name];
+  const flags = command.flags.map((flag) => {
+    const spec: Flag = FLAGS[flag];
+    return `[--${flag}${spec.value ? ` ${spec.value}` : ""}]`;
+  });
+  return ["stormlock [-c FILE]", name, ...flags, ...command.args].join(" ");
+}
+
+function flagHelp(names: FlagName[]): string {
+  return names.map((name) => {
+    const spec: Flag = FLAGS[name];
+    const label = `  ${spec.short ? `-${spec.short}, ` : "    "}--${name}${
+      spec.value ? ` ${spec.value}` : ""
+    }`;
+    const [first, ...rest] = spec.help.split("\n");
+    return [
+      `${label.padEnd(22)} ${first}`,
+      ...rest.map((line) => `${" ".repeat(23)}${line}`),
+    ].join("\n");
+  }).join("\n");
+}
+
 function mainHelp(): string {
-  const commands = Object.values(COMMANDS).map((command) =>
-    `  stormlock [-c FILE] ${command.usage}`
-  );
   return [
     "stormlock: a lease-based lock for operators and scripts",
     "",
     "Usage:",
-    ...commands,
+    ...Object.keys(COMMANDS).map((name) => `  ${usageOf(name)}`),
     "",
     'Run "stormlock COMMAND --help" (or "stormlock help COMMAND") for one command.',
     "",
-    GLOBAL_HELP,
+    "Options for every command:",
+    flagHelp(GLOBAL_FLAGS),
+    "",
+    ENVIRONMENT_HELP,
     "",
     EXIT_HELP,
   ].join("\n");
 }
 
-function commandHelp(name: string, command: Command): string {
+function commandHelp(name: string): string {
+  const command = COMMANDS[name];
   return [
-    `Usage: stormlock [-c FILE] ${command.usage}`,
+    `Usage: ${usageOf(name)}`,
     "",
     command.summary,
     "",
-    ...(command.options ? ["Options:", command.options, ""] : []),
-    GLOBAL_HELP,
+    ...(command.flags.length > 0
+      ? ["Options:", flagHelp(command.flags), ""]
+      : []),
+    "Options for every command:",
+    flagHelp(GLOBAL_FLAGS),
+    "",
+    ENVIRONMENT_HELP,
     "",
     EXIT_HELP,
-  ].join("\n").replace("COMMAND", name);
+  ].join("\n");
+}
+
+function commandNamed(name: string): string {
+  if (!Object.hasOwn(COMMANDS, name)) {
+    throw new UsageError(
+      `Unknown command "${shorten(name, 40)}"; choose one of ${
+        Object.keys(COMMANDS).join(", ")
+      }`,
+    );
+  }
+  return name;
+}
+
+/** A completion script for `shell`, from the command table. */
+function completions(shell: string): string {
+  const names = Object.keys(COMMANDS);
+  const flagsOf = (name: string) =>
+    [...COMMANDS[name].flags, ...GLOBAL_FLAGS].map((flag) => `--${flag}`);
+  switch (shell) {
+    case "bash":
+      return [
+        '# stormlock completions for bash: eval "$(stormlock completions bash)"',
+        "_stormlock() {",
+        '  local cur=${COMP_WORDS[COMP_CWORD]} cmd="" i',
+        "  for ((i = 1; i < COMP_CWORD; i++)); do",
+        "    case ${COMP_WORDS[i]} in -c|--config) ((i++)) ;; -*) ;; *) cmd=${COMP_WORDS[i]}; break ;; esac",
+        "  done",
+        '  case "$cmd" in',
+        ...names.map((name) =>
+          `    ${name}) COMPREPLY=($(compgen -W "${flagsOf(name).join(" ")}${
+            name === "completions" ? " bash zsh fish" : ""
+          }${name === "help" ? ` ${names.join(" ")}` : ""}" -- "$cur")) ;;`
+        ),
+        `    *) COMPREPLY=($(compgen -W "${names.join(" ")} ${
+          GLOBAL_FLAGS.map((f) => `--${f}`).join(" ")
+        }" -- "$cur")) ;;`,
+        "  esac",
+        "}",
+        "complete -F _stormlock stormlock",
+      ].join("\n");
+    case "zsh":
+      return [
+        "#compdef stormlock",
+        "# stormlock completions for zsh: stormlock completions zsh > ~/.zfunc/_stormlock",
+        "_stormlock() {",
+        "  local -a commands",
+        `  commands=(${
+          names.map((name) =>
+            `'${name}:${
+              COMMANDS[name].summary.split(/[.\n]/)[0].replaceAll("'", "")
+            }'`
+          ).join(" ")
+        })`,
+        "  if (( CURRENT == 2 )); then _describe command commands; return; fi",
+        "  case $words[2] in",
+        ...names.map((name) =>
+          `    ${name}) compadd -- ${flagsOf(name).join(" ")}${
+            name === "completions" ? " bash zsh fish" : ""
+          } ;;`
+        ),
+        "  esac",
+        "}",
+        'compdef _stormlock stormlock 2>/dev/null || _stormlock "$@"',
+      ].join("\n");
+    case "fish":
+      return [
+        "# stormlock completions for fish: stormlock completions fish > ~/.config/fish/completions/stormlock.fish",
+        "complete -c stormlock -f",
+        ...names.map((name) =>
+          `complete -c stormlock -n __fish_use_subcommand -a ${name} -d '${
+            COMMANDS[name].summary.split(/[.\n]/)[0].replaceAll("'", "")
+          }'`
+        ),
+        ...names.flatMap((name) =>
+          COMMANDS[name].flags.map((flag) => {
+            const spec: Flag = FLAGS[flag];
+            return `complete -c stormlock -n '__fish_seen_subcommand_from ${name}' -l ${flag}${
+              spec.short ? ` -s ${spec.short}` : ""
+            }${spec.value ? " -r" : ""} -d '${
+              spec.help.split("\n")[0].replaceAll("'", "")
+            }'`;
+          })
+        ),
+        "complete -c stormlock -n '__fish_seen_subcommand_from completions' -a 'bash zsh fish'",
+      ].join("\n");
+    default:
+      throw new UsageError(
+        `No completions for "${shorten(shell, 20)}"; choose bash, zsh or fish`,
+      );
+  }
 }
 
 function parse(argv: string[]) {
@@ -252,15 +671,12 @@ function parse(argv: string[]) {
       args: argv,
       allowPositionals: true,
       strict: true,
-      options: {
-        config: { type: "string", short: "c" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-        ttl: { type: "string", short: "t" },
-        wait: { type: "string", short: "w" },
-        "id-only": { type: "boolean", short: "i" },
-        json: { type: "boolean" },
-      },
+      options: Object.fromEntries(
+        Object.entries(FLAGS).map(([name, spec]: [string, Flag]) => [
+          name,
+          { type: spec.type, ...(spec.short ? { short: spec.short } : {}) },
+        ]),
+      ),
     });
   } catch (error) {
     const message = (error as Error).message;
@@ -270,68 +686,57 @@ function parse(argv: string[]) {
         ? `${ambiguous[1]} needs a value; write ${
           ambiguous[1]
         }=VALUE for a value that starts with "-"`
-        : `${message}; run "stormlock --help" for usage`,
+        : `${message.replace(/\.$/, "")}; run "stormlock --help" for usage`,
     );
   }
 }
 
-function unknownCommand(name: string): UsageError {
-  return new UsageError(
-    `Unknown command "${name}"; choose one of ${
-      Object.keys(COMMANDS).join(", ")
-    }`,
-  );
+/** Refuses flags the command does not take, and conflicting ones. */
+function checkFlags(name: string, values: Values): void {
+  const command = COMMANDS[name];
+  for (const [flag, value] of Object.entries(values)) {
+    if (value === undefined || GLOBAL_FLAGS.includes(flag as FlagName)) {
+      continue;
+    }
+    if (!command.flags.includes(flag as FlagName)) {
+      throw new UsageError(
+        `${name} takes no --${flag}; see "stormlock ${name} --help"`,
+      );
+    }
+  }
+  for (const [first, second] of command.excludes ?? []) {
+    if (values[first] && values[second]) {
+      throw new UsageError(
+        `${name} takes --${first} or --${second}, not both`,
+      );
+    }
+  }
 }
 
 async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv);
-  const [name, ...args] = positionals;
+  const { values, positionals } = parse(argv) as {
+    values: Values;
+    positionals: string[];
+  };
+  const [given, ...args] = positionals;
   if (values.version) {
     print(VERSION);
     return EXIT.ok;
   }
-  if (name === "help") {
-    if (args[0] === undefined) {
-      print(mainHelp());
-      return EXIT.ok;
-    }
-    if (!Object.hasOwn(COMMANDS, args[0])) throw unknownCommand(args[0]);
-    print(commandHelp(args[0], COMMANDS[args[0]]));
-    return EXIT.ok;
-  }
-  if (name === undefined) {
+  if (given === undefined) {
     if (values.help) {
       print(mainHelp());
       return EXIT.ok;
     }
     throw new UsageError('No command given; run "stormlock --help" for usage');
   }
-  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
-  if (!command) throw unknownCommand(name);
+  const name = commandNamed(given);
+  const command = COMMANDS[name];
   if (values.help) {
-    print(commandHelp(name, command));
+    print(commandHelp(name));
     return EXIT.ok;
   }
-  if (values.wait !== undefined && name !== "acquire") {
-    throw new UsageError(
-      `${name} takes no --wait; see "stormlock ${name} --help"`,
-    );
-  }
-  if (values.ttl !== undefined && !command.options?.includes("--ttl")) {
-    throw new UsageError(
-      `${name} takes no --ttl; see "stormlock ${name} --help"`,
-    );
-  }
-  for (const flag of ["id-only", "json"] as const) {
-    if (values[flag] && name !== "current") {
-      throw new UsageError(
-        `${name} takes no --${flag}; see "stormlock ${name} --help"`,
-      );
-    }
-  }
-  if (values["id-only"] && values.json) {
-    throw new UsageError("current takes --id-only or --json, not both");
-  }
+  checkFlags(name, values);
   const required = command.args.filter((arg) => !arg.startsWith("["));
   if (args.length < required.length || args.length > command.args.length) {
     throw new UsageError(
@@ -339,19 +744,33 @@ async function run(argv: string[]): Promise<number> {
         command.args.join(" ")
       }, but got ${args.length} argument${
         args.length === 1 ? "" : "s"
-      }; usage: stormlock ${command.usage}`,
+      }; usage: ${usageOf(name)}`,
     );
   }
-  const lock = await openLock(args[0] ?? "default", {
+  if (command.offline) {
+    return command.run({
+      args,
+      flags: values as Context["flags"],
+      locks: undefined as unknown as Stormlock,
+      lock: () => Promise.reject(new Error("offline command")),
+    });
+  }
+  const locks = await openStormlock({
     path: values.config,
     warn: (message) => complain(`warning: ${message}`),
     allowPackagePlugins:
       Deno.env.get("STORMLOCK_ALLOW_PACKAGE_PLUGINS") === "1",
   });
   try {
-    return await command.run(lock, args, values);
+    let opened: Promise<Lock> | undefined;
+    return await command.run({
+      args,
+      flags: values as Context["flags"],
+      locks,
+      lock: () => opened ??= locks.lock(args[0] ?? "default"),
+    });
   } finally {
-    await lock.close().catch(() => {});
+    await locks.close().catch(() => {});
   }
 }
 
@@ -359,10 +778,14 @@ function exitCodeFor(error: unknown): number {
   if (error instanceof StormlockError) {
     complain(
       error instanceof LockHeldError
-        ? describeHolder(error.holder)
+        ? heldMessage(error.holder)
         : error.message,
     );
     return EXIT_BY_CODE[error.code];
+  }
+  if (error instanceof OutputError) {
+    complain(error.message);
+    return EXIT.output;
   }
   if (error instanceof Deno.errors.NotCapable) {
     complain(`${(error as Error).message}; Stormlock lacks a Deno permission`);
@@ -381,7 +804,11 @@ if (import.meta.main) {
   try {
     status = await run(Deno.args);
   } catch (error) {
-    if (Deno.env.get("STORMLOCK_DEBUG") === "1") console.error(error);
+    if (Deno.env.get("STORMLOCK_DEBUG") === "1") {
+      try {
+        console.error(error);
+      } catch { /* the exit code still tells */ }
+    }
     status = exitCodeFor(error);
   }
   Deno.exit(status);

@@ -413,6 +413,8 @@ export const backend = defineBackend({
     },
   },
   capabilities: { clock: "host", list: true, history: true, fencing: true },
+  label: (settings) =>
+    `SQLite database ${settings.path ?? defaultDatabasePath()}`,
   open(settings, context) {
     return new SqliteStore(
       settings.path ?? defaultDatabasePath(),

@@ -286,6 +286,8 @@ export interface BackendDefinition<
   together?: readonly (readonly [string, string])[];
   /** What it supports; unnamed capabilities are off. */
   capabilities: Partial<Capabilities> & Pick<Capabilities, "clock">;
+  /** How messages name the store before it opens, from its settings. */
+  label?(settings: SettingsOf<O> & HistorySettings): string;
   /** Opens the store; it may connect lazily. */
   open(
     settings: SettingsOf<O> & HistorySettings,
@@ -577,7 +579,11 @@ async function createFramed(
     how.warn?.(warning);
   }
   const settings = parseOptions(schema, options, context);
-  const who = how.plugin ? `Backend "${context.name}" (${how.plugin})` : "";
+  const who = how.plugin
+    ? `Backend "${context.name}" (${how.plugin})`
+    : definition.label?.(
+      settings as SettingsOf<Record<string, OptionSpec>> & HistorySettings,
+    ) ?? "";
   let store: Store;
   try {
     store = await definition.open(

@@ -123,7 +123,7 @@ export class LeaseNotHeldError extends StormlockError {
       broken?.by
         ? `Lease ${leaseId} on "${shorten(resource)}" was broken by ${
           shorten(broken.by.principal)
-        } at ${broken.at.toISOString()}: ${shorten(broken.by.reason)}`
+        } on ${broken.at.toISOString()}: ${shorten(broken.by.reason)}`
         : `Lease ${leaseId} does not hold "${resource}": it expired, was released or belongs to another resource`,
     );
     this.resource = resource;
