@@ -81,6 +81,12 @@ export interface Config {
   origin?: ConfigOrigin;
   /** Every section by name. */
   sections: IniSections;
+  /**
+   * Problems met while searching that did not stop it, such as an
+   * `XDG_CONFIG_HOME` that can't be searched; {@linkcode resolveLockSettings}
+   * passes them on.
+   */
+  warnings?: string[];
 }
 
 /**
@@ -111,21 +117,57 @@ export interface LockSettings {
   warnings: string[];
 }
 
-/** What is at a path: a file, something else, or nothing. */
-function kindOf(path: string): "file" | "other" | "missing" {
+/** What is at a path: a file, something else, nothing, or a failure to look. */
+type Probe =
+  | { kind: "file" | "other" | "missing" }
+  | { kind: "unreadable"; reason: string; error: Error };
+
+function probe(path: string): Probe {
   try {
-    return Deno.statSync(path).isFile ? "file" : "other";
+    return { kind: Deno.statSync(path).isFile ? "file" : "other" };
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return "missing";
-    if (error instanceof Deno.errors.NotADirectory) return "missing";
-    throw error;
+    if (error instanceof Deno.errors.NotFound) return { kind: "missing" };
+    if (error instanceof Deno.errors.NotADirectory) return { kind: "missing" };
+    // Deno's own permission error: main.ts names the missing flag.
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return {
+      kind: "unreadable",
+      reason: statFailure(error),
+      error: error as Error,
+    };
   }
 }
 
+/** Why a path can't be looked at, in words, for the cases users meet. */
+function statFailure(error: unknown): string {
+  const code = (error as { code?: string }).code;
+  if (error instanceof Deno.errors.FilesystemLoop || code === "ELOOP") {
+    return "its symbolic links form a loop";
+  }
+  if (code === "ENAMETOOLONG") return "the name is too long";
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return "permission denied on it or a folder above it";
+  }
+  return (error as Error)?.message ?? String(error);
+}
+
 /**
- * How a config file was found. A file found in the working folder
- * (`cwd`) may come from any repository you `cd` into, so it may not load
- * plugin code.
+ * Whether a folder the search looks in can be searched: `undefined` when
+ * it can (or does not exist), else why not.
+ */
+function folderProblem(folder: string): string | undefined {
+  const found = probe(folder);
+  if (found.kind === "unreadable") return found.reason;
+  return found.kind === "file" ? "it is not a folder" : undefined;
+}
+
+/**
+ * How a config file was found, and so whether it may load plugin code.
+ * A file found in the working folder (`cwd`) may come from any repository
+ * you `cd` into, so it may not. The origin names where the file really
+ * is: `./.stormlock.cfg` that is the same file as `~/.stormlock.cfg` or
+ * `$XDG_CONFIG_HOME/stormlock.cfg` (run from the home folder, or through a
+ * symbolic link) is `home` or `xdg`, not `cwd`.
  *
  * @example
  * ```ts
@@ -137,39 +179,167 @@ function kindOf(path: string): "file" | "other" | "missing" {
  */
 export type ConfigOrigin = "option" | "env" | "cwd" | "xdg" | "home";
 
-function locateConfigFile(
-  source: ConfigSource,
-): { path: string; origin: ConfigOrigin } | undefined {
+/** The result of the search: the file, how it was found, and warnings. */
+interface Located {
+  path?: string;
+  origin?: ConfigOrigin;
+  warnings: string[];
+}
+
+/** The places searched when no file is named. */
+type SearchedOrigin = "cwd" | "xdg" | "home";
+
+/** One searched place: its file, or why its folder was skipped. */
+interface Candidate {
+  origin: SearchedOrigin;
+  path?: string;
+  skipped?: string;
+}
+
+/** How each searched place is named in messages. */
+const SEARCHED: Record<SearchedOrigin, string> = {
+  cwd: "./.stormlock.cfg in the working folder",
+  xdg: "stormlock.cfg in XDG_CONFIG_HOME (default ~/.config)",
+  home: "~/.stormlock.cfg",
+};
+
+/** The real path of a file, or `undefined` when it can't be resolved. */
+function realPath(path: string): string | undefined {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+function locateConfigFile(source: ConfigSource): Located {
   const cwd = source.cwd ?? Deno.cwd();
+  if (source.path === "") {
+    throw new ConfigError(
+      "The -c/--config value is empty; name a config file, or leave -c out to use the usual search",
+    );
+  }
   const explicit: Array<[string | undefined, ConfigOrigin, string]> = [
     [source.path, "option", "-c/--config"],
+    // An empty STORMLOCK_CONFIG reads as unset, as readEnv does everywhere.
     [readEnv(source.env, "STORMLOCK_CONFIG"), "env", "STORMLOCK_CONFIG"],
   ];
   for (const [given, origin, label] of explicit) {
     if (given === undefined) continue;
     const path = resolve(cwd, expandHome(given, source.env));
-    const kind = kindOf(path);
-    if (kind !== "file") {
+    const found = probe(path);
+    if (found.kind === "unreadable") {
+      throw new ConfigError(
+        `Config file ${path} (from ${label}) can't be used: ${found.reason}; fix the path or name another file`,
+        { cause: found.error },
+      );
+    }
+    if (found.kind !== "file") {
       throw new ConfigError(
         `Config file ${path} (from ${label}) ${
-          kind === "missing" ? "does not exist" : "is not a file"
+          found.kind === "missing" ? "does not exist" : "is not a file"
         }; fix the path or create the file`,
       );
     }
-    return { path, origin };
+    return { path, origin, warnings: [] };
   }
-  const home = homeDir(source.env);
-  const xdg = readEnv(source.env, "XDG_CONFIG_HOME") ??
-    (home ? join(home, ".config") : undefined);
-  const candidates: Array<[string | undefined, ConfigOrigin]> = [
-    [join(cwd, ".stormlock.cfg"), "cwd"],
-    [xdg && join(xdg, "stormlock.cfg"), "xdg"],
-    [home && join(home, ".stormlock.cfg"), "home"],
+
+  // As XDG says, relative paths in these variables are ignored; resolving
+  // them would make the config depend on the working folder.
+  const absolute = (value: string | undefined) =>
+    value !== undefined && isAbsolute(value) ? value : undefined;
+  const home = absolute(homeDir(source.env));
+  const xdgSet = absolute(readEnv(source.env, "XDG_CONFIG_HOME"));
+  const xdg = xdgSet ?? (home ? join(home, ".config") : undefined);
+  // A folder that can't be searched holds no config: skip it with a
+  // warning, or an odd XDG_CONFIG_HOME or HOME would break every command.
+  const searched = (
+    origin: "xdg" | "home",
+    folder: string | undefined,
+    name: string,
+    label: string,
+    fix: string,
+  ): Candidate => {
+    if (folder === undefined) return { origin };
+    const problem = folderProblem(folder);
+    if (problem === undefined) return { origin, path: join(folder, name) };
+    return {
+      origin,
+      skipped:
+        `${label} can't be searched for a config file (${problem}), so it is skipped; ${fix}`,
+    };
+  };
+  const inHome = searched(
+    "home",
+    home,
+    ".stormlock.cfg",
+    `HOME (${home})`,
+    "fix HOME",
+  );
+  const inXdg = xdgSet
+    ? searched(
+      "xdg",
+      xdgSet,
+      "stormlock.cfg",
+      `XDG_CONFIG_HOME (${xdgSet})`,
+      "fix or unset XDG_CONFIG_HOME",
+    )
+    : inHome.path === undefined
+    ? { origin: "xdg" as const } // HOME's own problem is reported once
+    : searched(
+      "xdg",
+      xdg,
+      "stormlock.cfg",
+      `${xdg} (the default XDG_CONFIG_HOME)`,
+      "fix it or set XDG_CONFIG_HOME",
+    );
+  const candidates: Candidate[] = [
+    { origin: "cwd", path: join(cwd, ".stormlock.cfg") },
+    inXdg,
+    inHome,
   ];
-  for (const [path, origin] of candidates) {
-    if (path && kindOf(path) === "file") return { path, origin };
+  const warnings: string[] = [];
+  for (const { path, origin, skipped } of candidates) {
+    if (skipped !== undefined) warnings.push(skipped);
+    if (path === undefined) continue;
+    const found = probe(path);
+    if (found.kind === "missing") continue;
+    if (found.kind !== "file") {
+      // Skipping it would silently use another config, maybe another
+      // backend, and so another lock.
+      const problem = found.kind === "unreadable"
+        ? `can't be used: ${found.reason}`
+        : "is not a file";
+      throw new ConfigError(
+        `Config file ${path} (${
+          SEARCHED[origin]
+        }) ${problem}; fix or remove it, or name another file with -c`,
+        found.kind === "unreadable" ? { cause: found.error } : undefined,
+      );
+    }
+    return { path, origin: trustedOrigin(path, origin, candidates), warnings };
   }
-  return undefined;
+  return { warnings };
+}
+
+/**
+ * Where a found file really is: `./.stormlock.cfg` that is the same file
+ * as a later candidate (run from the home folder, or a symbolic link) has
+ * that candidate's origin, since trust depends on the file, not the search.
+ */
+function trustedOrigin(
+  path: string,
+  origin: SearchedOrigin,
+  candidates: Candidate[],
+): ConfigOrigin {
+  if (origin !== "cwd") return origin;
+  const real = realPath(path);
+  if (real === undefined) return origin;
+  for (const other of candidates) {
+    if (other.path === undefined || other.origin === "cwd") continue;
+    if (realPath(other.path) === real) return other.origin;
+  }
+  return origin;
 }
 
 /**
@@ -177,9 +347,15 @@ function locateConfigFile(
  * `./.stormlock.cfg`, `$XDG_CONFIG_HOME/stormlock.cfg` (default
  * `~/.config`), and `~/.stormlock.cfg`.
  *
+ * A relative `XDG_CONFIG_HOME` or `HOME` is ignored, as XDG says, and a
+ * folder that can't be searched (a symbolic link loop, no permission) is
+ * skipped; {@linkcode loadConfig} reports it in `warnings`.
+ *
  * @returns The file's path, or `undefined` when no file exists.
- * @throws {ConfigError} when an explicit file (`-c` or
- * `STORMLOCK_CONFIG`) does not exist or is not a file.
+ * @throws {ConfigError} when `-c` is empty; when an explicit file (`-c` or
+ * `STORMLOCK_CONFIG`) does not exist, is not a file or can't be looked at
+ * (a symbolic link loop, a name too long); or when a searched
+ * `.stormlock.cfg` or `stormlock.cfg` exists but is not a usable file.
  *
  * @example
  * ```ts
@@ -189,14 +365,15 @@ function locateConfigFile(
  * ```
  */
 export function findConfigFile(source: ConfigSource = {}): string | undefined {
-  return locateConfigFile(source)?.path;
+  return locateConfigFile(source).path;
 }
 
 /**
  * Finds and parses the config. With no file, returns the empty config,
  * which runs on the embedded defaults.
  *
- * @throws {ConfigError} when a file is missing, unreadable or malformed.
+ * @throws {ConfigError} when a file is missing, unreadable or malformed,
+ * as {@linkcode findConfigFile} says.
  *
  * @example
  * ```ts
@@ -206,9 +383,9 @@ export function findConfigFile(source: ConfigSource = {}): string | undefined {
  * ```
  */
 export function loadConfig(source: ConfigSource = {}): Config {
-  const found = locateConfigFile(source);
-  if (found === undefined) return { sections: {} };
-  const { path, origin } = found;
+  const { path, origin, warnings } = locateConfigFile(source);
+  const searchWarnings = warnings.length > 0 ? { warnings } : {};
+  if (path === undefined) return { sections: {}, ...searchWarnings };
   let text: string;
   try {
     text = Deno.readTextFileSync(path);
@@ -218,7 +395,7 @@ export function loadConfig(source: ConfigSource = {}): Config {
       { cause: error },
     );
   }
-  return { path, origin, sections: parseIni(text, path) };
+  return { path, origin, sections: parseIni(text, path), ...searchWarnings };
 }
 
 /**
@@ -299,7 +476,12 @@ export function ciLink(env?: EnvReader): string | undefined {
  * @param resource The resource name.
  * @param env The environment, for the default principal.
  * @throws {ConfigError} on a bad value, naming file, section and key.
- * @throws {UsageError} on an empty resource name.
+ * @throws {UsageError} on an empty resource name, or one that is not
+ * valid text (see below).
+ *
+ * A name that is not valid UTF-8 reaches Deno's `Deno.args` with each bad
+ * byte replaced by U+FFFD, so `$'\xff'` and `$'\xfe'` would be one lock; such
+ * names, and names with lone UTF-16 surrogates, are refused.
  *
  * @example
  * ```ts
@@ -317,8 +499,9 @@ export function resolveLockSettings(
   if (resource === "") {
     throw new UsageError("The resource name is empty; name the thing to lock");
   }
+  assertWellFormedName(resource);
   const file = config.path ?? "<config>";
-  const warnings: string[] = [];
+  const warnings: string[] = [...config.warnings ?? []];
   const lookup = (key: string): [string, string] | undefined => {
     for (const section of [resource, "default"]) {
       const value = config.sections[section]?.[key];
@@ -331,7 +514,9 @@ export function resolveLockSettings(
     for (const key of Object.keys(config.sections[section] ?? {})) {
       if (!LOCK_KEYS.has(key)) {
         warnings.push(
-          `${file} [${section}] ${key}: unknown key, ignored (known: principal, backend, ttl, reason)`,
+          `${file} [${section}] ${key}: unknown key, ignored (known: ${
+            [...LOCK_KEYS].join(", ")
+          })`,
         );
       }
     }
@@ -406,6 +591,22 @@ export function resolveLockSettings(
     ...backendSettings(config, backend),
     warnings,
   };
+}
+
+/**
+ * Refuses a resource name that is not valid text. Deno decodes arguments
+ * lossily, so distinct invalid byte sequences all arrive as U+FFFD and
+ * would name one lock; a lone surrogate can't be stored as UTF-8 at all.
+ */
+function assertWellFormedName(resource: string): void {
+  if (resource.isWellFormed() && !resource.includes("\uFFFD")) return;
+  const shown = JSON.stringify(resource.toWellFormed()).replaceAll(
+    "\uFFFD",
+    "\\ufffd",
+  );
+  throw new UsageError(
+    `The resource name ${shown} is not valid text (UTF-8; \\ufffd marks what can't be read), and invalid names would share one lock; use another name`,
+  );
 }
 
 /**

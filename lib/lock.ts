@@ -362,6 +362,8 @@ export class Stormlock {
   constructor(config: Config, options: OpenLockOptions = {}) {
     this.config = config;
     this.#options = options;
+    // Config-search warnings concern every command, not only lock ones.
+    for (const message of config.warnings ?? []) this.#warn(message);
   }
 
   #warn(message: string): void {

@@ -357,6 +357,15 @@ export function pluginModuleOf(
  * plugin named by a config found in the working folder (it could come from
  * any repository), and `npm:` or `jsr:` packages unless allowed.
  *
+ * The rule is about where the file is, not how the search met it:
+ * `loadConfig` gives `./.stormlock.cfg` that is really
+ * `~/.stormlock.cfg` or `$XDG_CONFIG_HOME/stormlock.cfg` (as when run from
+ * the home folder) the origin `home` or `xdg`, so it may load plugins.
+ *
+ * @param specifier The plugin module as configured.
+ * @param configPath The config file that names it, for the message.
+ * @param policy How the config was found, and what the caller allows.
+ *
  * @throws {ConfigError} naming the module and how to allow it.
  */
 export function assertPluginAllowed(

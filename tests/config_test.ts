@@ -6,7 +6,9 @@ import {
   loadConfig,
   parseConfig,
   resolveLockSettings,
+  UsageError,
 } from "../mod.ts";
+import { assertPluginAllowed } from "../lib/plugin.ts";
 
 /** A fake HOME with a working folder, and an environment reading from it. */
 function sandbox(vars: Record<string, string> = {}) {
@@ -248,4 +250,194 @@ Deno.test("parseConfig() keeps dotted resource sections and true/false as text",
   );
   assert.equal(resolveLockSettings(config, "deploy.prod").ttlSeconds, 7200);
   assert.equal(config.sections["backend.x"].flag, "true");
+});
+
+/** A ConfigError whose message matches every pattern. */
+function configError(...patterns: RegExp[]) {
+  return (error: unknown) => {
+    assert.ok(error instanceof ConfigError, `not a ConfigError: ${error}`);
+    for (const pattern of patterns) assert.match(error.message, pattern);
+    return true;
+  };
+}
+
+/** `text` as a regular expression that matches it literally. */
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+}
+
+/** Makes `path` a symbolic link to itself: every stat of it fails (ELOOP). */
+function symlinkLoop(path: string): string {
+  Deno.symlinkSync(path, path);
+  return path;
+}
+
+Deno.test("findConfigFile() turns a -c or STORMLOCK_CONFIG path it can't look at into a ConfigError", () => {
+  const { home, cwd, env } = sandbox();
+  const loop = symlinkLoop(join(home, "loop.cfg"));
+  const tooLong = join(home, "x".repeat(300) + ".cfg");
+  for (
+    const [path, reason] of [[loop, /symbolic links form a loop/], [
+      tooLong,
+      /name is too long/,
+    ]] as const
+  ) {
+    assert.throws(
+      () => findConfigFile({ env, cwd, path }),
+      configError(
+        new RegExp(`^Config file ${escape(path)} \\(from -c/--config\\)`),
+        reason,
+        /fix the path or name another file$/,
+      ),
+    );
+    const viaEnv = (name: string) =>
+      ({ HOME: home, STORMLOCK_CONFIG: path })[name];
+    assert.throws(
+      () => findConfigFile({ env: viaEnv, cwd }),
+      configError(/from STORMLOCK_CONFIG/, reason),
+    );
+  }
+  // A file below the loop fails the same way.
+  assert.throws(
+    () => findConfigFile({ env, cwd, path: join(loop, "x.cfg") }),
+    configError(/symbolic links form a loop/),
+  );
+});
+
+Deno.test("findConfigFile() refuses an empty -c, and reads an empty STORMLOCK_CONFIG as unset", () => {
+  const { home, cwd, env, write } = sandbox();
+  assert.throws(
+    () => findConfigFile({ env, cwd, path: "" }),
+    configError(/^The -c\/--config value is empty; name a config file/),
+  );
+  const inHome = write(".stormlock.cfg");
+  const emptyEnv = (name: string) =>
+    ({ HOME: home, STORMLOCK_CONFIG: "" })[name];
+  assert.equal(findConfigFile({ env: emptyEnv, cwd }), inHome);
+});
+
+Deno.test("findConfigFile() refuses a ./.stormlock.cfg that is a symlink loop or a folder", () => {
+  const { cwd, env, write } = sandbox();
+  write(".stormlock.cfg"); // must not be used instead of the broken one
+  const inCwd = join(cwd, ".stormlock.cfg");
+  symlinkLoop(inCwd);
+  assert.throws(
+    () => loadConfig({ env, cwd }),
+    configError(
+      new RegExp(
+        `^Config file ${
+          escape(inCwd)
+        } \\(\\./\\.stormlock\\.cfg in the working folder\\)`,
+      ),
+      /symbolic links form a loop; fix or remove it/,
+    ),
+  );
+  Deno.removeSync(inCwd);
+  Deno.mkdirSync(inCwd);
+  assert.throws(
+    () => findConfigFile({ env, cwd }),
+    configError(/working folder\) is not a file; fix or remove it/),
+  );
+});
+
+Deno.test("loadConfig() skips an XDG_CONFIG_HOME it can't search, with a warning", () => {
+  const { home, cwd, write } = sandbox();
+  const xdg = symlinkLoop(join(home, "xdg"));
+  const env = (name: string) =>
+    ({ HOME: home, USER: "ann", XDG_CONFIG_HOME: xdg })[name];
+  // With no config at all: the embedded defaults, and a warning.
+  const none = loadConfig({ env, cwd });
+  assert.equal(none.path, undefined);
+  assert.equal(none.warnings?.length, 1);
+  assert.match(
+    none.warnings![0],
+    new RegExp(
+      `^XDG_CONFIG_HOME \\(${
+        escape(xdg)
+      }\\) can't be searched .*loop.*skipped; fix or unset XDG_CONFIG_HOME$`,
+    ),
+  );
+  const settings = resolveLockSettings(none, "deploy", env);
+  assert.equal(settings.backend, "sqlite");
+  assert.deepEqual(settings.warnings, none.warnings);
+  // With ~/.stormlock.cfg: the search goes on to it.
+  const inHome = write(".stormlock.cfg", "[default]\nttl = 2h\n");
+  const found = loadConfig({ env, cwd });
+  assert.equal(found.path, inHome);
+  assert.equal(found.origin, "home");
+  // A file found before the broken folder needs no warning.
+  write("work/.stormlock.cfg");
+  assert.equal(loadConfig({ env, cwd }).warnings, undefined);
+});
+
+Deno.test("findConfigFile() ignores a relative XDG_CONFIG_HOME or HOME, as XDG says", () => {
+  const { home, cwd, write } = sandbox();
+  // Relative paths would resolve against the process's working folder.
+  write("rel/stormlock.cfg");
+  write("rel/.stormlock.cfg");
+  const before = Deno.cwd();
+  Deno.chdir(home);
+  try {
+    const relXdg = (name: string) =>
+      ({ HOME: home, XDG_CONFIG_HOME: "rel" })[name];
+    assert.equal(findConfigFile({ env: relXdg, cwd }), undefined);
+    const inXdgDefault = write(".config/stormlock.cfg");
+    assert.equal(findConfigFile({ env: relXdg, cwd }), inXdgDefault);
+    const relHome = (name: string) => ({ HOME: "rel" })[name];
+    assert.equal(findConfigFile({ env: relHome, cwd }), undefined);
+  } finally {
+    Deno.chdir(before);
+  }
+});
+
+Deno.test("loadConfig() from the home folder trusts ~/.stormlock.cfg as home, not cwd", () => {
+  const { home, env, write } = sandbox();
+  const config = write(".stormlock.cfg", "[default]\nbackend = ./my.js\n");
+  const loaded = loadConfig({ env, cwd: home });
+  assert.equal(loaded.path, join(home, ".stormlock.cfg"));
+  assert.equal(loaded.origin, "home");
+  assertPluginAllowed("./my.js", loaded.path, { origin: loaded.origin });
+  // A working folder's link to the XDG config is that file, too.
+  const xdgConfig = write(".config/stormlock.cfg");
+  Deno.removeSync(config);
+  const cwd = join(home, "work");
+  Deno.symlinkSync(xdgConfig, join(cwd, ".stormlock.cfg"));
+  assert.equal(loadConfig({ env, cwd }).origin, "xdg");
+  // A copy in the working folder is a different file: still refused.
+  Deno.removeSync(join(cwd, ".stormlock.cfg"));
+  const copy = write("work/.stormlock.cfg", "[default]\nbackend = ./my.js\n");
+  const fromCwd = loadConfig({ env, cwd });
+  assert.equal(fromCwd.origin, "cwd");
+  assert.throws(
+    () => assertPluginAllowed("./my.js", copy, { origin: fromCwd.origin }),
+    configError(/found in the working folder may not load code/),
+  );
+});
+
+Deno.test("resolveLockSettings() refuses resource names that are not valid text", () => {
+  const config = parseConfig("");
+  // Deno.args turns each invalid UTF-8 byte into U+FFFD: $'\xff' and
+  // $'\xfe' would otherwise be one lock.
+  const lossy = new TextDecoder().decode(new Uint8Array([0x64, 0xff]));
+  for (const name of [lossy, "d\uFFFD", "d\uD800", "\uDC00x"]) {
+    assert.throws(
+      () => resolveLockSettings(config, name),
+      (error: unknown) =>
+        error instanceof UsageError &&
+        /^The resource name "[^"]*\\ufffd[^"]*" is not valid text \(UTF-8/.test(
+          error.message,
+        ) && /use another name$/.test(error.message),
+      JSON.stringify(name),
+    );
+  }
+  for (const name of ["déploiement", "部署", "deploy 🚀", "a\u00adb"]) {
+    assert.equal(resolveLockSettings(config, name).resource, name);
+  }
+});
+
+Deno.test("resolveLockSettings() lists the known keys in balanced text", () => {
+  const config = parseConfig("[default]\ncolour = blue\n", "/x/s.cfg");
+  assert.deepEqual(resolveLockSettings(config, "r").warnings, [
+    "/x/s.cfg [default] colour: unknown key, ignored (known: principal, backend, ttl, reason)",
+  ]);
 });

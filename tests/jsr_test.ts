@@ -33,7 +33,13 @@ Deno.test("deno publish --dry-run passes and publishes only the library", async 
   }
 });
 
-Deno.test("deno doc --lint mod.ts finds every export documented", async () => {
-  const run = await deno("doc", "--lint", "mod.ts");
+Deno.test("deno doc --lint finds every export of every entry point documented", async () => {
+  const run = await deno(
+    "doc",
+    "--lint",
+    "mod.ts",
+    "lib/kit/mod.ts",
+    "lib/testing/mod.ts",
+  );
   assert.ok(run.ok, run.output);
 });

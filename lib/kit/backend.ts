@@ -106,9 +106,16 @@ export interface Store {
    * @throws {LockHeldError} with the holder's lease when it is held.
    */
   acquire(request: AcquireRequest, op: Operation): Promise<Lease>;
-  /** @throws {LeaseNotHeldError} when `leaseId` is not the live lease. */
+  /**
+   * Ends the live lease `leaseId`, recording `released`.
+   * @throws {LeaseNotHeldError} when `leaseId` is not the live lease.
+   */
   release(resource: string, leaseId: string, op: Operation): Promise<void>;
-  /** @throws {LeaseNotHeldError} when `leaseId` is not the live lease. */
+  /**
+   * Extends the live lease `leaseId`, keeping its fence; changes its
+   * reason when `change.reason` is given.
+   * @throws {LeaseNotHeldError} when `leaseId` is not the live lease.
+   */
   renew(
     resource: string,
     leaseId: string,

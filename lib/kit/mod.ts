@@ -50,7 +50,14 @@ export {
   parseOptions,
   unknownOptionWarnings,
 } from "./options.ts";
-export type { OptionSchema, OptionSpec, SettingsOf } from "./options.ts";
+export type {
+  HasValue,
+  OptionBase,
+  OptionSchema,
+  OptionSpec,
+  SettingsOf,
+  ValueOf,
+} from "./options.ts";
 export {
   DeadlineError,
   MAX_TIMER_MS,
@@ -75,5 +82,6 @@ export {
   StormlockError,
   UsageError,
 } from "./errors.ts";
+export type { StormlockErrorCode } from "./errors.ts";
 export { assertLeaseId, isLeaseId, newLeaseId } from "./lease.ts";
 export type * from "./types.ts";

@@ -11,8 +11,15 @@ import { parseTimeoutMs, parseTtl } from "./duration.ts";
 import { resolveConfigPath } from "./paths.ts";
 import type { BackendContext, BackendOptions } from "./types.ts";
 
-/** What every option kind shares. */
-interface OptionBase {
+/**
+ * What every option kind shares.
+ * @example
+ * ```ts
+ * import type { OptionBase } from "./options.ts";
+ * const base: OptionBase = { doc: "The server", required: true };
+ * ```
+ */
+export interface OptionBase {
   /** One line for the README table: what the option does. */
   doc: string;
   /** Whether the option must be set. */
@@ -79,12 +86,29 @@ export interface OptionSchema {
   together?: readonly (readonly [string, string])[];
 }
 
-type ValueOf<S extends OptionSpec> = S extends { kind: "boolean" } ? boolean
+/**
+ * The parsed value of one option kind.
+ * @example
+ * ```ts
+ * import type { ValueOf } from "./options.ts";
+ * const port: ValueOf<{ kind: "port"; doc: "" }> = 6379;
+ * ```
+ */
+export type ValueOf<S extends OptionSpec> = S extends { kind: "boolean" }
+  ? boolean
   : S extends { kind: "duration" | "ttl" | "integer" | "port" } ? number
   : S extends { kind: "url" } ? URL
   : string;
 
-type HasValue<S extends OptionSpec> = S extends { required: true } ? true
+/**
+ * Whether an option always has a value: it is required or has a default.
+ * @example
+ * ```ts
+ * import type { HasValue } from "./options.ts";
+ * const yes: HasValue<{ kind: "text"; default: "x"; doc: "" }> = true;
+ * ```
+ */
+export type HasValue<S extends OptionSpec> = S extends { required: true } ? true
   : S extends { default: unknown } ? true
   : false;
 
