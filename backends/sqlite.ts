@@ -333,7 +333,7 @@ class SqliteStore implements Store {
         now + ttlSeconds * 1000,
         change.reason ?? before.reason,
         resource,
-      ) as Row;
+      ) as unknown as Row;
       const changed = change.reason !== undefined &&
         change.reason !== (before.reason ?? undefined);
       this.#record(changed ? "reason-changed" : "renewed", row, now);

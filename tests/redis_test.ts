@@ -5,8 +5,9 @@ import {
   ConfigError,
   LockHeldError,
   openBackend,
+  UsageError,
 } from "../mod.ts";
-import type { Backend, BackendOptions } from "../mod.ts";
+import type { Backend, BackendOptions, Lease } from "../mod.ts";
 import {
   testBackendContract,
   testUnavailableContract,
@@ -45,7 +46,7 @@ const context = { name: "redis", section: "backend.redis" };
 const open = (options: BackendOptions): Promise<Backend> =>
   openBackend(options, context);
 
-testBackendContract("redis", () => open({ url }));
+testBackendContract("redis", (extra) => open({ url, ...extra }));
 testUnavailableContract(
   "redis",
   (host, port) =>
@@ -93,30 +94,64 @@ async function passwordlessServer() {
 
 const test = backendTest("redis");
 
+/** The keys the backend keeps beside each lease, for `prefix`. */
+function sideKeys(prefix: string, resource: string) {
+  return {
+    state: `${prefix}\0state\0${resource}`,
+    history: `${prefix}\0history\0${resource}`,
+    index: `${prefix}\0index`,
+  };
+}
+
 test("a lease is a hash at prefix + resource that expires on the server's clock", async () => {
   const prefix = `stormlock:t-${crypto.randomUUID()}:`;
   const backend = await open({ url, prefix });
   const raw = inspector();
   try {
     const resource = "a resource";
-    const lease = await backend.acquire(resource, "ann@host", 60);
+    const lease = await backend.acquire(resource, "ann@host", 60, {
+      reason: "deploy",
+    });
     const key = prefix + resource;
+    const side = sideKeys(prefix, resource);
     const [seconds, micros] = await raw.time();
     const serverNow = Number(seconds) * 1000 +
       Math.floor(Number(micros) / 1000);
     assert.ok(Math.abs(lease.created.getTime() - serverNow) < 1000);
+    // Stormlock 0.1's four fields, read by 0.1 clients, plus the new ones.
     assert.deepEqual(await raw.hgetall(key), {
       id: lease.id,
       principal: "ann@host",
       created: String(lease.created.getTime()),
       expires: String(lease.expires.getTime()),
+      fence: String(lease.fence),
+      reason: "deploy",
     });
     assert.equal(await raw.pexpiretime(key), lease.expires.getTime());
+    assert.equal(await raw.hget(side.state, "last"), String(lease.fence));
+    assert.equal(await raw.pttl(side.state), -1, "the fence never expires");
+    assert.equal(
+      await raw.zscore(side.index, resource),
+      String(lease.expires.getTime()),
+    );
     const renewed = await backend.renew(resource, lease.id, 5);
     assert.equal(await raw.pexpiretime(key), renewed.expires.getTime());
     assert.ok(await raw.pttl(key) <= 5000);
+    assert.equal(
+      await raw.zscore(side.index, resource),
+      String(renewed.expires.getTime()),
+    );
     await backend.release(resource, lease.id);
     assert.equal(await raw.exists(key), 0);
+    assert.equal(await raw.zscore(side.index, resource), null);
+    assert.equal(await raw.hget(side.state, "last"), String(lease.fence));
+    const events = await raw.lrange(side.history, 0, -1);
+    assert.deepEqual(
+      events.map((event) => JSON.parse(event).kind),
+      ["released", "renewed", "acquired"],
+    );
+    const ttl = await raw.pttl(side.history);
+    assert.ok(ttl > 29 * 86400_000 && ttl <= 30 * 86400_000, `${ttl} ms`);
   } finally {
     raw.disconnect();
     await backend.close();
@@ -181,7 +216,9 @@ test("a key that holds other data gives the same ConfigError everywhere, and is 
       for (const [name, operation] of operations) {
         await rejectsCleanly(operation(), ConfigError, {
           mentions: [
-            `the key for "${resource}" holds data that is not a Stormlock lease; set another prefix`,
+            /^Redis at 127\.0\.0\.1:\d+: /,
+            `the record for "${resource}" was not written by Stormlock`,
+            "point [backend.redis] at a prefix",
           ],
         }).catch((error) => {
           throw new Error(`${name} on "${resource}": ${error.message}`, {
@@ -191,6 +228,13 @@ test("a key that holds other data gives the same ConfigError everywhere, and is 
       }
       assert.deepEqual(await dump(raw, key), before, `"${resource}" changed`);
       assert.equal(await raw.pttl(key), -1, `"${resource}" got an expiry`);
+      const side = sideKeys(prefix, resource);
+      assert.equal(
+        await raw.exists(side.state, side.history),
+        0,
+        `"${resource}" got a fence or history`,
+      );
+      assert.equal(await raw.zscore(side.index, resource), null);
     }
   } finally {
     raw.disconnect();
@@ -225,10 +269,31 @@ test("a least-privilege ACL user can do everything", async () => {
     const resource = uniqueResource();
     const lease = await backend.acquire(resource, "ann", 60);
     await assert.rejects(backend.acquire(resource, "bob", 60), LockHeldError);
-    await backend.renew(resource, lease.id, 120);
+    await backend.renew(resource, lease.id, 120, { reason: "why" });
     assert.equal((await backend.current(resource))?.id, lease.id);
     assert.equal(await backend.isHeld(resource, lease.id), true);
+    assert.ok((await backend.list(resource)).some((l) => l.id === lease.id));
     await backend.release(resource, lease.id);
+    const next = await backend.acquire(resource, "bob", 1);
+    await sleep(1500);
+    const last = await backend.acquire(resource, "cy", 60);
+    await backend.breakLease(resource, last.id, {
+      principal: "ops",
+      reason: "test",
+    });
+    assert.deepEqual(
+      (await backend.history(resource)).map((event) => event.kind),
+      [
+        "broken",
+        "acquired",
+        "expired",
+        "acquired",
+        "released",
+        "reason-changed",
+        "acquired",
+      ],
+    );
+    assert.ok(last.fence > next.fence && next.fence > lease.fence);
   } finally {
     await backend.close();
   }
@@ -327,6 +392,9 @@ test("bad options give ConfigError naming the key, never the password", async ()
     { url: `redis://ann:${password}@127.0.0.1:6379?tls=1` },
     { url: `not a url ${password}` },
     { url: `redis://${password}@127.0.0.1:6379` },
+    { url: `redis://:${password}@127.0.0.1:0` },
+    { url: `redis://:${password}@127.0.0.1:65536` },
+    { url: `redis://:${password}@127.0.0.1:6379/2147483648` },
     { url, timeout: "soon" },
     { url, ca_cert: caFile },
     { url: tlsUrl, ca_cert: "/nonexistent/ca.pem" },
@@ -336,6 +404,175 @@ test("bad options give ConfigError naming the key, never the password", async ()
       mentions: [/\[backend\.redis\] (url|timeout|ca_cert)/],
       secrets: [password],
     });
+  }
+});
+
+test("a database the server lacks is a ConfigError naming url, not an outage", async () => {
+  const backend = await open({ url: `${url}/99` });
+  try {
+    for (
+      const call of [
+        () => backend.acquire("r", "ann", 60),
+        () => backend.init(),
+      ]
+    ) {
+      await rejectsCleanly(call(), ConfigError, {
+        mentions: [
+          /\[backend\.redis\] url: Redis at 127\.0\.0\.1:\d+ has no database 99/,
+          /DB index is out of range/,
+        ],
+        secrets: [password],
+      });
+    }
+  } finally {
+    await backend.close();
+  }
+  using home = new CliHome();
+  home.write(
+    ".stormlock.cfg",
+    `[default]\nbackend = redis\n\n[backend.redis]\nurl = ${url}/99\n`,
+  );
+  const result = await home.run(["acquire", uniqueResource()]);
+  assertCleanExit(result, 78, /url: Redis at .* has no database 99/, [
+    password,
+  ]);
+});
+
+test("port 0 in the url is a ConfigError when the backend opens", async () => {
+  await rejectsCleanly(
+    open({ url: `redis://:${password}@127.0.0.1:0` }),
+    ConfigError,
+    {
+      mentions: ["[backend.redis] url: port 0 is not a port"],
+      secrets: [password],
+    },
+  );
+});
+
+test("a lease written by Stormlock 0.1 reads with fence 0, and the next lease is fenced", async () => {
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  const backend = await open({ url, prefix });
+  const raw = inspector();
+  try {
+    const resource = "deploy";
+    const key = prefix + resource;
+    const [seconds] = await raw.time();
+    const created = Number(seconds) * 1000;
+    const expires = created + 60_000;
+    const id = "0123456789abcdef0123456789abcdef";
+    // Exactly what 0.1's acquire script wrote.
+    await raw.hset(key, {
+      id,
+      principal: "ann@old",
+      created: String(created),
+      expires: String(expires),
+    });
+    await raw.pexpireat(key, expires);
+    const current = await backend.current(resource);
+    assert.equal(current?.id, id);
+    assert.equal(current?.fence, 0);
+    assert.equal(current?.principal, "ann@old");
+    assert.equal(current?.created.getTime(), created);
+    assert.equal(current?.expires.getTime(), expires);
+    const held = await backend.acquire(resource, "bob", 60).catch((e) => e);
+    assert.ok(held instanceof LockHeldError);
+    assert.equal(held.holder.id, id);
+    assert.equal(held.holder.fence, 0);
+    // Its holder, upgraded, can still renew and release it.
+    assert.equal((await backend.renew(resource, id, 120)).fence, 0);
+    await backend.release(resource, id);
+    const next = await backend.acquire(resource, "bob", 60);
+    assert.ok(next.fence >= 1, `fence ${next.fence}`);
+    const kinds = (await backend.history(resource)).map((event) =>
+      `${event.kind} ${event.fence}`
+    );
+    assert.deepEqual(kinds, [
+      `acquired ${next.fence}`,
+      "released 0",
+      "renewed 0",
+    ]);
+  } finally {
+    raw.disconnect();
+    await backend.close();
+  }
+});
+
+test("a lease released by a 0.1 client is not recorded as expired", async () => {
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  const backend = await open({ url, prefix });
+  const raw = inspector();
+  try {
+    const first = await backend.acquire("r", "ann", 60);
+    // 0.1's release script: delete the key if the id matches.
+    await raw.del(prefix + "r");
+    const second = await backend.acquire("r", "bob", 60);
+    assert.ok(second.fence > first.fence);
+    assert.deepEqual(
+      (await backend.history("r")).map((event) => event.kind),
+      ["acquired", "acquired"],
+    );
+    assert.equal((await backend.list()).length, 1, "the index dropped it");
+  } finally {
+    raw.disconnect();
+    await backend.close();
+  }
+});
+
+test("list() reads thousands of leases in one call, without stale ones", async () => {
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  const backend = await open({ url, prefix });
+  const raw = inspector();
+  try {
+    const count = 3000;
+    const leases: Lease[] = [];
+    for (let start = 0; start < count; start += 500) {
+      leases.push(
+        ...await Promise.all(
+          Array.from(
+            { length: Math.min(500, count - start) },
+            (_, i) =>
+              backend.acquire(
+                `job/${String(start + i).padStart(5, "0")}`,
+                "ann",
+                60,
+              ),
+          ),
+        ),
+      );
+    }
+    await backend.acquire("other/x", "ann", 60);
+    const short = await backend.acquire("job/short", "ann", 1);
+    for (const lease of leases.slice(0, 100)) {
+      await backend.release(lease.resource, lease.id);
+    }
+    await sleep(short.expires.getTime() - Date.now() + 300);
+    const began = performance.now();
+    const listed = await backend.list("job/");
+    const took = performance.now() - began;
+    assert.equal(listed.length, count - 100);
+    assert.deepEqual(
+      listed.map((lease) => lease.id),
+      leases.slice(100).map((lease) => lease.id),
+    );
+    assert.ok(took < 3000, `list took ${took} ms`);
+    // Released and expired leases are gone from the index too.
+    assert.equal(await raw.zcard(`${prefix}\0index`), count - 100 + 1);
+  } finally {
+    raw.disconnect();
+    await backend.close();
+  }
+});
+
+test("a resource name starting with NUL is refused, as it would share the side keys", async () => {
+  const backend = await open({ url });
+  try {
+    await rejectsCleanly(
+      backend.acquire("\0state\0x", "ann", 60),
+      UsageError,
+      { mentions: ["NUL"] },
+    );
+  } finally {
+    await backend.close();
   }
 });
 

@@ -1147,7 +1147,7 @@ export function definitionOf(
           >,
         current: (resource) =>
           call("current", resource).then(withFence) as Promise<Lease | null>,
-        close: () => legacy.close ? call("close") : undefined,
+        close: () => legacy.close ? call("close").then(() => {}) : undefined,
       };
       if (typeof legacy.isHeld === "function") {
         store.isHeld = (resource, id) =>

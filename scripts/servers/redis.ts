@@ -24,7 +24,9 @@ export const name = "redis";
  */
 const ACL_RULES =
   "on resetkeys ~stormlock:* resetchannels -@all +info +select +eval +evalsha " +
-  "+hget +hmget +time +exists +hset +pexpireat +del";
+  "+time +type +hmget +hset +hdel +hincrby +del +pexpireat +pexpire " +
+  "+lpush +ltrim +lindex +rpop +lrange " +
+  "+zadd +zrem +zrangebyscore +zremrangebyscore";
 
 function secret(): string {
   return Array.from(
