@@ -77,7 +77,25 @@ export type {
   ListedLease,
   OpenLockOptions,
   Ttl,
+  WaitState,
 } from "./lib/lock.ts";
+export {
+  assertHoldTtl,
+  durationSeconds,
+  holdLease,
+  LeaseLostError,
+  MIN_HOLD_TTL_SECONDS,
+  safetyMarginMs,
+} from "./lib/hold.ts";
+export type {
+  HoldCallback,
+  HoldLeaseOptions,
+  HoldOptions,
+  KeepOptions,
+  LossKind,
+} from "./lib/hold.ts";
+export { commandArgv, runCommand } from "./lib/run.ts";
+export type { RunCommandOptions } from "./lib/run.ts";
 export { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 export { VERSION } from "./lib/kit/version.ts";
 export type { PluginContext } from "./lib/plugin.ts";

@@ -1,547 +1,729 @@
 /**
  * The DynamoDB backend: one item per resource in a table whose hash key is
- * `resource`. Every change is a single conditional write, so DynamoDB
- * decides atomically who wins.
+ * `resource` (type S). The item holds everything about the resource, so
+ * every change is one conditional write to one item, which DynamoDB
+ * applies atomically; no transactions are needed (and none are used:
+ * DynamoDB emulators such as dynalite lack them).
+ *
+ * Item layout (times are epoch milliseconds):
+ *
+ * - `lease`, `principal`, `created`, `expires`: the lease, as Stormlock 0.1
+ *   wrote it; `host`, `reason`, `link` beside them. All are removed when
+ *   the lease is released or broken: the item stays, marked free.
+ * - `fence`: the last fencing token issued. Kept when the item is free, so
+ *   a token is never reused; 0.1 items have none and read as fence 0.
+ * - `version`: bumped by every write. Each change reads the item, decides,
+ *   and writes on condition that `version` is unchanged (a 0.1 item, which
+ *   has none, on condition that its lease is unchanged); a lost race reads
+ *   again.
+ * - `events`: the resource's history, oldest first, each a JSON string,
+ *   appended by the same write as the change it records and trimmed to
+ *   `history` events, `history_age`, and 32 KB (`HISTORY_BYTES`).
+ *
+ * Cost: DynamoDB bills a write per KB of the whole item and a consistent
+ * read per 4 KB, history included, so an item with full history costs up
+ * to about 35 write units per acquire, renew or release, and 9 read units
+ * per read; lower `history` to make it cheaper. `list` scans the whole
+ * table (consistent reads, one read unit per 4 KB of every item).
  *
  * DynamoDB has no server clock to ask, so expiry uses this host's clock:
  * operators whose clocks disagree see a lease expire earlier or later by
- * that skew. Items also carry `ttl` (epoch seconds) for DynamoDB's TTL
- * sweeper, which only tidies up: an expired lease is free at once, whether
- * or not the sweeper has deleted its item yet.
+ * that skew. Items carry no `ttl` attribute (0.1 wrote one; any write
+ * removes it): DynamoDB's TTL sweeper must never delete an item, or its
+ * fence would start again at 1.
  *
  * @module
  */
 import {
   ConditionalCheckFailedException,
   CreateTableCommand,
-  DeleteItemCommand,
   DescribeTableCommand,
-  DescribeTimeToLiveCommand,
   DynamoDBClient,
   GetItemCommand,
-  PutItemCommand,
+  ScanCommand,
   UpdateItemCommand,
-  UpdateTimeToLiveCommand,
 } from "@aws-sdk/client-dynamodb";
 import type {
   AttributeValue,
   DescribeTableCommandOutput,
-  DescribeTimeToLiveCommandOutput,
   GetItemCommandOutput,
-  UpdateItemCommandOutput,
+  ScanCommandOutput,
 } from "@aws-sdk/client-dynamodb";
 import {
-  BackendUnavailableError,
-  ConfigError,
-  LeaseNotHeldError,
-  LockHeldError,
-  StormlockError,
-  UsageError,
-} from "../lib/kit/errors.ts";
-import { deniedPermission } from "../lib/kit/permissions.ts";
-import { DeadlineError, sleep, withDeadline } from "../lib/kit/deadline.ts";
-import {
-  booleanOption,
-  formatTimeout,
-  optionError,
-  textOption,
-  timeoutOption,
-} from "../lib/kit/options.ts";
-import { newLeaseId } from "../lib/kit/lease.ts";
+  type AcquireRequest,
+  defineBackend,
+  type KitContext,
+  type Operation,
+  type Store,
+} from "../lib/kit/backend.ts";
+import { sleep } from "../lib/kit/deadline.ts";
+import { ConfigError, UsageError } from "../lib/kit/errors.ts";
+import { shorten } from "../lib/kit/text.ts";
 import type {
-  Backend,
-  BackendContext,
-  BackendOptions,
+  Breaker,
   Lease,
+  LeaseEvent,
+  LeaseEventKind,
 } from "../lib/kit/types.ts";
-
-/** Options of `[backend.dynamodb]`. */
-export const optionNames = [
-  "table",
-  "region",
-  "endpoint",
-  "profile",
-  "access_key_id",
-  "secret_access_key",
-  "timeout",
-  "create_table",
-] as const;
-
-/** The table used when the config names none. */
-export const DEFAULT_TABLE = "stormlock";
-/** The attribute DynamoDB's TTL sweeper reads: expiry in epoch seconds. */
-export const TTL_ATTRIBUTE = "ttl";
-
-const DEFAULT_TIMEOUT_MS = 3000;
-/** How long `init()` waits for a new table to become ACTIVE. */
-const TABLE_READY_MS = 120_000;
-/** DynamoDB's limit on a partition key's size. */
-const MAX_KEY_BYTES = 2048;
-/** A region for signing when only a local endpoint is configured. */
-const LOCAL_REGION = "us-east-1";
-
-/** The parsed, validated options of the DynamoDB backend. */
-export interface DynamoDbSettings {
-  /**
-   * The table's name.
-   * @default {"stormlock"}
-   */
-  table: string;
-  /** The AWS region; otherwise the SDK's chain (AWS_REGION, profile). */
-  region?: string;
-  /** A custom endpoint such as `http://127.0.0.1:8000` (DynamoDB Local). */
-  endpoint?: URL;
-  /** The shared-config profile for region and credentials. */
-  profile?: string;
-  /** Static credentials; otherwise the SDK's default provider chain. */
-  credentials?: { accessKeyId: string; secretAccessKey: string };
-  /**
-   * Bound on each operation, in milliseconds.
-   * @default {3000}
-   */
-  timeoutMs: number;
-  /**
-   * Whether a missing table is created on first use.
-   * @default {false}
-   */
-  createTable: boolean;
-}
 
 type Item = Record<string, AttributeValue>;
 type AnyCommand = Parameters<DynamoDBClient["send"]>[0];
-type Send = <Output>(command: unknown) => Promise<Output>;
 
-function sweepAt(expiresMs: number): string {
-  // Rounded up, so the sweeper never deletes an item before it expires.
-  return String(Math.ceil(expiresMs / 1000));
+/** DynamoDB's limit on a partition key's size. */
+const MAX_KEY_BYTES = 2048;
+/**
+ * The most text a lease may carry (principal, host, reason, link, and a
+ * breaker's): its item, with history, must stay under DynamoDB's 400 KB.
+ */
+const MAX_TEXT_BYTES = 16 * 1024;
+/** The most bytes of history kept on an item; the newest event always is. */
+const HISTORY_BYTES = 32 * 1024;
+/** Rounds of read-and-write before giving up on a lease changing hands. */
+const MAX_ROUNDS = 8;
+/** How often `init` looks whether a new table is ACTIVE. */
+const POLL_MS = 250;
+/** A region for signing when only a local endpoint is configured. */
+const LOCAL_REGION = "us-east-1";
+/** What an AWS region's name looks like: us-east-1, us-gov-west-1. */
+const REGION = /^[a-z]{2}(-[a-z]+)+-\d{1,2}$/;
+/** The lease's own attributes, removed when the item is marked free. */
+const LEASE_ATTRIBUTES = [
+  "lease",
+  "principal",
+  "created",
+  "expires",
+  "host",
+  "reason",
+  "link",
+] as const;
+const EVENT_KINDS: readonly LeaseEventKind[] = [
+  "acquired",
+  "renewed",
+  "released",
+  "reason-changed",
+  "expired",
+  "broken",
+];
+
+const SILENT = { debug() {}, info() {}, warn() {}, error() {} };
+
+/** What a failure needs for its message besides the store's label. */
+interface Where {
+  table: string;
+  section: string;
+  profile?: string;
 }
 
-function toLease(item: Item): Lease {
-  return {
-    resource: item.resource?.S ?? "",
-    id: item.lease?.S ?? "",
-    principal: item.principal?.S ?? "",
-    created: new Date(Number(item.created?.N)),
-    expires: new Date(Number(item.expires?.N)),
-  };
-}
-
-/** The lease in `item` if it is still live at `now` (our clock). */
-function liveLease(item: Item | undefined, now: number): Lease | null {
-  if (!item) return null;
-  const lease = toLease(item);
-  return lease.expires.getTime() > now ? lease : null;
-}
-
-/** Walks an error and its causes. */
-function* causes(error: unknown): Generator<unknown> {
-  for (let e = error, depth = 0; e && depth < 5; depth++) {
-    yield e;
-    e = (e as { cause?: unknown }).cause;
-  }
-}
-
-/** A lock store in a DynamoDB table. Expiry uses this host's clock. */
-export class DynamoDbBackend implements Backend {
-  readonly #settings: DynamoDbSettings;
-  readonly #section: string;
-  #client?: DynamoDBClient;
-  #region?: string;
-  #closed = false;
-
-  /**
-   * Prepares the backend; nothing is sent until the first operation.
-   * @param settings Validated options.
-   * @param section The config section, for messages.
-   */
-  constructor(settings: DynamoDbSettings, section = "backend.dynamodb") {
-    this.#settings = settings;
-    this.#section = section;
-    this.#region = settings.region;
-  }
-
-  /** `host:port` of the server, never with credentials. */
-  get #where(): string {
-    const { endpoint } = this.#settings;
-    if (endpoint) {
-      const port = endpoint.port ||
-        (endpoint.protocol === "https:" ? "443" : "80");
-      return `DynamoDB at ${endpoint.hostname}:${port}`;
-    }
-    return `DynamoDB at dynamodb.${this.#region ?? "?"}.amazonaws.com:443`;
-  }
-
-  #makeClient(region: string | undefined): DynamoDBClient {
-    const { endpoint, profile, credentials, timeoutMs } = this.#settings;
-    return new DynamoDBClient({
-      region,
-      endpoint: endpoint?.href,
-      profile,
-      credentials,
-      // One attempt: a retry storm would break the timeout bound.
-      maxAttempts: 1,
-      // Without throwOnRequestTimeout the SDK only warns and keeps waiting;
-      // #send's own timer is the bound either way.
-      requestHandler: {
-        connectionTimeout: timeoutMs,
-        requestTimeout: timeoutMs,
-        throwOnRequestTimeout: true,
-        logger: SILENT,
-      },
-      // The SDK's default user agent reads the OS release, which would need
-      // --allow-sys=osRelease; it is only telemetry, so leave it out.
-      defaultUserAgentProvider: () =>
-        Promise.resolve([["aws-sdk-js"], ["lang/js"], ["md/stormlock"]]),
-      // The SDK must not write to the terminal (it warns on stderr about,
-      // e.g., a profile and AWS_ACCESS_KEY_ID both set); errors reach the
-      // user through #translate instead.
-      logger: SILENT,
+/**
+ * An SDK or network failure, carrying what `classify` needs to name a
+ * remedy. Its message has the configured secret scrubbed.
+ */
+class AwsFailure extends Error {
+  constructor(
+    override readonly cause: unknown,
+    readonly where: Where,
+    secrets: readonly string[],
+  ) {
+    super(scrub(String((cause as Error)?.message ?? cause), secrets), {
+      cause,
     });
+    this.name = "AwsFailure";
   }
+}
 
-  /** The client, built on first use once the region is known. */
-  async #ready(): Promise<DynamoDBClient> {
-    if (this.#closed) {
-      throw new UsageError("The dynamodb backend is closed; open a new one");
-    }
-    if (this.#client) return this.#client;
-    let client = this.#makeClient(this.#settings.region);
-    if (!this.#region) {
-      try {
-        this.#region = await client.config.region();
-      } catch (error) {
-        client.destroy();
-        if (!this.#settings.endpoint) {
-          throw new ConfigError(
-            `No AWS region for DynamoDB: set region in [${this.#section}], AWS_REGION, or a region in your AWS profile`,
-            { cause: error },
-          );
-        }
-        // A local endpoint (dynalite, DynamoDB Local) ignores the region;
-        // any valid one will do for signing.
-        this.#region = LOCAL_REGION;
-        client = this.#makeClient(LOCAL_REGION);
-      }
-    }
+function scrub(text: string, secrets: readonly string[]): string {
+  return secrets.reduce(
+    (out, secret) => secret ? out.replaceAll(secret, "***") : out,
+    text,
+  );
+}
+
+/** An event as stored: a compact JSON object in the `events` list. */
+interface StoredEvent {
+  k: LeaseEventKind;
+  at: number;
+  id: string;
+  p: string;
+  h?: string;
+  r?: string;
+  l?: string;
+  f: number;
+  c: number;
+  e: number;
+  by?: { p: string; h?: string; r: string };
+}
+
+function encodeEvent(
+  kind: LeaseEventKind,
+  lease: Lease,
+  at: number,
+  by?: Breaker,
+): string {
+  const event: StoredEvent = {
+    k: kind,
+    at,
+    id: lease.id,
+    p: lease.principal,
+    h: lease.host,
+    r: lease.reason,
+    l: lease.link,
+    f: lease.fence,
+    c: lease.created.getTime(),
+    e: lease.expires.getTime(),
+  };
+  if (by) event.by = { p: by.principal, h: by.host, r: by.reason };
+  return JSON.stringify(event);
+}
+
+const bytes = (text: string) => new TextEncoder().encode(text).length;
+
+/** A lease store in one DynamoDB table. Expiry uses this host's clock. */
+class DynamoDbStore implements Store {
+  readonly label: string;
+  readonly #client: DynamoDBClient;
+  readonly #table: string;
+  readonly #createTable: boolean;
+  readonly #keep: number;
+  readonly #keepMs: number;
+  readonly #where: Where;
+  readonly #secrets: readonly string[];
+  readonly #context: KitContext;
+
+  constructor(
+    client: DynamoDBClient,
+    label: string,
+    settings: {
+      table: string;
+      createTable: boolean;
+      keep: number;
+      keepMs: number;
+      where: Where;
+      secrets: readonly string[];
+    },
+    context: KitContext,
+  ) {
     this.#client = client;
-    return client;
+    this.label = label;
+    this.#table = settings.table;
+    this.#createTable = settings.createTable;
+    this.#keep = settings.keep;
+    this.#keepMs = settings.keepMs;
+    this.#where = settings.where;
+    this.#secrets = settings.secrets;
+    this.#context = context;
   }
 
-  /** Sends one command, rejecting at `deadline` whatever the SDK does. */
-  async #send<Output>(command: unknown, deadline: number): Promise<Output> {
-    const client = await this.#ready();
-    return await withDeadline(
-      Math.max(0, deadline - Date.now()),
-      (signal) => client.send(command as AnyCommand, { abortSignal: signal }),
-    ) as Output;
-  }
-
-  /**
-   * Runs one operation within the timeout, translating errors. With
-   * `create_table`, a missing table is created and the operation retried
-   * once.
-   */
-  async #op<T>(action: string, body: (send: Send) => Promise<T>): Promise<T> {
-    const attempt = () => {
-      const deadline = Date.now() + this.#settings.timeoutMs;
-      return body((command) => this.#send(command, deadline));
-    };
+  /** Sends one command; a failed condition comes back as it is. */
+  async #send<Output>(command: unknown, op: Operation): Promise<Output> {
     try {
-      try {
-        return await attempt();
-      } catch (error) {
-        if (!this.#settings.createTable || !isMissingTable(error)) throw error;
-        await this.init();
-        return await attempt();
-      }
+      return await this.#client.send(command as AnyCommand, {
+        abortSignal: op.signal,
+      }) as Output;
     } catch (error) {
-      throw this.#translate(error, action);
+      if (error instanceof ConditionalCheckFailedException) throw error;
+      throw new AwsFailure(error, this.#where, this.#secrets);
     }
   }
 
-  /** The one place where SDK and network errors become ours. */
-  #translate(error: unknown, action: string): Error {
-    if (error instanceof StormlockError) return error;
-    const { table, timeoutMs } = this.#settings;
-    const all = [...causes(error)];
-    const denied = deniedPermission(
-      all.find((e) => e instanceof Deno.errors.NotCapable),
-    );
-    if (denied) {
-      return new ConfigError(
-        `The DynamoDB client lacks a Deno permission: it needs ${denied.need}; run main.ts with ${denied.flag}`,
-        { cause: error },
-      );
+  /** Runs `body`; with `create_table`, creates a missing table and retries. */
+  async #withTable<T>(op: Operation, body: () => Promise<T>): Promise<T> {
+    try {
+      return await body();
+    } catch (error) {
+      if (!this.#createTable || !isMissingTable(error)) throw error;
+      await this.init(op);
+      return await body();
     }
-    const name = (error as Error)?.name ?? "Error";
-    const message = this.#scrub((error as Error)?.message ?? String(error));
-    if (isMissingTable(error)) {
-      return new ConfigError(
-        `DynamoDB table "${table}" does not exist; run \`stormlock init RESOURCE\` or set create_table = true in [${this.#section}]`,
-        { cause: error },
-      );
-    }
-    if (name === "CredentialsProviderError") {
-      return new ConfigError(
-        `No AWS credentials found for DynamoDB${
-          this.#settings.profile
-            ? ` in profile "${this.#settings.profile}"`
-            : ""
-        }: set access_key_id and secret_access_key in [${this.#section}], a profile, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a credential_process profile also needs --allow-run)`,
-        { cause: error },
-      );
-    }
-    if (
-      error instanceof DeadlineError || name === "AbortError" ||
-      name === "TimeoutError" ||
-      all.some((e) => /ETIMEDOUT|timed? ?out/i.test(`${(e as Error)?.message}`))
-    ) {
-      return new BackendUnavailableError(
-        `${this.#where} did not answer within ${
-          formatTimeout(timeoutMs)
-        }; check that it is up and reachable, or raise timeout in [${this.#section}]`,
-        { cause: error },
-      );
-    }
-    // Node's system errors: ECONNREFUSED, ENOTFOUND, ECONNRESET…
-    const code = all.map((e) => (e as { code?: unknown })?.code).find((c) =>
-      typeof c === "string" && /^E[A-Z]+$/.test(c)
-    );
-    if (code) {
-      return new BackendUnavailableError(
-        `${this.#where} could not be reached (${code}); check endpoint and region in [${this.#section}]`,
-        { cause: error },
-      );
-    }
-    if (AUTH_ERRORS.has(name)) {
-      return new BackendUnavailableError(
-        `${this.#where} refused the credentials (${name}): ${message}; ${
-          name === "AccessDeniedException"
-            ? `give them IAM access to table "${table}"`
-            : `check the credentials and region in [${this.#section}]`
-        }`,
-        { cause: error },
-      );
-    }
-    const status = (error as { $metadata?: { httpStatusCode?: number } })
-      ?.$metadata?.httpStatusCode;
-    if (name === "Unknown" || name === "UnknownOperationException") {
-      // Something answered HTTP, but not as DynamoDB does.
-      return new BackendUnavailableError(
-        `${this.#where} answered HTTP ${
-          status ?? "?"
-        } to ${action}, not as DynamoDB does; check endpoint in [${this.#section}]`,
-        { cause: error },
-      );
-    }
-    if (name === "ValidationException") {
-      return new ConfigError(
-        `${this.#where} rejected the request to ${action} on table "${table}": ${message}; the table's hash key must be resource (type S)`,
-        { cause: error },
-      );
-    }
-    return new BackendUnavailableError(
-      `${this.#where} failed to ${action} (${name}): ${message}; ${
-        THROTTLED.has(name)
-          ? "retry later, or raise the table's capacity"
-          : "fix what the service names, or retry if it was transient"
-      }`,
-      { cause: error },
-    );
-  }
-
-  /** Removes configured credentials from text that reaches the user. */
-  #scrub(text: string): string {
-    const secrets = Object.values(this.#settings.credentials ?? {});
-    return secrets.reduce(
-      (out, secret) => secret ? out.replaceAll(secret, "***") : out,
-      text,
-    );
   }
 
   #key(resource: string): Item {
-    const bytes = new TextEncoder().encode(resource).length;
-    if (bytes > MAX_KEY_BYTES) {
-      throw new UsageError(
-        `The resource name is ${bytes} bytes; DynamoDB keys hold at most ${MAX_KEY_BYTES}, so use a shorter name`,
+    const size = bytes(resource);
+    if (size > MAX_KEY_BYTES) {
+      throw new this.#context.errors.UsageError(
+        `The resource name is ${size} bytes; DynamoDB keys hold at most ${MAX_KEY_BYTES}, so use a shorter name`,
       );
     }
     return { resource: { S: resource } };
   }
 
-  #get(send: Send, resource: string): Promise<Item | undefined> {
-    return send<GetItemCommandOutput>(
-      new GetItemCommand({
-        TableName: this.#settings.table,
-        Key: this.#key(resource),
-        ConsistentRead: true,
-      }),
-    ).then((output) => output.Item);
-  }
-
-  acquire(
-    resource: string,
-    principal: string,
-    ttlSeconds: number,
-  ): Promise<Lease> {
-    return this.#op("acquire", async (send) => {
-      // Each round ends in a win or a live holder, unless the holder left
-      // between our write and our read; three rounds are plenty.
-      for (let round = 0; round < 3; round++) {
-        const now = Date.now();
-        const lease: Lease = {
-          resource,
-          id: newLeaseId(),
-          principal,
-          created: new Date(now),
-          expires: new Date(now + ttlSeconds * 1000),
-        };
-        try {
-          await send(
-            new PutItemCommand({
-              TableName: this.#settings.table,
-              Item: {
-                ...this.#key(resource),
-                lease: { S: lease.id },
-                principal: { S: principal },
-                created: { N: String(now) },
-                expires: { N: String(lease.expires.getTime()) },
-                [TTL_ATTRIBUTE]: { N: sweepAt(lease.expires.getTime()) },
-              },
-              ConditionExpression:
-                "attribute_not_exists(#resource) OR #expires <= :now",
-              ExpressionAttributeNames: {
-                "#resource": "resource",
-                "#expires": "expires",
-              },
-              ExpressionAttributeValues: { ":now": { N: String(now) } },
-              // DynamoDB returns the holder with the failure; emulators
-              // such as dynalite don't, so we read it then.
-              ReturnValuesOnConditionCheckFailure: "ALL_OLD",
-            }),
-          );
-          return lease;
-        } catch (error) {
-          if (!(error instanceof ConditionalCheckFailedException)) throw error;
-          const holder = liveLease(
-            error.Item ?? await this.#get(send, resource),
-            Date.now(),
-          );
-          if (holder) throw new LockHeldError(holder);
-        }
-      }
-      throw new BackendUnavailableError(
-        `The lock on "${resource}" kept changing hands; try again`,
+  /** Refuses text that would make the item too large. */
+  #checkText(resource: string, ...texts: (string | undefined)[]): void {
+    const size = texts.reduce((sum, text) => sum + bytes(text ?? ""), 0);
+    if (size > MAX_TEXT_BYTES) {
+      throw new this.#context.errors.UsageError(
+        `The lease item for "${
+          resource.slice(0, 100)
+        }" is too large: its principal, host, reason and link take ${size} bytes, and DynamoDB keeps a lease with its history in one item of at most 400 KB; keep them under ${MAX_TEXT_BYTES} bytes`,
       );
-    });
-  }
-
-  release(resource: string, leaseId: string): Promise<void> {
-    return this.#op("release", async (send) => {
-      await ifHeld(
-        resource,
-        leaseId,
-        send(
-          new DeleteItemCommand({
-            TableName: this.#settings.table,
-            Key: this.#key(resource),
-            // An expired lease is not released: someone may hold it anew.
-            ConditionExpression: "#lease = :lease AND #expires > :now",
-            ExpressionAttributeNames: {
-              "#lease": "lease",
-              "#expires": "expires",
-            },
-            ExpressionAttributeValues: {
-              ":lease": { S: leaseId },
-              ":now": { N: String(Date.now()) },
-            },
-          }),
-        ),
-      );
-    });
-  }
-
-  renew(resource: string, leaseId: string, ttlSeconds: number): Promise<Lease> {
-    return this.#op("renew", async (send) => {
-      const now = Date.now();
-      const expires = now + ttlSeconds * 1000;
-      const output = await ifHeld(
-        resource,
-        leaseId,
-        send<UpdateItemCommandOutput>(
-          new UpdateItemCommand({
-            TableName: this.#settings.table,
-            Key: this.#key(resource),
-            UpdateExpression: "SET #expires = :expires, #ttl = :ttl",
-            ConditionExpression: "#lease = :lease AND #expires > :now",
-            ExpressionAttributeNames: {
-              "#lease": "lease",
-              "#expires": "expires",
-              "#ttl": TTL_ATTRIBUTE,
-            },
-            ExpressionAttributeValues: {
-              ":lease": { S: leaseId },
-              ":now": { N: String(now) },
-              ":expires": { N: String(expires) },
-              ":ttl": { N: sweepAt(expires) },
-            },
-            ReturnValues: "ALL_NEW",
-          }),
-        ),
-      );
-      return toLease(output.Attributes ?? {});
-    });
-  }
-
-  current(resource: string): Promise<Lease | null> {
-    return this.#op("read", async (send) => {
-      return liveLease(await this.#get(send, resource), Date.now());
-    });
-  }
-
-  async isHeld(resource: string, leaseId: string): Promise<boolean> {
-    return (await this.current(resource))?.id === leaseId;
-  }
-
-  /**
-   * Creates the table (on-demand capacity) if it is missing, waits until
-   * it is ACTIVE, and turns on DynamoDB's TTL sweeper for `ttl`. Idempotent.
-   *
-   * @throws {ConfigError} when the table exists with another key schema
-   * or its TTL is set on another attribute.
-   */
-  async init(): Promise<void> {
-    const { table, timeoutMs } = this.#settings;
-    const send: Send = (command) => this.#send(command, Date.now() + timeoutMs);
-    try {
-      try {
-        await send(
-          new CreateTableCommand({
-            TableName: table,
-            BillingMode: "PAY_PER_REQUEST",
-            AttributeDefinitions: [
-              { AttributeName: "resource", AttributeType: "S" },
-            ],
-            KeySchema: [{ AttributeName: "resource", KeyType: "HASH" }],
-          }),
-        );
-      } catch (error) {
-        // Someone else created it, now or long ago.
-        if ((error as Error)?.name !== "ResourceInUseException") throw error;
-      }
-      await this.#waitUntilActive(send);
-      await this.#enableTtl(send);
-    } catch (error) {
-      throw this.#translate(error, "create the table");
     }
   }
 
-  async #waitUntilActive(send: Send): Promise<void> {
-    const { table } = this.#settings;
-    const giveUp = Date.now() + TABLE_READY_MS;
+  /** A config error for an item Stormlock did not write, as the kit words it. */
+  #foreign(resource: string, what: string): Error {
+    return new this.#context.errors.ConfigError(
+      `${this.label}: the record for "${resource}" was not written by Stormlock (bad ${what}); point [${this.#where.section}] at a prefix or table of its own`,
+    );
+  }
+
+  /** The item, read consistently; `attributes` limits what comes back. */
+  async #load(
+    resource: string,
+    op: Operation,
+    attributes?: readonly string[],
+  ): Promise<Item | undefined> {
+    const names = attributes
+      ? Object.fromEntries(attributes.map((name, i) => [`#a${i}`, name]))
+      : undefined;
+    const output = await this.#send<GetItemCommandOutput>(
+      new GetItemCommand({
+        TableName: this.#table,
+        Key: this.#key(resource),
+        ConsistentRead: true,
+        ...(names
+          ? {
+            ProjectionExpression: Object.keys(names).join(", "),
+            ExpressionAttributeNames: names,
+          }
+          : {}),
+      }),
+      op,
+    );
+    return output.Item;
+  }
+
+  /** The lease on the item, live or not, checked by the kit. */
+  #leaseOf(resource: string, item: Item | undefined): Lease | null {
+    if (!item || !item.lease) return null;
+    return this.#context.leaseFromRecord(resource, {
+      id: item.lease.S,
+      principal: item.principal?.S,
+      host: item.host?.S,
+      reason: item.reason?.S,
+      link: item.link?.S,
+      fence: item.fence ? item.fence.N ?? null : undefined,
+      created: item.created?.N,
+      expires: item.expires?.N,
+    });
+  }
+
+  #liveOf(resource: string, item: Item | undefined, now: number) {
+    const lease = this.#leaseOf(resource, item);
+    return lease && lease.expires.getTime() > now ? lease : null;
+  }
+
+  /**
+   * A counter on the item: `fence`, the last token issued (0 on a new or
+   * 0.1 item), or `version` (undefined on a 0.1 item).
+   */
+  #counter(
+    resource: string,
+    item: Item | undefined,
+    attribute: "fence" | "version",
+  ): number | undefined {
+    const value = item?.[attribute];
+    if (!value) return attribute === "fence" ? 0 : undefined;
+    if (value.N === undefined || !/^\d{1,15}$/.test(value.N)) {
+      throw this.#foreign(resource, attribute);
+    }
+    return Number(value.N);
+  }
+
+  #eventsOf(resource: string, item: Item | undefined): string[] {
+    if (!item?.events) return [];
+    const list = item.events.L;
+    if (!list || list.some((value) => value.S === undefined)) {
+      throw this.#foreign(resource, "events");
+    }
+    return list.map((value) => value.S!);
+  }
+
+  #decode(resource: string, text: string): LeaseEvent {
+    let stored: StoredEvent;
+    try {
+      stored = JSON.parse(text);
+    } catch {
+      throw this.#foreign(resource, "event");
+    }
+    if (
+      typeof stored !== "object" || stored === null ||
+      !EVENT_KINDS.includes(stored.k) || !Number.isFinite(stored.at)
+    ) {
+      throw this.#foreign(resource, "event");
+    }
+    const event: LeaseEvent = {
+      ...this.#context.leaseFromRecord(resource, {
+        id: stored.id,
+        principal: stored.p,
+        host: stored.h,
+        reason: stored.r,
+        link: stored.l,
+        fence: stored.f,
+        created: stored.c,
+        expires: stored.e,
+      }),
+      kind: stored.k,
+      at: new Date(stored.at),
+    };
+    if (stored.by) {
+      const { p, h, r } = stored.by;
+      if (typeof p !== "string" || typeof r !== "string") {
+        throw this.#foreign(resource, "event");
+      }
+      event.by = { principal: p, reason: r, ...(h ? { host: h } : {}) };
+    }
+    return event;
+  }
+
+  /**
+   * `events` plus the new ones, trimmed: at most `history` of them, none
+   * older than `history_age`, and at most HISTORY_BYTES, oldest dropped
+   * first; the newest is always kept.
+   */
+  #appended(events: string[], added: string[], now: number): AttributeValue {
+    const all = [...events, ...added];
+    const oldest = now - this.#keepMs;
+    let kept = all.slice(-this.#keep).filter((text) => {
+      const at = /"at":(\d+)/.exec(text);
+      return !at || Number(at[1]) >= oldest;
+    });
+    let size = kept.reduce((sum, text) => sum + bytes(text), 0);
+    while (size > HISTORY_BYTES && kept.length > 1) {
+      size -= bytes(kept[0]);
+      kept = kept.slice(1);
+    }
+    return { L: kept.map((text) => ({ S: text })) };
+  }
+
+  /**
+   * Writes the change if the item is still as read: the one place a lease
+   * changes. Returns false when someone else changed it first.
+   */
+  async #write(
+    resource: string,
+    before: Item | undefined,
+    set: Record<string, AttributeValue>,
+    remove: readonly string[],
+    op: Operation,
+  ): Promise<boolean> {
+    const names: Record<string, string> = {};
+    const values: Record<string, AttributeValue> = {};
+    const name = (attribute: string) => {
+      const key = `#${attribute}`;
+      names[key] = attribute;
+      return key;
+    };
+    let condition: string;
+    const version = this.#counter(resource, before, "version");
+    if (!before) {
+      condition = `attribute_not_exists(${name("resource")})`;
+    } else if (version !== undefined) {
+      condition = `${name("version")} = :wasVersion`;
+      values[":wasVersion"] = { N: String(version) };
+    } else if (before.lease) {
+      // An item Stormlock 0.1 wrote: unchanged if its lease is.
+      condition = `attribute_not_exists(${name("version")}) AND ${
+        name("lease")
+      } = :wasLease AND ${name("expires")} = :wasExpires`;
+      values[":wasLease"] = before.lease;
+      values[":wasExpires"] = before.expires;
+    } else {
+      condition = `attribute_not_exists(${
+        name("version")
+      }) AND attribute_not_exists(${name("lease")})`;
+    }
+    const updates = Object.entries({
+      ...set,
+      version: { N: String((version ?? 0) + 1) },
+    }).map(([attribute, value]) => {
+      values[`:${attribute}`] = value;
+      return `${name(attribute)} = :${attribute}`;
+    });
+    // 0.1 wrote `ttl` for DynamoDB's sweeper, which must not delete the
+    // item now that it keeps the fence.
+    const removed = [...remove, "ttl"].map(name);
+    try {
+      await this.#send(
+        new UpdateItemCommand({
+          TableName: this.#table,
+          Key: this.#key(resource),
+          UpdateExpression: `SET ${updates.join(", ")} REMOVE ${
+            removed.join(", ")
+          }`,
+          ConditionExpression: condition,
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+        }),
+        op,
+      );
+      return true;
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) return false;
+      throw error;
+    }
+  }
+
+  /** Reads, decides and writes until the write wins. */
+  async #change<T>(
+    resource: string,
+    op: Operation,
+    step: (item: Item | undefined, now: number) => {
+      set: Record<string, AttributeValue>;
+      remove: readonly string[];
+      result: T;
+    },
+  ): Promise<T> {
+    return await this.#withTable(op, async () => {
+      for (let round = 0; round < MAX_ROUNDS; round++) {
+        const item = await this.#load(resource, op);
+        const { set, remove, result } = step(item, Date.now());
+        if (await this.#write(resource, item, set, remove, op)) return result;
+      }
+      throw new this.#context.errors.BackendUnavailableError(
+        `${this.label}: the lock on "${resource}" kept changing hands; try again`,
+      );
+    });
+  }
+
+  /** The attributes of a lease, and those it lacks to remove. */
+  #leaseAttributes(lease: Lease) {
+    const set: Record<string, AttributeValue> = {
+      lease: { S: lease.id },
+      principal: { S: lease.principal },
+      created: { N: String(lease.created.getTime()) },
+      expires: { N: String(lease.expires.getTime()) },
+      fence: { N: String(lease.fence) },
+    };
+    const remove: string[] = [];
+    for (const field of ["host", "reason", "link"] as const) {
+      const value = lease[field];
+      if (value) set[field] = { S: value };
+      else remove.push(field);
+    }
+    return { set, remove };
+  }
+
+  acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
+    const { resource } = request;
+    this.#key(resource);
+    this.#checkText(
+      resource,
+      request.principal,
+      request.host,
+      request.reason,
+      request.link,
+    );
+    return this.#change(resource, op, (item, now) => {
+      const old = this.#leaseOf(resource, item);
+      if (old && old.expires.getTime() > now) {
+        throw new this.#context.errors.LockHeldError(old);
+      }
+      const lease: Lease = {
+        resource,
+        id: request.id,
+        principal: request.principal,
+        fence: this.#counter(resource, item, "fence")! + 1,
+        created: new Date(now),
+        expires: new Date(now + request.ttlSeconds * 1000),
+      };
+      if (request.host) lease.host = request.host;
+      if (request.reason) lease.reason = request.reason;
+      if (request.link) lease.link = request.link;
+      const added = [encodeEvent("acquired", lease, now)];
+      if (old) {
+        added.unshift(encodeEvent("expired", old, old.expires.getTime()));
+      }
+      const { set, remove } = this.#leaseAttributes(lease);
+      set.events = this.#appended(this.#eventsOf(resource, item), added, now);
+      return { set, remove, result: lease };
+    });
+  }
+
+  /** Marks the live lease `leaseId` free, recording `kind`; or throws. */
+  #end(
+    resource: string,
+    leaseId: string,
+    kind: "released" | "broken",
+    op: Operation,
+    by?: Breaker,
+  ): Promise<Lease> {
+    this.#key(resource);
+    if (by) this.#checkText(resource, by.principal, by.host, by.reason);
+    return this.#change(resource, op, (item, now) => {
+      const lease = this.#liveOf(resource, item, now);
+      if (lease?.id !== leaseId) {
+        throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
+      }
+      const events = this.#eventsOf(resource, item);
+      return {
+        // The fence stays, so the next lease's is higher.
+        set: {
+          fence: { N: String(lease.fence) },
+          events: this.#appended(
+            events,
+            [encodeEvent(kind, lease, now, by)],
+            now,
+          ),
+        },
+        remove: LEASE_ATTRIBUTES,
+        result: lease,
+      };
+    });
+  }
+
+  async release(
+    resource: string,
+    leaseId: string,
+    op: Operation,
+  ): Promise<void> {
+    await this.#end(resource, leaseId, "released", op);
+  }
+
+  breakLease(
+    resource: string,
+    leaseId: string,
+    by: Breaker,
+    op: Operation,
+  ): Promise<Lease> {
+    return this.#end(resource, leaseId, "broken", op, by);
+  }
+
+  renew(
+    resource: string,
+    leaseId: string,
+    ttlSeconds: number,
+    op: Operation,
+    change: { reason?: string },
+  ): Promise<Lease> {
+    this.#key(resource);
+    return this.#change(resource, op, (item, now) => {
+      const before = this.#liveOf(resource, item, now);
+      if (before?.id !== leaseId) {
+        throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
+      }
+      const lease: Lease = {
+        ...before,
+        expires: new Date(now + ttlSeconds * 1000),
+      };
+      const changed = change.reason !== undefined &&
+        change.reason !== (before.reason ?? "");
+      if (changed) {
+        this.#checkText(
+          resource,
+          lease.principal,
+          lease.host,
+          change.reason,
+          lease.link,
+        );
+        if (change.reason) lease.reason = change.reason;
+        else delete lease.reason;
+      }
+      const event = encodeEvent(
+        changed ? "reason-changed" : "renewed",
+        lease,
+        now,
+      );
+      const { set, remove } = this.#leaseAttributes(lease);
+      set.events = this.#appended(this.#eventsOf(resource, item), [event], now);
+      return { set, remove, result: lease };
+    });
+  }
+
+  current(resource: string, op: Operation): Promise<Lease | null> {
+    return this.#withTable(op, async () => {
+      const item = await this.#load(resource, op, [
+        ...LEASE_ATTRIBUTES,
+        "fence",
+      ]);
+      return this.#liveOf(resource, item, Date.now());
+    });
+  }
+
+  /**
+   * Scans the whole table, page by page (a page is at most 1 MB), keeping
+   * live leases under `prefix`: one read unit per 4 KB of every item.
+   */
+  list(prefix: string, op: Operation): Promise<Lease[]> {
+    return this.#withTable(op, async () => {
+      const attributes = ["resource", ...LEASE_ATTRIBUTES, "fence"];
+      const names = Object.fromEntries(
+        attributes.map((name) => [`#${name}`, name]),
+      );
+      const values: Record<string, AttributeValue> = {
+        ":now": { N: String(Date.now()) },
+      };
+      let filter = "attribute_exists(#lease) AND #expires > :now";
+      if (prefix !== "") {
+        filter += " AND begins_with(#resource, :prefix)";
+        values[":prefix"] = { S: prefix };
+      }
+      const leases: Lease[] = [];
+      let start: Item | undefined;
+      do {
+        const page: ScanCommandOutput = await this.#send(
+          new ScanCommand({
+            TableName: this.#table,
+            ConsistentRead: true,
+            ProjectionExpression: Object.keys(names).join(", "),
+            FilterExpression: filter,
+            ExpressionAttributeNames: names,
+            ExpressionAttributeValues: values,
+            ExclusiveStartKey: start,
+          }),
+          op,
+        );
+        for (const item of page.Items ?? []) {
+          const resource = item.resource?.S;
+          if (resource === undefined) continue;
+          const lease = this.#leaseOf(resource, item);
+          if (lease) leases.push(lease);
+        }
+        start = page.LastEvaluatedKey;
+      } while (start);
+      return leases;
+    });
+  }
+
+  history(
+    resource: string,
+    limit: number,
+    op: Operation,
+  ): Promise<LeaseEvent[]> {
+    return this.#withTable(op, async () => {
+      const item = await this.#load(resource, op, ["events"]);
+      const oldest = Date.now() - this.#keepMs;
+      return this.#eventsOf(resource, item)
+        .map((text) => this.#decode(resource, text))
+        .filter((event) => event.at.getTime() >= oldest)
+        .reverse()
+        .slice(0, limit);
+    });
+  }
+
+  /**
+   * Creates the table (on-demand capacity) if it is missing and waits,
+   * within the operation's time, until it is ACTIVE. Idempotent.
+   */
+  async init(op: Operation): Promise<void> {
+    try {
+      await this.#send(
+        new CreateTableCommand({
+          TableName: this.#table,
+          BillingMode: "PAY_PER_REQUEST",
+          AttributeDefinitions: [
+            { AttributeName: "resource", AttributeType: "S" },
+          ],
+          KeySchema: [{ AttributeName: "resource", KeyType: "HASH" }],
+        }),
+        op,
+      );
+    } catch (error) {
+      // Someone else created it, now or long ago.
+      if (awsName(error) !== "ResourceInUseException") throw error;
+    }
     while (true) {
-      const { Table } = await send<DescribeTableCommandOutput>(
-        new DescribeTableCommand({ TableName: table }),
+      const { Table } = await this.#send<DescribeTableCommandOutput>(
+        new DescribeTableCommand({ TableName: this.#table }),
+        op,
       );
       const hash = Table?.KeySchema?.find((key) => key.KeyType === "HASH");
       const type = Table?.AttributeDefinitions?.find((attribute) =>
@@ -551,66 +733,42 @@ export class DynamoDbBackend implements Backend {
         Table?.KeySchema?.length !== 1 || hash?.AttributeName !== "resource" ||
         type !== "S"
       ) {
-        throw new ConfigError(
-          `DynamoDB table "${table}" exists but its key is not the hash key resource (type S); choose another table in [${this.#section}]`,
+        throw new this.#context.errors.ConfigError(
+          `${this.label}: table "${this.#table}" exists but its key is not the hash key resource (type S); choose another table in [${this.#where.section}]`,
         );
       }
       if (Table.TableStatus === "ACTIVE") return;
-      if (Date.now() > giveUp) {
-        throw new BackendUnavailableError(
-          `DynamoDB table "${table}" is still ${Table.TableStatus} after ${
-            formatTimeout(TABLE_READY_MS)
-          }; run \`stormlock init\` again later`,
+      if (Date.now() + 2 * POLL_MS >= op.deadline) {
+        throw new this.#context.errors.BackendUnavailableError(
+          `${this.label}: table "${this.#table}" is still ${Table.TableStatus}; that takes a minute on AWS, so run \`stormlock init\` again shortly`,
         );
       }
-      await sleep(500);
+      await sleep(POLL_MS);
     }
   }
 
-  async #enableTtl(send: Send): Promise<void> {
-    const { table } = this.#settings;
-    try {
-      const { TimeToLiveDescription: ttl } = await send<
-        DescribeTimeToLiveCommandOutput
-      >(new DescribeTimeToLiveCommand({ TableName: table }));
-      const status = ttl?.TimeToLiveStatus ?? "DISABLED";
-      if (status === "ENABLED" || status === "ENABLING") {
-        if (ttl?.AttributeName === TTL_ATTRIBUTE) return;
-        throw new ConfigError(
-          `DynamoDB table "${table}" has TTL on "${ttl?.AttributeName}", but Stormlock writes expiry in epoch seconds to "${TTL_ATTRIBUTE}"; disable TTL on the table and run \`stormlock init\` again`,
-        );
-      }
-      await send(
-        new UpdateTimeToLiveCommand({
-          TableName: table,
-          TimeToLiveSpecification: {
-            AttributeName: TTL_ATTRIBUTE,
-            Enabled: true,
-          },
-        }),
-      );
-    } catch (error) {
-      // Emulators such as dynalite lack the TTL API. The sweeper only
-      // tidies up expired items, which acquire overwrites anyway.
-      if ((error as Error)?.name === "UnknownOperationException") return;
-      throw error;
-    }
-  }
-
-  close(): Promise<void> {
-    this.#closed = true;
-    this.#client?.destroy();
-    this.#client = undefined;
-    return Promise.resolve();
+  close(): void {
+    this.#client.destroy();
   }
 }
 
-const SILENT = {
-  debug() {},
-  info() {},
-  warn() {},
-  error() {},
-};
+/** Walks an error and its causes. */
+function* causes(error: unknown): Generator<unknown> {
+  for (let e = error, depth = 0; e && depth < 6; depth++) {
+    yield e;
+    e = (e as { cause?: unknown }).cause;
+  }
+}
+
+/** The SDK's name for a failure, through an {@linkcode AwsFailure}. */
+function awsName(error: unknown): string | undefined {
+  const inner = error instanceof AwsFailure ? error.cause : error;
+  return (inner as Error)?.name;
+}
+
+function isMissingTable(error: unknown): boolean {
+  return awsName(error) === "ResourceNotFoundException";
+}
 
 const AUTH_ERRORS = new Set([
   "UnrecognizedClientException",
@@ -629,108 +787,283 @@ const THROTTLED = new Set([
   "LimitExceededException",
 ]);
 
-function isMissingTable(error: unknown): boolean {
-  return (error as Error)?.name === "ResourceNotFoundException";
-}
+/** Replies that are not HTTP, or not DynamoDB's: a wrong port or host. */
+const NO_HTTP =
+  /Parse Error|Expected HTTP|invalid HTTP|HPE_|wrong version number|packet length too long|record layer failure|corrupt message|InvalidData/i;
+/** HTTP replies that are not DynamoDB's JSON. */
+const NOT_DYNAMODB = /Deserialization error|Unexpected token|not valid JSON/i;
 
 /**
- * Awaits a write conditional on `leaseId` holding the resource; a failed
- * condition means it does not.
+ * The region from the SDK's chain (AWS_REGION, the profile); with only a
+ * local endpoint, any region does for signing.
  */
-async function ifHeld<T>(
-  resource: string,
-  leaseId: string,
-  write: Promise<T>,
-): Promise<T> {
+async function chainRegion(
+  profile: string | undefined,
+  hasEndpoint: boolean,
+  context: KitContext,
+): Promise<string> {
+  const probe = new DynamoDBClient({
+    profile,
+    defaultsMode: "standard",
+    logger: SILENT,
+  });
+  let region: string | undefined;
   try {
-    return await write;
+    region = await probe.config.region();
   } catch (error) {
-    if (error instanceof ConditionalCheckFailedException) {
-      throw new LeaseNotHeldError(resource, leaseId);
+    // A missing permission is the kit's to name; anything else: no region.
+    if ([...causes(error)].some((e) => e instanceof Deno.errors.NotCapable)) {
+      throw error;
     }
-    throw error;
+  } finally {
+    probe.destroy();
   }
-}
-
-/**
- * Parses `[backend.dynamodb]` into settings.
- *
- * @throws {ConfigError} naming the file, section and key of a bad value.
- *
- * @example
- * ```ts
- * import { parseDynamoDbOptions } from "./dynamodb.ts";
- * const settings = parseDynamoDbOptions(
- *   { endpoint: "http://127.0.0.1:8000", timeout: "500ms" },
- *   { name: "dynamodb", section: "backend.dynamodb" },
- * );
- * console.log(settings.table, settings.timeoutMs); // "stormlock" 500
- * ```
- */
-export function parseDynamoDbOptions(
-  options: BackendOptions,
-  context: BackendContext,
-): DynamoDbSettings {
-  const fail = (key: string, why: string) => optionError(context, key, why);
-  const text = (key: string) => textOption(options, key);
-
-  const table = text("table") ?? DEFAULT_TABLE;
-  if (!/^[A-Za-z0-9_.-]{3,255}$/.test(table)) {
-    throw fail(
-      "table",
-      `"${table}" is not a DynamoDB table name (3 to 255 of A-Z, a-z, 0-9, _ . -)`,
-    );
-  }
-
-  let endpoint: URL | undefined;
-  const endpointText = text("endpoint");
-  if (endpointText !== undefined) {
-    endpoint = URL.canParse(endpointText) ? new URL(endpointText) : undefined;
-    if (
-      !endpoint || !["http:", "https:"].includes(endpoint.protocol) ||
-      endpoint.username || endpoint.password
-    ) {
-      throw fail(
-        "endpoint",
-        "expected a URL like http://127.0.0.1:8000 or https://dynamodb.eu-west-1.amazonaws.com, without credentials",
-      );
-    }
-  }
-
-  const accessKeyId = text("access_key_id");
-  const secretAccessKey = text("secret_access_key");
-  if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
-    throw fail(
-      accessKeyId ? "secret_access_key" : "access_key_id",
-      "set both access_key_id and secret_access_key, or neither to use the AWS credential chain",
-    );
-  }
-
-  return {
-    table,
-    region: text("region"),
-    endpoint,
-    profile: text("profile"),
-    credentials: accessKeyId && secretAccessKey
-      ? { accessKeyId, secretAccessKey }
-      : undefined,
-    timeoutMs: timeoutOption(options, context, DEFAULT_TIMEOUT_MS),
-    createTable: booleanOption(options, context, "create_table", false),
-  };
-}
-
-/**
- * Builds the backend from `[backend.dynamodb]`: `table` (default
- * `stormlock`), `region`, `endpoint`, `profile`, `access_key_id` and
- * `secret_access_key` (otherwise the AWS default credential chain),
- * `timeout` (default 3s) and `create_table` (default false).
- */
-export function createBackend(
-  options: BackendOptions,
-  context: BackendContext,
-): Backend {
-  return new DynamoDbBackend(
-    parseDynamoDbOptions(options, context),
-    context.section,
+  if (region && (hasEndpoint || REGION.test(region))) return region;
+  if (hasEndpoint) return LOCAL_REGION;
+  throw new ConfigError(
+    region
+      ? `The AWS region "${
+        region.slice(0, 60)
+      }" (from AWS_REGION or the profile) is not an AWS region; set region in [${context.section}], e.g. region = us-east-1`
+      : `No AWS region for DynamoDB: set region in [${context.section}], AWS_REGION, or a region in your AWS profile`,
   );
 }
+
+/**
+ * The `dynamodb` backend: a DynamoDB table (or an emulator such as
+ * dynalite or DynamoDB Local) shared by every host that can reach it.
+ *
+ * @example
+ * ```ts ignore
+ * const locks = await backend.createBackend(
+ *   { region: "eu-west-1", table: "stormlock" },
+ *   { name: "dynamodb", section: "backend.dynamodb" },
+ * );
+ * ```
+ */
+export const backend = defineBackend({
+  name: "dynamodb",
+  options: {
+    table: {
+      kind: "text",
+      default: "stormlock",
+      doc: "The table; its hash key is `resource` (type S).",
+    },
+    region: {
+      kind: "text",
+      doc:
+        "The AWS region, e.g. `eu-west-1`. Default: `AWS_REGION` or the profile's region; with `endpoint`, `us-east-1`.",
+    },
+    endpoint: {
+      kind: "url",
+      schemes: ["http:", "https:"],
+      doc:
+        "A custom endpoint, e.g. `http://127.0.0.1:8000` for DynamoDB Local; without credentials in it.",
+    },
+    profile: {
+      kind: "text",
+      doc: "The AWS shared-config profile for region and credentials.",
+    },
+    access_key_id: {
+      kind: "text",
+      doc: "Static credentials; otherwise the AWS default credential chain.",
+    },
+    secret_access_key: {
+      kind: "text",
+      doc: "The secret of `access_key_id`; never shown in any message.",
+    },
+    timeout: {
+      kind: "duration",
+      default: "3s",
+      doc: "Bound on each operation, every request in it included.",
+    },
+    create_table: {
+      kind: "boolean",
+      default: false,
+      doc: "Create a missing table on first use, as `stormlock init` does.",
+    },
+  },
+  together: [["access_key_id", "secret_access_key"]],
+  capabilities: {
+    clock: "host",
+    init: true,
+    list: true,
+    history: true,
+    fencing: true,
+    events: false,
+  },
+  async open(settings, context) {
+    const { table, endpoint, profile } = settings;
+    if (!/^[A-Za-z0-9_.-]{3,255}$/.test(table)) {
+      throw context.optionError(
+        "table",
+        `"${
+          table.slice(0, 60)
+        }" is not a DynamoDB table name (3 to 255 of A-Z, a-z, 0-9, _ . -)`,
+      );
+    }
+    if (endpoint && (endpoint.username || endpoint.password)) {
+      throw context.optionError(
+        "endpoint",
+        "it holds credentials; set access_key_id and secret_access_key instead",
+      );
+    }
+    if (settings.region !== undefined && !REGION.test(settings.region)) {
+      throw context.optionError(
+        "region",
+        `"${
+          settings.region.slice(0, 60)
+        }" is not an AWS region; use a name like us-east-1 or eu-west-1`,
+      );
+    }
+    const credentials = settings.access_key_id && settings.secret_access_key
+      ? {
+        accessKeyId: settings.access_key_id,
+        secretAccessKey: settings.secret_access_key,
+      }
+      : undefined;
+    const region = settings.region ??
+      await chainRegion(profile, endpoint !== undefined, context);
+    const client = new DynamoDBClient({
+      region,
+      endpoint: endpoint?.href,
+      profile,
+      // Static credentials are used as they are; otherwise the SDK's chain
+      // (environment, profile, SSO, then container or instance roles,
+      // which AWS_EC2_METADATA_DISABLED=true turns off).
+      credentials,
+      // "standard", not "auto": auto asks the instance metadata service.
+      defaultsMode: "standard",
+      // One attempt: the kit bounds the operation, and retrying belongs to
+      // the wait loop above it, not to a storm of SDK retries.
+      maxAttempts: 1,
+      requestHandler: { logger: SILENT },
+      // The default user agent reads the OS release, which would need
+      // --allow-sys=osRelease; it is only telemetry.
+      defaultUserAgentProvider: () =>
+        Promise.resolve([["aws-sdk-js"], ["lang/js"], ["md/stormlock"]]),
+      // The SDK must not write to the terminal; failures reach the user
+      // through classify.
+      logger: SILENT,
+    });
+    const label = endpoint
+      ? `DynamoDB at ${endpoint.hostname}:${
+        endpoint.port || (endpoint.protocol === "https:" ? "443" : "80")
+      }`
+      : `DynamoDB at dynamodb.${region}.amazonaws.com:443`;
+    return new DynamoDbStore(client, label, {
+      table,
+      createTable: settings.create_table,
+      keep: settings.history,
+      keepMs: settings.history_age * 1000,
+      where: {
+        table,
+        section: context.section,
+        profile,
+      },
+      secrets: credentials ? [credentials.secretAccessKey] : [],
+    }, context);
+  },
+  classify(error, failed) {
+    if (!(error instanceof AwsFailure)) return undefined;
+    const { table, section, profile } = error.where;
+    const inner = error.cause as Error & {
+      $metadata?: { httpStatusCode?: number };
+      $response?: { statusCode?: number };
+    };
+    const name = inner?.name ?? "Error";
+    // One line: the SDK adds advice on lines of its own.
+    const message = shorten(error.message.split("\n")[0].replace(/\.$/, ""));
+    const status = inner?.$metadata?.httpStatusCode ??
+      inner?.$response?.statusCode;
+    const all = [...causes(inner)];
+    const text = all.map((e) =>
+      `${(e as Error)?.message} ${(e as { code?: unknown })?.code}`
+    ).join(" ");
+    if (name === "ResourceNotFoundException") {
+      return {
+        config:
+          `has no table "${table}": it does not exist; run \`stormlock init\` or set create_table = true in [${section}]`,
+      };
+    }
+    if (name === "CredentialsProviderError") {
+      return new ConfigError(
+        `No AWS credentials found for ${failed.label}${
+          profile ? ` in profile "${profile}"` : ""
+        }: set access_key_id and secret_access_key in [${section}], a profile, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a credential_process profile also needs --allow-run)`,
+        { cause: inner },
+      );
+    }
+    // Before timeouts: a parser giving up is no timeout.
+    if (NO_HTTP.test(text)) {
+      return {
+        unavailable:
+          `does not speak HTTP/DynamoDB at that endpoint (${message}); check endpoint and its port in [${section}]`,
+      };
+    }
+    if (
+      NOT_DYNAMODB.test(text) || name === "UnknownOperationException" ||
+      name === "Unknown" || name === "UnknownError"
+    ) {
+      return {
+        unavailable:
+          `does not speak HTTP/DynamoDB at that endpoint: it answered HTTP ${
+            status ?? "?"
+          }, not as DynamoDB does; check endpoint and its port in [${section}]`,
+      };
+    }
+    if (
+      name === "TimeoutError" || name === "RequestTimeout" ||
+      /ETIMEDOUT|timed? ?out/i.test(text)
+    ) {
+      return "timeout";
+    }
+    // Node's system errors: ECONNREFUSED, ENOTFOUND, ECONNRESET…
+    const code = all.map((e) => (e as { code?: unknown })?.code).find((c) =>
+      typeof c === "string" && /^E[A-Z]+$/.test(c)
+    );
+    if (code) {
+      return {
+        unavailable:
+          `could not be reached (${code}); check endpoint and region in [${section}]`,
+      };
+    }
+    if (AUTH_ERRORS.has(name)) {
+      return {
+        unavailable: `refused the credentials (${name}): ${message}; ${
+          name === "AccessDeniedException"
+            ? `give them IAM access to table "${table}"`
+            : `check the credentials and region in [${section}]`
+        }`,
+      };
+    }
+    if (THROTTLED.has(name)) {
+      return {
+        unavailable:
+          `is throttling requests (${name}); retry later, or raise the table's capacity`,
+      };
+    }
+    if (name === "ValidationException" && /size/i.test(message)) {
+      return new UsageError(
+        `The lease item for "${
+          (failed.resource ?? "").slice(0, 100)
+        }" is too large for DynamoDB (at most 400 KB per item): ${message}; keep principal, host, reason and link small`,
+        { cause: inner },
+      );
+    }
+    if (name === "ValidationException") {
+      return {
+        config:
+          `rejected the request to ${failed.action} on table "${table}": ${message}; ${
+            /key element|key schema|hash key|partition key/i.test(message)
+              ? "the table's hash key must be resource (type S), or choose another table"
+              : "choose a table of Stormlock's own"
+          } in [${section}]`,
+      };
+    }
+    return {
+      unavailable:
+        `failed to ${failed.action} (${name}): ${message}; fix what the service names, or retry if it was transient`,
+    };
+  },
+});

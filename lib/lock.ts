@@ -17,8 +17,15 @@ import { assertLeaseId } from "./kit/lease.ts";
 import { assertPluginAllowed, pluginModuleOf } from "./plugin.ts";
 import { sleep } from "./kit/deadline.ts";
 import { openBackend } from "./registry.ts";
-import { LockHeldError, UsageError } from "./kit/errors.ts";
+import {
+  BackendUnavailableError,
+  LockHeldError,
+  UsageError,
+} from "./kit/errors.ts";
+import { waiters, WaitTicket } from "./queue.ts";
 import type { Backend, Lease, LeaseEvent } from "./kit/types.ts";
+import { assertHoldTtl, holdLease } from "./hold.ts";
+import type { HoldCallback, HoldOptions } from "./hold.ts";
 
 /**
  * How {@linkcode Lock.acquire} waits for a held lock.
@@ -37,12 +44,40 @@ export interface AcquireOptions {
    * Without it, a held lock is refused at once.
    */
   wait?: Ttl;
-  /** Called with the holder's lease each time the lock is found held. */
-  onWait?: (holder: Lease) => void;
+  /**
+   * Called each time the wait is checked, with the holder's lease and the
+   * queue. When the lock is free but earlier waiters are ahead, `holder`
+   * is the first waiter's registration and `state.queued` is set.
+   */
+  onWait?: (holder: Lease, state: WaitState) => void;
+  /**
+   * Called when the backend fails while waiting; the wait goes on, with
+   * backoff, until its deadline.
+   */
+  onRetry?: (error: BackendUnavailableError) => void;
   /** Why the lock is taken; defaults to the config's `reason`. */
   reason?: string;
   /** A link for more, such as a CI run. */
   link?: string;
+}
+
+/**
+ * Where a waiter stands.
+ * @example
+ * ```ts
+ * import type { WaitState } from "@stormlock/stormlock";
+ * const state: WaitState = { position: 1, waiting: 3, waitedMs: 1200, queued: false };
+ * ```
+ */
+export interface WaitState {
+  /** Waiters ahead of this one; 0 when it is next. */
+  position: number;
+  /** Waiters in all, this one included. */
+  waiting: number;
+  /** How long it has waited, in ms. */
+  waitedMs: number;
+  /** Whether the lock is free and only earlier waiters are in the way. */
+  queued: boolean;
 }
 
 /** Reads a wait like a TTL, naming it as a wait in errors. */
@@ -132,29 +167,162 @@ export class Lock {
     const seconds = ttl === undefined
       ? this.settings.ttlSeconds
       : ttlSeconds(ttl);
-    const deadline = options.wait === undefined
-      ? 0
-      : Date.now() + waitSeconds(options.wait) * 1000;
-    for (let pause = 200;; pause = Math.min(pause * 2, 5000)) {
-      try {
-        return await this.backend.acquire(
-          this.resource,
-          this.settings.principal,
-          seconds,
-          {
-            host: localHost(),
-            reason: checkText(options.reason, "reason") ?? this.settings.reason,
-            link: checkLink(options.link),
-          },
-        );
-      } catch (error) {
-        const left = deadline - Date.now();
-        if (!(error instanceof LockHeldError) || left <= 0) throw error;
-        options.onWait?.(error.holder);
-        const untilExpiry = error.holder.expires.getTime() - Date.now() + 100;
-        await sleep(Math.max(50, Math.min(pause, untilExpiry, left)));
-      }
+    const details = {
+      host: localHost(),
+      reason: checkText(options.reason, "reason") ?? this.settings.reason,
+      link: checkLink(options.link),
+    };
+    const take = () =>
+      this.backend.acquire(
+        this.resource,
+        this.settings.principal,
+        seconds,
+        details,
+      );
+    if (options.wait === undefined) {
+      const queue = await waiters(this.backend, this.resource);
+      if (queue.length === 0) return await take();
+      const holder = await this.backend.current(this.resource);
+      throw new LockHeldError(holder ?? queue[0], {
+        waiting: queue.length,
+        queued: holder === null,
+      });
     }
+    return await this.#wait(take, waitSeconds(options.wait) * 1000, options);
+  }
+
+  /**
+   * Waits in the queue, first come first served, until the lock is taken
+   * or the wait ends. A backend failure does not end the wait: it is
+   * retried with backoff until the deadline.
+   */
+  async #wait(
+    take: () => Promise<Lease>,
+    waitMs: number,
+    options: AcquireOptions,
+  ): Promise<Lease> {
+    const started = Date.now();
+    const deadline = started + waitMs;
+    let ticket: WaitTicket | undefined;
+    let refused: LockHeldError | undefined;
+    let failure: BackendUnavailableError | undefined;
+    try {
+      for (let backoff = 250;;) {
+        // The next in line looks often; the others need only keep place.
+        let pause = 1000;
+        try {
+          ticket ??= await WaitTicket.take(
+            this.backend,
+            this.resource,
+            this.settings.principal,
+          );
+          const { position, waiting } = await ticket.position();
+          let holder: Lease | null = null;
+          if (position === 0) {
+            pause = 250;
+            try {
+              return await take();
+            } catch (error) {
+              if (!(error instanceof LockHeldError)) throw error;
+              holder = error.holder;
+            }
+          } else {
+            holder = await this.backend.current(this.resource);
+          }
+          const queued = holder === null;
+          holder ??= (await waiters(this.backend, this.resource))[0] ?? null;
+          if (holder) {
+            refused = new LockHeldError(holder, { waiting, queued });
+            options.onWait?.(holder, {
+              position,
+              waiting,
+              waitedMs: Date.now() - started,
+              queued,
+            });
+            if (!queued) {
+              pause = Math.min(
+                pause,
+                holder.expires.getTime() - Date.now() + 50,
+              );
+            }
+          }
+          failure = undefined;
+          backoff = 250;
+        } catch (error) {
+          if (!(error instanceof BackendUnavailableError)) throw error;
+          failure = error;
+          options.onRetry?.(error);
+          pause = backoff;
+          backoff = Math.min(backoff * 2, 5000);
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) throw failure ?? refused;
+        await sleep(Math.max(20, Math.min(pause, left)));
+      }
+    } finally {
+      await ticket?.leave();
+    }
+  }
+
+  /**
+   * Takes the lock (waiting if `options.wait` allows), runs `work` while
+   * renewing the lease every TTL/3 in the background, and releases the
+   * lease when `work` ends. When the lease is lost (broken, not renewable
+   * before it would expire, or `max_hold` reached), `work`'s signal is
+   * aborted with a {@linkcode LeaseLostError} as its reason; `hold` then
+   * waits for `work` to end and throws that error. See `lib/hold.ts` for
+   * the exact rules.
+   *
+   * @param ttl The lease's TTL, at least 3 s; defaults to the configured TTL.
+   * @param work The work; it gets the signal and the lease.
+   * @param options How to wait, the reason, `maxHold`, and who hears about
+   * retries and a failed release.
+   * @returns What `work` returned.
+   * @throws {LockHeldError} when the lock is held (after the wait, if any).
+   * @throws {LeaseLostError} when the lease was lost while `work` ran.
+   * @throws {UsageError} on a bad TTL, wait or `maxHold`.
+   *
+   * @example Stop a migration when the lease is lost
+   * ```ts ignore
+   * await using lock = await openLock("db-prod");
+   * await lock.hold("1m", async (signal, lease) => {
+   *   await migrate({ signal, fence: lease.fence });
+   * }, { wait: "10m", maxHold: "2h" });
+   * ```
+   */
+  async hold<T>(
+    ttl: Ttl | undefined,
+    work: HoldCallback<T>,
+    options: HoldOptions = {},
+  ): Promise<T> {
+    const seconds = ttl === undefined
+      ? this.settings.ttlSeconds
+      : ttlSeconds(ttl);
+    assertHoldTtl(seconds);
+    // The lease's life is counted from when its acquire was sent, which
+    // only the backend call itself knows.
+    let sentAt = Date.now();
+    const timed = new Proxy(this.backend, {
+      get(backend, key) {
+        if (key === "acquire") {
+          return (...args: Parameters<Backend["acquire"]>) => {
+            sentAt = Date.now();
+            return backend.acquire(...args);
+          };
+        }
+        const value = Reflect.get(backend, key, backend);
+        return typeof value === "function" ? value.bind(backend) : value;
+      },
+    });
+    const lease = await new Lock(timed, this.settings).acquire(
+      seconds,
+      options,
+    );
+    return await holdLease(this, lease, work, {
+      ...options,
+      ttlSeconds: seconds,
+      sentAt,
+    });
   }
 
   /**
@@ -230,6 +398,11 @@ export class Lock {
       host: localHost(),
       reason: why,
     });
+  }
+
+  /** Who waits for the lock, first come first. */
+  waiting(): Promise<Lease[]> {
+    return waiters(this.backend, this.resource);
   }
 
   /** The live lease, or `null` when the resource is free. */

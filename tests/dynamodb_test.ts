@@ -1,6 +1,18 @@
 import assert from "assert";
-import { DynamoDBClient, GetItemCommand } from "@aws-sdk/client-dynamodb";
-import { ConfigError, LockHeldError, openBackend } from "../mod.ts";
+import {
+  type AttributeValue,
+  BatchWriteItemCommand,
+  DynamoDBClient,
+  GetItemCommand,
+  PutItemCommand,
+} from "@aws-sdk/client-dynamodb";
+import {
+  BackendUnavailableError,
+  ConfigError,
+  LockHeldError,
+  openBackend,
+  UsageError,
+} from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
 import {
   testBackendContract,
@@ -13,6 +25,7 @@ import {
   CliHome,
   closedPort,
   rejectsCleanly,
+  replyingServer,
   uniqueResource,
 } from "./helpers.ts";
 
@@ -54,10 +67,9 @@ const table = uniqueTable();
   await backend.close();
 }
 
-testBackendContract("dynamodb", () => open({ table }));
+testBackendContract("dynamodb", (extra) => open({ table, ...extra }));
 
-// Under 2s the SDK arms its connect timer at once and leaves it running
-// after a refused connection, which the sanitizers report as a leak.
+// A short timeout: every call to the silent server waits that long.
 testUnavailableContract(
   "dynamodb",
   (host, port) =>
@@ -67,32 +79,220 @@ testUnavailableContract(
 
 const test = backendTest("dynamodb", { sanitize: true });
 
-test("items carry a ttl in epoch seconds for DynamoDB's sweeper", async () => {
-  const backend = await open({ table });
-  const resource = uniqueResource();
-  const lease = await backend.acquire(resource, "ann@host", 60);
-  const renewed = await backend.renew(resource, lease.id, 600);
-  await backend.close();
-  const client = new DynamoDBClient({
+/** A client of its own, to look at and write items as they are stored. */
+function rawClient(): DynamoDBClient {
+  return new DynamoDBClient({
     endpoint,
     region: "us-east-1",
     credentials: { accessKeyId: "AKIDDUMMY", secretAccessKey: SECRET },
   });
+}
+
+async function rawItem(
+  client: DynamoDBClient,
+  resource: string,
+): Promise<Record<string, AttributeValue> | undefined> {
+  const { Item } = await client.send(
+    new GetItemCommand({
+      TableName: table,
+      Key: { resource: { S: resource } },
+      ConsistentRead: true,
+    }),
+  );
+  return Item;
+}
+
+test("the item outlives its lease, keeping the fence, with no ttl for the sweeper", async () => {
+  const backend = await open({ table });
+  const client = rawClient();
   try {
-    const { Item } = await client.send(
-      new GetItemCommand({
-        TableName: table,
-        Key: { resource: { S: resource } },
-        ConsistentRead: true,
-      }),
-    );
-    assert.equal(Item?.expires.N, String(renewed.expires.getTime()));
-    assert.equal(
-      Item?.ttl.N,
-      String(Math.ceil(renewed.expires.getTime() / 1000)),
-    );
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann@host", 60);
+    const renewed = await backend.renew(resource, lease.id, 600);
+    let item = await rawItem(client, resource);
+    assert.equal(item?.expires.N, String(renewed.expires.getTime()));
+    assert.equal(item?.fence.N, String(lease.fence));
+    // DynamoDB's TTL sweeper would delete the fence with the item.
+    assert.equal(item?.ttl, undefined);
+    await backend.release(resource, lease.id);
+    item = await rawItem(client, resource);
+    assert.ok(item, "a released lease's item stays");
+    assert.equal(item.fence.N, String(lease.fence));
+    assert.equal(item.lease, undefined);
+    assert.equal(item.expires, undefined);
+    assert.equal(item.ttl, undefined);
+    assert.equal(item.events.L?.length, 3);
   } finally {
     client.destroy();
+    await backend.close();
+  }
+});
+
+test("an item written by Stormlock 0.1 reads with fence 0, and later leases get increasing fences", async () => {
+  const backend = await open({ table });
+  const client = rawClient();
+  try {
+    const now = Date.now();
+    const resource = uniqueResource("old");
+    const expired = uniqueResource("old-expired");
+    const id = "0123456789abcdef0123456789abcdef";
+    const oldItem = (name: string, expires: number) =>
+      client.send(
+        new PutItemCommand({
+          TableName: table,
+          Item: {
+            resource: { S: name },
+            lease: { S: id },
+            principal: { S: "old@host" },
+            created: { N: String(now - 1000) },
+            expires: { N: String(expires) },
+            ttl: { N: String(Math.ceil(expires / 1000)) },
+          },
+        }),
+      );
+    await oldItem(resource, now + 60_000);
+    await oldItem(expired, now - 1000);
+
+    const current = await backend.current(resource);
+    assert.equal(current?.id, id);
+    assert.equal(current?.principal, "old@host");
+    assert.equal(current?.fence, 0);
+    assert.equal(current?.expires.getTime(), now + 60_000);
+    assert.equal(current?.host, undefined);
+    assert.equal(await backend.isHeld(resource, id), true);
+    await assert.rejects(
+      backend.acquire(resource, "new@host", 60),
+      (error: unknown) =>
+        error instanceof LockHeldError && error.holder.id === id &&
+        error.holder.fence === 0,
+    );
+    const renewed = await backend.renew(resource, id, 120);
+    assert.equal(renewed.fence, 0);
+    await backend.release(resource, id);
+    const first = await backend.acquire(resource, "new@host", 60);
+    await backend.release(resource, first.id);
+    const second = await backend.acquire(resource, "new@host", 60);
+    assert.equal(first.fence, 1);
+    assert.equal(second.fence, 2);
+    assert.equal((await rawItem(client, resource))?.ttl, undefined);
+
+    // Taking over an expired 0.1 lease records its expiry.
+    assert.equal(await backend.current(expired), null);
+    const taken = await backend.acquire(expired, "new@host", 60);
+    assert.equal(taken.fence, 1);
+    const events = await backend.history(expired);
+    assert.deepEqual(events.map((event) => event.kind), [
+      "acquired",
+      "expired",
+    ]);
+    assert.equal(events[1].id, id);
+    assert.equal(events[1].fence, 0);
+    assert.equal(events[1].at.getTime(), now - 1000);
+  } finally {
+    client.destroy();
+    await backend.close();
+  }
+});
+
+test("items Stormlock did not write are refused as a config error, not read as leases", async () => {
+  const backend = await open({ table });
+  const client = rawClient();
+  try {
+    const resource = uniqueResource("foreign");
+    await client.send(
+      new PutItemCommand({
+        TableName: table,
+        Item: {
+          resource: { S: resource },
+          lease: { S: "not-a-lease-id" },
+          principal: { N: "7" },
+          expires: { S: "tomorrow" },
+        },
+      }),
+    );
+    for (
+      const call of [
+        () => backend.current(resource),
+        () => backend.acquire(resource, "ann@host", 60),
+      ]
+    ) {
+      await rejectsCleanly(call(), ConfigError, {
+        mentions: [/not written by Stormlock/, /backend\.dynamodb/],
+      });
+    }
+  } finally {
+    client.destroy();
+    await backend.close();
+  }
+});
+
+test("list() pages through a table of thousands of locks", async () => {
+  const backend = await open({ table, timeout: "30s" });
+  const client = rawClient();
+  try {
+    const prefix = `${uniqueResource("many")}/`;
+    const now = Date.now();
+    // About 2.5 MB: DynamoDB and dynalite return at most 1 MB a page.
+    const reason = "r".repeat(1000);
+    // Every tenth free (released), every tenth after it expired.
+    const layout = (
+      name: string,
+      kind: number,
+    ): Record<string, AttributeValue> =>
+      kind === 3
+        ? { resource: { S: name }, fence: { N: "1" }, version: { N: "2" } }
+        : {
+          resource: { S: name },
+          lease: { S: crypto.randomUUID().replaceAll("-", "") },
+          principal: { S: "ann@host" },
+          reason: { S: reason },
+          fence: { N: "1" },
+          version: { N: "1" },
+          created: { N: String(now) },
+          expires: { N: String(now + (kind === 7 ? -1000 : 600_000)) },
+        };
+    const names = Array.from(
+      { length: 2000 },
+      (_, i) => `${prefix}${String(i).padStart(4, "0")}`,
+    );
+    for (let i = 0; i < names.length; i += 25) {
+      await client.send(
+        new BatchWriteItemCommand({
+          RequestItems: {
+            [table]: names.slice(i, i + 25).map((name, j) => ({
+              PutRequest: { Item: layout(name, (i + j) % 10) },
+            })),
+          },
+        }),
+      );
+    }
+    const listed = await backend.list(prefix);
+    const expected = names.filter((_, i) => i % 10 !== 3 && i % 10 !== 7);
+    assert.equal(listed.length, expected.length);
+    assert.deepEqual(listed.map((lease) => lease.resource), expected);
+    assert.equal(listed[0].reason, reason);
+  } finally {
+    client.destroy();
+    await backend.close();
+  }
+});
+
+test("history keeps events on the resource's item and drops the oldest past its byte budget", async () => {
+  const backend = await open({ table });
+  try {
+    const resource = uniqueResource();
+    const reason = "x".repeat(4000);
+    for (let i = 0; i < 20; i++) {
+      const lease = await backend.acquire(resource, `p${i}`, 60, { reason });
+      await backend.release(resource, lease.id);
+    }
+    const events = await backend.history(resource, 100);
+    // 32 KB of 4 KB events: far fewer than the 40 written.
+    assert.ok(events.length >= 4 && events.length < 10, `${events.length}`);
+    assert.equal(events[0].kind, "released");
+    assert.equal(events[0].principal, "p19");
+  } finally {
+    await backend.close();
   }
 });
 
@@ -155,6 +355,9 @@ test("bad option values are ConfigErrors naming the key", async () => {
     [{ timeout: "soon" }, /timeout/],
     [{ create_table: "maybe" }, /create_table/],
     [{ access_key_id: "AKID" }, /secret_access_key/],
+    [{ region: "Europe" }, /region/],
+    [{ region: "us-east" }, /region/],
+    [{ endpoint: "ftp://127.0.0.1:8000" }, /endpoint/],
   ];
   for (const [extra, key] of cases) {
     await rejectsCleanly(
@@ -214,5 +417,61 @@ test("a too long resource name says to use a shorter one", async () => {
     );
   } finally {
     await backend.close();
+  }
+});
+
+test("a too large principal says the lease item is too large, not a key problem", async () => {
+  const backend = await open({ table });
+  try {
+    const resource = uniqueResource();
+    await rejectsCleanly(
+      backend.acquire(resource, "p".repeat(500_000), 60),
+      UsageError,
+      { mentions: [/too large/, /400 KB/, /principal/] },
+    );
+    const error = await backend.acquire(resource, "p".repeat(500_000), 60)
+      .catch((e) => e);
+    assert.doesNotMatch(error.message, /hash key/);
+    assert.equal(await backend.current(resource), null);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("an endpoint that does not speak HTTP says so at once, not that it timed out", async () => {
+  for (
+    const reply of [
+      "SSH-2.0-OpenSSH_9.6\r\n",
+      "-ERR wrong protocol\r\n",
+      // HTTP, but not DynamoDB's: a web server on the port.
+      "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found",
+      "\x15\x03\x01\x00\x02\x02\x50",
+    ]
+  ) {
+    await using server = replyingServer(reply);
+    const backend = await open({
+      table,
+      endpoint: `http://127.0.0.1:${server.port}`,
+      timeout: "3s",
+    });
+    try {
+      const started = Date.now();
+      const error = await rejectsCleanly(
+        backend.current(uniqueResource()),
+        BackendUnavailableError,
+        {
+          mentions: [
+            `127.0.0.1:${server.port}`,
+            /does not speak HTTP\/DynamoDB at that endpoint/,
+            /endpoint/,
+          ],
+          secrets: [SECRET],
+        },
+      );
+      assert.doesNotMatch(error.message, /did not answer|\n/);
+      assert.ok(Date.now() - started < 2500, "no wait for the timeout");
+    } finally {
+      await backend.close();
+    }
   }
 });

@@ -365,6 +365,17 @@ const CAPABILITY_NAMES: readonly Capability[] = [
   "events",
 ];
 
+/**
+ * The character that marks Stormlock's own bookkeeping resources (a lock's
+ * waiting queue): names containing it are reserved, and `list` skips them.
+ * @example
+ * ```ts
+ * import { INTERNAL_MARK } from "./backend.ts";
+ * console.log(JSON.stringify(INTERNAL_MARK)); // "\u001f"
+ * ```
+ */
+export const INTERNAL_MARK = "\u001f";
+
 /** The longest a plugin without a `timeout` option may take per call. */
 const PLUGIN_DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -941,7 +952,9 @@ class FramedBackend implements Backend {
     return leases
       .map((lease) => this.#checked(lease, lease?.resource, "list"))
       .filter((lease) =>
-        lease.resource.startsWith(prefix) && lease.expires.getTime() > now
+        lease.resource.startsWith(prefix) && lease.expires.getTime() > now &&
+        (prefix.includes(INTERNAL_MARK) ||
+          !lease.resource.includes(INTERNAL_MARK))
       )
       .sort((a, b) =>
         a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0

@@ -73,20 +73,38 @@ export class StormlockError extends Error {
  * ```
  */
 export class LockHeldError extends StormlockError {
-  /** The lease that currently holds the lock. */
+  /**
+   * The lease that currently holds the lock; when `queued` is set, the
+   * lock is free and this is the first waiter's registration.
+   */
   readonly holder: Lease;
+  /** How many are waiting for the lock, in arrival order. */
+  readonly waiting: number;
+  /** Set when the lock is free but others waited first. */
+  readonly queued: boolean;
 
   /**
    * Creates the error.
    *
    * @param holder The lease that currently holds the lock.
+   * @param queue How many wait, and whether only the queue stands in the way.
    */
-  constructor(holder: Lease) {
+  constructor(
+    holder: Lease,
+    queue: { waiting?: number; queued?: boolean } = {},
+  ) {
+    const waiting = queue.waiting ?? 0;
     super(
       "LOCK_HELD",
-      `Lock "${holder.resource}" is held by ${holder.principal} since ${holder.created.toISOString()}, until ${holder.expires.toISOString()}`,
+      queue.queued
+        ? `Lock "${holder.resource}" is free, but ${waiting} waiting got there first (the first is ${holder.principal}); use --wait to join the queue`
+        : `Lock "${holder.resource}" is held by ${holder.principal} since ${holder.created.toISOString()}, until ${holder.expires.toISOString()}${
+          waiting ? `; ${waiting} waiting` : ""
+        }`,
     );
     this.holder = holder;
+    this.waiting = waiting;
+    this.queued = queue.queued === true;
     this.name = "LockHeldError";
   }
 }

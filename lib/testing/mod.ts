@@ -25,7 +25,9 @@ import {
   newLeaseId,
   UsageError,
 } from "../../mod.ts";
+import { Lock } from "../../mod.ts";
 import type { Backend, BackendOptions, Lease } from "../../mod.ts";
+import { waiters } from "../queue.ts";
 import {
   backendTest,
   closedPort,
@@ -320,6 +322,64 @@ export function testBackendContract(name: string, open: BackendFactory): void {
 
   testMetadataAndFencing(name, open);
   testListHistoryBreak(name, open);
+  testWaitQueue(name, open);
+}
+
+/** A lock over `backend` for `resource`, as the library opens one. */
+function lockOn(backend: Backend, resource: string, principal: string): Lock {
+  return new Lock(backend, {
+    resource,
+    principal,
+    ttlSeconds: 60,
+    backend: backend.name,
+    backendOptions: {},
+    backendContext: { name: backend.name, section: `backend.${backend.name}` },
+    warnings: [],
+  });
+}
+
+function testWaitQueue(name: string, open: BackendFactory): void {
+  const register = backendTest(name);
+
+  register(
+    "waiters are served in the order they started waiting, and a plain acquire defers to them",
+    async () => {
+      await withBackend(open, async (b) => {
+        if (!b.capabilities.list) return;
+        const resource = uniqueResource("queue");
+        const holder = await b.acquire(resource, "holder", 60);
+        const order: number[] = [];
+        const waiting: Promise<void>[] = [];
+        for (let i = 0; i < 10; i++) {
+          const lock = lockOn(b, resource, `waiter${i}`);
+          waiting.push(
+            lock.acquire(60, { wait: "5m" }).then(async (lease) => {
+              order.push(i);
+              await sleep(20);
+              await b.release(resource, lease.id);
+            }),
+          );
+          // The next waiter starts once this one is in the queue.
+          while ((await waiters(b, resource)).length < i + 1) await sleep(20);
+        }
+        const plain = await lockOn(b, resource, "late").acquire().then(
+          () => undefined,
+          (error) => error,
+        );
+        assert.ok(plain instanceof LockHeldError, String(plain));
+        assert.equal(plain.waiting, 10);
+        await b.release(resource, holder.id);
+        await Promise.all(waiting);
+        assert.deepEqual(order, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert.equal((await waiters(b, resource)).length, 0, "all left");
+        assert.deepEqual(
+          (await b.list(resource)).filter((l) => l.resource !== resource),
+          [],
+          "list never shows the queue",
+        );
+      });
+    },
+  );
 }
 
 function testMetadataAndFencing(name: string, open: BackendFactory): void {
