@@ -9,15 +9,24 @@
 import { parseArgs } from "parse-args";
 import {
   ciLink,
+  commandArgv,
+  LeaseLostError,
   LockHeldError,
   openStormlock,
   printable,
+  runCommand,
   shorten,
   StormlockError,
   UsageError,
   VERSION,
 } from "./mod.ts";
-import type { Lease, Lock, Stormlock, StormlockErrorCode } from "./mod.ts";
+import type {
+  Lease,
+  Lock,
+  Stormlock,
+  StormlockErrorCode,
+  WaitState,
+} from "./mod.ts";
 import {
   eventJson,
   heldMessage,
@@ -26,6 +35,7 @@ import {
   localTime,
   relative,
   safeJson,
+  span,
   table,
 } from "./lib/format.ts";
 
@@ -39,6 +49,7 @@ const EXIT = {
   internal: 70,
   unavailable: 69,
   output: 74,
+  lost: 75,
   config: 78,
 } as const;
 
@@ -61,6 +72,8 @@ const EXIT_HELP = `Exit codes:
   70  internal error
   74  the answer could not be written to stdout (an acquired lease is
       released first)
+  75  run: the lease was lost (broken, not renewed in time, or max_hold
+      reached) and the command was stopped
   78  config error`;
 
 const ENVIRONMENT_HELP = `Environment:
@@ -129,10 +142,38 @@ const FLAGS = {
     value: "N",
     help: "show at most N events (default 20)",
   },
+  "kill-after": {
+    type: "string",
+    value: "TIME",
+    help:
+      "when the lease is lost, send SIGKILL this long after SIGTERM\n(default 10s)",
+  },
+  "max-hold": {
+    type: "string",
+    value: "TIME",
+    help:
+      "give the lease up after TIME, as if lost (default: the\nconfig's max_hold, else no limit)",
+  },
   yes: {
     type: "boolean",
     short: "y",
     help: "do not ask; required when stdin is not a terminal",
+  },
+  listen: {
+    type: "string",
+    value: "ADDR:PORT",
+    help:
+      "where serve listens (default 127.0.0.1:7878); any address\nbut loopback needs a token",
+  },
+  token: {
+    type: "string",
+    value: "TOKEN",
+    help:
+      "the bearer token every /api call must send (default:\n$STORMLOCK_SERVE_TOKEN, which keeps it out of ps)",
+  },
+  "allow-break": {
+    type: "boolean",
+    help: "let the page and API break leases (needs a token)",
   },
 } as const satisfies Record<string, Flag>;
 
@@ -184,6 +225,61 @@ function complain(message: string): void {
   } catch {
     // Exit codes never depend on whether stderr can be written.
   }
+}
+
+/**
+ * Reports a wait on stderr: on a terminal, one status line updated in
+ * place; elsewhere, a plain line only when something changes.
+ */
+function waitReporter(wait: string) {
+  const terminal = (() => {
+    try {
+      return Deno.stderr.isTerminal();
+    } catch {
+      return false;
+    }
+  })();
+  let said = "";
+  let drawn = false;
+  const show = (key: string, line: string) => {
+    if (terminal) {
+      const width = Deno.consoleSize?.().columns ?? 100;
+      const text = `stormlock: ${printable(line)}`.slice(0, width - 1);
+      try {
+        Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${text}`));
+        drawn = true;
+      } catch { /* exit codes never depend on stderr */ }
+    } else if (key !== said) complain(line);
+    said = key;
+  };
+  return {
+    onWait(holder: Lease, state: WaitState) {
+      const place = state.position === 0
+        ? "next in line"
+        : `${state.position} ahead of you (${state.waiting} waiting)`;
+      const about = state.queued
+        ? `"${shorten(holder.resource)}" is free, but earlier waiters go first`
+        : heldMessage(holder).replace(/; if it is stale: .*$/, "");
+      show(
+        `${holder.id} ${state.position} ${state.queued}`,
+        `waiting up to ${wait}: ${about}; ${place}; waited ${
+          span(state.waitedMs)
+        }`,
+      );
+    },
+    onRetry(error: Error) {
+      show(
+        `retry ${error.message}`,
+        `waiting up to ${wait}: the backend failed, retrying: ${error.message}`,
+      );
+    },
+    done() {
+      if (!drawn) return;
+      try {
+        Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+      } catch { /* nothing to tidy */ }
+    },
+  };
 }
 
 function leaseDetails(lease: Lease): string {
@@ -239,19 +335,16 @@ const COMMANDS: Record<string, Command> = {
       "If someone else holds it, print nothing on stdout, name the holder on\n" +
       "stderr and exit 2.",
     async run({ lock, flags }) {
-      let waitingFor = "";
       const opened = await lock();
       const wait = flags.wait as string | undefined;
+      const reporter = waitReporter(wait ?? "");
       const lease = await opened.acquire(flags.ttl as string | undefined, {
         wait,
         reason: flags.reason as string | undefined,
         link: (flags.link as string | undefined) ?? ciLink(),
-        onWait(holder) {
-          if (holder.id === waitingFor) return;
-          waitingFor = holder.id;
-          complain(`waiting up to ${wait}: ${heldMessage(holder)}`);
-        },
-      });
+        onWait: reporter.onWait,
+        onRetry: reporter.onRetry,
+      }).finally(reporter.done);
       try {
         print(flags.json ? safeJson(leaseJson(lease)) : lease.id);
       } catch (error) {
@@ -302,16 +395,35 @@ const COMMANDS: Record<string, Command> = {
       "Print the current lease: principal, created time (ISO 8601) and lease\n" +
       "id, tab-separated. Exit 1 if the resource is free (--json prints null).",
     async run({ lock, args: [resource], flags }) {
-      const lease = await (await lock()).current();
+      const opened = await lock();
+      const lease = await opened.current();
       if (!lease) {
         if (flags.json) print("null");
         complain(`no current lease on "${shorten(resource)}"`);
         return EXIT.no;
       }
       if (flags["id-only"]) print(lease.id);
-      else if (flags.json) print(safeJson(leaseJson(lease)));
-      else if (flags.long) print(leaseDetails(lease));
-      else {
+      else if (flags.json || flags.long) {
+        const waiting = await opened.waiting();
+        if (flags.json) {
+          print(safeJson({
+            ...leaseJson(lease),
+            waiting: waiting.map((waiter) => ({
+              principal: waiter.principal,
+              since: isoTime(waiter.created),
+            })),
+          }));
+        } else {
+          print(leaseDetails(lease));
+          if (waiting.length > 0) {
+            print(
+              `${"waiting:".padEnd(10)}${
+                waiting.map((w) => printable(w.principal)).join(", ")
+              }`,
+            );
+          }
+        }
+      } else {
         print(
           [printable(lease.principal), isoTime(lease.created), lease.id]
             .join("\t"),
@@ -376,6 +488,45 @@ const COMMANDS: Record<string, Command> = {
         ]),
       ));
       return EXIT.ok;
+    },
+  },
+  run: {
+    args: ["RESOURCE", "-- COMMAND", "[ARGS...]"],
+    flags: ["ttl", "wait", "reason", "link", "kill-after", "max-hold"],
+    summary:
+      "Take the lock (waiting with --wait), run COMMAND with STORMLOCK_RESOURCE,\n" +
+      "STORMLOCK_LEASE_ID and STORMLOCK_FENCE set, renew the lease every TTL/3\n" +
+      "(TTL at least 3s), and release it when COMMAND ends. Exit with COMMAND's\n" +
+      "status (128+N if signal N ended it). SIGINT, SIGTERM and SIGHUP are\n" +
+      "passed on to COMMAND. If the lease is lost (broken, not renewed before\n" +
+      "it would expire, or max_hold reached), COMMAND's process group gets\n" +
+      "SIGTERM, then SIGKILL after --kill-after, and run exits 75.\n" +
+      "COMMAND's own status may also be 2, 64, 69, 75 or 78: when run itself\n" +
+      'fails or loses the lease, stderr says so on a line starting "stormlock:".\n' +
+      "On Windows only COMMAND itself is stopped, not its children.",
+    async run({ lock, args: [, ...command], flags }) {
+      let waitingFor = "";
+      const wait = flags.wait as string | undefined;
+      try {
+        return await runCommand(await lock(), commandArgv(Deno.args, command), {
+          ttl: flags.ttl as string | undefined,
+          wait,
+          reason: flags.reason as string | undefined,
+          link: (flags.link as string | undefined) ?? ciLink(),
+          killAfter: flags["kill-after"] as string | undefined,
+          maxHold: flags["max-hold"] as string | undefined,
+          warn: complain,
+          onWait(holder) {
+            if (holder.id === waitingFor) return;
+            waitingFor = holder.id;
+            complain(`waiting up to ${wait}: ${heldMessage(holder)}`);
+          },
+        });
+      } catch (error) {
+        if (!(error instanceof LeaseLostError)) throw error;
+        complain(error.message);
+        return EXIT.lost;
+      }
     },
   },
   break: {
@@ -476,6 +627,44 @@ const COMMANDS: Record<string, Command> = {
             setup ? "is ready" : "answers and needs no setup"
           }`,
         );
+      }
+      return EXIT.ok;
+    },
+  },
+  serve: {
+    args: [],
+    flags: ["listen", "token", "allow-break"],
+    summary:
+      "Serve a live status page and a JSON API of every lock (read-only unless\n" +
+      "--allow-break). Loopback only unless a token is set; with a token,\n" +
+      "every /api call needs Authorization: Bearer TOKEN. Stops on Ctrl-C.",
+    async run({ locks, flags }) {
+      const { serveStatus } = await import("./lib/serve.ts");
+      const given = flags.token as string | undefined;
+      const token = given ??
+        (Deno.env.get("STORMLOCK_SERVE_TOKEN") || undefined);
+      const server = serveStatus(locks, {
+        listen: flags.listen as string | undefined,
+        token,
+        allowBreak: flags["allow-break"] === true,
+        onError: (error) =>
+          complain(
+            `internal error in serve: ${(error as Error)?.message ?? error}`,
+          ),
+      });
+      complain(
+        `serving ${server.url} (${
+          flags["allow-break"] ? "breaking allowed" : "read-only"
+        }${token ? ", token required" : ""}); Ctrl-C stops`,
+      );
+      const stop = () => server.shutdown();
+      Deno.addSignalListener("SIGINT", stop);
+      Deno.addSignalListener("SIGTERM", stop);
+      try {
+        await server.finished;
+      } finally {
+        Deno.removeSignalListener("SIGINT", stop);
+        Deno.removeSignalListener("SIGTERM", stop);
       }
       return EXIT.ok;
     },
@@ -738,7 +927,11 @@ async function run(argv: string[]): Promise<number> {
   }
   checkFlags(name, values);
   const required = command.args.filter((arg) => !arg.startsWith("["));
-  if (args.length < required.length || args.length > command.args.length) {
+  const variadic = command.args.at(-1)?.endsWith("...]") ?? false;
+  if (
+    args.length < required.length ||
+    (!variadic && args.length > command.args.length)
+  ) {
     throw new UsageError(
       `${name} takes ${
         command.args.join(" ")
