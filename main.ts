@@ -161,7 +161,7 @@ const FLAGS = {
   },
   listen: {
     type: "string",
-    value: "ADDR:PORT",
+    value: "ADDR",
     help:
       "where serve listens (default 127.0.0.1:7878); any address\nbut loopback needs a token",
   },
@@ -505,8 +505,8 @@ const COMMANDS: Record<string, Command> = {
       'fails or loses the lease, stderr says so on a line starting "stormlock:".\n' +
       "On Windows only COMMAND itself is stopped, not its children.",
     async run({ lock, args: [, ...command], flags }) {
-      let waitingFor = "";
       const wait = flags.wait as string | undefined;
+      const reporter = waitReporter(wait ?? "");
       try {
         return await runCommand(await lock(), commandArgv(Deno.args, command), {
           ttl: flags.ttl as string | undefined,
@@ -516,11 +516,8 @@ const COMMANDS: Record<string, Command> = {
           killAfter: flags["kill-after"] as string | undefined,
           maxHold: flags["max-hold"] as string | undefined,
           warn: complain,
-          onWait(holder) {
-            if (holder.id === waitingFor) return;
-            waitingFor = holder.id;
-            complain(`waiting up to ${wait}: ${heldMessage(holder)}`);
-          },
+          onWait: reporter.onWait,
+          onRetry: reporter.onRetry,
         });
       } catch (error) {
         if (!(error instanceof LeaseLostError)) throw error;

@@ -96,6 +96,25 @@ export type {
 } from "./lib/hold.ts";
 export { commandArgv, runCommand } from "./lib/run.ts";
 export type { RunCommandOptions } from "./lib/run.ts";
+export {
+  createServeHandler,
+  DEFAULT_LISTEN,
+  isLoopback,
+  MAX_BODY,
+  MAX_PATH,
+  MIN_TOKEN_LENGTH,
+  parseListen,
+  serveStatus,
+} from "./lib/serve.ts";
+export type {
+  ListenAddress,
+  RateLimit,
+  ServeHandler,
+  ServeOptions,
+  ServeStore,
+  StatusServer,
+} from "./lib/serve.ts";
+export { PAGE_CSS, PAGE_HTML, PAGE_JS } from "./lib/serve_page.ts";
 export { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 export { VERSION } from "./lib/kit/version.ts";
 export type { PluginContext } from "./lib/plugin.ts";

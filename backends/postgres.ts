@@ -1,430 +1,338 @@
 /**
- * The PostgreSQL backend: one row per resource in a table, with expiry on
- * the server's clock (`now()`). Acquire is a single
- * `INSERT … ON CONFLICT … DO UPDATE … WHERE expired` statement, so the
- * check-and-set is atomic on the server.
+ * The PostgreSQL backend: one row per resource in a table, expiry on the
+ * server's clock (`now()`), and a `<table>_events` table for history.
+ * Every change is one statement whose CTEs lock the row, write it, record
+ * the event and trim history, so the check-and-set and its event are
+ * atomic on the server and cost one round trip.
+ *
+ * A resource's row is kept when its lease ends (marked free with
+ * `expires = '-infinity'`), so the fence counter on it is never reset.
  *
  * @module
  */
 import postgres from "postgres";
 import net from "node:net";
 import {
-  BackendUnavailableError,
-  ConfigError,
-  LeaseNotHeldError,
-  LockHeldError,
-  StormlockError,
-  UsageError,
-} from "../lib/kit/errors.ts";
-import { deniedPermission } from "../lib/kit/permissions.ts";
-import { resolveConfigPath } from "../lib/config.ts";
-import { DeadlineError, withDeadline } from "../lib/kit/deadline.ts";
-import {
-  booleanOption,
-  formatTimeout,
-  optionError,
-  textOption,
-  timeoutOption,
-} from "../lib/kit/options.ts";
-import { newLeaseId } from "../lib/kit/lease.ts";
+  type AcquireRequest,
+  type Classified,
+  defineBackend,
+  type FailedOperation,
+  type KitContext,
+  type LeaseRecord,
+  type Operation,
+  type Store,
+} from "../lib/kit/backend.ts";
+import { StormlockError, UsageError } from "../lib/kit/errors.ts";
 import type {
-  Backend,
-  BackendContext,
-  BackendOptions,
+  Breaker,
   Lease,
+  LeaseEvent,
+  LeaseEventKind,
 } from "../lib/kit/types.ts";
-
-/**
- * Options of `[backend.postgres]`. `connection` is the original
- * Stormlock's name for `url`, kept so its config files still work.
- */
-export const optionNames = [
-  "url",
-  "connection",
-  "table",
-  "timeout",
-  "create_table",
-] as const;
 
 /** The table used when the config names none. */
 export const DEFAULT_TABLE = "stormlock";
-const DEFAULT_TIMEOUT_MS = 3000;
+/** The events table's name is the table's with this suffix. */
+const EVENTS_SUFFIX = "_events";
 /** How long close() lets a healthy connection say goodbye. */
 const CLOSE_GRACE_SECONDS = 0.5;
-/** Acquire re-reads when the holder vanishes between its two statements. */
+/** Acquire runs again when a racing creator of the row won the insert. */
 const ACQUIRE_ATTEMPTS = 5;
 
 type Sql = postgres.Sql;
 
-/** Settings parsed from the options; see {@linkcode createBackend}. */
-export interface PostgresSettings {
-  /** The connection URI, without the `ssl*` parameters handled here. */
-  url: string;
-  /** `host:port/database`, the only part of the URL messages may show. */
-  where: string;
-  /** The unix socket, when the URL's host is a folder. */
-  path?: string;
-  /** The password from the URL, masked out of any client message. */
-  password: string;
-  /** The table, optionally `schema.table`. */
-  table: string;
-  /** Bound on each operation, connecting included. */
-  timeoutMs: number;
-  /** Whether a missing table is created on first use. */
-  createTable: boolean;
-  /** postgres.js's `ssl` option, from `sslmode` and friends. */
-  ssl: boolean | "prefer" | "require" | Record<string, unknown>;
-  /** The config section, for messages. */
-  section: string;
-}
-
+/** The columns of a lease as the statements return them. */
 interface Row {
   resource: string;
   lease: string;
   principal: string;
+  host: string | null;
+  reason: string | null;
+  link: string | null;
+  fence: string | number;
   created: Date;
   expires: Date;
 }
 
-function toLease(row: Row): Lease {
+interface EventRow extends Row {
+  kind: LeaseEventKind;
+  at: Date;
+  by_principal: string | null;
+  by_host: string | null;
+  by_reason: string | null;
+}
+
+/** The columns Stormlock 0.1 made, with their types; init checks them. */
+const CORE_COLUMNS: Record<string, string> = {
+  resource: "text",
+  lease: "uuid",
+  principal: "text",
+  created: "timestamp with time zone",
+  expires: "timestamp with time zone",
+};
+/**
+ * Columns added since 0.1. `events` numbers the resource's events;
+ * `detail_lease` names the lease that host, reason, link and fence were
+ * written for, so a lease a 0.1 client took over reads with fence 0.
+ */
+const ADDED_COLUMNS = [
+  "host text",
+  "reason text",
+  "link text",
+  "fence bigint NOT NULL DEFAULT 0",
+  "events bigint NOT NULL DEFAULT 0",
+  "detail_lease uuid",
+];
+
+/** A lease's columns from row alias `a`, its details only if they are its. */
+function leaseColumns(a: string): string {
+  const own = `${a}.detail_lease = ${a}.lease`;
+  return `${a}.resource, ${a}.lease::text AS lease, ${a}.principal,
+    CASE WHEN ${own} THEN ${a}.host END AS host,
+    CASE WHEN ${own} THEN ${a}.reason END AS reason,
+    CASE WHEN ${own} THEN ${a}.link END AS link,
+    CASE WHEN ${own} THEN ${a}.fence ELSE 0 END AS fence,
+    ${a}.created, ${a}.expires`;
+}
+
+const EVENT_COLUMNS = `(resource, n, kind, at, lease, principal, host, reason,
+  link, fence, created, expires, by_principal, by_host, by_reason)`;
+
+/**
+ * Trims a resource's history after events up to number `last` were added:
+ * beyond `keep` events (skipped, index and all, while there are fewer),
+ * and, on one write in 256, past `age` seconds (history() never shows
+ * those anyway). Two deletes, so each is one index range or none.
+ */
+function trim(events: string, last: string, keep: string, age: string) {
+  return `trimmed AS (
+        DELETE FROM ${events} WHERE resource = $1::text
+          AND (${last}) > ${keep}::integer AND n <= (${last}) - ${keep}::integer
+      ), aged AS (
+        DELETE FROM ${events} WHERE resource = $1::text
+          AND (SELECT random()) < 1.0 / 256 AND (${last}) IS NOT NULL
+          AND at < now() - ${age}::integer * interval '1 second'
+      )`;
+}
+
+/** The statements, for one table; identifiers are quoted once. */
+function statements(table: string, events: string) {
+  const later = (param: string) =>
+    `now() + ${param}::integer * interval '1 second'`;
   return {
-    resource: row.resource,
-    // uuid columns read back with dashes; our ids have none.
-    id: row.lease.replaceAll("-", ""),
-    principal: row.principal,
-    created: row.created,
-    expires: row.expires,
+    // $1 resource, $2 id, $3 principal, $4 host, $5 reason, $6 link,
+    // $7 ttl, $8 history, $9 history_age. Takes the row when it is free
+    // or expired (recording "expired" with its expiry time), or inserts
+    // it; else returns the holder. The fence and event counters live on
+    // the row; a row made afresh (never used, or deleted by hand or by a
+    // 0.1 client) continues from its newest event.
+    acquire: `
+      WITH old AS (
+        SELECT * FROM ${table} WHERE resource = $1::text FOR UPDATE
+      ), base AS (
+        SELECT
+          COALESCE((SELECT fence FROM old),
+            (SELECT max(fence) FROM ${events} WHERE resource = $1::text),
+            0) AS fence,
+          COALESCE((SELECT events FROM old),
+            (SELECT max(n) FROM ${events} WHERE resource = $1::text),
+            0) AS n,
+          EXISTS (SELECT 1 FROM old WHERE expires > '-infinity'
+            AND expires <= now() AND $8::integer > 1) AS lapsed
+      ), upd AS (
+        UPDATE ${table} AS t SET lease = $2::uuid, principal = $3::text,
+          host = $4::text, reason = $5::text, link = $6::text,
+          fence = base.fence + 1,
+          events = base.n + CASE WHEN base.lapsed THEN 2 ELSE 1 END,
+          detail_lease = $2::uuid, created = now(), expires = ${later("$7")}
+        FROM old, base
+        WHERE t.resource = $1::text AND old.expires <= now()
+        RETURNING t.*
+      ), ins AS (
+        INSERT INTO ${table} (resource, lease, principal, host, reason, link,
+          fence, events, detail_lease, created, expires)
+        SELECT $1::text, $2::uuid, $3::text, $4::text, $5::text, $6::text,
+          base.fence + 1, base.n + 1, $2::uuid, now(), ${later("$7")}
+        FROM base WHERE NOT EXISTS (SELECT 1 FROM old)
+        ON CONFLICT (resource) DO NOTHING
+        RETURNING *
+      ), won AS (
+        SELECT * FROM upd UNION ALL SELECT * FROM ins
+      ), lapsed AS (
+        INSERT INTO ${events} ${EVENT_COLUMNS}
+        SELECT o.resource, won.events - 1, 'expired', o.expires, o.lease::uuid,
+          o.principal, o.host, o.reason, o.link, o.fence, o.created,
+          o.expires, NULL, NULL, NULL
+        FROM (SELECT ${leaseColumns("old")} FROM old) o, won, base
+        WHERE base.lapsed
+      ), acquired AS (
+        INSERT INTO ${events} ${EVENT_COLUMNS}
+        SELECT resource, events, 'acquired', now(), lease, principal, host,
+          reason, link, fence, created, expires, NULL, NULL, NULL
+        FROM won
+      ), ${trim(events, "SELECT events FROM won", "$8", "$9")}
+      SELECT true AS won, ${leaseColumns("won")} FROM won
+      UNION ALL
+      SELECT false, ${leaseColumns("old")} FROM old
+      WHERE old.expires > now() AND NOT EXISTS (SELECT 1 FROM won)`,
+    // $1 resource, $2 id, $3 kind, $4-$6 breaker, $7 history, $8 age.
+    end: `
+      WITH old AS (
+        SELECT * FROM ${table}
+        WHERE resource = $1::text AND lease = $2::uuid AND expires > now()
+        FOR UPDATE
+      ), ended AS (
+        UPDATE ${table} AS t
+        SET expires = '-infinity', events = t.events + 1
+        FROM old WHERE t.resource = old.resource
+        RETURNING t.events
+      ), recorded AS (
+        INSERT INTO ${events} ${EVENT_COLUMNS}
+        SELECT o.resource, ended.events, $3::text, now(), o.lease::uuid,
+          o.principal, o.host, o.reason, o.link, o.fence, o.created,
+          o.expires, $4::text, $5::text, $6::text
+        FROM (SELECT ${leaseColumns("old")} FROM old) o, ended
+      ), ${trim(events, "SELECT events FROM ended", "$7", "$8")}
+      SELECT ${leaseColumns("old")} FROM old`,
+    // $1 resource, $2 id, $3 ttl, $4 new reason or null, $5 history,
+    // $6 age.
+    renew: `
+      WITH old AS (
+        SELECT * FROM ${table}
+        WHERE resource = $1::text AND lease = $2::uuid AND expires > now()
+        FOR UPDATE
+      ), upd AS (
+        UPDATE ${table} AS t SET expires = ${later("$3")},
+          reason = COALESCE($4::text, t.reason), events = t.events + 1
+        FROM old WHERE t.resource = old.resource
+        RETURNING t.*
+      ), renewed AS (
+        SELECT ${leaseColumns("upd")}, upd.events,
+          CASE WHEN $4::text IS DISTINCT FROM o.reason AND $4::text IS NOT NULL
+            THEN 'reason-changed' ELSE 'renewed' END AS kind
+        FROM upd, (SELECT ${leaseColumns("old")} FROM old) o
+      ), recorded AS (
+        INSERT INTO ${events} ${EVENT_COLUMNS}
+        SELECT resource, events, kind, now(), lease::uuid, principal, host,
+          reason, link, fence, created, expires, NULL, NULL, NULL
+        FROM renewed
+      ), ${trim(events, "SELECT events FROM renewed", "$5", "$6")}
+      SELECT * FROM renewed`,
+    current: `SELECT ${leaseColumns("t")} FROM ${table} AS t
+      WHERE resource = $1::text AND expires > now()`,
+    isHeld: `SELECT 1 FROM ${table}
+      WHERE resource = $1::text AND lease = $2::uuid AND expires > now()`,
+    // Names under a prefix sort between it and its successor in code point
+    // order, which the "C" collation of the key follows.
+    list: `SELECT ${leaseColumns("t")} FROM ${table} AS t
+      WHERE resource COLLATE "C" >= $1::text AND expires > now()
+      ORDER BY resource COLLATE "C"`,
+    listBelow: `SELECT ${leaseColumns("t")} FROM ${table} AS t
+      WHERE resource COLLATE "C" >= $1::text
+        AND resource COLLATE "C" < $2::text AND expires > now()
+      ORDER BY resource COLLATE "C"`,
+    history: `SELECT resource, kind, at, lease::text AS lease, principal,
+        host, reason, link, fence, created, expires, by_principal, by_host,
+        by_reason FROM ${events}
+      WHERE resource = $1::text
+        AND at >= now() - $3::integer * interval '1 second'
+      ORDER BY n DESC LIMIT $2::integer`,
+    createTable: `CREATE TABLE ${table} (
+        resource     text COLLATE "C" PRIMARY KEY,
+        lease        uuid        NOT NULL,
+        principal    text        NOT NULL,
+        created      timestamptz NOT NULL,
+        expires      timestamptz NOT NULL,
+        ${ADDED_COLUMNS.join(",\n        ")}
+      )`,
+    upgrade: `ALTER TABLE ${table} ${
+      ADDED_COLUMNS.map((column) => `ADD COLUMN IF NOT EXISTS ${column}`)
+        .join(", ")
+    }`,
+    collate: `ALTER TABLE ${table} ALTER COLUMN resource TYPE text COLLATE "C"`,
+    createEvents: `CREATE TABLE IF NOT EXISTS ${events} (
+        resource     text COLLATE "C" NOT NULL,
+        n            bigint      NOT NULL,
+        kind         text        NOT NULL,
+        at           timestamptz NOT NULL,
+        lease        uuid        NOT NULL,
+        principal    text        NOT NULL,
+        host         text,
+        reason       text,
+        link         text,
+        fence        bigint      NOT NULL,
+        created      timestamptz NOT NULL,
+        expires      timestamptz NOT NULL,
+        by_principal text,
+        by_host      text,
+        by_reason    text,
+        PRIMARY KEY (resource, n)
+      )`,
+    check: `SELECT resource, lease, principal, host, reason, link, fence,
+        events, detail_lease, created, expires FROM ${table} LIMIT 0`,
+    checkEvents: `SELECT resource, n, kind, at, lease, principal, host,
+        reason, link, fence, created, expires, by_principal, by_host,
+        by_reason FROM ${events} LIMIT 0`,
   };
 }
 
-/** SQLSTATEs that mean the table exists but is not shaped like ours. */
-const WRONG_SHAPE = new Set(["42703", "42P10", "42804", "42883"]);
+/** Quotes `NAME` or `SCHEMA.NAME` as an identifier. */
+function quoteName(name: string): string {
+  return name.split(".").map((part) => `"${part.replaceAll('"', '""')}"`)
+    .join(".");
+}
 
-/** A lock store in one PostgreSQL table. Expiry uses the server's clock. */
-export class PostgresBackend implements Backend {
-  readonly #settings: PostgresSettings;
-  #sql: Sql | undefined;
-  /** The current client's gate; see openSocket. */
-  #gate: Gate = { mayConnect: true };
-  #closed = false;
+/**
+ * The smallest text above every name that starts with `prefix`, in code
+ * point order; `undefined` when there is none.
+ */
+function prefixEnd(prefix: string): string | undefined {
+  const points = [...prefix].map((char) => char.codePointAt(0)!);
+  while (points.length > 0 && points[points.length - 1] === 0x10ffff) {
+    points.pop();
+  }
+  if (points.length === 0) return undefined;
+  let last = points.pop()! + 1;
+  if (last === 0xd800) last = 0xe000; // Surrogates are not characters.
+  return String.fromCodePoint(...points, last);
+}
 
-  /**
-   * Makes the backend; nothing connects until the first operation.
-   * @param settings Parsed options, as {@linkcode createBackend} makes them.
-   */
-  constructor(settings: PostgresSettings) {
-    this.#settings = settings;
+/** What messages may say of the connection, and what they must not. */
+interface Place {
+  /** `host:port/database`: never the URL, which may hold a password. */
+  where: string;
+  /** The table, as configured. */
+  table: string;
+  /** The config section, e.g. `backend.postgres`. */
+  section: string;
+}
+
+/**
+ * A client failure, with what `classify` needs to name the remedy. Its
+ * message has the password masked.
+ */
+class PostgresFailure extends Error {
+  constructor(
+    readonly error: unknown,
+    readonly place: Place,
+    password: string,
+  ) {
+    const text = String((error as Error)?.message ?? error);
+    super(mask(text, password), { cause: error });
+    this.name = "PostgresFailure";
   }
 
-  #connection(): Sql {
-    if (this.#sql) return this.#sql;
-    const { url, timeoutMs, ssl, path } = this.#settings;
-    // Each client gets its own gate, so a discarded one can't use the next's.
-    const gate: Gate = { mayConnect: true };
-    this.#gate = gate;
-    this.#sql = postgres(url, {
-      max: 1,
-      connect_timeout: timeoutMs / 1000,
-      fetch_types: false,
-      onnotice: () => {},
-      ssl,
-      path,
-      connection: {
-        application_name: "stormlock",
-        // The server stops a statement stuck on a row lock by itself.
-        statement_timeout: timeoutMs,
-      },
-      // Not in postgres.js's types, but supported: see openSocket.
-      socket: (options: SocketOptions) => openSocket(options, gate),
-    } as postgres.Options<Record<string, never>>);
-    return this.#sql;
+  /** The SQLSTATE, or the client's own error code. */
+  get code(): string | undefined {
+    const code = (this.error as { code?: unknown } | null)?.code;
+    return typeof code === "string" ? code : undefined;
   }
+}
 
-  /** Ends the connection at once, so the next operation starts afresh. */
-  #discard(): void {
-    const sql = this.#sql;
-    this.#sql = undefined;
-    sql?.end({ timeout: 0 }).catch(() => {});
-  }
-
-  /** Hides the password, should a client message ever carry it. */
-  #mask(text: string): string {
-    const { password } = this.#settings;
-    if (!password) return text;
-    return text.replaceAll(password, "***")
-      .replaceAll(encodeURIComponent(password), "***");
-  }
-
-  /** The one place that turns client errors into Stormlock's. */
-  #translate(error: unknown, action: string): Error {
-    if (error instanceof StormlockError) return error;
-    const { where, table, section, timeoutMs, path } = this.#settings;
-    const at = `PostgreSQL at ${where}`;
-    const cause = { cause: error };
-    const timedOut = () =>
-      new BackendUnavailableError(
-        `${at} did not answer within ${
-          formatTimeout(timeoutMs)
-        }; check that it is up and reachable, or raise timeout in [${section}]`,
-        cause,
-      );
-    const denied = deniedPermission(error);
-    if (denied) {
-      return new ConfigError(
-        `No permission to reach ${at}: Deno needs ${denied.need}${
-          path ? " for the unix socket" : ""
-        }; run main.ts with ${denied.flag}`,
-        cause,
-      );
-    }
-    if (error instanceof DeadlineError) return timedOut();
-    if (error instanceof postgres.PostgresError) {
-      const message = this.#mask(error.message);
-      switch (error.code) {
-        case "42P01":
-          return new ConfigError(
-            `Table ${table} does not exist in ${at}; run \`stormlock init RESOURCE\` or set create_table = true in [${section}]`,
-            cause,
-          );
-        case "3F000":
-          return new ConfigError(
-            `${at}: ${message}; create the schema of table ${table} first`,
-            cause,
-          );
-        case "3D000":
-          return new ConfigError(
-            `${at}: ${message}; create it, or fix the url in [${section}]`,
-            cause,
-          );
-        case "42501":
-          return new ConfigError(
-            `${at}: ${message}; grant the role SELECT, INSERT, UPDATE and DELETE on ${table} (and CREATE for init)`,
-            cause,
-          );
-        case "28P01":
-        case "28000":
-          return new BackendUnavailableError(
-            `${at} refused the login: ${message}; check the user and password in the url in [${section}]`,
-            cause,
-          );
-        case "57014":
-          return timedOut();
-        case "54000":
-          return new UsageError(
-            `${message}; PostgreSQL indexes keys of up to about 2,700 bytes, so use a shorter resource name`,
-            cause,
-          );
-        case "22P02":
-          return new UsageError(
-            `${message}; check the lease id (the 32 hex digits printed by "stormlock acquire") and the TTL`,
-            cause,
-          );
-      }
-      if (WRONG_SHAPE.has(error.code)) {
-        return new ConfigError(
-          `Table ${table} in ${at} is not a Stormlock table (${message}); set table in [${section}] to another name, or drop it and run \`stormlock init RESOURCE\``,
-          cause,
-        );
-      }
-      return new BackendUnavailableError(
-        `${at} failed to ${action}: ${message} (SQLSTATE ${error.code}); fix what the server names, or retry if it was transient`,
-        cause,
-      );
-    }
-    const code = (error as { code?: unknown } | null)?.code;
-    if (typeof code !== "string") return error as Error; // A bug: exit 70.
-    const detail = this.#mask((error as Error).message ?? code);
-    switch (code) {
-      case "CONNECT_TIMEOUT":
-        return timedOut();
-      case "ECONNREFUSED":
-        return new BackendUnavailableError(
-          `${at} refused the connection; check that the server is up and the url's host and port in [${section}] are right`,
-          cause,
-        );
-      case "ENOTFOUND":
-      case "EAI_AGAIN":
-        return new BackendUnavailableError(
-          `${at}: the host name was not found; check the host in the url in [${section}]`,
-          cause,
-        );
-      case "STORMLOCK_CLOSED_EARLY":
-        return new BackendUnavailableError(
-          `${at} closed the connection during startup; check that it is a PostgreSQL server and that sslmode in the url matches what it expects`,
-          cause,
-        );
-    }
-    if (/CERT|TLS|SSL/.test(code)) {
-      return new BackendUnavailableError(
-        `${at}: TLS failed: ${detail}; check sslmode and sslrootcert in the url`,
-        cause,
-      );
-    }
-    return new BackendUnavailableError(
-      `${at} failed to ${action}: ${detail}; check that the server is up and reachable, then retry`,
-      cause,
-    );
-  }
-
-  /**
-   * Runs one operation within the timeout, connecting if needed, creating
-   * the table on first use when allowed, and translating errors.
-   */
-  async #run<T>(action: string, body: (sql: Sql) => Promise<T>): Promise<T> {
-    if (this.#closed) {
-      throw new UsageError("The postgres backend is closed; open a new one");
-    }
-    let gate = this.#gate;
-    try {
-      const sql = this.#connection();
-      gate = this.#gate;
-      const attempt = async () => {
-        try {
-          return await body(sql);
-        } catch (error) {
-          if (
-            !this.#settings.createTable ||
-            !(error instanceof postgres.PostgresError) ||
-            error.code !== "42P01"
-          ) throw error;
-          await this.#create(sql);
-          return await body(sql);
-        }
-      };
-      const result = await withDeadline(this.#settings.timeoutMs, attempt);
-      gate.mayConnect = true;
-      return result;
-    } catch (error) {
-      // The server answered, so a later reconnect is no startup loop.
-      if (
-        error instanceof StormlockError ||
-        error instanceof postgres.PostgresError
-      ) gate.mayConnect = true;
-      const translated = this.#translate(error, action);
-      // The connection may be stuck or broken; never reuse it.
-      if (translated instanceof BackendUnavailableError) this.#discard();
-      throw translated;
-    }
-  }
-
-  /** CREATE TABLE IF NOT EXISTS, tolerating a racing creator. */
-  async #create(sql: Sql): Promise<void> {
-    try {
-      await sql`
-        CREATE TABLE IF NOT EXISTS ${sql(this.#settings.table)} (
-          resource  text        PRIMARY KEY,
-          lease     uuid        NOT NULL,
-          principal text        NOT NULL,
-          created   timestamptz NOT NULL,
-          expires   timestamptz NOT NULL
-        )`;
-    } catch (error) {
-      // Two creators at once: one wins, and the other may trip over the
-      // new table, its row type or the catalog's unique index instead of
-      // seeing the table.
-      const code = (error as { code?: string }).code ?? "";
-      if (!["42P07", "42710", "23505"].includes(code)) throw error;
-    }
-  }
-
-  /**
-   * Creates the table if it is missing, then checks that it has the
-   * columns Stormlock uses. Idempotent.
-   */
-  init(): Promise<void> {
-    return this.#run("create its table", async (sql) => {
-      await this.#create(sql);
-      await sql`
-        SELECT resource, lease, principal, created, expires
-        FROM ${sql(this.#settings.table)} LIMIT 0`;
-    });
-  }
-
-  acquire(
-    resource: string,
-    principal: string,
-    ttlSeconds: number,
-  ): Promise<Lease> {
-    return this.#run("acquire", async (sql) => {
-      const table = sql(this.#settings.table);
-      for (let attempt = 0; attempt < ACQUIRE_ATTEMPTS; attempt++) {
-        // Takes the row when absent or expired; a live row is left alone
-        // and nothing is returned.
-        const [won] = await sql<Row[]>`
-          INSERT INTO ${table} AS held
-            (resource, lease, principal, created, expires)
-          VALUES (${resource}::text, ${newLeaseId()}::uuid,
-            ${principal}::text, now(),
-            now() + ${ttlSeconds}::integer * interval '1 second')
-          ON CONFLICT (resource) DO UPDATE
-            SET lease = excluded.lease, principal = excluded.principal,
-              created = excluded.created, expires = excluded.expires
-            WHERE held.expires <= now()
-          RETURNING resource, lease::text, principal, created, expires`;
-        if (won) return toLease(won);
-        const [holder] = await sql<Row[]>`
-          SELECT resource, lease::text, principal, created, expires
-          FROM ${table}
-          WHERE resource = ${resource}::text AND expires > now()`;
-        if (holder) throw new LockHeldError(toLease(holder));
-        // The holder let go between the two statements: try again.
-      }
-      throw new BackendUnavailableError(
-        `Lock "${resource}" in PostgreSQL at ${this.#settings.where} changed hands ${ACQUIRE_ATTEMPTS} times during one acquire; try again`,
-      );
-    });
-  }
-
-  release(resource: string, leaseId: string): Promise<void> {
-    return this.#run("release", async (sql) => {
-      const { count } = await sql`
-        DELETE FROM ${sql(this.#settings.table)}
-        WHERE resource = ${resource}::text AND lease = ${leaseId}::uuid
-          AND expires > now()`;
-      if (count === 0) throw new LeaseNotHeldError(resource, leaseId);
-    });
-  }
-
-  renew(resource: string, leaseId: string, ttlSeconds: number): Promise<Lease> {
-    return this.#run("renew", async (sql) => {
-      const [row] = await sql<Row[]>`
-        UPDATE ${sql(this.#settings.table)}
-        SET expires = now() + ${ttlSeconds}::integer * interval '1 second'
-        WHERE resource = ${resource}::text AND lease = ${leaseId}::uuid
-          AND expires > now()
-        RETURNING resource, lease::text, principal, created, expires`;
-      if (!row) throw new LeaseNotHeldError(resource, leaseId);
-      return toLease(row);
-    });
-  }
-
-  current(resource: string): Promise<Lease | null> {
-    return this.#run("read", async (sql) => {
-      const [row] = await sql<Row[]>`
-        SELECT resource, lease::text, principal, created, expires
-        FROM ${sql(this.#settings.table)}
-        WHERE resource = ${resource}::text AND expires > now()`;
-      return row ? toLease(row) : null;
-    });
-  }
-
-  isHeld(resource: string, leaseId: string): Promise<boolean> {
-    return this.#run("read", async (sql) => {
-      const rows = await sql`
-        SELECT 1 FROM ${sql(this.#settings.table)}
-        WHERE resource = ${resource}::text AND lease = ${leaseId}::uuid
-          AND expires > now()`;
-      return rows.length > 0;
-    });
-  }
-
-  async close(): Promise<void> {
-    this.#closed = true;
-    const sql = this.#sql;
-    this.#sql = undefined;
-    // end() waits for the server's goodbye; the timeout caps that wait.
-    await sql?.end({ timeout: CLOSE_GRACE_SECONDS }).catch(() => {});
-  }
+function mask(text: string, password: string): string {
+  if (!password) return text;
+  return text.replaceAll(password, "***")
+    .replaceAll(encodeURIComponent(password), "***");
 }
 
 /** What postgres.js passes to a `socket` factory. */
@@ -460,6 +368,353 @@ function openSocket(options: SocketOptions, gate: Gate): net.Socket {
   return socket;
 }
 
+/** A postgres.js client and the gate of its socket. */
+interface Client {
+  sql: Sql;
+  gate: Gate;
+}
+
+/** How the store connects, from the options. */
+interface Connection {
+  url: string;
+  path?: string;
+  ssl: SslOption;
+  timeoutMs: number;
+}
+
+/** A lock store in one PostgreSQL table. Expiry uses the server's clock. */
+class PostgresStore implements Store {
+  readonly label: string;
+  readonly #connection: Connection;
+  readonly #place: Place;
+  /** Masked out of every client message. */
+  readonly #password: string;
+  readonly #createTable: boolean;
+  readonly #keep: number;
+  readonly #age: number;
+  readonly #context: KitContext;
+  readonly #sql: ReturnType<typeof statements>;
+  readonly #quoted: string;
+  #client: Client | undefined;
+
+  constructor(
+    connection: Connection,
+    place: Place & { password: string },
+    options: { createTable: boolean; keep: number; age: number },
+    context: KitContext,
+  ) {
+    this.label = `PostgreSQL at ${place.where}`;
+    this.#connection = connection;
+    const { password, ...shown } = place;
+    this.#place = shown;
+    this.#password = password;
+    this.#createTable = options.createTable;
+    this.#keep = options.keep;
+    this.#age = options.age;
+    this.#context = context;
+    this.#quoted = quoteName(place.table);
+    this.#sql = statements(
+      this.#quoted,
+      quoteName(place.table + EVENTS_SUFFIX),
+    );
+  }
+
+  #connect(): Client {
+    if (this.#client) return this.#client;
+    const { url, timeoutMs, ssl, path } = this.#connection;
+    // Each client gets its own gate, so a discarded one can't use the next's.
+    const gate: Gate = { mayConnect: true };
+    const sql = postgres(url, {
+      max: 1,
+      connect_timeout: timeoutMs / 1000,
+      fetch_types: false,
+      onnotice: () => {},
+      ssl,
+      path,
+      connection: {
+        application_name: "stormlock",
+        // The server stops a statement stuck on a row lock by itself.
+        statement_timeout: timeoutMs,
+      },
+      // Not in postgres.js's types, but supported: see openSocket.
+      socket: (options: SocketOptions) => openSocket(options, gate),
+    } as postgres.Options<Record<string, never>>);
+    this.#client = { sql, gate };
+    return this.#client;
+  }
+
+  /** Ends a client at once, so the next operation starts afresh. */
+  #discard(client: Client): void {
+    if (this.#client === client) this.#client = undefined;
+    client.sql.end({ timeout: 0 }).catch(() => {});
+  }
+
+  /**
+   * Runs one operation's statements, creating or upgrading the tables on
+   * first use when allowed. A client that timed out or broke is dropped.
+   */
+  async #run<T>(op: Operation, body: (sql: Sql) => Promise<T>): Promise<T> {
+    const client = this.#connect();
+    const drop = () => this.#discard(client);
+    op.signal.addEventListener("abort", drop, { once: true });
+    try {
+      let result: T;
+      try {
+        result = await body(client.sql);
+      } catch (error) {
+        const code = (error as { code?: string }).code;
+        if (!this.#createTable || (code !== "42P01" && code !== "42703")) {
+          throw error;
+        }
+        await this.#init(client.sql);
+        result = await body(client.sql);
+      }
+      client.gate.mayConnect = true;
+      return result;
+    } catch (error) {
+      const answered = error instanceof StormlockError ||
+        error instanceof postgres.PostgresError;
+      // The server answered, so a later reconnect is no startup loop; any
+      // other failure may have left the connection stuck or broken.
+      if (answered) client.gate.mayConnect = true;
+      else drop();
+      if (error instanceof StormlockError) throw error;
+      throw new PostgresFailure(error, this.#place, this.#password);
+    } finally {
+      op.signal.removeEventListener("abort", drop);
+    }
+  }
+
+  #lease(row: Row): Lease {
+    return this.#context.leaseFromRecord(row.resource, toRecord(row));
+  }
+
+  /** Creates or upgrades both tables, one initializer at a time. */
+  async #init(sql: Sql): Promise<void> {
+    const s = this.#sql;
+    await sql.begin(async (tx) => {
+      await tx.unsafe("SELECT pg_advisory_xact_lock(hashtext($1::text))", [
+        `stormlock init ${this.#quoted}`,
+      ]);
+      const columns = await tx.unsafe<
+        { name: string; type: string; collation: string | null }[]
+      >(
+        `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
+           c.collname AS collation
+         FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = a.attcollation
+         WHERE a.attrelid = to_regclass($1::text) AND a.attnum > 0
+           AND NOT a.attisdropped`,
+        [this.#quoted],
+      );
+      if (columns.length === 0) {
+        await tx.unsafe(s.createTable);
+      } else {
+        const types = new Map(columns.map((c) => [c.name, c.type]));
+        const wrong = Object.entries(CORE_COLUMNS).filter(([name, type]) =>
+          types.get(name) !== type
+        ).map(([name, type]) => `${name} ${type}`);
+        if (wrong.length > 0) {
+          const { table, section } = this.#place;
+          throw new this.#context.errors.ConfigError(
+            `Table ${table} in ${this.label} is not a Stormlock table (it lacks ${
+              wrong.join(", ")
+            }); set table in [${section}] to another name`,
+          );
+        }
+        if (ADDED_COLUMNS.some((c) => !types.has(c.split(" ")[0]))) {
+          await tx.unsafe(s.upgrade);
+        }
+        const resource = columns.find((c) => c.name === "resource");
+        if (resource?.collation !== "C") await tx.unsafe(s.collate);
+      }
+      await tx.unsafe(s.createEvents);
+      await tx.unsafe(s.check);
+      await tx.unsafe(s.checkEvents);
+    });
+  }
+
+  init(op: Operation): Promise<void> {
+    return this.#run(op, (sql) => this.#init(sql));
+  }
+
+  acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
+    const { resource } = request;
+    return this.#run(op, async (sql) => {
+      for (let attempt = 0; attempt < ACQUIRE_ATTEMPTS; attempt++) {
+        const [row] = await sql.unsafe<(Row & { won: boolean })[]>(
+          this.#sql.acquire,
+          [
+            resource,
+            request.id,
+            request.principal,
+            request.host ?? null,
+            request.reason ?? null,
+            request.link ?? null,
+            request.ttlSeconds,
+            this.#keep,
+            this.#age,
+          ],
+          { prepare: true },
+        );
+        if (row?.won) return this.#lease(row);
+        if (row) throw new this.#context.errors.LockHeldError(this.#lease(row));
+        // A racing creator inserted the row first: read it afresh.
+      }
+      throw new this.#context.errors.BackendUnavailableError(
+        `Lock "${resource}" in ${this.label} changed hands ${ACQUIRE_ATTEMPTS} times during one acquire; try again`,
+      );
+    });
+  }
+
+  /** Ends the live lease `leaseId`, recording `kind`; or throws. */
+  #end(
+    resource: string,
+    leaseId: string,
+    op: Operation,
+    kind: "released" | "broken",
+    by?: Breaker,
+  ): Promise<Lease> {
+    return this.#run(op, async (sql) => {
+      const [row] = await sql.unsafe<Row[]>(this.#sql.end, [
+        resource,
+        leaseId,
+        kind,
+        by?.principal ?? null,
+        by?.host ?? null,
+        by?.reason ?? null,
+        this.#keep,
+        this.#age,
+      ], { prepare: true });
+      if (!row) {
+        throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
+      }
+      return this.#lease(row);
+    });
+  }
+
+  async release(
+    resource: string,
+    leaseId: string,
+    op: Operation,
+  ): Promise<void> {
+    await this.#end(resource, leaseId, op, "released");
+  }
+
+  breakLease(
+    resource: string,
+    leaseId: string,
+    by: Breaker,
+    op: Operation,
+  ): Promise<Lease> {
+    return this.#end(resource, leaseId, op, "broken", by);
+  }
+
+  renew(
+    resource: string,
+    leaseId: string,
+    ttlSeconds: number,
+    op: Operation,
+    change: { reason?: string },
+  ): Promise<Lease> {
+    return this.#run(op, async (sql) => {
+      const [row] = await sql.unsafe<Row[]>(this.#sql.renew, [
+        resource,
+        leaseId,
+        ttlSeconds,
+        change.reason ?? null,
+        this.#keep,
+        this.#age,
+      ], { prepare: true });
+      if (!row) {
+        throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
+      }
+      return this.#lease(row);
+    });
+  }
+
+  current(resource: string, op: Operation): Promise<Lease | null> {
+    return this.#run(op, async (sql) => {
+      const [row] = await sql.unsafe<Row[]>(this.#sql.current, [resource], {
+        prepare: true,
+      });
+      return row ? this.#lease(row) : null;
+    });
+  }
+
+  isHeld(resource: string, leaseId: string, op: Operation): Promise<boolean> {
+    return this.#run(op, async (sql) => {
+      const rows = await sql.unsafe(this.#sql.isHeld, [resource, leaseId], {
+        prepare: true,
+      });
+      return rows.length > 0;
+    });
+  }
+
+  list(prefix: string, op: Operation): Promise<Lease[]> {
+    const end = prefixEnd(prefix);
+    return this.#run(op, async (sql) => {
+      const rows = await sql.unsafe<Row[]>(
+        end === undefined ? this.#sql.list : this.#sql.listBelow,
+        end === undefined ? [prefix] : [prefix, end],
+        { prepare: true },
+      );
+      return rows.map((row) => this.#lease(row));
+    });
+  }
+
+  history(
+    resource: string,
+    limit: number,
+    op: Operation,
+  ): Promise<LeaseEvent[]> {
+    return this.#run(op, async (sql) => {
+      const rows = await sql.unsafe<EventRow[]>(
+        this.#sql.history,
+        [resource, limit, this.#age],
+        { prepare: true },
+      );
+      return rows.map((row) => {
+        const event: LeaseEvent = {
+          ...this.#lease(row),
+          kind: row.kind,
+          at: row.at,
+        };
+        if (row.by_principal !== null) {
+          event.by = {
+            principal: row.by_principal,
+            reason: row.by_reason ?? "",
+            ...(row.by_host !== null ? { host: row.by_host } : {}),
+          };
+        }
+        return event;
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    const client = this.#client;
+    this.#client = undefined;
+    // end() waits for the server's goodbye; the timeout caps that wait.
+    await client?.sql.end({ timeout: CLOSE_GRACE_SECONDS }).catch(() => {});
+  }
+}
+
+function toRecord(row: Row): LeaseRecord {
+  return {
+    // uuid columns read back with dashes; lease ids have none.
+    id: row.lease.replaceAll("-", ""),
+    principal: row.principal,
+    host: row.host,
+    reason: row.reason,
+    link: row.link,
+    fence: row.fence,
+    created: row.created,
+    expires: row.expires,
+  };
+}
+
+type SslOption = boolean | "prefer" | Record<string, unknown>;
+
 const SSL_MODES = [
   "disable",
   "allow",
@@ -469,37 +724,15 @@ const SSL_MODES = [
   "verify-full",
 ];
 
-/** Checks `table` or `schema.table`; postgres.js quotes each part. */
-function parseTable(options: BackendOptions, context: BackendContext) {
-  const table = textOption(options, "table") ?? DEFAULT_TABLE;
-  const parts = table.split(".");
-  const encoder = new TextEncoder();
-  if (
-    parts.length > 2 ||
-    parts.some((part) => part === "" || encoder.encode(part).length > 63) ||
-    table.includes("\0")
-  ) {
-    throw optionError(
-      context,
-      "table",
-      `"${table}" is not a table name; use NAME or SCHEMA.NAME, each at most 63 bytes`,
-    );
-  }
-  return table;
-}
-
 /**
  * Maps libpq's `sslmode`, `sslrootcert`, `sslcert` and `sslkey` URL
  * parameters onto postgres.js's `ssl` option, which knows only sslmode.
+ * Each file must be a readable PEM file.
  */
-function parseSsl(
-  params: URLSearchParams,
-  context: BackendContext,
-): PostgresSettings["ssl"] {
+function parseSsl(params: URLSearchParams, context: KitContext): SslOption {
   const mode = params.get("sslmode") ?? "disable";
   if (!SSL_MODES.includes(mode)) {
-    throw optionError(
-      context,
+    throw context.optionError(
       "url",
       `sslmode "${mode}" is not one of ${SSL_MODES.join(", ")}`,
     );
@@ -509,20 +742,37 @@ function parseSsl(
     if (path === null || (key === "sslrootcert" && path === "system")) {
       return undefined;
     }
-    const file = resolveConfigPath(path, context);
+    const file = context.resolvePath(path);
+    let pem: string;
     try {
-      return Deno.readTextFileSync(file);
+      pem = Deno.readTextFileSync(file);
     } catch (error) {
-      throw optionError(
-        context,
+      throw context.optionError(
         "url",
         `cannot read ${key} file ${file}: ${(error as Error).message}`,
       );
     }
+    if (!/-----BEGIN [A-Z0-9 ]+-----/.test(pem)) {
+      throw context.optionError(
+        "url",
+        `${key} file ${file} is not a PEM file (no "-----BEGIN …-----" line)`,
+      );
+    }
+    return pem;
   };
   const ca = read("sslrootcert");
-  const files = { ca, cert: read("sslcert"), key: read("sslkey") };
-  for (const key of Object.keys(files) as (keyof typeof files)[]) {
+  const files: Record<string, string | undefined> = {
+    ca,
+    cert: read("sslcert"),
+    key: read("sslkey"),
+  };
+  if ((files.cert === undefined) !== (files.key === undefined)) {
+    throw context.optionError(
+      "url",
+      "set both sslcert and sslkey, or neither",
+    );
+  }
+  for (const key of Object.keys(files)) {
     if (files[key] === undefined) delete files[key];
   }
   if (mode === "disable") return false;
@@ -531,52 +781,19 @@ function parseSsl(
   if (mode === "verify-ca" || (mode === "require" && ca !== undefined)) {
     return { ...files, checkServerIdentity: () => undefined };
   }
-  if (mode === "require") {
-    return { ...files, rejectUnauthorized: false };
-  }
+  if (mode === "require") return { ...files, rejectUnauthorized: false };
   return { ...files, rejectUnauthorized: true };
 }
 
-/**
- * Parses the URL without ever echoing it, since it may hold a password.
- */
+const URL_FORM = "postgres://USER:PASSWORD@HOST:PORT/DATABASE";
+
+/** Splits the URL into what connects and what messages may show. */
 function parseUrl(
-  options: BackendOptions,
-  context: BackendContext,
-): Pick<PostgresSettings, "url" | "where" | "password" | "ssl" | "path"> {
-  if (options.url !== undefined && options.connection !== undefined) {
-    throw optionError(
-      context,
-      "connection",
-      "set url or connection (its old name), not both",
-    );
-  }
-  const key = options.connection !== undefined ? "connection" : "url";
-  const text = textOption(options, key);
-  if (text === undefined) {
-    throw optionError(
-      context,
-      "url",
-      "missing; set it to postgres://USER:PASSWORD@HOST:PORT/DATABASE",
-    );
-  }
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw optionError(
-      context,
-      key,
-      "not a URL; use postgres://USER:PASSWORD@HOST:PORT/DATABASE (one host; percent-encode special characters in the password)",
-    );
-  }
-  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
-    throw optionError(
-      context,
-      key,
-      "must start with postgres:// or postgresql://",
-    );
-  }
+  given: URL,
+  key: string,
+  context: KitContext,
+): Omit<Connection, "timeoutMs"> & { where: string; password: string } {
+  const url = new URL(given.href);
   let host: string, database: string, password: string;
   try {
     // postgres.js decodes these too, and throws on a stray "%".
@@ -585,8 +802,7 @@ function parseUrl(
     host = decodeURIComponent(url.hostname) || "localhost";
     database = decodeURIComponent(url.pathname.slice(1));
   } catch {
-    throw optionError(
-      context,
+    throw context.optionError(
       key,
       'has a "%" that starts no %XX escape; write a literal % as %25',
     );
@@ -607,25 +823,240 @@ function parseUrl(
   };
 }
 
-/**
- * Builds the backend from `[backend.postgres]`: `url` (required; `sslmode`,
- * `sslrootcert`, `sslcert` and `sslkey` work as in libpq), `table` (default
- * `stormlock`, may be `schema.table`), `timeout` (default 3s, bounds every
- * operation, connecting included) and `create_table` (default false:
- * create the table on first use). Nothing connects until first use.
- *
- * @throws {ConfigError} for a missing or bad option. Messages never show
- * the URL, only `host:port/database`.
- */
-export function createBackend(
-  options: BackendOptions,
-  context: BackendContext,
-): Backend {
-  return new PostgresBackend({
-    ...parseUrl(options, context),
-    table: parseTable(options, context),
-    timeoutMs: timeoutOption(options, context, DEFAULT_TIMEOUT_MS),
-    createTable: booleanOption(options, context, "create_table", false),
-    section: context.section,
-  });
+/** Checks `table` or `schema.table`; each part is quoted when used. */
+function checkTable(table: string, context: KitContext): string {
+  const parts = table.split(".");
+  const encoder = new TextEncoder();
+  // Room for the events table's suffix within PostgreSQL's 63 bytes.
+  const most = 63 - EVENTS_SUFFIX.length;
+  if (
+    parts.length > 2 || table.includes("\0") ||
+    parts.some((part) => part === "" || encoder.encode(part).length > 63) ||
+    encoder.encode(parts[parts.length - 1]).length > most
+  ) {
+    throw context.optionError(
+      "table",
+      `"${table}" is not a table name; use NAME or SCHEMA.NAME, the schema at most 63 bytes and the name at most ${most} (room for its ${EVENTS_SUFFIX} table)`,
+    );
+  }
+  return table;
 }
+
+/** What to do about a server error, by SQLSTATE; `undefined` for the default. */
+function serverRemedy(
+  code: string,
+  message: string,
+  failure: PostgresFailure,
+): Classified | undefined {
+  const { table, section } = failure.place;
+  const events = `${table}${EVENTS_SUFFIX}`;
+  const urlSetting = /parameter/i.test(message);
+  switch (code) {
+    case "42P01":
+      return {
+        config:
+          `has no table ${table} (${message}); run "stormlock init" or set create_table = true in [${section}]`,
+      };
+    case "42703":
+    case "42P10":
+    case "42804":
+    case "42883":
+      return {
+        config:
+          `has a table ${table} not shaped like this Stormlock's (${message}); if Stormlock 0.1 made it, run "stormlock init" to upgrade it (or set create_table = true in [${section}]); else set table in [${section}] to another name`,
+      };
+    case "3F000":
+      return { config: `${message}; create the schema of table ${table}` };
+    case "3D000":
+      return {
+        config: `${message}; create it, or fix the url in [${section}]`,
+      };
+    case "42501":
+      return urlSetting
+        ? {
+          config:
+            `${message}; remove that setting from the url in [${section}]`,
+        }
+        : {
+          config:
+            `${message}; grant the role SELECT, INSERT, UPDATE and DELETE on ${table} and ${events} (and CREATE on the schema for init)`,
+        };
+    case "42704":
+    case "22023":
+    case "55P02":
+      if (!urlSetting) return undefined;
+      return {
+        config:
+          `rejected a server setting in the url: ${message}; fix or remove that parameter in the url in [${section}]`,
+      };
+    case "28P01":
+    case "28000":
+      return {
+        unavailable:
+          `refused the login: ${message}; check the user and password in the url in [${section}]`,
+      };
+    case "57014":
+      return "timeout";
+    case "54000":
+      return new UsageError(
+        `The resource name is too long for ${failure.place.where}: its index entry would take more than PostgreSQL's 2704 bytes even compressed (${message}); names of up to 2,684 bytes always fit, so use a shorter one`,
+        { cause: failure },
+      );
+    case "22021":
+      return new UsageError(
+        `PostgreSQL can't store this text (${message}): resource names and reasons must not contain NUL characters`,
+        { cause: failure },
+      );
+    case "22P02":
+      return new UsageError(
+        `${message}; check the lease id (the 32 hex digits printed by "stormlock acquire") and the TTL`,
+        { cause: failure },
+      );
+    case "25006":
+      return {
+        unavailable:
+          `is read-only (${message}); point the url in [${section}] at the primary`,
+      };
+    case "53300":
+      return {
+        unavailable:
+          `has no free connection (${message}); retry, or raise its max_connections`,
+      };
+  }
+  return undefined;
+}
+
+/** Turns a postgres.js failure into the remedy users see. */
+function classify(error: unknown, failed: FailedOperation): Classified {
+  if (!(error instanceof PostgresFailure)) {
+    return {
+      unavailable: `failed to ${failed.action}: ${
+        String((error as Error)?.message ?? error)
+      }`,
+    };
+  }
+  const code = error.code ?? "";
+  const { message } = error;
+  const { section } = error.place;
+  if (error.error instanceof postgres.PostgresError) {
+    return serverRemedy(code, message, error) ?? {
+      unavailable:
+        `failed to ${failed.action}: ${message} (SQLSTATE ${code}); fix what the server names, or retry if it was transient`,
+    };
+  }
+  switch (code) {
+    case "CONNECT_TIMEOUT":
+      return "timeout";
+    case "ECONNREFUSED":
+      return {
+        unavailable:
+          `refused the connection; check that the server is up and the url's host and port in [${section}] are right`,
+      };
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return {
+        unavailable:
+          `is not a host name that resolves; check the host in the url in [${section}]`,
+      };
+    case "STORMLOCK_CLOSED_EARLY":
+      return {
+        unavailable:
+          "closed the connection during startup; check that it is a PostgreSQL server and that sslmode in the url matches what it expects",
+      };
+  }
+  if (/CERT|TLS|SSL/.test(code)) {
+    return {
+      unavailable:
+        `failed TLS: ${message}; check sslmode and sslrootcert in the url in [${section}]`,
+    };
+  }
+  return {
+    unavailable:
+      `failed to ${failed.action}: ${message}; check that the server is up and reachable, then retry`,
+  };
+}
+
+/**
+ * The `postgres` backend: a table on a PostgreSQL server, shared by every
+ * host that reaches it. `url` takes libpq's `sslmode`, `sslrootcert`,
+ * `sslcert` and `sslkey` parameters; other parameters are server settings
+ * for the session. Nothing connects until first use.
+ *
+ * @example
+ * ```ts ignore
+ * const locks = await backend.createBackend(
+ *   { url: "postgres://ann:secret@db:5432/ops", create_table: "true" },
+ *   { name: "postgres", section: "backend.postgres" },
+ * );
+ * ```
+ */
+export const backend = defineBackend({
+  name: "postgres",
+  options: {
+    url: {
+      kind: "url",
+      schemes: ["postgres:", "postgresql:"],
+      doc:
+        `The server, as ${URL_FORM}; \`sslmode\`, \`sslrootcert\`, \`sslcert\` and \`sslkey\` work as in libpq, and a percent-encoded folder as the host means its unix socket. Required.`,
+    },
+    connection: {
+      kind: "url",
+      schemes: ["postgres:", "postgresql:"],
+      doc: "The original Stormlock's name for `url`; set one of them.",
+    },
+    table: {
+      kind: "text",
+      default: DEFAULT_TABLE,
+      doc:
+        "The table, optionally `schema.table`; history goes in `<table>_events`.",
+    },
+    timeout: {
+      kind: "duration",
+      default: "3s",
+      doc: "Bound on each operation, connecting included.",
+    },
+    create_table: {
+      kind: "boolean",
+      default: false,
+      doc: "Create or upgrade the tables on first use, as `init` does.",
+    },
+  },
+  capabilities: {
+    clock: "server",
+    init: true,
+    list: true,
+    history: true,
+    fencing: true,
+    events: false,
+  },
+  open(settings, context) {
+    if (settings.url && settings.connection) {
+      throw context.optionError(
+        "connection",
+        "set url or connection (its old name), not both",
+      );
+    }
+    const key = settings.connection ? "connection" : "url";
+    const url = settings.url ?? settings.connection;
+    if (!url) {
+      throw context.optionError("url", `required; set it to ${URL_FORM}`);
+    }
+    const { where, password, ...connection } = parseUrl(url, key, context);
+    return new PostgresStore(
+      { ...connection, timeoutMs: settings.timeout },
+      {
+        where,
+        password,
+        table: checkTable(settings.table, context),
+        section: context.section,
+      },
+      {
+        createTable: settings.create_table,
+        keep: settings.history,
+        age: settings.history_age,
+      },
+      context,
+    );
+  },
+  classify,
+});

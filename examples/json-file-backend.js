@@ -1,6 +1,6 @@
 /**
  * A Stormlock plugin backend that keeps leases in one JSON file, and the
- * template for writing your own.
+ * template for writing your own (see "Writing a backend" in the README).
  *
  * Use it from a config file:
  *
@@ -14,105 +14,93 @@
  * path = leases.json
  * ```
  *
- * The rules a plugin follows, so that it also loads in the compiled
- * `stormlock` binary (which imports it as a `data:` URL):
+ * It loads in the compiled `stormlock` binary too, which imports a plugin
+ * as a `data:` URL: so it is one self-contained JavaScript file, imports
+ * only `node:` built-ins, and takes everything else (error classes,
+ * `leaseFromRecord`) from the `context` its `open` gets.
  *
- * - One self-contained JavaScript file (`.js` or `.mjs`), no TypeScript.
- * - No imports but `node:` built-ins: no relative, `https:`, `npm:` or
- *   `jsr:` imports. Bundle anything else into the file.
- * - Don't rely on `import.meta.url`; resolve paths with
- *   `context.resolvePath`, which works from the config file's folder.
- * - Export `createBackend(options, context)`, returning (or resolving to) an
- *   object with `acquire`, `release`, `renew`, `current`, `isHeld` and
- *   `close`, and optionally `init`. Optionally export `optionNames`, so
- *   Stormlock warns about misspelt options.
- * - Throw `context.errors.LockHeldError` (with the holder's lease),
- *   `LeaseNotHeldError`, `BackendUnavailableError`, `ConfigError` and
- *   `UsageError` (after `close()`), the
- *   classes callers catch; make lease ids with `context.newLeaseId()`.
+ * The kit around it checks that the backend is open, bounds each call by
+ * `timeout` (passing an `AbortSignal`), words timeouts, permission errors
+ * and anything unexpected, and checks every lease it returns. The store
+ * below only keeps leases.
  *
- * Concurrency: every operation holds an exclusive lock on `PATH.lock`
+ * Concurrency: every change holds an exclusive lock on `PATH.lock`
  * (`flock` on Unix, `LockFileEx` on Windows) while it reads and rewrites
- * the JSON file, so processes on one host serialize. Expiry uses this
- * host's clock. Don't put the file on a network share.
+ * the file, and the file is replaced by a rename, so readers need no lock.
+ * Processes on one host serialize; expiry uses this host's clock. Don't
+ * put the file on a network share.
  *
  * @module
  */
-
-/** The options this backend reads from its `[backend.NAME]` section. */
-export const optionNames = ["path"];
+import { dirname } from "node:path";
 
 /**
- * A lease as stored: times in milliseconds since the epoch.
- * @typedef {{ id: string, principal: string, created: number, expires: number }} Stored
+ * The file: live and expired leases, the last fence handed out per
+ * resource (kept forever, so a fence is never reused), and each
+ * resource's events, oldest first. Times are epoch milliseconds.
+ *
+ * @typedef {{ id: string, principal: string, host?: string, reason?: string,
+ *   link?: string, fence: number, created: number, expires: number }} Stored
+ * @typedef {{ leases: Record<string, Stored>, fences: Record<string, number>,
+ *   events: Record<string, (Stored & { kind: string, at: number, by?: object })[]> }} Data
  */
 
-/** Turns a stored lease into the `Lease` callers get. */
-function toLease(resource, stored) {
-  return {
-    resource,
-    id: stored.id,
-    principal: stored.principal,
-    created: new Date(stored.created),
-    expires: new Date(stored.expires),
-  };
-}
-
 /** Leases in one JSON file, guarded by a lock file. */
-class JsonFileBackend {
+class JsonFileStore {
   #path;
-  #errors;
-  #newLeaseId;
-  #closed = false;
+  #context;
+  #keep;
+  #keepMs;
 
-  /**
-   * @param {string} path The JSON file.
-   * @param {object} context The plugin context Stormlock passes.
-   */
-  constructor(path, context) {
-    this.#path = path;
-    this.#errors = context.errors;
-    this.#newLeaseId = context.newLeaseId;
+  constructor(settings, context) {
+    this.label = `JSON file ${settings.path}`;
+    this.#path = settings.path;
+    this.#context = context;
+    this.#keep = settings.history;
+    this.#keepMs = settings.history_age * 1000;
+  }
+
+  /** @returns {Promise<Data>} */
+  async #read() {
+    let text;
+    try {
+      text = await Deno.readTextFile(this.#path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) {
+        return { leases: {}, fences: {}, events: {} };
+      }
+      throw error;
+    }
+    const data = JSON.parse(text);
+    // A file written by the 0.1 template is a bare map of leases.
+    return "leases" in data ? data : { leases: data, fences: {}, events: {} };
   }
 
   /**
-   * Runs `change` on the leases while holding the lock file, and writes the
-   * leases back when it returns `true` as its second value.
+   * Runs `change` on the file's data under the lock file and writes the
+   * data back. Expired leases are dropped first, each with its event.
    */
-  async #transact(action, change) {
-    if (this.#closed) {
-      throw new this.#errors.UsageError(
-        `The JSON file backend ${this.#path} is closed; open a new one`,
-      );
-    }
-    let lockFile;
+  async #update(op, change) {
+    await Deno.mkdir(dirname(this.#path), { recursive: true });
+    const lockFile = await Deno.open(`${this.#path}.lock`, {
+      create: true,
+      write: true,
+    });
     try {
-      const folder = this.#path.replace(/[\\/][^\\/]*$/, "");
-      if (folder && folder !== this.#path) {
-        await Deno.mkdir(folder, { recursive: true });
-      }
-      lockFile = await Deno.open(`${this.#path}.lock`, {
-        create: true,
-        write: true,
-      });
       await lockFile.lock(true);
-    } catch (error) {
-      lockFile?.close();
-      if (error instanceof Deno.errors.NotCapable) {
-        throw new this.#errors.ConfigError(
-          `No permission to write ${this.#path}.lock; keep the file under $XDG_STATE_HOME/stormlock or grant --allow-write for it`,
-          { cause: error },
-        );
+      // The kit gave up while we waited: change nothing.
+      op.signal.throwIfAborted();
+      const data = await this.#read();
+      const now = Date.now();
+      for (const [resource, stored] of Object.entries(data.leases)) {
+        if (stored.expires > now) continue;
+        delete data.leases[resource];
+        this.#record(data, "expired", resource, stored, stored.expires);
       }
-      throw new this.#errors.BackendUnavailableError(
-        `JSON file backend ${this.#path} failed to ${action}: ${error.message}`,
-        { cause: error },
-      );
-    }
-    try {
-      const leases = await this.#read();
-      const [result, changed] = change(leases, Date.now());
-      if (changed) await this.#write(leases);
+      const result = change(data, now);
+      // Write a whole new file and rename it, so readers never see half.
+      await Deno.writeTextFile(`${this.#path}.tmp`, JSON.stringify(data));
+      await Deno.rename(`${this.#path}.tmp`, this.#path);
       return result;
     } finally {
       // Closing the file also releases its lock.
@@ -120,128 +108,149 @@ class JsonFileBackend {
     }
   }
 
-  /** @returns {Promise<Record<string, Stored>>} */
-  async #read() {
-    let text;
-    try {
-      text = await Deno.readTextFile(this.#path);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return {};
-      throw new this.#errors.BackendUnavailableError(
-        `JSON file backend ${this.#path} can't be read: ${error.message}`,
-        { cause: error },
-      );
-    }
-    try {
-      return JSON.parse(text);
-    } catch (error) {
-      throw new this.#errors.BackendUnavailableError(
-        `JSON file backend ${this.#path} is not valid JSON: ${error.message}`,
-        { cause: error },
-      );
-    }
+  /** Appends an event, keeping `history` events of at most `history_age`. */
+  #record(data, kind, resource, stored, at, by) {
+    const since = Date.now() - this.#keepMs;
+    const events = data.events[resource] ?? [];
+    events.push({ ...stored, kind, at, by });
+    data.events[resource] = events
+      .filter((event) => event.at >= since)
+      .slice(-this.#keep);
   }
 
-  /** Writes a temporary file and renames it, so readers never see half. */
-  async #write(leases) {
-    const temporary = `${this.#path}.${this.#newLeaseId()}.tmp`;
-    try {
-      await Deno.writeTextFile(temporary, JSON.stringify(leases, null, 1));
-      await Deno.rename(temporary, this.#path);
-    } catch (error) {
-      await Deno.remove(temporary).catch(() => {});
-      throw new this.#errors.BackendUnavailableError(
-        `JSON file backend ${this.#path} can't be written: ${error.message}`,
-        { cause: error },
-      );
-    }
+  #lease(resource, stored) {
+    return this.#context.leaseFromRecord(resource, stored);
   }
 
-  /** Takes the lock if it is free or its lease expired. */
-  acquire(resource, principal, ttlSeconds) {
-    return this.#transact("acquire", (leases, now) => {
-      const held = leases[resource];
-      if (held && held.expires > now) {
-        throw new this.#errors.LockHeldError(toLease(resource, held));
+  /** The live lease `leaseId` on `resource`, or a LeaseNotHeldError. */
+  #held(data, resource, leaseId) {
+    const held = data.leases[resource];
+    if (held?.id !== leaseId) {
+      throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
+    }
+    return held;
+  }
+
+  acquire(request, op) {
+    return this.#update(op, (data, now) => {
+      const { resource } = request;
+      const held = data.leases[resource];
+      if (held) {
+        throw new this.#context.errors.LockHeldError(
+          this.#lease(resource, held),
+        );
       }
-      // Expired leases of other resources go too, so the file stays small.
-      for (const [name, stored] of Object.entries(leases)) {
-        if (stored.expires <= now) delete leases[name];
-      }
+      const fence = (data.fences[resource] ?? 0) + 1;
+      data.fences[resource] = fence;
       const stored = {
-        id: this.#newLeaseId(),
-        principal,
+        id: request.id,
+        principal: request.principal,
+        host: request.host,
+        reason: request.reason,
+        link: request.link,
+        fence,
         created: now,
-        expires: now + ttlSeconds * 1000,
+        expires: now + request.ttlSeconds * 1000,
       };
-      leases[resource] = stored;
-      return [toLease(resource, stored), true];
+      data.leases[resource] = stored;
+      this.#record(data, "acquired", resource, stored, now);
+      return this.#lease(resource, stored);
     });
   }
 
-  /** Ends the lease if it is the current one. */
-  release(resource, leaseId) {
-    return this.#transact("release", (leases, now) => {
-      const held = leases[resource];
-      if (!held || held.id !== leaseId || held.expires <= now) {
-        throw new this.#errors.LeaseNotHeldError(resource, leaseId);
-      }
-      delete leases[resource];
-      return [undefined, true];
+  async release(resource, leaseId, op) {
+    await this.breakLease(resource, leaseId, undefined, op);
+  }
+
+  /** Ends the lease `leaseId`: released, or broken when `by` is given. */
+  breakLease(resource, leaseId, by, op) {
+    return this.#update(op, (data, now) => {
+      const held = this.#held(data, resource, leaseId);
+      delete data.leases[resource];
+      this.#record(data, by ? "broken" : "released", resource, held, now, by);
+      return this.#lease(resource, held);
     });
   }
 
-  /** Sets the lease to expire `ttlSeconds` from now, if it is current. */
-  renew(resource, leaseId, ttlSeconds) {
-    return this.#transact("renew", (leases, now) => {
-      const held = leases[resource];
-      if (!held || held.id !== leaseId || held.expires <= now) {
-        throw new this.#errors.LeaseNotHeldError(resource, leaseId);
-      }
+  renew(resource, leaseId, ttlSeconds, op, { reason }) {
+    return this.#update(op, (data, now) => {
+      const held = this.#held(data, resource, leaseId);
+      const changed = reason !== undefined && reason !== held.reason;
       held.expires = now + ttlSeconds * 1000;
-      return [toLease(resource, held), true];
+      if (reason !== undefined) held.reason = reason;
+      this.#record(
+        data,
+        changed ? "reason-changed" : "renewed",
+        resource,
+        held,
+        now,
+      );
+      return this.#lease(resource, held);
     });
   }
 
-  /** The live lease on the resource, or `null`. */
-  current(resource) {
-    return this.#transact("read", (leases, now) => {
-      const held = leases[resource];
-      return [held && held.expires > now ? toLease(resource, held) : null];
-    });
+  async current(resource) {
+    const held = (await this.#read()).leases[resource];
+    return held && held.expires > Date.now()
+      ? this.#lease(resource, held)
+      : null;
   }
 
-  /** Whether `leaseId` is the live lease on the resource. */
-  isHeld(resource, leaseId) {
-    return this.#transact("read", (leases, now) => {
-      const held = leases[resource];
-      return [!!held && held.id === leaseId && held.expires > now];
-    });
+  async list(prefix) {
+    const now = Date.now();
+    return Object.entries((await this.#read()).leases)
+      .filter(([resource, held]) =>
+        resource.startsWith(prefix) && held.expires > now
+      )
+      .map(([resource, held]) => this.#lease(resource, held));
   }
 
-  /** Nothing stays open between operations; later calls fail. */
-  close() {
-    this.#closed = true;
-    return Promise.resolve();
+  async history(resource, limit) {
+    const since = Date.now() - this.#keepMs;
+    const events = (await this.#read()).events[resource] ?? [];
+    return events
+      .filter((event) => event.at >= since)
+      .slice(-limit)
+      .reverse()
+      .map(({ kind, at, by, ...stored }) => ({
+        ...this.#lease(resource, stored),
+        kind,
+        at: new Date(at),
+        ...(by ? { by } : {}),
+      }));
   }
+
+  /** Nothing stays open between calls. */
+  close() {}
 }
 
-/**
- * Builds the backend from its options. Stormlock calls this with the
- * `[backend.NAME]` section (minus `module`) and a context.
- *
- * @param {Record<string, string>} options `path`: the JSON file (required;
- *   relative to the config file's folder).
- * @param {object} context Where the options came from, Stormlock's error
- *   classes, `newLeaseId()` and `resolvePath()`.
- */
-export function createBackend(options, context) {
-  if (!options.path) {
-    throw new context.errors.ConfigError(
-      `${
-        context.configPath ?? "<config>"
-      } [${context.section}] path: required; name the JSON file, e.g. path = leases.json`,
-    );
-  }
-  return new JsonFileBackend(context.resolvePath(options.path), context);
-}
+/** The plugin: what Stormlock reads from this module. */
+export const backend = {
+  name: "json-file",
+  options: {
+    path: {
+      kind: "path",
+      required: true,
+      doc: "The JSON file, relative to the config file's folder.",
+    },
+    timeout: {
+      kind: "duration",
+      default: "5s",
+      doc: "Bound on each call, waiting for the lock file included.",
+    },
+  },
+  capabilities: { clock: "host", list: true, history: true, fencing: true },
+  open(settings, context) {
+    return new JsonFileStore(settings, context);
+  },
+  /** Only what the store knows better than the kit's generic wording. */
+  classify(error) {
+    if (error instanceof SyntaxError) {
+      return {
+        unavailable:
+          `is not valid JSON (${error.message}); fix it or move it aside`,
+      };
+    }
+    return undefined;
+  },
+};

@@ -39,7 +39,13 @@ export const DEFAULT_BACKEND = "sqlite";
  */
 export const DEFAULT_TTL_SECONDS = 3600;
 
-const LOCK_KEYS = new Set(["principal", "backend", "ttl", "reason"]);
+const LOCK_KEYS = new Set([
+  "principal",
+  "backend",
+  "ttl",
+  "reason",
+  "max_hold",
+]);
 
 /**
  * Where to look for the config, and the environment to look in.
@@ -107,6 +113,11 @@ export interface LockSettings {
   ttlSeconds: number;
   /** The default reason recorded with new leases, from `reason =`. */
   reason?: string;
+  /**
+   * From `max_hold =`: how long `hold` and `stormlock run` keep renewing a
+   * lease before they give it up as lost, in seconds. No limit if absent.
+   */
+  maxHoldSeconds?: number;
   /** The backend name or plugin module specifier. */
   backend: string;
   /** The backend's options, from `[backend.NAME]`. */
@@ -582,11 +593,23 @@ export function resolveLockSettings(
     );
   }
   const reason = lookup("reason")?.[0].trim();
+  const maxHold = lookup("max_hold");
+  let maxHoldSeconds: number | undefined;
+  if (maxHold) {
+    try {
+      maxHoldSeconds = parseTtl(maxHold[0]);
+    } catch (error) {
+      throw new ConfigError(
+        `${file} [${maxHold[1]}] max_hold: ${(error as Error).message}`,
+      );
+    }
+  }
   return {
     resource,
     principal: principal?.[0].trim() ?? defaultPrincipal(env),
     ttlSeconds,
     ...(reason ? { reason } : {}),
+    ...(maxHoldSeconds ? { maxHoldSeconds } : {}),
     backend,
     ...backendSettings(config, backend),
     warnings,

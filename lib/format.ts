@@ -91,7 +91,6 @@ export function relative(date: Date, now = Date.now()): string {
 }
 
 // Characters JSON.stringify leaves raw that a terminal would act on.
-// deno-lint-ignore no-control-regex
 const JSON_UNSAFE =
   /[\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 

@@ -24,7 +24,7 @@ import {
 } from "./kit/errors.ts";
 import { waiters, WaitTicket } from "./queue.ts";
 import type { Backend, Lease, LeaseEvent } from "./kit/types.ts";
-import { assertHoldTtl, holdLease } from "./hold.ts";
+import { assertHoldTtl, durationSeconds, holdLease } from "./hold.ts";
 import type { HoldCallback, HoldOptions } from "./hold.ts";
 
 /**
@@ -299,6 +299,9 @@ export class Lock {
       ? this.settings.ttlSeconds
       : ttlSeconds(ttl);
     assertHoldTtl(seconds);
+    const maxHold = options.maxHold === undefined
+      ? undefined
+      : durationSeconds(options.maxHold, "max_hold");
     // The lease's life is counted from when its acquire was sent, which
     // only the backend call itself knows.
     let sentAt = Date.now();
@@ -320,6 +323,7 @@ export class Lock {
     );
     return await holdLease(this, lease, work, {
       ...options,
+      maxHold,
       ttlSeconds: seconds,
       sentAt,
     });

@@ -11,14 +11,25 @@ import { isPluginSpecifier, loadPlugin, pluginOptions } from "./plugin.ts";
 import { type BackendModule, definitionOf } from "./kit/backend.ts";
 import type { Backend, BackendContext, BackendOptions } from "./kit/types.ts";
 
-/** Every built-in backend, by name, as a lazy import. */
-export const builtinBackends: Record<string, () => Promise<BackendModule>> = {
-  sqlite: () => import("../backends/sqlite.ts"),
-  redis: () => import("../backends/redis.ts"),
-  etcd: () => import("../backends/etcd.ts"),
-  postgres: () => import("../backends/postgres.ts"),
-  dynamodb: () => import("../backends/dynamodb.ts"),
-};
+/** The built-in backends, each in `backends/NAME.ts`. */
+const BUILTIN_NAMES = ["sqlite", "redis", "etcd", "postgres", "dynamodb"];
+
+/**
+ * Every built-in backend, by name, as a lazy import. The specifier is a
+ * template literal on purpose: `deno run` builds no graph for it, so a
+ * command reads only the backend it uses and that backend's client (a
+ * string literal per backend made Deno load all five and their npm
+ * clients' metadata even for `--version`), while `deno publish` and
+ * `deno compile` still expand it over `backends/` (compile also gets
+ * `--include` for each, from `scripts/compile.ts`).
+ */
+export const builtinBackends: Record<string, () => Promise<BackendModule>> =
+  Object.fromEntries(
+    BUILTIN_NAMES.map((name) => [
+      name,
+      () => import(`../backends/${name}.ts`),
+    ]),
+  );
 
 /**
  * The names of the built-in backends, for messages and docs.

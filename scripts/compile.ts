@@ -41,7 +41,8 @@ export type Target = typeof TARGETS[number];
  * The permissions baked into the binary, as `deno run` flags. Writes are
  * not limited to the state folder as in `scripts/stormlock`: a binary's
  * paths are fixed at compile time, and the SQLite `path` may be anywhere.
- * A dynamodb `credential_process` profile would need `--allow-run`.
+ * `--allow-run` is there for `stormlock run`, which starts the command it
+ * is given and signals its process group.
  */
 export const PERMISSIONS: readonly string[] = [
   "--no-prompt",
@@ -50,6 +51,7 @@ export const PERMISSIONS: readonly string[] = [
   "--allow-read",
   "--allow-write",
   "--allow-net",
+  "--allow-run",
 ];
 
 /** The file name of a target's binary. */

@@ -16,7 +16,6 @@ export {
   type TestServer,
   uniqueResource,
 } from "../lib/testing/support.ts";
-import { shown } from "../lib/testing/support.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 

@@ -4,6 +4,7 @@ import {
   ConfigError,
   LockHeldError,
   openBackend,
+  UsageError,
 } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
 import {
@@ -38,6 +39,12 @@ function uniqueTable(): string {
   return `stormlock_test_${crypto.randomUUID().replaceAll("-", "")}`;
 }
 
+/** A raw postgres.js client on the test database, for setting scenes. */
+async function rawSql() {
+  const { default: postgres } = await import("postgres");
+  return postgres(url, { max: 1, onnotice: () => {} });
+}
+
 function open(options: BackendOptions): Promise<Backend> {
   return openBackend({ url, ...options }, context);
 }
@@ -67,7 +74,7 @@ function clean<T extends Error>(
 const contractTable = uniqueTable();
 testBackendContract(
   "postgres",
-  () => open({ table: contractTable, create_table: "true" }),
+  (extra) => open({ table: contractTable, create_table: "true", ...extra }),
 );
 
 testUnavailableContract(
@@ -124,6 +131,190 @@ test("init() refuses a table that is not shaped like Stormlock's", async () => {
     assert.match(error.message, /not a Stormlock table/);
   } finally {
     await backend.close();
+  }
+});
+
+test("init() upgrades a Stormlock 0.1 table in place, keeping its leases", async () => {
+  const table = uniqueTable();
+  const sql = await rawSql();
+  const id = crypto.randomUUID();
+  try {
+    // The layout Stormlock 0.1 created, with a lease it took.
+    await sql`
+      CREATE TABLE ${sql(table)} (
+        resource  text        PRIMARY KEY,
+        lease     uuid        NOT NULL,
+        principal text        NOT NULL,
+        created   timestamptz NOT NULL,
+        expires   timestamptz NOT NULL
+      )`;
+    await sql`
+      INSERT INTO ${sql(table)} VALUES
+        ('old', ${id}::uuid, 'ann@old', now(), now() + interval '1 hour')`;
+    await withPostgres({ table }, async (backend) => {
+      // Before init, the missing columns name the remedy.
+      const error = await clean(backend.current("old"), ConfigError);
+      assert.match(error.message, /stormlock init/);
+      assert.equal(await backend.init(), true);
+      assert.equal(await backend.init(), true); // Safe to repeat.
+      const old = await backend.current("old");
+      assert.equal(old?.id, id.replaceAll("-", ""));
+      assert.equal(old?.principal, "ann@old");
+      assert.equal(old?.fence, 0);
+      assert.equal(old?.reason, undefined);
+      await assert.rejects(
+        backend.acquire("old", "bob@new", 60),
+        LockHeldError,
+      );
+      await backend.release("old", old!.id);
+      const fences: number[] = [];
+      for (const resource of ["old", "old", "new"]) {
+        const lease = await backend.acquire(resource, "bob@new", 60, {
+          reason: "upgraded",
+        });
+        assert.equal((await backend.current(resource))?.reason, "upgraded");
+        fences.push(lease.fence);
+        await backend.release(resource, lease.id);
+      }
+      assert.deepEqual(fences, [1, 2, 1]);
+      const kinds = (await backend.history("old")).map((event) => event.kind);
+      assert.deepEqual(kinds, [
+        "released",
+        "acquired",
+        "released",
+        "acquired",
+        "released",
+      ]);
+    });
+    // A 0.1 client still running takes the free row over its own way: its
+    // lease reads with fence 0 and none of the last holder's details.
+    const taken = crypto.randomUUID();
+    await sql`
+      INSERT INTO ${sql(table)} AS held
+        (resource, lease, principal, created, expires)
+      VALUES ('old', ${taken}::uuid, 'cy@old', now(), now() + interval '1 hour')
+      ON CONFLICT (resource) DO UPDATE
+        SET lease = excluded.lease, principal = excluded.principal,
+          created = excluded.created, expires = excluded.expires
+        WHERE held.expires <= now()`;
+    await withPostgres({ table }, async (backend) => {
+      const lease = await backend.current("old");
+      assert.equal(lease?.principal, "cy@old");
+      assert.equal(lease?.fence, 0);
+      assert.equal(lease?.reason, undefined);
+      await backend.release("old", lease!.id);
+      // Then a 0.1 release deletes the row; fences still never repeat.
+      const next = await backend.acquire("old", "dan@new", 60);
+      assert.equal(next.fence, 3);
+      await sql`DELETE FROM ${sql(table)} WHERE resource = 'old'`;
+      assert.equal((await backend.acquire("old", "eve@new", 60)).fence, 4);
+    });
+  } finally {
+    await sql.end();
+  }
+});
+
+test("create_table = true upgrades a Stormlock 0.1 table on first use", async () => {
+  const table = uniqueTable();
+  const sql = await rawSql();
+  try {
+    await sql`
+      CREATE TABLE ${sql(table)} (
+        resource text PRIMARY KEY, lease uuid NOT NULL,
+        principal text NOT NULL, created timestamptz NOT NULL,
+        expires timestamptz NOT NULL
+      )`;
+  } finally {
+    await sql.end();
+  }
+  await withPostgres({ table, create_table: "true" }, async (backend) => {
+    const lease = await backend.acquire("r", "ann@host", 60, { link: "l" });
+    assert.equal(lease.fence, 1);
+    assert.equal((await backend.current("r"))?.link, "l");
+  });
+});
+
+test("fences survive closing every connection and starting afresh", async () => {
+  const table = uniqueTable();
+  const options = { table, create_table: "true" };
+  const first = await withPostgres(options, async (backend) => {
+    const lease = await backend.acquire("r", "ann@host", 60);
+    await backend.release("r", lease.id);
+    return lease;
+  });
+  await withPostgres(options, async (backend) => {
+    const second = await backend.acquire("r", "bob@host", 60);
+    assert.ok(second.fence > first.fence);
+  });
+});
+
+test("list() is an index range scan on the resource key", async () => {
+  const table = uniqueTable();
+  await withPostgres({ table, create_table: "true" }, async (backend) => {
+    await backend.acquire("a/1", "ann@host", 60);
+    await backend.acquire("a/2\u{10ffff}x", "ann@host", 60);
+    await backend.acquire("b/1", "ann@host", 60);
+    const listed = await backend.list("a/");
+    assert.deepEqual(listed.map((lease) => lease.resource), [
+      "a/1",
+      "a/2\u{10ffff}x",
+    ]);
+  });
+  const sql = await rawSql();
+  try {
+    // The query list() runs, with prefix "a/" and its successor "a0".
+    await sql`SET enable_seqscan = off`;
+    await sql`SET enable_bitmapscan = off`;
+    const plan = await sql.unsafe(
+      `EXPLAIN SELECT * FROM "${table}"
+       WHERE resource COLLATE "C" >= $1::text AND resource COLLATE "C" < $2::text
+         AND expires > now() ORDER BY resource COLLATE "C"`,
+      ["a/", "a0"],
+    );
+    const text = plan.map((row) => Object.values(row)[0]).join("\n");
+    assert.match(text, /Index Scan using .*_pkey/);
+    assert.match(text, /Index Cond: .*resource/);
+    assert.doesNotMatch(text, /Sort/);
+  } finally {
+    await sql.end();
+  }
+});
+
+test("a resource name too long for the index is a usage error naming the limit", async () => {
+  const table = uniqueTable();
+  await withPostgres({ table, create_table: "true" }, async (backend) => {
+    // Names that compress well are accepted far past the limit.
+    const long = "x".repeat(100_000);
+    const lease = await backend.acquire(long, "ann@host", 60);
+    assert.equal((await backend.current(long))?.id, lease.id);
+    // Random text does not compress: 2,684 bytes fit, 2,700 do not.
+    const random = (bytes: number) =>
+      Array.from(
+        crypto.getRandomValues(new Uint8Array(bytes)),
+        (byte) => String.fromCharCode(33 + (byte % 90)),
+      ).join("");
+    const fits = random(2684);
+    await backend.release(fits, (await backend.acquire(fits, "a", 60)).id);
+    const error = await clean(
+      backend.acquire(random(2700), "ann@host", 60),
+      UsageError,
+    );
+    assert.match(error.message, /2704 bytes/);
+    assert.match(error.message, /2,684 bytes/);
+    assert.match(error.message, /shorter/);
+    // Nothing half-done: the backend still works.
+    await backend.release(long, lease.id);
+  });
+});
+
+test("a server setting in the url that the server rejects is a config error", async () => {
+  for (const param of ["no_such_setting=1", "statement_timeout=soon"]) {
+    const at = new URL(url);
+    at.search = param;
+    await withPostgres({ url: at.href }, async (backend) => {
+      const error = await clean(backend.current("r"), ConfigError);
+      assert.match(error.message, /server setting in the url/);
+    });
   }
 });
 
@@ -322,8 +513,19 @@ test("the CLI acquires, refuses, releases and sets up its table", async () => {
   const init = await home.run(["init", resource]);
   assert.equal(init.code, 0, init.stderr);
 
+  home.write(
+    ".stormlock.cfg",
+    `[default]\nbackend = postgres\n\n[backend.postgres]\nurl = ${url}?no_such_setting=1\ntable = ${table}\n`,
+  );
+  const setting = await home.run(["acquire", resource]);
+  assertCleanExit(setting, 78, /server setting in the url/, [password]);
+  home.write(
+    ".stormlock.cfg",
+    `[default]\nbackend = postgres\n\n[backend.postgres]\nurl = ${url}\ntable = ${table}\n`,
+  );
+
   const cycle = await assertCliLockCycle(home, resource);
-  for (const result of [missing, init, ...cycle]) {
+  for (const result of [missing, init, setting, ...cycle]) {
     assert.ok(!(result.stdout + result.stderr).includes(password));
   }
 });
@@ -384,7 +586,7 @@ await backend.close();
     ]);
     assert.equal(
       result.stdout.trim(),
-      `CONFIG No permission to reach PostgreSQL at ${folder}:15432/ops: Deno needs write access to "${socket}" for the unix socket; run main.ts with --allow-write=${socket}`,
+      `CONFIG No permission for PostgreSQL at ${folder}:15432/ops: Deno needs write access to "${socket}"; start Deno with --allow-write=${socket}`,
       result.stderr,
     );
   } finally {

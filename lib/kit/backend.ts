@@ -105,12 +105,16 @@ export interface Store {
    * Takes the lock if it is free or its lease expired, as `request.id`.
    * @throws {LockHeldError} with the holder's lease when it is held.
    */
-  acquire(request: AcquireRequest, op: Operation): Promise<Lease>;
+  acquire(request: AcquireRequest, op: Operation): Promise<Lease> | Lease;
   /**
    * Ends the live lease `leaseId`, recording `released`.
    * @throws {LeaseNotHeldError} when `leaseId` is not the live lease.
    */
-  release(resource: string, leaseId: string, op: Operation): Promise<void>;
+  release(
+    resource: string,
+    leaseId: string,
+    op: Operation,
+  ): Promise<void> | void;
   /**
    * Extends the live lease `leaseId`, keeping its fence; changes its
    * reason when `change.reason` is given.
@@ -122,17 +126,26 @@ export interface Store {
     ttlSeconds: number,
     op: Operation,
     change: { reason?: string },
-  ): Promise<Lease>;
+  ): Promise<Lease> | Lease;
   /** The live lease, or `null`. */
-  current(resource: string, op: Operation): Promise<Lease | null>;
+  current(
+    resource: string,
+    op: Operation,
+  ): Promise<Lease | null> | Lease | null;
   /** Optional: faster than `current` where the store can do better. */
-  isHeld?(resource: string, leaseId: string, op: Operation): Promise<boolean>;
+  isHeld?(
+    resource: string,
+    leaseId: string,
+    op: Operation,
+  ): Promise<boolean> | boolean;
   /** With the `list` capability: live leases under `prefix`. */
-  list?(prefix: string, op: Operation): Promise<Lease[]>;
+  list?(prefix: string, op: Operation): Promise<Lease[]> | Lease[];
   /** With the `history` capability: events, newest first. */
-  history?(resource: string, limit: number, op: Operation): Promise<
-    LeaseEvent[]
-  >;
+  history?(
+    resource: string,
+    limit: number,
+    op: Operation,
+  ): Promise<LeaseEvent[]> | LeaseEvent[];
   /**
    * Compare-and-delete on `leaseId`, recorded with `by`.
    * @throws {LeaseNotHeldError} when `leaseId` is not the live lease.
@@ -142,9 +155,9 @@ export interface Store {
     leaseId: string,
     by: Breaker,
     op: Operation,
-  ): Promise<Lease>;
+  ): Promise<Lease> | Lease;
   /** With the `init` capability: creates tables and the like. */
-  init?(op: Operation): Promise<void>;
+  init?(op: Operation): Promise<void> | void;
   /** Closes connections; may be synchronous. */
   close(): void | Promise<void>;
 }
@@ -356,6 +369,15 @@ const HISTORY_OPTIONS: Record<string, OptionSpec> = {
     doc: "How long an event is kept.",
   },
 };
+
+const EVENT_KINDS: readonly string[] = [
+  "acquired",
+  "renewed",
+  "released",
+  "reason-changed",
+  "expired",
+  "broken",
+];
 
 const CAPABILITY_NAMES: readonly Capability[] = [
   "init",
@@ -797,13 +819,23 @@ class FramedBackend implements Backend {
     try {
       return checkLease(value, resource);
     } catch (error) {
-      if (!this.#plugin) throw error;
+      if (!this.#plugin) throw this.#fail(error, action, resource);
       throw new BackendUnavailableError(
         `Backend "${this.name}" (${this.#plugin}) returned ${
           describe(value)
         } from ${action}, not a lease of "${resource}"; fix the plugin`,
       );
     }
+  }
+
+  /** `value` as an array, or a clear error naming the store. */
+  #array(value: unknown, action: string): unknown[] {
+    if (Array.isArray(value)) return value;
+    throw new BackendUnavailableError(
+      `${this.#label} returned ${describe(value)} from ${action}, not a list${
+        this.#plugin ? "; fix the plugin" : ""
+      }`,
+    );
   }
 
   /** The break event for `leaseId`, if history has one. */
@@ -853,8 +885,25 @@ class FramedBackend implements Backend {
         this.#checked(error.holder, resource, "acquire");
         throw error;
       }
-      if (!isTimeout(error)) throw error;
-      throw await this.#settleUnknown(request, error as StormlockError);
+      if (isTimeout(error)) {
+        throw await this.#settleUnknown(request, error as StormlockError);
+      }
+      // A store may fail after taking the lease: its id is ours alone, so
+      // releasing it once can only end this very lease.
+      if (!(error instanceof UsageError)) await this.#releaseQuietly(request);
+      throw error;
+    }
+  }
+
+  async #releaseQuietly(request: AcquireRequest): Promise<void> {
+    try {
+      await this.#run(
+        "release",
+        request.resource,
+        (op) => this.#store.release(request.resource, request.id, op),
+      );
+    } catch {
+      // Not taken, or the store is down: nothing more to do.
     }
   }
 
@@ -943,14 +992,21 @@ class FramedBackend implements Backend {
 
   async list(prefix = ""): Promise<Lease[]> {
     requireCapability(this, "list");
-    const leases = await this.#run(
+    const leases: unknown = await this.#run(
       "list",
       undefined,
       (op) => this.#store.list!(prefix, op),
     );
     const now = Date.now();
-    return leases
-      .map((lease) => this.#checked(lease, lease?.resource, "list"))
+    return this.#array(leases, "list")
+      .map((lease) => {
+        const resource = (lease as Lease)?.resource;
+        return this.#checked(
+          lease,
+          typeof resource === "string" ? resource : "",
+          "list",
+        );
+      })
       .filter((lease) =>
         lease.resource.startsWith(prefix) && lease.expires.getTime() > now &&
         (prefix.includes(INTERNAL_MARK) ||
@@ -963,12 +1019,29 @@ class FramedBackend implements Backend {
 
   async history(resource: string, limit = 100): Promise<LeaseEvent[]> {
     requireCapability(this, "history");
-    const events = await this.#run(
+    const events: unknown = await this.#run(
       "read history",
       resource,
       (op) => this.#store.history!(resource, limit, op),
     );
-    return events.slice(0, limit);
+    return this.#array(events, "history").slice(0, limit).map((value) => {
+      const event = value as LeaseEvent;
+      const at = toTime(event?.at);
+      if (!EVENT_KINDS.includes(event?.kind) || !at) {
+        throw this.#fail(
+          new ForeignRecordError(resource, "event"),
+          "read history",
+          resource,
+        );
+      }
+      const checked: LeaseEvent = {
+        ...this.#checked(event, resource, "history"),
+        kind: event.kind,
+        at,
+      };
+      if (event.by) checked.by = event.by;
+      return checked;
+    });
   }
 
   async breakLease(
@@ -1137,7 +1210,13 @@ export function definitionOf(
     capabilities: { clock: "host", init: true },
     async open(_settings, context) {
       const legacy = await factory(raw, context);
-      if (typeof legacy !== "object" || legacy === null) return legacy;
+      if (
+        typeof legacy !== "object" || legacy === null ||
+        STORE_METHODS.some((method) => typeof legacy[method] !== "function")
+      ) {
+        // The frame's check names what it lacks.
+        return legacy as unknown as Store;
+      }
       const call = (method: keyof LegacyBackend, ...args: unknown[]) =>
         Promise.resolve().then(() =>
           (legacy[method] as (...args: unknown[]) => unknown)

@@ -7,8 +7,8 @@
 
 // C0, DEL, C1, and the bidirectional controls that can reorder what a
 // reader sees (U+061C, U+200E-F, U+202A-E, U+2066-9).
-// deno-lint-ignore no-control-regex
 const UNSAFE =
+  // deno-lint-ignore no-control-regex
   /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 /**
