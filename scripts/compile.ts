@@ -42,12 +42,14 @@ export type Target = typeof TARGETS[number];
  * not limited to the state folder as in `scripts/stormlock`: a binary's
  * paths are fixed at compile time, and the SQLite `path` may be anywhere.
  * `--allow-run` is there for `stormlock run`, which starts the command it
- * is given and signals its process group.
+ * is given and signals its process group. `--allow-sys` is bare because
+ * Deno's node:https asks for sys access to "ca" (the system certificates),
+ * which no `--allow-sys=LIST` can name.
  */
 export const PERMISSIONS: readonly string[] = [
   "--no-prompt",
   "--allow-env",
-  "--allow-sys=hostname",
+  "--allow-sys",
   "--allow-read",
   "--allow-write",
   "--allow-net",
