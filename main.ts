@@ -82,6 +82,7 @@ const ENVIRONMENT_HELP = `Environment:
   STORMLOCK_ALLOW_IMPORT=HOST        let https: plugins load from HOST
   STORMLOCK_ALLOW_PACKAGE_PLUGINS=1  let npm: and jsr: plugins load
   STORMLOCK_PLUGIN_LOADER=data       load plugins as the compiled binary does
+  STORMLOCK_SERVE_TOKEN=TOKEN        the token serve requires (instead of --token)
   TZ                                 the time zone of times shown to people`;
 
 /** One flag: its parser type, short name, value name and help line. */
