@@ -438,6 +438,6 @@ Deno.test("resolveLockSettings() refuses resource names that are not valid text"
 Deno.test("resolveLockSettings() lists the known keys in balanced text", () => {
   const config = parseConfig("[default]\ncolour = blue\n", "/x/s.cfg");
   assert.deepEqual(resolveLockSettings(config, "r").warnings, [
-    "/x/s.cfg [default] colour: unknown key, ignored (known: principal, backend, ttl, reason)",
+    "/x/s.cfg [default] colour: unknown key, ignored (known: principal, backend, ttl, reason, max_hold)",
   ]);
 });

@@ -88,7 +88,7 @@ Deno.test("run gives the command its lease in the environment and passes its sta
   const result = await home.run([
     "run",
     "--ttl",
-    "3s",
+    "9s",
     "env-check",
     "--",
     "sh",
@@ -111,7 +111,7 @@ Deno.test("run gives the command its lease in the environment and passes its sta
 
 Deno.test("run releases the lease when the command fails or dies of a signal", async () => {
   using home = new CliHome();
-  const failed = await home.run(["run", "-t", "3s", "failing", "--", "false"]);
+  const failed = await home.run(["run", "-t", "9s", "failing", "--", "false"]);
   assert.equal(failed.code, 1, failed.stderr);
   assert.equal(failed.stderr, "");
   await assertFree(home, "failing");
@@ -119,7 +119,7 @@ Deno.test("run releases the lease when the command fails or dies of a signal", a
   const killed = await home.run([
     "run",
     "-t",
-    "3s",
+    "9s",
     "failing",
     "--",
     "sh",
@@ -132,7 +132,7 @@ Deno.test("run releases the lease when the command fails or dies of a signal", a
   const missing = await home.run([
     "run",
     "-t",
-    "3s",
+    "9s",
     "failing",
     "--",
     "no-such-command-here",
@@ -144,12 +144,12 @@ Deno.test("run releases the lease when the command fails or dies of a signal", a
 
 Deno.test("run refuses a command without -- and a held lock, leaving it alone", async () => {
   using home = new CliHome();
-  const bare = await home.run(["run", "-t", "3s", "r", "true"]);
+  const bare = await home.run(["run", "-t", "9s", "r", "true"]);
   assert.equal(bare.code, 64);
   assert.match(bare.stderr, /^stormlock: run needs "--"/);
 
   const id = (await home.run(["acquire", "r"], { USER: "bob" })).stdout.trim();
-  const held = await home.run(["run", "-t", "3s", "r", "--", "true"]);
+  const held = await home.run(["run", "-t", "9s", "r", "--", "true"]);
   assert.equal(held.code, 2);
   assert.match(held.stderr, /^stormlock: .*"r" is held by bob@/);
   assert.equal((await home.run(["is-held", "r", id])).code, 0);
@@ -161,7 +161,7 @@ Deno.test("a break stops the command and its grandchild, exits 75 and names the 
   const run = spawnCli(home, [
     "run",
     "--ttl",
-    "3s",
+    "9s",
     "broken",
     "--",
     "sh",
@@ -195,7 +195,7 @@ Deno.test("SIGTERM to run reaches the command, and the lease is released", async
   const run = spawnCli(home, [
     "run",
     "--ttl",
-    "3s",
+    "9s",
     "signalled",
     "--",
     "sh",
@@ -218,7 +218,7 @@ Deno.test("max_hold from the config ends the command with 75, SIGKILL for what i
   const result = await home.run([
     "run",
     "--ttl",
-    "3s",
+    "9s",
     "--kill-after",
     "1s",
     "capped",
