@@ -407,13 +407,7 @@ const COMMANDS: Record<string, Command> = {
       else if (flags.json || flags.long) {
         const waiting = await opened.waiting();
         if (flags.json) {
-          print(safeJson({
-            ...leaseJson(lease),
-            waiting: waiting.map((waiter) => ({
-              principal: waiter.principal,
-              since: isoTime(waiter.created),
-            })),
-          }));
+          print(safeJson(leaseJson({ ...lease, waiting })));
         } else {
           print(leaseDetails(lease));
           if (waiting.length > 0) {
@@ -467,6 +461,7 @@ const COMMANDS: Record<string, Command> = {
         return EXIT.ok;
       }
       const many = new Set(leases.map((lease) => lease.backend)).size > 1;
+      const queued = leases.some((lease) => lease.waiting.length > 0);
       const now = Date.now();
       print(table(
         [
@@ -477,6 +472,7 @@ const COMMANDS: Record<string, Command> = {
           "SINCE",
           "EXPIRES",
           "FENCE",
+          ...(queued ? ["WAITING"] : []),
         ],
         leases.map((lease) => [
           ...(many ? [lease.backend] : []),
@@ -486,6 +482,7 @@ const COMMANDS: Record<string, Command> = {
           `${localTime(lease.created)} ${relative(lease.created, now)}`,
           `${localTime(lease.expires)} ${relative(lease.expires, now)}`,
           String(lease.fence),
+          ...(queued ? [String(lease.waiting.length)] : []),
         ]),
       ));
       return EXIT.ok;
@@ -969,7 +966,7 @@ function exitCodeFor(error: unknown): number {
   if (error instanceof StormlockError) {
     complain(
       error instanceof LockHeldError
-        ? heldMessage(error.holder)
+        ? heldMessage(error.holder, Date.now(), error)
         : error.message,
     );
     return EXIT_BY_CODE[error.code];

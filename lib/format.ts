@@ -120,7 +120,9 @@ export function safeJson(value: unknown): string {
  * leaseJson({ resource: "r", id: "0".repeat(32), principal: "ann", fence: 1, created: now, expires: now });
  * ```
  */
-export function leaseJson(lease: Lease & { backend?: string }) {
+export function leaseJson(
+  lease: Lease & { backend?: string; waiting?: Lease[] },
+) {
   return {
     ...(lease.backend !== undefined ? { backend: lease.backend } : {}),
     resource: lease.resource,
@@ -132,6 +134,26 @@ export function leaseJson(lease: Lease & { backend?: string }) {
     fence: lease.fence,
     created: isoTime(lease.created),
     expires: isoTime(lease.expires),
+    ...(lease.waiting !== undefined
+      ? { waiting: lease.waiting.map(waiterJson) }
+      : {}),
+  };
+}
+
+/**
+ * The JSON shape of one waiter: who, and since when.
+ * @example
+ * ```ts
+ * import { waiterJson } from "./format.ts";
+ * const now = new Date(0);
+ * waiterJson({ resource: "r", id: "0".repeat(32), principal: "ann", fence: 0, created: now, expires: now });
+ * ```
+ */
+export function waiterJson(waiter: Lease) {
+  return {
+    principal: waiter.principal,
+    host: waiter.host ?? null,
+    since: isoTime(waiter.created),
   };
 }
 
@@ -186,7 +208,19 @@ export function holderText(lease: Lease): string {
  * console.log(heldMessage({ resource: "r", id: "0".repeat(32), principal: "ann", fence: 3, created: now, expires: now }));
  * ```
  */
-export function heldMessage(lease: Lease, now = Date.now()): string {
+export function heldMessage(
+  lease: Lease,
+  now = Date.now(),
+  queue: { waiting?: number; queued?: boolean } = {},
+): string {
+  const waiting = queue.waiting ?? 0;
+  if (queue.queued) {
+    return `"${
+      shorten(lease.resource)
+    }" is free, but ${waiting} waiting got there first (the first is ${
+      shorten(lease.principal)
+    }, since ${localTime(lease.created)}); join the queue with --wait`;
+  }
   const onOtherHost = lease.host && !lease.principal.endsWith(`@${lease.host}`);
   const parts = [
     `"${shorten(lease.resource)}" is held by ${shorten(lease.principal)}`,
@@ -197,6 +231,7 @@ export function heldMessage(lease: Lease, now = Date.now()): string {
   const tail = [
     ...(onOtherHost ? [`on host ${shorten(lease.host!)}`] : []),
     ...(lease.fence ? [`fence ${lease.fence}`] : []),
+    ...(waiting ? [`${waiting} waiting`] : []),
     ...(lease.link ? [`see ${shorten(lease.link)}`] : []),
     `if it is stale: stormlock break ${
       printable(shellQuote(lease.resource))

@@ -22,7 +22,7 @@ import {
   LockHeldError,
   UsageError,
 } from "./kit/errors.ts";
-import { waiters, WaitTicket } from "./queue.ts";
+import { splitQueue, waiters, WaitTicket } from "./queue.ts";
 import type { Backend, Lease, LeaseEvent } from "./kit/types.ts";
 import { assertHoldTtl, durationSeconds, holdLease } from "./hold.ts";
 import type { HoldCallback, HoldOptions } from "./hold.ts";
@@ -503,12 +503,14 @@ function checkLink(link: string | undefined): string | undefined {
  * ```ts
  * import type { ListedLease } from "@stormlock/stormlock";
  * const now = new Date();
- * const row: ListedLease = { backend: "sqlite", resource: "x", id: "0".repeat(32), principal: "ann", fence: 1, created: now, expires: now };
+ * const row: ListedLease = { backend: "sqlite", resource: "x", id: "0".repeat(32), principal: "ann", fence: 1, created: now, expires: now, waiting: [] };
  * ```
  */
 export interface ListedLease extends Lease {
   /** The backend the lease lives in. */
   backend: string;
+  /** Who waits for the lock, first come first. */
+  waiting: Lease[];
 }
 
 /**
@@ -603,8 +605,15 @@ export class Stormlock {
     const rows: ListedLease[] = [];
     for (const name of backendsInUse(this.config)) {
       const backend = await this.backend(name);
-      for (const lease of await backend.list(prefix)) {
-        rows.push({ backend: name, ...lease });
+      const { locks, waiting } = splitQueue(
+        await backend.list(prefix, { internal: true }),
+      );
+      for (const lease of locks) {
+        rows.push({
+          backend: name,
+          ...lease,
+          waiting: waiting.get(lease.resource) ?? [],
+        });
       }
     }
     return rows;

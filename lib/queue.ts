@@ -33,6 +33,36 @@ export function waiterPrefix(resource: string): string {
   return `${resource}${INTERNAL_MARK}wait${INTERNAL_MARK}`;
 }
 
+/**
+ * Splits a listing that includes Stormlock's bookkeeping into the locks
+ * and, for each, its waiters (first come first).
+ * @example
+ * ```ts ignore
+ * const { locks, waiting } = splitQueue(await backend.list("", { internal: true }));
+ * ```
+ */
+export function splitQueue(
+  leases: Lease[],
+): { locks: Lease[]; waiting: Map<string, Lease[]> } {
+  const locks: Lease[] = [];
+  const waiting = new Map<string, Lease[]>();
+  const mark = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
+  for (const lease of leases) {
+    const at = lease.resource.lastIndexOf(mark);
+    if (at === -1) {
+      if (!lease.resource.includes(INTERNAL_MARK)) locks.push(lease);
+      continue;
+    }
+    const resource = lease.resource.slice(0, at);
+    const ticket = lease.resource.slice(at + mark.length);
+    if (!/^\d{16}$/.test(ticket)) continue;
+    const queue = waiting.get(resource) ?? [];
+    queue.push({ ...lease, resource });
+    waiting.set(resource, queue);
+  }
+  return { locks, waiting };
+}
+
 function counterName(resource: string): string {
   return `${resource}${INTERNAL_MARK}queue`;
 }

@@ -166,6 +166,7 @@ table.locks { width: 100%; border-collapse: collapse; font-variant-numeric: tabu
 .resource a { font-family: var(--mono); font-weight: 600; }
 .backend { display: inline-block; font-size: 0.72rem; color: var(--muted); background: var(--chip); border-radius: 4px; padding: 0 0.35rem; margin-left: 0.35rem; }
 .host { color: var(--muted); font-size: 0.88em; }
+.queue { display: block; color: var(--muted); font-size: 0.82em; margin-top: 0.15em; }
 .expires.soon { color: var(--soon); font-weight: 600; }
 .expires.gone { color: var(--danger); }
 .empty { color: var(--muted); padding: 2rem 0.6rem; text-align: center; border-bottom: 1px solid var(--line); margin: 0; }
@@ -281,6 +282,14 @@ export const PAGE_JS: string = String.raw`"use strict";
     var nodes = [el("span", { class: "principal", text: item.principal })];
     if (item.host && item.principal.slice(-(item.host.length + 1)) !== "@" + item.host) {
       nodes.push(el("span", { class: "host", text: " on " + item.host }));
+    }
+    var waiting = item.waiting || [];
+    if (waiting.length) {
+      nodes.push(el("span", {
+        class: "queue",
+        title: "Waiting, first come first: " + waiting.map(function (w) { return w.principal; }).join(", "),
+        text: waiting.length + " waiting: " + waiting.map(function (w) { return w.principal; }).join(", "),
+      }));
     }
     return nodes;
   }

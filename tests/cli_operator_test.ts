@@ -53,7 +53,11 @@ Deno.test("cli: acquire records reason, link and host; current, list and history
 
   const listed = JSON.parse((await home.run(["list", "--json"])).stdout);
   assert.equal(listed.length, 1);
-  assert.deepEqual(Object.keys(listed[0]), ["backend", ...LEASE_FIELDS]);
+  assert.deepEqual(Object.keys(listed[0]), [
+    "backend",
+    ...LEASE_FIELDS,
+    "waiting",
+  ]);
   assert.equal(listed[0].id, lease.id);
   const table = await home.run(["list"]);
   assert.match(
@@ -292,4 +296,45 @@ Deno.test("cli: exit codes do not depend on whether stderr can be written", asyn
     `sh "${launcher}" -c "${config}" is-held r 0123456789abcdef0123456789abcdef 2>/dev/full`,
   ], { cwd: home.cwd, clearEnv: true, env });
   assert.equal(dead.code, 69);
+});
+
+Deno.test("cli: a waiter shows in current and list, defers a plain acquire, and leaves the queue when killed", async () => {
+  using home = new CliHome();
+  assert.equal((await home.run(["acquire", "q"], { USER: "ann" })).code, 0);
+  const waiter = new Deno.Command("sh", {
+    args: [repoPath("scripts", "stormlock"), "acquire", "--wait", "5m", "q"],
+    cwd: home.cwd,
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      DENO: Deno.execPath(),
+      ...home.env,
+      USER: "bob",
+    },
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const queue = async () =>
+    JSON.parse((await home.run(["current", "--json", "q"])).stdout).waiting;
+  for (let tries = 0; tries < 300 && (await queue()).length === 0; tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const waiting = await queue();
+  assert.equal(waiting.length, 1);
+  assert.match(waiting[0].principal, /^bob@/);
+  const listed = JSON.parse((await home.run(["list", "--json"])).stdout);
+  assert.equal(listed.length, 1, "the queue is not a lock");
+  assert.equal(listed[0].waiting.length, 1);
+  assertCleanExit(
+    await home.run(["acquire", "q"], { USER: "cy" }),
+    2,
+    /1 waiting/,
+  );
+  waiter.kill("SIGKILL");
+  await waiter.status;
+  // Its registration lapses within its 10-second TTL.
+  for (let tries = 0; tries < 300 && (await queue()).length > 0; tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  assert.deepEqual(await queue(), []);
 });

@@ -990,7 +990,10 @@ class FramedBackend implements Backend {
     return false;
   }
 
-  async list(prefix = ""): Promise<Lease[]> {
+  async list(
+    prefix = "",
+    options: { internal?: boolean } = {},
+  ): Promise<Lease[]> {
     requireCapability(this, "list");
     const leases: unknown = await this.#run(
       "list",
@@ -1009,7 +1012,7 @@ class FramedBackend implements Backend {
       })
       .filter((lease) =>
         lease.resource.startsWith(prefix) && lease.expires.getTime() > now &&
-        (prefix.includes(INTERNAL_MARK) ||
+        (options.internal || prefix.includes(INTERNAL_MARK) ||
           !lease.resource.includes(INTERNAL_MARK))
       )
       .sort((a, b) =>

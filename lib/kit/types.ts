@@ -204,10 +204,11 @@ export interface Backend {
   isHeld(resource: string, leaseId: string): Promise<boolean>;
   /**
    * Every live lease whose resource starts with `prefix`, sorted by
-   * resource.
+   * resource. Stormlock's own bookkeeping (waiter registrations) is left
+   * out unless `options.internal` is set.
    * @throws {ConfigError} when the backend lacks the `list` capability.
    */
-  list(prefix?: string): Promise<Lease[]>;
+  list(prefix?: string, options?: { internal?: boolean }): Promise<Lease[]>;
   /**
    * The resource's events, newest first, at most `limit`.
    * @throws {ConfigError} when the backend lacks the `history` capability.
