@@ -14,7 +14,6 @@
 import { UsageError } from "./kit/errors.ts";
 import { sleep } from "./kit/deadline.ts";
 import { printable, shorten } from "./kit/text.ts";
-import type { Lease } from "./kit/types.ts";
 import type { AcquireOptions, Lock, Ttl } from "./lock.ts";
 import { durationSeconds } from "./hold.ts";
 
