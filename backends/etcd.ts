@@ -1,72 +1,52 @@
 /**
- * The etcd backend. Each lease is a key `prefix + resource` attached to an
- * etcd lease of the lease's TTL, so the etcd server's lease clock expires
- * it. The key's value is JSON: our lease id (128-bit hex, not the etcd
- * lease number), the principal, and the created and expiry times.
+ * The etcd backend, over etcd's v3 JSON gateway (`POST /v3/...` on every
+ * member's client port) with `fetch`: no gRPC client to load.
  *
- * - acquire grants an etcd lease, then puts the key in a transaction on
- *   `create_revision == 0` (the key is absent). A loser revokes its lease.
- * - renew grants a new etcd lease, moves the key onto it by compare-and-swap
- *   on the key's `mod_revision`, and revokes the old one (or the new one,
- *   if the key was not moved; if etcd's answer is lost, neither).
- * - release deletes the key by compare-and-swap, then revokes its lease.
+ * Keys, with `P` the `prefix` and `R` a resource name as UTF-8:
  *
- * etcd has no clock to read, so created and expiry times are taken from
- * this host's clock when the lease is granted, plus the TTL etcd granted
- * (which may be longer than asked: etcd has a minimum, often 2 s). Expiry
- * itself is enforced by the server's lease clock. etcd deletes an expired
- * lease's key up to about half a second late; a key past its recorded
- * expiry is checked against the server's remaining TTL, so a lease counts
- * as gone at its expiry, and an acquirer waits out the sweep.
+ * - `P R`: the lease. Its value is JSON (id, principal, host, reason,
+ *   link, created, expires, and fence once renewed), and the key is
+ *   attached to an etcd lease of the lock's TTL, so the server's lease
+ *   clock deletes it. Its fence is the key's `create_revision`: every
+ *   acquire creates the key, so it strictly increases and is never reused.
+ *   Stormlock 0.1 wrote the same key, without the new fields.
+ * - `P 0xFF "last/" R`: the shadow, with no etcd lease: the last lease and
+ *   whether it ended (`held`, `released`, `broken`). An acquire that finds
+ *   it `held` but the lease key gone records that lease as `expired`.
+ * - `P 0xFF "history/" R 0xFE N`: one event each, `N` the zero-padded
+ *   revision its writer read at plus a digit, so keys sort by time.
+ *
+ * The byte 0xFF never occurs in UTF-8, so no resource name can reach the
+ * shadow or history keys, and a prefix range over lease keys never sees
+ * them; all keys stay inside `P`'s range, so one etcd role on the prefix
+ * covers them.
+ *
+ * Every change is one transaction that compares the lease key and the
+ * shadow's `mod_revision` as read, then writes the lease, the shadow and
+ * the events, and trims old events. The shadow changes with every event,
+ * so a resource's event writes are serialized and their keys increase.
+ * A transaction whose answer was lost is retried from a fresh read, which
+ * recognizes a change that already landed.
  *
  * @module
  */
-import { Buffer } from "node:buffer";
-import { isIP } from "node:net";
 import {
-  ClientClosedError,
-  Etcd3,
-  EtcdAuthenticationFailedError,
-  EtcdPermissionDeniedError,
-  EtcdUserNotFoundError,
-  GRPCDeadlineExceededError,
-  GRPCUnauthenticatedError,
-  GRPCUnavailableError,
-} from "etcd3";
-import type { IKeyValue, IOptions, IRequestOp } from "etcd3";
-import {
-  BackendUnavailableError,
-  ConfigError,
-  LeaseNotHeldError,
-  LockHeldError,
-  StormlockError,
-  UsageError,
-} from "../lib/kit/errors.ts";
-import { deniedPermission } from "../lib/kit/permissions.ts";
-import { resolveConfigPath } from "../lib/config.ts";
-import { DeadlineError, sleep, withDeadline } from "../lib/kit/deadline.ts";
-import { optionError, textOption, timeoutOption } from "../lib/kit/options.ts";
-import { newLeaseId } from "../lib/kit/lease.ts";
+  type AcquireRequest,
+  type Classified,
+  defineBackend,
+  type DefinedBackend,
+  type KitContext,
+  type LeaseRecord,
+  type Operation,
+  type Store,
+} from "../lib/kit/backend.ts";
+import { sleep } from "../lib/kit/deadline.ts";
 import type {
-  Backend,
-  BackendContext,
-  BackendOptions,
+  Breaker,
   Lease,
+  LeaseEvent,
+  LeaseEventKind,
 } from "../lib/kit/types.ts";
-
-/** Options of `[backend.etcd]`. */
-export const optionNames = [
-  "hosts",
-  "host",
-  "port",
-  "prefix",
-  "ca_cert",
-  "cert_cert",
-  "cert_key",
-  "user",
-  "password",
-  "timeout",
-] as const;
 
 /** The host used when neither `hosts` nor `host` is set. */
 export const DEFAULT_HOST = "127.0.0.1";
@@ -74,8 +54,6 @@ export const DEFAULT_HOST = "127.0.0.1";
 export const DEFAULT_PORT = 2379;
 /** The key prefix used when `prefix` is not set. */
 export const DEFAULT_PREFIX = "/stormlock/";
-/** The bound on each operation when `timeout` is not set, in ms. */
-export const DEFAULT_TIMEOUT_MS = 3000;
 
 /**
  * etcd deletes the keys of an expired lease in a sweep that runs every
@@ -85,271 +63,608 @@ export const DEFAULT_TIMEOUT_MS = 3000;
 const SWEEP_WAIT_MS = 1500;
 /** How far a recorded expiry may stray from the server's and still agree. */
 const CLOCK_SLACK_MS = 250;
+/** Keys per page when listing. */
+const PAGE = 500;
+/** The oldest events read with each change, to trim by count and age. */
+const OLDEST = 8;
+/** gRPC status codes the gateway reports in `code`. */
+const CODE = { permissionDenied: 7, unavailable: 14, unauthenticated: 16 };
 
-/** Where and how to connect, parsed from the options. */
-export interface EtcdSettings {
-  /** `host:port` of each member. */
-  hosts: string[];
-  /** Whether the connection uses TLS. */
-  tls: boolean;
-  /** The CA that signed the server's certificate (PEM). */
-  caCert?: Uint8Array;
-  /** The client certificate (PEM), for servers that ask for one. */
-  clientCert?: Uint8Array;
-  /** The client certificate's private key (PEM). */
-  clientKey?: Uint8Array;
-  /** The etcd user, if the server has authentication on. */
-  user?: string;
-  /** The user's password; never shown in any message. */
-  password?: string;
-  /** Prepended to every resource name to make its key. */
-  prefix: string;
-  /** The bound on each operation, in ms. */
-  timeoutMs: number;
+// Errors the store throws; `classify` words them.
+
+/** etcd answered with a gRPC error. */
+class EtcdReplyError extends Error {
+  constructor(
+    readonly code: number,
+    readonly text: string,
+    readonly member: string,
+    /** Who asked, and for which prefix, for the remedy. */
+    readonly about: { user?: string; prefix: string },
+  ) {
+    super(`${text} (gRPC code ${code})`);
+    this.name = "EtcdReplyError";
+  }
 }
 
-/** What the key's value holds. Times are epoch milliseconds. */
-interface LeaseRecord {
+/** No member could be reached, or none had a leader, within the deadline. */
+class UnreachableError extends Error {
+  constructor(readonly failures: Map<string, string>, cause?: unknown) {
+    super(
+      [...failures].map(([member, why]) => `${member}: ${why}`).join("; "),
+      { cause },
+    );
+    this.name = "UnreachableError";
+  }
+}
+
+/** Something answered that is not etcd's JSON gateway. */
+class NotEtcdError extends Error {
+  constructor(member: string, status: number, path: string) {
+    super(
+      `${member} answered HTTP ${status} to ${path}, not etcd's v3 JSON gateway`,
+    );
+    this.name = "NotEtcdError";
+  }
+}
+
+/**
+ * etcd refuses, through its gateway, client certificates that carry a
+ * CommonName once authentication is on: the gateway can't pass the CN on.
+ */
+class CommonNameError extends Error {
+  constructor(readonly member: string) {
+    super(`${member} refused a client certificate with a CommonName`);
+    this.name = "CommonNameError";
+  }
+}
+
+/** `fetch` refuses the port outright (a "bad port" in the Fetch standard). */
+class BlockedPortError extends Error {
+  constructor(readonly member: string, cause: unknown) {
+    super(`fetch refuses port ${member.replace(/^.*:/, "")}`, { cause });
+    this.name = "BlockedPortError";
+  }
+}
+
+// Bytes and base64: the gateway's JSON carries keys and values as base64.
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function bytes(...parts: (string | number[] | Uint8Array)[]): Uint8Array {
+  const chunks = parts.map((part) =>
+    typeof part === "string"
+      ? encoder.encode(part)
+      : part instanceof Uint8Array
+      ? part
+      : Uint8Array.from(part)
+  );
+  const out = new Uint8Array(chunks.reduce((n, chunk) => n + chunk.length, 0));
+  let at = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, at);
+    at += chunk.length;
+  }
+  return out;
+}
+
+function b64(data: Uint8Array | string): string {
+  const raw = typeof data === "string" ? encoder.encode(data) : data;
+  let binary = "";
+  for (let i = 0; i < raw.length; i += 0x8000) {
+    binary += String.fromCharCode(...raw.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+function unb64(text = ""): Uint8Array {
+  return Uint8Array.from(atob(text), (char) => char.charCodeAt(0));
+}
+
+/** The first key after every key that starts with `key`. */
+function prefixEnd(key: Uint8Array): Uint8Array {
+  const end = key.slice();
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i] < 0xff) {
+      end[i]++;
+      return end.slice(0, i + 1);
+    }
+  }
+  return new Uint8Array([0]); // All keys.
+}
+
+// The gateway's JSON.
+
+interface Kv {
+  key: string;
+  value?: string;
+  create_revision: string;
+  mod_revision: string;
+  lease?: string;
+}
+interface RangeReply {
+  header: { revision: string };
+  kvs?: Kv[];
+  more?: boolean;
+  count?: string;
+}
+interface TxnReply {
+  header: { revision: string };
+  succeeded?: boolean;
+  responses?: { response_range?: RangeReply }[];
+}
+type RequestOp =
+  | { request_range: Record<string, unknown> }
+  | { request_put: { key: string; value: string; lease?: string } }
+  | { request_delete_range: { key: string; range_end?: string } };
+interface Compare {
+  key: string;
+  target: "CREATE" | "MOD";
+  result: "EQUAL";
+  create_revision?: string;
+  mod_revision?: string;
+}
+
+/** One cluster member. */
+interface Member {
+  /** `host:port`, for messages. */
+  name: string;
+  /** `http://host:port` or `https://host:port`. */
+  url: string;
+}
+
+/** What a connection failure says, without the URL Deno prefixes. */
+function connectionReason(error: unknown): string {
+  const inner = (error as Error)?.cause ?? error;
+  const text = String((inner as Error)?.message ?? inner);
+  return text
+    .replace(/^error sending request for url \([^)]*\): /, "")
+    .replace(/^client error \((\w+)\): /, "")
+    .replace(/ \(os error \d+\)/, "")
+    .split("\n")[0];
+}
+
+/**
+ * Whether a connection failure may pass: an established connection was
+ * lost (the member restarted, or a proxy dropped it). A refusal, a name
+ * that does not resolve, or a TLS failure will not pass within a command.
+ */
+function isLostConnection(reason: string): boolean {
+  return /reset|closed|broken pipe|incomplete|unexpected eof/i.test(reason) &&
+    !/certificate|tls|handshake|alert/i.test(reason);
+}
+
+/**
+ * A client for the members' JSON gateways: one shared HTTP client (with
+ * the TLS material), the auth token, and failover between members.
+ */
+class Gateway {
+  readonly members: Member[];
+  readonly #client: Deno.HttpClient;
+  readonly #user?: string;
+  readonly #password?: string;
+  readonly #about: { user?: string; prefix: string };
+  /** The member that answered last; calls start there. */
+  #preferred = 0;
+  #token?: Promise<string>;
+
+  constructor(
+    members: Member[],
+    tls: { caCerts?: string[]; cert?: string; key?: string },
+    auth: { user?: string; password?: string; prefix: string },
+  ) {
+    this.members = members;
+    this.#client = Deno.createHttpClient(
+      tls.cert && tls.key
+        ? { caCerts: tls.caCerts, cert: tls.cert, key: tls.key }
+        : { caCerts: tls.caCerts },
+    );
+    this.#user = auth.user;
+    this.#password = auth.password;
+    this.#about = { user: auth.user, prefix: auth.prefix };
+  }
+
+  /**
+   * Calls `path` on the preferred member, moving on to the next when one
+   * can't be reached or answers that it has no leader. Once every member
+   * failed, it fails at once if none can be reached at all (refused, no
+   * such host, TLS refused); after a "no leader" or a lost connection it
+   * pauses and goes round again until the deadline. A request is thus sent again
+   * after a lost answer: callers re-read and recognize their own writes.
+   */
+  async call<T>(path: string, body: unknown, op: Operation): Promise<T> {
+    const failures = new Map<string, string>();
+    for (;;) {
+      let transient = false;
+      let lastError: unknown;
+      for (let i = 0; i < this.members.length; i++) {
+        const index = (this.#preferred + i) % this.members.length;
+        const member = this.members[index];
+        try {
+          const reply = await this.#callMember<T>(member, path, body, op);
+          this.#preferred = index;
+          return reply;
+        } catch (error) {
+          if (op.signal.aborted) throw op.signal.reason ?? error;
+          lastError = error;
+          if (
+            error instanceof EtcdReplyError &&
+            error.code === CODE.unavailable
+          ) {
+            transient = true;
+            failures.set(member.name, `answered "${error.text}"`);
+          } else if (error instanceof TypeError) {
+            // fetch could not connect, or lost the connection.
+            const reason = connectionReason(error);
+            transient ||= isLostConnection(reason);
+            failures.set(member.name, reason);
+          } else {
+            throw error;
+          }
+        }
+      }
+      const left = op.deadline - Date.now();
+      if (!transient || left < 250) {
+        throw new UnreachableError(failures, lastError);
+      }
+      await sleep(Math.min(100, left - 200));
+    }
+  }
+
+  async #callMember<T>(
+    member: Member,
+    path: string,
+    body: unknown,
+    op: Operation,
+    fresh = false,
+  ): Promise<T> {
+    const headers: Record<string, string> = {
+      "content-type": "application/json",
+    };
+    if (this.#user !== undefined) {
+      headers.authorization = await this.#authToken(member, op, fresh);
+    }
+    try {
+      return await this.#post<T>(member, path, body, op, headers);
+    } catch (error) {
+      // Tokens lapse after some idle minutes, or when the member restarts.
+      if (
+        !fresh && this.#user !== undefined &&
+        error instanceof EtcdReplyError &&
+        /invalid auth token/.test(error.text)
+      ) {
+        return await this.#callMember(member, path, body, op, true);
+      }
+      throw error;
+    }
+  }
+
+  #authToken(member: Member, op: Operation, fresh: boolean): Promise<string> {
+    if (fresh || !this.#token) {
+      const token = this.#post<{ token: string }>(
+        member,
+        "/v3/auth/authenticate",
+        { name: this.#user, password: this.#password },
+        op,
+        { "content-type": "application/json" },
+      ).then((reply) => reply.token);
+      // A failed sign-in is not kept: the next call tries again.
+      token.catch(() => {
+        if (this.#token === token) this.#token = undefined;
+      });
+      this.#token = token;
+    }
+    return this.#token;
+  }
+
+  async #post<T>(
+    member: Member,
+    path: string,
+    body: unknown,
+    op: Operation,
+    headers: Record<string, string>,
+  ): Promise<T> {
+    let response: Response;
+    try {
+      response = await fetch(member.url + path, {
+        method: "POST",
+        headers,
+        body: JSON.stringify(body),
+        client: this.#client,
+        signal: op.signal,
+      });
+    } catch (error) {
+      if (/are blocked|bad port/i.test(String((error as Error)?.message))) {
+        throw new BlockedPortError(member.name, error);
+      }
+      throw error;
+    }
+    const text = await response.text();
+    if (response.status === 400 && /^CommonName of client/.test(text)) {
+      throw new CommonNameError(member.name);
+    }
+    let reply: { error?: string; message?: string; code?: number };
+    try {
+      reply = JSON.parse(text);
+    } catch {
+      throw new NotEtcdError(member.name, response.status, path);
+    }
+    if (typeof reply !== "object" || reply === null) {
+      throw new NotEtcdError(member.name, response.status, path);
+    }
+    if (!response.ok || reply.code !== undefined && reply.code !== 0) {
+      const message = reply.message ?? reply.error;
+      if (typeof message !== "string") {
+        throw new NotEtcdError(member.name, response.status, path);
+      }
+      throw new EtcdReplyError(
+        Number(reply.code ?? 2),
+        message.replace(/^etcdserver: /, ""),
+        member.name,
+        this.#about,
+      );
+    }
+    return reply as T;
+  }
+
+  close(): void {
+    try {
+      this.#client.close();
+    } catch {
+      // Closed already.
+    }
+  }
+}
+
+// What the keys hold.
+
+/** A lease key's value. Times are epoch ms. */
+interface StoredLease {
   id: string;
   principal: string;
+  host?: string;
+  reason?: string;
+  link?: string;
+  /** Absent when written at acquire: the key's create_revision is it. */
+  fence?: number;
   created: number;
   expires: number;
 }
 
-/** A key as read from etcd, with its parsed value. */
+/** The shadow's value: the last lease, and how it ended. */
+interface Shadow extends StoredLease {
+  state: "held" | "released" | "broken";
+}
+
+/** An event's value. */
+interface EventValue extends StoredLease {
+  kind: LeaseEventKind;
+  at: number;
+  by?: Breaker;
+}
+
+/** A lease key as read, with its parsed value. */
 interface Holder {
-  kv: IKeyValue;
-  record: LeaseRecord;
+  kv: Kv;
+  record: StoredLease;
+  lease: Lease;
 }
 
-/** The deadline of one operation, shared by every call it makes. */
-class Deadline {
-  readonly at: number;
-  constructor(timeoutMs: number) {
-    this.at = Date.now() + timeoutMs;
-  }
-  /** Call options that end the call at the deadline. */
-  get options(): { deadline: number } {
-    return { deadline: this.at };
-  }
-  /** Milliseconds left. */
-  get left(): number {
-    return this.at - Date.now();
-  }
+/** What a change reads first, in one read-only transaction. */
+interface State {
+  /** The revision the read saw. */
+  revision: string;
+  holder?: Holder;
+  shadow?: { kv: Kv; value: Shadow };
+  /** The shadow's mod_revision, `0` when absent, even if unreadable. */
+  shadowRevision: string;
+  /** The resource's oldest events, oldest first, and how many there are. */
+  oldest: Kv[];
+  events: number;
 }
 
-/** cockatiel's policy type, as etcd3's options take it. */
-type Policy = NonNullable<NonNullable<IOptions["faultHandling"]>["global"]>;
-
-/**
- * A policy in the shape etcd3 expects from cockatiel that runs each call
- * once per host at most: it moves on to the next host only when no
- * connection could be made (the request was never sent), so nothing is
- * applied twice, and it never waits between attempts.
- */
-function failoverPolicy(hostCount: number): Policy {
-  const policy = {
-    async execute<T>(fn: (context: unknown) => Promise<T> | T): Promise<T> {
-      const signal = new AbortController().signal;
-      for (let attempt = 1;; attempt++) {
-        try {
-          return await fn({ signal, attempt });
-        } catch (error) {
-          if (attempt >= hostCount || !neverConnected(error)) throw error;
-        }
-      }
-    },
-  };
-  return policy as unknown as Policy;
+/** Settings `open` derives from the options. */
+interface EtcdSettings {
+  members: Member[];
+  tls: { caCerts?: string[]; cert?: string; key?: string };
+  user?: string;
+  password?: string;
+  prefix: string;
+  keep: number;
+  keepMs: number;
+  timeoutMs: number;
 }
 
-function neverConnected(error: unknown): boolean {
-  return error instanceof GRPCUnavailableError &&
-    /No connection established|Name resolution failed/.test(error.message);
-}
-
-/** An etcd lease store. Expiry uses the etcd server's lease clock. */
-export class EtcdBackend implements Backend {
-  readonly #client: Etcd3;
+/** A lock store in an etcd cluster. Expiry uses etcd's lease clock. */
+class EtcdStore implements Store {
+  readonly label: string;
+  readonly #gateway: Gateway;
+  readonly #context: KitContext;
   readonly #settings: EtcdSettings;
-  /** `host:port` list for messages: never a credential. */
-  readonly #where: string;
-  #closed = false;
+  readonly #prefix: Uint8Array;
 
-  /** Builds the client; it connects on first use. */
-  constructor(settings: EtcdSettings) {
+  constructor(settings: EtcdSettings, context: KitContext) {
+    this.label = `etcd at ${settings.members.map((m) => m.name).join(", ")}`;
     this.#settings = settings;
-    this.#where = settings.hosts.join(", ");
-    const { timeoutMs } = settings;
-    const scheme = settings.tls ? "https://" : "http://";
-    const options: IOptions = {
-      hosts: settings.hosts.map((host) => scheme + host),
-      // etcd3's defaults retry and open circuit breakers; a dead server
-      // must fail once, within the timeout.
-      faultHandling: {
-        global: failoverPolicy(settings.hosts.length),
-        host: () => failoverPolicy(1),
-      },
-      // Bounds the calls we don't make ourselves: the password exchange.
-      defaultCallOptions: (context) =>
-        context.isStream ? {} : { deadline: Date.now() + timeoutMs },
+    this.#context = context;
+    this.#prefix = encoder.encode(settings.prefix);
+    this.#gateway = new Gateway(settings.members, settings.tls, settings);
+  }
+
+  // Keys.
+
+  #leaseKey(resource: string): Uint8Array {
+    return bytes(this.#prefix, resource);
+  }
+  #shadowKey(resource: string): Uint8Array {
+    return bytes(this.#prefix, [0xff], "last/", resource);
+  }
+  #events(resource: string): { key: string; range_end: string } {
+    const base = bytes(this.#prefix, [0xff], "history/", resource);
+    return {
+      key: b64(bytes(base, [0xfe])),
+      range_end: b64(bytes(base, [0xff])),
     };
-    if (settings.caCert || settings.clientCert) {
-      const buffer = (bytes?: Uint8Array) => bytes && Buffer.from(bytes);
-      options.credentials = {
-        // Without a CA, gRPC trusts the system's CAs.
-        rootCertificate: buffer(settings.caCert) as Buffer,
-        privateKey: buffer(settings.clientKey),
-        certChain: buffer(settings.clientCert),
-      };
-    }
-    if (settings.user !== undefined) {
-      options.auth = {
-        username: settings.user,
-        password: settings.password ?? "",
-      };
-    }
-    this.#client = new Etcd3(options);
+  }
+  #eventKey(resource: string, revision: string, index: number): string {
+    return b64(bytes(
+      this.#prefix,
+      [0xff],
+      "history/",
+      resource,
+      [0xfe],
+      revision.padStart(20, "0") + index,
+    ));
   }
 
-  /** Turns anything etcd3 throws into one of our errors. */
-  #translate(error: unknown, action: string): Error {
-    if (error instanceof StormlockError) return error;
-    const message = String((error as Error)?.message ?? error);
-    const options = { cause: error };
-    const unavailable = (what: string) =>
-      new BackendUnavailableError(`etcd at ${this.#where} ${what}`, options);
-    const user = this.#settings.user === undefined
-      ? "this client"
-      : `user "${this.#settings.user}"`;
-    const denied = deniedPermission(error);
-    if (denied) {
-      return new ConfigError(
-        `No permission to reach etcd at ${this.#where}: Deno needs ${denied.need}; run main.ts with ${denied.flag}`,
-        options,
-      );
-    }
-    if (
-      error instanceof DeadlineError ||
-      error instanceof GRPCDeadlineExceededError
-    ) {
-      return unavailable(
-        `did not answer within ${
-          this.#settings.timeoutMs / 1000
-        }s; check that it is running and reachable, or raise timeout`,
-      );
-    }
-    if (
-      error instanceof EtcdAuthenticationFailedError ||
-      error instanceof EtcdUserNotFoundError
-    ) {
-      return unavailable(
-        `rejected ${user}: wrong user name or password; fix user and password in [backend.etcd]`,
-      );
-    }
-    if (/user name is empty/.test(message)) {
-      return unavailable(
-        "requires authentication; set user and password, or a client certificate",
-      );
-    }
-    if (error instanceof GRPCUnauthenticatedError) {
-      return unavailable(
-        `did not accept the credentials of ${user}: ${
-          message.replace(/^\d+ UNAUTHENTICATED: /, "")
-        }; check user and password, or the client certificate, in [backend.etcd]`,
-      );
-    }
-    if (error instanceof EtcdPermissionDeniedError) {
-      return unavailable(
-        `denied ${user} access to keys under "${this.#settings.prefix}"; grant it a role with readwrite on that prefix`,
-      );
-    }
-    if (error instanceof ClientClosedError) {
-      // Only close() closes the client; this operation raced it.
-      return closedError(options);
-    }
-    if (error instanceof GRPCUnavailableError) {
-      return unavailable(
-        `is unavailable: ${
-          unavailableReason(message)
-        }; check that the server is up and that hosts (or host and port) in [backend.etcd] are right`,
-      );
-    }
-    const first = message.split("\n")[0];
-    if (/authentication is not enabled/.test(message)) {
-      return unavailable(
-        `failed to ${action}: ${first}; remove user and password from [backend.etcd], or enable auth on the server`,
-      );
-    }
-    return unavailable(
-      `failed to ${action}: ${first}; fix what the server names, or retry if it was transient`,
-    );
+  #call<T>(path: string, body: unknown, op: Operation): Promise<T> {
+    return this.#gateway.call<T>(path, body, op);
   }
 
-  /**
-   * Runs one operation within the timeout: every call gets the same gRPC
-   * deadline, and our own timer backs it up.
-   */
-  async #run<T>(
-    action: string,
-    body: (deadline: Deadline) => Promise<T>,
-  ): Promise<T> {
-    if (this.#closed) throw closedError();
-    const deadline = new Deadline(this.#settings.timeoutMs);
+  // Reading values.
+
+  #parse(resource: string, kv: Kv): Holder {
+    let value: StoredLease;
     try {
-      // A little later than the deadline, so gRPC's own error wins;
-      // withDeadline holds it to the longest timer.
-      return await withDeadline(
-        this.#settings.timeoutMs + 200,
-        () => body(deadline),
-      );
-    } catch (error) {
-      throw this.#translate(error, action);
-    }
-  }
-
-  #key(resource: string): Buffer {
-    return Buffer.from(this.#settings.prefix + resource);
-  }
-
-  #parse(resource: string, kv: IKeyValue): Holder {
-    try {
-      const record = JSON.parse(kv.value.toString());
-      if (
-        typeof record.id === "string" &&
-        typeof record.principal === "string" &&
-        Number.isFinite(record.created) && Number.isFinite(record.expires) &&
-        kv.lease !== "0"
-      ) {
-        return { kv, record };
-      }
+      value = JSON.parse(decoder.decode(unb64(kv.value)));
     } catch {
-      // Not JSON: reported below.
+      value = null as unknown as StoredLease;
     }
-    throw new ConfigError(
-      `etcd key "${this.#settings.prefix}${resource}" holds a value Stormlock did not write; choose another prefix in [backend.etcd]`,
-    );
+    // Checks every field; a foreign value becomes a ConfigError.
+    const lease = this.#context.leaseFromRecord(resource, {
+      ...(value as unknown as LeaseRecord),
+      fence: kv.create_revision,
+    });
+    if (!kv.lease || kv.lease === "0") {
+      throw new this.#context.errors.ConfigError(
+        `${this.label}: the key for "${resource}" has no etcd lease, so Stormlock did not write it; point prefix in [${this.#context.section}] at keys of its own`,
+      );
+    }
+    return { kv, record: value, lease };
   }
 
-  async #read(resource: string, deadline: Deadline): Promise<Holder | null> {
-    const { kvs } = await this.#client.kv.range(
-      { key: this.#key(resource) },
-      deadline.options,
+  #shadow(kv: Kv | undefined): State["shadow"] {
+    if (!kv) return undefined;
+    try {
+      const value = JSON.parse(decoder.decode(unb64(kv.value))) as Shadow;
+      if (typeof value?.id === "string") return { kv, value };
+    } catch {
+      // Unreadable: treated as absent, it is only bookkeeping.
+    }
+    return undefined;
+  }
+
+  /** Reads the lease, the shadow and the oldest events at one revision. */
+  async #state(resource: string, op: Operation): Promise<State> {
+    const reply = await this.#call<TxnReply>("/v3/kv/txn", {
+      success: [
+        { request_range: { key: b64(this.#leaseKey(resource)) } },
+        { request_range: { key: b64(this.#shadowKey(resource)) } },
+        { request_range: { ...this.#events(resource), limit: OLDEST } },
+      ],
+    }, op);
+    const [lease, shadow, events] = (reply.responses ?? []).map((r) =>
+      r.response_range ?? { header: reply.header }
     );
-    return kvs.length === 0 ? null : this.#parse(resource, kvs[0]);
+    const kv = lease?.kvs?.[0];
+    return {
+      revision: reply.header.revision,
+      holder: kv ? this.#parse(resource, kv) : undefined,
+      shadow: this.#shadow(shadow?.kvs?.[0]),
+      shadowRevision: shadow?.kvs?.[0]?.mod_revision ?? "0",
+      oldest: events?.kvs ?? [],
+      events: Number(events?.count ?? 0),
+    };
   }
 
   /**
-   * Grants an etcd lease. Times come from our clock as we ask, so they
-   * are never later than the server's.
+   * Applies `ops` and records `events` in one transaction, if the lease
+   * key passes `compare` and the shadow is as `state` read it. Old events
+   * beyond the `history` count or older than `history_age` are deleted in
+   * the same transaction.
+   * @returns Whether it was applied, and at which revision.
    */
-  async #grant(ttlSeconds: number, deadline: Deadline) {
-    const asked = Date.now();
-    const granted = await this.#client.leaseClient.leaseGrant(
-      { TTL: ttlSeconds },
-      deadline.options,
+  async #commit(
+    resource: string,
+    state: State,
+    compare: Compare,
+    ops: RequestOp[],
+    events: EventValue[],
+    op: Operation,
+  ): Promise<{ succeeded: boolean; revision: string }> {
+    const success: RequestOp[] = [...ops];
+    events.forEach((event, index) =>
+      success.push({
+        request_put: {
+          key: this.#eventKey(resource, state.revision, index),
+          value: b64(JSON.stringify(event)),
+        },
+      })
     );
-    if (granted.error) throw new Error(granted.error);
+    const cutoff = await this.#trimCutoff(resource, state, events.length, op);
+    if (cutoff) {
+      success.push({
+        request_delete_range: {
+          key: this.#events(resource).key,
+          range_end: b64(bytes(unb64(cutoff), [0])),
+        },
+      });
+    }
+    const shadowKey = b64(this.#shadowKey(resource));
+    const reply = await this.#call<TxnReply>("/v3/kv/txn", {
+      compare: [compare, {
+        key: shadowKey,
+        target: "MOD",
+        result: "EQUAL",
+        mod_revision: state.shadowRevision,
+      }],
+      success,
+      failure: [],
+    }, op);
+    return {
+      succeeded: reply.succeeded === true,
+      revision: reply.header.revision,
+    };
+  }
+
+  /** The newest event key to delete, or `undefined` to keep all. */
+  async #trimCutoff(
+    resource: string,
+    state: State,
+    adding: number,
+    op: Operation,
+  ): Promise<string | undefined> {
+    const excess = state.events + adding - this.#settings.keep;
+    let oldest = state.oldest;
+    if (excess > oldest.length) {
+      // Only after `history` was lowered: read as many keys as must go.
+      const reply = await this.#call<RangeReply>("/v3/kv/range", {
+        ...this.#events(resource),
+        limit: excess,
+        keys_only: true,
+      }, op);
+      oldest = reply.kvs ?? [];
+    }
+    const tooOld = Date.now() - this.#settings.keepMs;
+    let drop = Math.max(0, Math.min(excess, oldest.length));
+    while (drop < oldest.length) {
+      const at = eventTime(oldest[drop]);
+      if (at === undefined || at >= tooOld) break;
+      drop++;
+    }
+    return drop > 0 ? oldest[drop - 1].key : undefined;
+  }
+
+  // The server's lease clock.
+
+  /** Grants an etcd lease; times come from our clock as we ask. */
+  async #grant(ttlSeconds: number, op: Operation) {
+    const asked = Date.now();
+    const granted = await this.#call<{ ID: string; TTL: string }>(
+      "/v3/lease/grant",
+      { TTL: ttlSeconds },
+      op,
+    );
     // etcd may grant more than asked (its minimum TTL); report what it did.
     return {
       leaseNo: granted.ID,
@@ -364,11 +679,13 @@ export class EtcdBackend implements Backend {
    * the lease expires by itself.
    */
   async #revoke(leaseNo: string): Promise<void> {
+    const signal = AbortSignal.timeout(this.#settings.timeoutMs);
+    const deadline = Date.now() + this.#settings.timeoutMs;
     try {
-      await this.#client.leaseClient.leaseRevoke(
-        { ID: leaseNo },
-        new Deadline(this.#settings.timeoutMs).options,
-      );
+      await this.#call("/v3/lease/revoke", { ID: leaseNo }, {
+        signal,
+        deadline,
+      });
     } catch {
       // Already gone, or the server is unreachable.
     }
@@ -380,18 +697,17 @@ export class EtcdBackend implements Backend {
    * expiry is used when it falls within that second, and the server's
    * figure when the holder's clock disagrees with the server.
    */
-  async #serverExpiry(
-    holder: Holder,
-    deadline: Deadline,
-  ): Promise<number | null> {
-    const { TTL } = await this.#client.leaseClient.leaseTimeToLive(
+  async #serverExpiry(holder: Holder, op: Operation): Promise<number | null> {
+    const { TTL } = await this.#call<{ TTL: string }>(
+      "/v3/lease/timetolive",
       { ID: holder.kv.lease },
-      deadline.options,
+      op,
     );
-    const ttl = Number(TTL);
+    // proto3 JSON leaves out zero values: no TTL means 0.
+    const ttl = Number(TTL ?? 0);
     const now = Date.now();
     if (ttl < 0) return null; // The lease is gone.
-    const { expires } = holder.record;
+    const expires = holder.record.expires;
     // Truncation toward zero: 0 means anywhere within a second either side.
     const earliest = now + (ttl === 0 ? -1000 : ttl * 1000) - CLOCK_SLACK_MS;
     const latest = now + (ttl + 1) * 1000 + CLOCK_SLACK_MS;
@@ -406,228 +722,377 @@ export class EtcdBackend implements Backend {
    * key up to about half a second late, so a key past its recorded expiry
    * is checked against the server's remaining TTL.
    */
-  async #isLive(holder: Holder, deadline: Deadline): Promise<boolean> {
+  async #isLive(holder: Holder, op: Operation): Promise<boolean> {
     if (holder.record.expires > Date.now()) return true;
-    return (await this.#serverExpiry(holder, deadline)) !== null;
+    return (await this.#serverExpiry(holder, op)) !== null;
   }
 
   /** The holder as others see it, with the server-checked expiry. */
-  async #visible(
-    resource: string,
-    holder: Holder,
-    deadline: Deadline,
-  ): Promise<Lease | null> {
-    const expires = await this.#serverExpiry(holder, deadline);
+  async #visible(holder: Holder, op: Operation): Promise<Lease | null> {
+    const expires = await this.#serverExpiry(holder, op);
     if (expires === null) return null;
-    return toLease(resource, { ...holder.record, expires });
+    return { ...holder.lease, expires: new Date(expires) };
   }
 
-  /** Our own live lease, or `LeaseNotHeldError`. */
-  async #own(
-    resource: string,
-    leaseId: string,
-    deadline: Deadline,
-  ): Promise<Holder> {
-    const holder = await this.#read(resource, deadline);
-    if (
-      !holder || holder.record.id !== leaseId ||
-      !(await this.#isLive(holder, deadline))
-    ) {
-      throw new LeaseNotHeldError(resource, leaseId);
-    }
-    return holder;
+  #lease(resource: string, record: StoredLease, fence: number | string): Lease {
+    return this.#context.leaseFromRecord(resource, { ...record, fence });
   }
 
-  /**
-   * Puts the key on the etcd lease if it is absent, in one transaction.
-   * @returns `null` when it was put, else the holder, read in the same
-   * transaction.
-   */
-  async #create(
-    resource: string,
-    value: Buffer,
-    leaseNo: string,
-    deadline: Deadline,
-  ): Promise<Holder | null> {
-    const key = this.#key(resource);
-    const result = await this.#client.kv.txn({
-      compare: [{ key, target: "Create", result: "Equal", create_revision: 0 }],
-      success: [{ request_put: { key, value, lease: leaseNo } }],
-      failure: [{ request_range: { key } }],
-    }, deadline.options);
-    if (result.succeeded) return null;
-    return this.#parse(resource, result.responses[0].response_range.kvs[0]);
-  }
+  // The primitives.
 
-  /**
-   * Applies `success` in one transaction if the key is still as `holder`
-   * read it.
-   * @returns Whether it was applied.
-   */
-  async #ifUnchanged(
-    holder: Holder,
-    success: IRequestOp[],
-    deadline: Deadline,
-  ): Promise<boolean> {
-    const result = await this.#client.kv.txn({
-      compare: [{
-        key: holder.kv.key,
-        target: "Mod",
-        result: "Equal",
-        mod_revision: holder.kv.mod_revision,
-      }],
-      success,
-    }, deadline.options);
-    return result.succeeded;
-  }
-
-  acquire(
-    resource: string,
-    principal: string,
-    ttlSeconds: number,
-  ): Promise<Lease> {
-    return this.#run("acquire", async (deadline) => {
-      const granted = await this.#grant(ttlSeconds, deadline);
-      const record: LeaseRecord = {
-        id: newLeaseId(),
-        principal,
-        created: granted.created,
-        expires: granted.expires,
-      };
-      const value = Buffer.from(JSON.stringify(record));
-      const sweepEnd = Date.now() + SWEEP_WAIT_MS;
-      let won = false;
-      try {
-        for (;;) {
-          const holder = await this.#create(
-            resource,
-            value,
-            granted.leaseNo,
-            deadline,
-          );
-          if (!holder) {
-            won = true;
-            return toLease(resource, record);
-          }
-          const visible = await this.#visible(resource, holder, deadline);
-          if (visible) throw new LockHeldError(visible);
+  async acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
+    const { resource } = request;
+    // Both are needed; neither waits for the other.
+    const reading = this.#state(resource, op);
+    reading.catch(() => {});
+    const granted = await this.#grant(request.ttlSeconds, op);
+    const record: StoredLease = stripped({
+      id: request.id,
+      principal: request.principal,
+      host: request.host,
+      reason: request.reason,
+      link: request.link,
+      created: granted.created,
+      expires: granted.expires,
+    });
+    const leaseKey = b64(this.#leaseKey(resource));
+    const sweepEnd = Date.now() + SWEEP_WAIT_MS;
+    let won = false;
+    try {
+      let state = await reading;
+      for (;;) {
+        const { holder } = state;
+        if (holder?.record.id === request.id) {
+          won = true; // An attempt whose answer was lost had landed.
+          return holder.lease;
+        }
+        if (holder) {
+          const visible = await this.#visible(holder, op);
+          if (visible) throw new this.#context.errors.LockHeldError(visible);
           // The holder expired, but etcd's sweep has not deleted its key.
-          if (Date.now() > sweepEnd || deadline.left < 500) {
-            throw new LockHeldError(toLease(resource, holder.record));
+          if (Date.now() > sweepEnd || op.deadline - Date.now() < 500) {
+            throw new this.#context.errors.LockHeldError(holder.lease);
           }
           await sleep(100);
+          state = await this.#state(resource, op);
+          continue;
         }
-      } finally {
-        // A lost race must not leave its etcd lease behind.
-        if (!won) await this.#revoke(granted.leaseNo);
-      }
-    });
-  }
-
-  release(resource: string, leaseId: string): Promise<void> {
-    return this.#run("release", async (deadline) => {
-      const holder = await this.#own(resource, leaseId, deadline);
-      const deleted = await this.#ifUnchanged(
-        holder,
-        [{ request_delete_range: { key: holder.kv.key } }],
-        deadline,
-      );
-      if (!deleted) throw new LeaseNotHeldError(resource, leaseId);
-      await this.#revoke(holder.kv.lease);
-    });
-  }
-
-  renew(resource: string, leaseId: string, ttlSeconds: number): Promise<Lease> {
-    return this.#run("renew", async (deadline) => {
-      const holder = await this.#own(resource, leaseId, deadline);
-      // An etcd lease's TTL is fixed when granted (a keep-alive restarts
-      // it), so a new TTL needs a new lease.
-      const granted = await this.#grant(ttlSeconds, deadline);
-      const record = { ...holder.record, expires: granted.expires };
-      // Whether the key moved onto the new lease: unknown until etcd
-      // answers, since a lost answer may follow a move that landed.
-      let moved: boolean | undefined;
-      try {
-        moved = await this.#ifUnchanged(holder, [{
-          request_put: {
-            key: holder.kv.key,
-            value: Buffer.from(JSON.stringify(record)),
-            lease: granted.leaseNo,
+        const events: EventValue[] = [];
+        const last = state.shadow;
+        if (last?.value.state === "held") {
+          // Its key is gone without a release: etcd expired it.
+          const { state: _, ...old } = last.value;
+          events.push({
+            ...old,
+            fence: old.fence ?? Number(last.kv.mod_revision),
+            kind: "expired",
+            at: old.expires,
+          });
+        }
+        events.push({ ...record, kind: "acquired", at: record.created });
+        const result = await this.#commit(
+          resource,
+          state,
+          {
+            key: leaseKey,
+            target: "CREATE",
+            result: "EQUAL",
+            create_revision: "0",
           },
-        }], deadline);
-        if (!moved) throw new LeaseNotHeldError(resource, leaseId);
-      } finally {
-        // Revoke only the etcd lease the key is known not to be on: revoking
-        // the one it is on deletes it. Without an answer, both are left to
-        // expire by their TTLs.
-        if (moved !== undefined) {
-          await this.#revoke(moved ? holder.kv.lease : granted.leaseNo);
+          [
+            {
+              request_put: {
+                key: leaseKey,
+                value: b64(JSON.stringify(record)),
+                lease: granted.leaseNo,
+              },
+            },
+            this.#putShadow(resource, { ...record, state: "held" }),
+          ],
+          events,
+          op,
+        );
+        if (result.succeeded) {
+          won = true;
+          return this.#lease(resource, record, result.revision);
         }
+        state = await this.#state(resource, op);
       }
-      return toLease(resource, record);
-    });
-  }
-
-  current(resource: string): Promise<Lease | null> {
-    return this.#run("read", async (deadline) => {
-      const holder = await this.#read(resource, deadline);
-      return holder && await this.#visible(resource, holder, deadline);
-    });
-  }
-
-  isHeld(resource: string, leaseId: string): Promise<boolean> {
-    return this.#run("read", async (deadline) => {
-      const holder = await this.#read(resource, deadline);
-      return !!holder && holder.record.id === leaseId &&
-        await this.#isLive(holder, deadline);
-    });
-  }
-
-  close(): Promise<void> {
-    this.#closed = true;
-    try {
-      // Synchronous: it closes the gRPC channels without waiting on them.
-      this.#client.close();
-    } catch {
-      // Closing twice or mid-connect is harmless.
+    } finally {
+      // A lost race must not leave its etcd lease behind.
+      if (!won) await this.#revoke(granted.leaseNo);
     }
-    return Promise.resolve();
+  }
+
+  #putShadow(resource: string, shadow: Shadow): RequestOp {
+    return {
+      request_put: {
+        key: b64(this.#shadowKey(resource)),
+        value: b64(JSON.stringify(shadow)),
+      },
+    };
+  }
+
+  async renew(
+    resource: string,
+    leaseId: string,
+    ttlSeconds: number,
+    op: Operation,
+    change: { reason?: string },
+  ): Promise<Lease> {
+    const reading = this.#state(resource, op);
+    reading.catch(() => {});
+    // An etcd lease's TTL is fixed when granted (a keep-alive restarts
+    // it), so a new TTL needs a new lease.
+    const granted = await this.#grant(ttlSeconds, op);
+    // Whether the key moved onto the new lease: unknown until etcd
+    // answers, since a lost answer may follow a move that landed.
+    let moved: boolean | undefined;
+    let oldLeaseNo: string | undefined;
+    try {
+      let state = await reading;
+      for (;;) {
+        const { holder } = state;
+        if (holder?.record.id !== leaseId) {
+          moved = false;
+          throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
+        }
+        if (holder.kv.lease === granted.leaseNo) {
+          moved = true; // An attempt whose answer was lost had landed.
+          return holder.lease;
+        }
+        if (!(await this.#isLive(holder, op))) {
+          moved = false;
+          throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
+        }
+        const before = holder.record;
+        const record: StoredLease = stripped({
+          ...before,
+          reason: change.reason ?? before.reason,
+          fence: Number(holder.kv.create_revision),
+          expires: granted.expires,
+        });
+        const changed = change.reason !== undefined &&
+          change.reason !== before.reason;
+        const key = b64(this.#leaseKey(resource));
+        const result = await this.#commit(
+          resource,
+          state,
+          {
+            key,
+            target: "MOD",
+            result: "EQUAL",
+            mod_revision: holder.kv.mod_revision,
+          },
+          [
+            {
+              request_put: {
+                key,
+                value: b64(JSON.stringify(record)),
+                lease: granted.leaseNo,
+              },
+            },
+            this.#putShadow(resource, { ...record, state: "held" }),
+          ],
+          [{
+            ...record,
+            kind: changed ? "reason-changed" : "renewed",
+            at: Date.now(),
+          }],
+          op,
+        );
+        if (result.succeeded) {
+          moved = true;
+          oldLeaseNo = holder.kv.lease;
+          return this.#lease(resource, record, holder.kv.create_revision);
+        }
+        state = await this.#state(resource, op);
+      }
+    } finally {
+      // Revoke only the etcd lease the key is known not to be on: revoking
+      // the one it is on deletes it. Without an answer, both are left to
+      // expire by their TTLs.
+      if (moved === false) await this.#revoke(granted.leaseNo);
+      if (moved === true && oldLeaseNo) await this.#revoke(oldLeaseNo);
+    }
+  }
+
+  /** Deletes the live lease `leaseId`, recording `kind`; or throws. */
+  async #end(
+    resource: string,
+    leaseId: string,
+    kind: "released" | "broken",
+    op: Operation,
+    by?: Breaker,
+  ): Promise<Lease> {
+    let tried = false;
+    for (;;) {
+      const state = await this.#state(resource, op);
+      const { holder, shadow } = state;
+      if (
+        !holder || holder.record.id !== leaseId ||
+        !(await this.#isLive(holder, op))
+      ) {
+        // After a transaction whose answer was lost, it may have landed.
+        if (
+          tried && shadow?.value.id === leaseId && shadow.value.state === kind
+        ) {
+          const { state: _, ...record } = shadow.value;
+          return this.#lease(resource, record, record.fence ?? 0);
+        }
+        throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
+      }
+      const fence = Number(holder.kv.create_revision);
+      const record: StoredLease = { ...holder.record, fence };
+      const key = b64(this.#leaseKey(resource));
+      const event: EventValue = { ...record, kind, at: Date.now() };
+      if (by) event.by = stripped({ ...by });
+      const result = await this.#commit(
+        resource,
+        state,
+        {
+          key,
+          target: "MOD",
+          result: "EQUAL",
+          mod_revision: holder.kv.mod_revision,
+        },
+        [
+          { request_delete_range: { key } },
+          this.#putShadow(resource, { ...record, state: kind }),
+        ],
+        [event],
+        op,
+      );
+      if (result.succeeded) {
+        await this.#revoke(holder.kv.lease!);
+        return holder.lease;
+      }
+      tried = true;
+    }
+  }
+
+  async release(resource: string, leaseId: string, op: Operation) {
+    await this.#end(resource, leaseId, "released", op);
+  }
+
+  breakLease(
+    resource: string,
+    leaseId: string,
+    by: Breaker,
+    op: Operation,
+  ): Promise<Lease> {
+    return this.#end(resource, leaseId, "broken", op, by);
+  }
+
+  async #read(resource: string, op: Operation): Promise<Holder | undefined> {
+    const reply = await this.#call<RangeReply>("/v3/kv/range", {
+      key: b64(this.#leaseKey(resource)),
+    }, op);
+    const kv = reply.kvs?.[0];
+    return kv ? this.#parse(resource, kv) : undefined;
+  }
+
+  async current(resource: string, op: Operation): Promise<Lease | null> {
+    const holder = await this.#read(resource, op);
+    return holder ? await this.#visible(holder, op) : null;
+  }
+
+  async isHeld(resource: string, leaseId: string, op: Operation) {
+    const holder = await this.#read(resource, op);
+    return holder?.record.id === leaseId && await this.#isLive(holder, op);
+  }
+
+  /**
+   * Pages through the lease keys under the prefix at one revision. The
+   * recorded expiry decides liveness (no TTL call per lease); shadow and
+   * history keys sort after every lease key, outside the range.
+   */
+  async list(prefix: string, op: Operation): Promise<Lease[]> {
+    const start = bytes(this.#prefix, prefix);
+    const end = prefix === ""
+      ? b64(bytes(this.#prefix, [0xff]))
+      : b64(prefixEnd(start));
+    const leases: Lease[] = [];
+    let key = b64(start);
+    let revision: string | undefined;
+    for (;;) {
+      const reply: RangeReply = await this.#call("/v3/kv/range", {
+        key,
+        range_end: end,
+        limit: PAGE,
+        ...(revision ? { revision } : {}),
+      }, op);
+      revision ??= reply.header.revision;
+      const kvs = reply.kvs ?? [];
+      for (const kv of kvs) {
+        const name = decoder.decode(
+          unb64(kv.key).subarray(this.#prefix.length),
+        );
+        leases.push(this.#parse(name, kv).lease);
+      }
+      if (!reply.more || kvs.length === 0) return leases;
+      key = b64(bytes(unb64(kvs[kvs.length - 1].key), [0]));
+    }
+  }
+
+  async history(
+    resource: string,
+    limit: number,
+    op: Operation,
+  ): Promise<LeaseEvent[]> {
+    const reply = await this.#call<RangeReply>("/v3/kv/range", {
+      ...this.#events(resource),
+      sort_order: "DESCEND",
+      sort_target: "KEY",
+      limit,
+    }, op);
+    const since = Date.now() - this.#settings.keepMs;
+    const events: LeaseEvent[] = [];
+    for (const kv of reply.kvs ?? []) {
+      const value = JSON.parse(decoder.decode(unb64(kv.value))) as EventValue;
+      if (!(value.at >= since)) continue;
+      const event: LeaseEvent = {
+        // An acquire's event has no fence: its revision is it.
+        ...this.#lease(resource, value, value.fence ?? kv.mod_revision),
+        kind: value.kind,
+        at: new Date(value.at),
+      };
+      if (value.by) event.by = value.by;
+      events.push(event);
+    }
+    return events;
+  }
+
+  close(): void {
+    this.#gateway.close();
   }
 }
 
-function closedError(options?: ErrorOptions): UsageError {
-  return new UsageError("The etcd backend is closed; open a new one", options);
+/** An event's time, from its value; `undefined` if unreadable. */
+function eventTime(kv: Kv): number | undefined {
+  if (kv.value === undefined) return undefined;
+  try {
+    const at = JSON.parse(decoder.decode(unb64(kv.value))).at;
+    return typeof at === "number" ? at : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
-function toLease(resource: string, record: LeaseRecord): Lease {
-  return {
-    resource,
-    id: record.id,
-    principal: record.principal,
-    created: new Date(record.created),
-    expires: new Date(record.expires),
-  };
+/** The object without its undefined fields, so JSON stays small. */
+function stripped<T extends object>(value: T): T {
+  return Object.fromEntries(
+    Object.entries(value).filter(([, field]) => field !== undefined),
+  ) as T;
 }
 
-/** The useful part of gRPC's UNAVAILABLE message. */
-function unavailableReason(message: string): string {
-  const last = /Last error: (?:Error: )?(.*?)(?:\. Resolution note:.*)?$/s
-    .exec(message);
-  // gRPC appends when the error happened; our caller knows that.
-  const reason = last?.[1]?.replace(/\s*\(\d{4}-\d\d-\d\dT[^)]*\)$/, "")
-    .trim();
-  if (reason && reason !== "null") return reason;
-  return message.replace(/^\d+ UNAVAILABLE: /, "").replace(
-    /\.? Resolution note:.*$/s,
-    "",
-  ).split("\n")[0];
-}
+// Options.
 
 /** Parses one entry of `hosts`: `host`, `host:port` or a URL of either. */
 function parseHost(
   entry: string,
-  fail: (why: string) => ConfigError,
-): { host: string; tls?: boolean } {
+  fail: (why: string) => Error,
+): { name: string; tls?: boolean } {
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(entry)?.[1]?.toLowerCase();
   if (scheme !== undefined && scheme !== "http" && scheme !== "https") {
     throw fail(`"${scheme}://" is not supported; use http:// or https://`);
@@ -647,134 +1112,217 @@ function parseHost(
   }
   const port = url.port === "" ? DEFAULT_PORT : Number(url.port);
   return {
-    host: `${url.hostname}:${port}`,
+    name: `${url.hostname}:${port}`,
     tls: scheme === undefined ? undefined : scheme === "https",
   };
 }
 
-/**
- * The members named by `hosts`, or else by `host` and `port`, with the key
- * that named them, for messages.
- */
-function parseMembers(options: BackendOptions, context: BackendContext) {
-  const fail = (key: string, why: string) => optionError(context, key, why);
-  if (options.hosts !== undefined && (options.host ?? options.port)) {
-    throw fail("hosts", "set either hosts or host and port, not both");
+/** Whether `host` is an IPv6 address (unbracketed). */
+function isIPv6(host: string): boolean {
+  if (!host.includes(":")) return false;
+  try {
+    new URL(`http://[${host}]/`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The members and scheme named by `hosts`, or else `host` and `port`. */
+function parseMembers(
+  settings: {
+    hosts?: string;
+    host?: string;
+    port?: number;
+    ca_cert?: string;
+    cert_cert?: string;
+  },
+  context: KitContext,
+): { members: Member[]; tls: boolean } {
+  const fail = (key: string) => (why: string) => context.optionError(key, why);
+  if (
+    settings.hosts !== undefined &&
+    (settings.host !== undefined || settings.port !== undefined)
+  ) {
+    throw fail("hosts")("set either hosts or host and port, not both");
   }
   let entries: string[];
-  if (options.hosts !== undefined) {
-    entries = options.hosts.split(",").map((entry) => entry.trim()).filter(
+  const key = settings.hosts !== undefined ? "hosts" : "host";
+  if (settings.hosts !== undefined) {
+    entries = settings.hosts.split(",").map((entry) => entry.trim()).filter(
       (entry) => entry !== "",
     );
-    if (entries.length === 0) throw fail("hosts", "it is empty");
+    if (entries.length === 0) throw fail("hosts")("it is empty");
   } else {
-    const host = textOption(options, "host") ?? DEFAULT_HOST;
-    const portText = textOption(options, "port") ?? String(DEFAULT_PORT);
-    const port = Number(portText);
-    if (!/^\d+$/.test(portText) || port < 1 || port > 65535) {
-      throw fail("port", `"${portText}" is not a port number`);
+    const host = settings.host ?? DEFAULT_HOST;
+    const port = settings.port ?? DEFAULT_PORT;
+    if (host.includes("/") || (host.includes(":") && !isIPv6(host))) {
+      throw fail("host")(`"${host}" is not a host name; use hosts for URLs`);
     }
-    if (host.includes("/") || (host.includes(":") && isIP(host) !== 6)) {
-      throw fail("host", `"${host}" is not a host name; use hosts for URLs`);
-    }
-    entries = [isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`];
+    entries = [isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`];
   }
-  const key = options.hosts !== undefined ? "hosts" : "host";
-  const members = entries.map((entry) =>
-    parseHost(entry, (why) => fail(key, why))
-  );
-  return { key, members };
-}
-
-/**
- * Parses and checks `[backend.etcd]`, reading certificate files.
- *
- * @throws {ConfigError} on a bad value, naming the file, section and key.
- */
-export function parseEtcdOptions(
-  options: BackendOptions,
-  context: BackendContext,
-): EtcdSettings {
-  const fail = (key: string, why: string) => optionError(context, key, why);
-  const timeoutMs = timeoutOption(options, context, DEFAULT_TIMEOUT_MS);
-  const { key, members } = parseMembers(options, context);
-
-  const readFile = (option: "ca_cert" | "cert_cert" | "cert_key") => {
-    const value = textOption(options, option);
-    if (value === undefined) return undefined;
-    const path = resolveConfigPath(value, context);
-    try {
-      return Deno.readFileSync(path);
-    } catch (error) {
-      const why = (error as Error).message.replace(/ \(os error \d+\).*$/s, "");
-      throw fail(option, `cannot read ${path}: ${why}`);
-    }
-  };
-  const caCert = readFile("ca_cert");
-  const clientCert = readFile("cert_cert");
-  const clientKey = readFile("cert_key");
-  if (!clientCert !== !clientKey) {
-    throw fail(
-      clientCert ? "cert_key" : "cert_cert",
-      "cert_cert and cert_key go together; set both or neither",
-    );
-  }
-
-  const schemes = new Set(members.map((member) => member.tls));
+  const parsed = entries.map((entry) => parseHost(entry, fail(key)));
+  const schemes = new Set(parsed.map((member) => member.tls));
   if (schemes.has(true) && schemes.has(false)) {
-    throw fail(key, "mixes http:// and https://; use one for all hosts");
+    throw fail(key)("mixes http:// and https://; use one for all hosts");
   }
-  const certificates = caCert !== undefined || clientCert !== undefined;
+  const certificates = settings.ca_cert !== undefined ||
+    settings.cert_cert !== undefined;
   if (schemes.has(false) && certificates) {
-    throw fail(key, "uses http:// but certificates are set; use https://");
+    throw fail(key)("uses http:// but certificates are set; use https://");
   }
   const tls = schemes.has(true) || certificates;
-  if (tls) {
-    const ip = members.find(({ host }) =>
-      isIP(host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "")) !== 0
-    );
-    if (ip) {
-      // Deno's TLS refuses an IP address as the server name.
-      throw fail(
-        key,
-        `TLS needs host names, not the address ${ip.host}; use a name in the server's certificate, such as localhost`,
-      );
-    }
-  }
-
-  const user = textOption(options, "user");
-  // Not trimmed: spaces may be part of a password.
-  const password = options.password || undefined;
-  if (user === undefined && password !== undefined) {
-    throw fail("password", "it needs user; set both or neither");
-  }
-  if (user !== undefined && password === undefined) {
-    throw fail("user", "it needs password; set both or neither");
-  }
-
+  const scheme = tls ? "https" : "http";
   return {
-    hosts: members.map(({ host }) => host),
+    members: parsed.map(({ name }) => ({ name, url: `${scheme}://${name}` })),
     tls,
-    caCert,
-    clientCert,
-    clientKey,
-    user,
-    password,
-    prefix: options.prefix ?? DEFAULT_PREFIX,
-    timeoutMs,
   };
 }
 
-/**
- * Builds the backend from `[backend.etcd]`: `hosts` (comma list) or
- * `host` and `port`, `prefix`, `ca_cert`, `cert_cert`, `cert_key`,
- * `user`, `password` and `timeout`. It connects on first use.
- *
- * @throws {ConfigError} on a bad option or an unreadable certificate file.
- */
-export function createBackend(
-  options: BackendOptions,
-  context: BackendContext,
-): Backend {
-  return new EtcdBackend(parseEtcdOptions(options, context));
+/** What to do about a gRPC error from etcd, by its text and code. */
+function replyRemedy(
+  error: EtcdReplyError,
+  failed: { action: string },
+): string {
+  const { text, code } = error;
+  const { user, prefix } = error.about;
+  const who = user === undefined ? "this client" : `user "${user}"`;
+  if (/authentication failed|invalid user ID or password/.test(text)) {
+    return `rejected ${who}: wrong user name or password; fix user and password in [backend.etcd]`;
+  }
+  if (code === CODE.permissionDenied) {
+    return `denied ${who} access to keys under "${prefix}"; grant it a role with readwrite on that prefix (or change prefix in [backend.etcd])`;
+  }
+  if (/user name is empty/.test(text)) {
+    return "requires authentication; set user and password in [backend.etcd]";
+  }
+  if (/authentication is not enabled/.test(text)) {
+    return `failed to ${failed.action}: ${text}; remove user and password from [backend.etcd], or enable auth on the server`;
+  }
+  if (code === CODE.unauthenticated) {
+    return `did not accept the credentials of ${who}: ${text}; check user and password in [backend.etcd]`;
+  }
+  return `failed to ${failed.action}: ${text} (gRPC code ${code}); fix what the server names, or retry if it was transient`;
 }
+
+/**
+ * The `etcd` backend: locks in an etcd v3 cluster (3.4 or later), over
+ * its JSON gateway. Expiry uses etcd's lease clock; fences are revisions.
+ *
+ * @example
+ * ```ts ignore
+ * const locks = await backend.createBackend(
+ *   { hosts: "http://127.0.0.1:2379" },
+ *   { name: "etcd", section: "backend.etcd" },
+ * );
+ * ```
+ */
+export const backend: DefinedBackend = defineBackend({
+  name: "etcd",
+  options: {
+    hosts: {
+      kind: "text",
+      doc:
+        "Comma-separated cluster members: `host`, `host:port`, `http://host:port` or `https://host:port` (port 2379 by default). Use this or `host`/`port`, not both.",
+    },
+    host: {
+      kind: "text",
+      doc:
+        "One member's host name or address, when `hosts` is not set. Default: `127.0.0.1`.",
+    },
+    port: {
+      kind: "port",
+      doc: "That member's port. Default: `2379`.",
+    },
+    prefix: {
+      kind: "text",
+      default: DEFAULT_PREFIX,
+      doc: "Prepended to the resource name to make the etcd key.",
+    },
+    ca_cert: {
+      kind: "pem",
+      doc:
+        "PEM file of the CA that signed the servers' certificates (default: the system's CAs). Setting it turns TLS on.",
+    },
+    cert_cert: {
+      kind: "pem",
+      doc:
+        "PEM client certificate, for servers started with `--client-cert-auth`. Setting it turns TLS on.",
+    },
+    cert_key: {
+      kind: "pem",
+      doc: "PEM private key of `cert_cert`.",
+    },
+    user: {
+      kind: "text",
+      doc: "etcd user, for servers with authentication on.",
+    },
+    password: {
+      kind: "text",
+      doc: "That user's password. Never printed.",
+    },
+    timeout: {
+      kind: "duration",
+      default: "3s",
+      doc:
+        "Bound on each command's whole exchange with etcd (connecting, signing in, failover and every request).",
+    },
+  },
+  together: [["cert_cert", "cert_key"], ["user", "password"]],
+  capabilities: { clock: "server", list: true, history: true, fencing: true },
+  open(settings, context) {
+    const { members } = parseMembers(settings, context);
+    return new EtcdStore({
+      members,
+      tls: {
+        caCerts: settings.ca_cert === undefined
+          ? undefined
+          : [settings.ca_cert],
+        cert: settings.cert_cert,
+        key: settings.cert_key,
+      },
+      user: settings.user,
+      password: settings.password,
+      prefix: settings.prefix,
+      keep: settings.history,
+      keepMs: settings.history_age * 1000,
+      timeoutMs: settings.timeout,
+    }, context);
+  },
+  classify(error, failed): Classified | undefined {
+    if (error instanceof BlockedPortError) {
+      return {
+        config: `can't be reached: Deno's fetch refuses port ${
+          error.member.replace(/^.*:/, "")
+        } ("bad port" in the Fetch standard); run etcd on another port and fix hosts (or port) in [backend.etcd]`,
+      };
+    }
+    if (error instanceof CommonNameError) {
+      return {
+        config:
+          `refused the client certificate: with authentication on, etcd's JSON gateway refuses certificates that have a CommonName; issue cert_cert without a CN (names in subjectAltName only) and sign in with user and password`,
+      };
+    }
+    if (error instanceof UnreachableError) {
+      const why = error.failures.size === 1
+        ? [...error.failures.values()][0]
+        : error.message;
+      return {
+        unavailable:
+          `is unavailable (${why}); check that the server is up and that hosts (or host and port) in [backend.etcd] are right`,
+      };
+    }
+    if (error instanceof NotEtcdError) {
+      return {
+        unavailable:
+          `is not etcd: ${error.message}; check that hosts names etcd's client port (etcd 3.4 or later)`,
+      };
+    }
+    if (error instanceof EtcdReplyError) {
+      return { unavailable: replyRemedy(error, failed) };
+    }
+    const name = (error as Error)?.name;
+    if (name === "AbortError" || name === "TimeoutError") return "timeout";
+    return undefined;
+  },
+});

@@ -1,12 +1,11 @@
 import assert from "assert";
-import { Buffer } from "node:buffer";
 import { join } from "node:path";
-import { Etcd3, GRPCDeadlineExceededError, KVClient } from "etcd3";
 import {
   BackendUnavailableError,
   ConfigError,
   LeaseNotHeldError,
   LockHeldError,
+  newLeaseId,
   openBackend,
 } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
@@ -52,7 +51,10 @@ const secure = (extra: BackendOptions = {}): BackendOptions => ({
   ...extra,
 });
 
-testBackendContract("etcd", () => open({ hosts, timeout: "3s" }));
+testBackendContract(
+  "etcd",
+  (extra) => open({ hosts, timeout: "3s", ...extra }),
+);
 
 testUnavailableContract(
   "etcd",
@@ -64,18 +66,104 @@ testUnavailableContract(
       password: tlsPassword,
       timeout: "500ms",
     }),
-  { secret: tlsPassword, silent: /did not answer within 0\.5s/ },
+  { secret: tlsPassword, silent: /did not answer within 500ms/ },
 );
 
 /** Asserts `promise` fails cleanly: unavailable, and the password unshown. */
 function assertUnavailable(
   promise: Promise<unknown>,
-  ...mentions: string[]
+  ...mentions: (string | RegExp)[]
 ): Promise<BackendUnavailableError> {
   return rejectsCleanly(promise, BackendUnavailableError, {
     mentions,
     secrets: [tlsPassword!],
   });
+}
+
+// Raw access to the plain server's JSON gateway, as another client would.
+
+const b64 = (text: string) =>
+  btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+
+/** Calls the plain server's gateway; fails on an error reply. */
+async function gateway<T = Record<string, unknown>>(
+  path: string,
+  body: unknown,
+): Promise<T> {
+  const response = await fetch(`${url}${path}`, {
+    method: "POST",
+    body: JSON.stringify(body),
+  });
+  const reply = await response.json();
+  assert.ok(response.ok, JSON.stringify(reply));
+  return reply as T;
+}
+
+interface RawKv {
+  create_revision: string;
+  mod_revision: string;
+  lease?: string;
+  value?: string;
+}
+
+async function rawKey(key: string): Promise<RawKv | undefined> {
+  const reply = await gateway<{ kvs?: RawKv[] }>("/v3/kv/range", {
+    key: b64(key),
+  });
+  return reply.kvs?.[0];
+}
+
+async function grantedTtl(leaseNo: string): Promise<number> {
+  const reply = await gateway<{ grantedTTL: string }>(
+    "/v3/lease/timetolive",
+    { ID: leaseNo },
+  );
+  return Number(reply.grantedTTL);
+}
+
+async function leaseIds(): Promise<string[]> {
+  const reply = await gateway<{ leases?: { ID: string }[] }>(
+    "/v3/lease/leases",
+    {},
+  );
+  return (reply.leases ?? []).map(({ ID }) => ID);
+}
+
+/**
+ * Runs `body` with etcd's write transactions (those with a compare)
+ * intercepted: `around` gets the real call and answers in its place.
+ * `times` bounds how many are intercepted.
+ */
+async function interceptWrites(
+  around: (send: () => Promise<Response>, signal?: AbortSignal) => Promise<
+    Response
+  >,
+  body: () => Promise<void>,
+  times = 1,
+): Promise<number> {
+  const real = globalThis.fetch;
+  let seen = 0;
+  globalThis.fetch = (input, init) => {
+    const isWrite = String(input).endsWith("/v3/kv/txn") &&
+      String(init?.body).includes('"compare"');
+    if (!isWrite || seen >= times) return real(input, init);
+    seen++;
+    return around(() => real(input, init), init?.signal ?? undefined);
+  };
+  try {
+    await body();
+  } finally {
+    globalThis.fetch = real;
+  }
+  return seen;
+}
+
+/** A lost answer: the request reached etcd, the reply did not come back. */
+async function lose(send: () => Promise<Response>): Promise<Response> {
+  const reply = await send();
+  const text = await reply.text();
+  assert.match(text, /"succeeded":true/, "the write landed");
+  throw new TypeError("fetch failed: connection reset");
 }
 
 const test = backendTest("etcd");
@@ -85,7 +173,6 @@ test("a dead host in hosts is skipped for a live one", async () => {
     hosts: `127.0.0.1:${closedPort()}, ${hosts}`,
   });
   try {
-    // Each call picks a host at random; all must reach the live one.
     for (let i = 0; i < 5; i++) {
       assert.equal(await backend.current(uniqueResource()), null);
     }
@@ -94,11 +181,141 @@ test("a dead host in hosts is skipped for a live one", async () => {
   }
 });
 
+test("with the first member down and the second up, every command succeeds within the timeout", async () => {
+  const backend = await open({
+    hosts: `127.0.0.1:${closedPort()}, ${hosts}`,
+    timeout: "1s",
+  });
+  const timed = async <T>(what: string, call: () => Promise<T>) => {
+    const start = Date.now();
+    const result = await call();
+    const took = Date.now() - start;
+    assert.ok(took < 1000, `${what} took ${took} ms`);
+    return result;
+  };
+  try {
+    const prefix = `${uniqueResource("failover")}/`;
+    const resource = `${prefix}a`;
+    const lease = await timed(
+      "acquire",
+      () => backend.acquire(resource, "ann@host", 60, { reason: "x" }),
+    );
+    await timed(
+      "a refused acquire",
+      () =>
+        assert.rejects(
+          backend.acquire(resource, "bob@host", 60),
+          LockHeldError,
+        ),
+    );
+    assert.equal(
+      (await timed("current", () => backend.current(resource)))?.id,
+      lease.id,
+    );
+    assert.equal(
+      await timed("isHeld", () => backend.isHeld(resource, lease.id)),
+      true,
+    );
+    const renewed = await timed(
+      "renew",
+      () => backend.renew(resource, lease.id, 120, { reason: "y" }),
+    );
+    assert.equal(renewed.fence, lease.fence);
+    assert.deepEqual(
+      (await timed("list", () => backend.list(prefix))).map((l) => l.id),
+      [lease.id],
+    );
+    await timed("release", () => backend.release(resource, lease.id));
+    const again = await timed(
+      "acquire",
+      () => backend.acquire(resource, "cy@host", 60),
+    );
+    await timed("break", () =>
+      backend.breakLease(resource, again.id, {
+        principal: "ops",
+        reason: "test",
+      }));
+    assert.deepEqual(
+      (await timed("history", () => backend.history(resource))).map((e) =>
+        e.kind
+      ),
+      ["broken", "acquired", "released", "reason-changed", "acquired"],
+    );
+  } finally {
+    await backend.close();
+  }
+});
+
+/** A fake member that answers every request with etcd's "no leader". */
+function leaderlessMember(): Deno.HttpServer<Deno.NetAddr> & {
+  hits: () => number;
+} {
+  let hits = 0;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (request) => {
+      await request.text();
+      hits++;
+      return Response.json({
+        error: "etcdserver: no leader",
+        message: "etcdserver: no leader",
+        code: 14,
+      }, { status: 503 });
+    },
+  );
+  return Object.assign(server, { hits: () => hits });
+}
+
+test("a member that answers 'no leader' is skipped for one that has a leader", async () => {
+  await using member = leaderlessMember();
+  const backend = await open({
+    hosts: `127.0.0.1:${member.addr.port}, ${hosts}`,
+    timeout: "2s",
+  });
+  try {
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann@host", 60);
+    assert.equal((await backend.current(resource))?.id, lease.id);
+    await backend.release(resource, lease.id);
+    assert.ok(member.hits() >= 1, "the leaderless member was asked first");
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a cluster without a leader until the deadline gives BackendUnavailableError saying so", async () => {
+  await using member = leaderlessMember();
+  const backend = await open({
+    hosts: `127.0.0.1:${member.addr.port}`,
+    timeout: "1s",
+  });
+  try {
+    const start = Date.now();
+    await assertUnavailable(
+      backend.current(uniqueResource()),
+      `127.0.0.1:${member.addr.port}`,
+      "no leader",
+    );
+    assert.ok(Date.now() - start < 1500, "bounded by the timeout");
+    assert.ok(member.hits() > 1, "retried while time was left");
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a port that fetch refuses outright is a ConfigError naming it", async () => {
+  const backend = await open({ host: "127.0.0.1", port: "1" });
+  try {
+    await rejectsCleanly(backend.current(uniqueResource()), ConfigError, {
+      mentions: ["127.0.0.1:1", "port 1", "[backend.etcd]"],
+    });
+  } finally {
+    await backend.close();
+  }
+});
+
 test("a lost race leaves no etcd lease behind", async () => {
-  const raw = new Etcd3({ hosts });
   const [a, b] = await Promise.all([open({ hosts }), open({ hosts })]);
-  const leaseIds = async () =>
-    (await raw.leaseClient.leaseLeases()).leases.map(({ ID }) => ID);
   try {
     const resource = uniqueResource();
     const lease = await a.acquire(resource, "ann@host", 60);
@@ -110,57 +327,71 @@ test("a lost race leaves no etcd lease behind", async () => {
     assert.deepEqual(added, [], "the losers' leases were revoked");
     await a.release(resource, lease.id);
   } finally {
-    raw.close();
     await Promise.all([a.close(), b.close()]);
   }
 });
 
-type TxnAnswer = ReturnType<KVClient["txn"]>;
-
-/**
- * Runs `body` with the next etcd transaction of any client intercepted:
- * `around` runs the real transaction and answers in its place.
- */
-async function interceptNextTxn(
-  around: (send: () => TxnAnswer) => TxnAnswer,
-  body: () => Promise<void>,
-): Promise<void> {
-  const txn = Object.getOwnPropertyDescriptor(KVClient.prototype, "txn")!;
-  KVClient.prototype.txn = function (this: KVClient, ...args) {
-    Object.defineProperty(KVClient.prototype, "txn", txn);
-    return around(() => txn.value.apply(this, args));
-  };
-  try {
-    await body();
-  } finally {
-    Object.defineProperty(KVClient.prototype, "txn", txn);
-  }
-}
-
-test("a renew whose answer is lost keeps the lock, on the new etcd lease", async () => {
-  const raw = new Etcd3({ hosts });
+test("an acquire whose answer is lost finds it landed and returns the lease", async () => {
   const backend = await open({ hosts });
-  const key = (resource: string) => Buffer.from(`/stormlock/${resource}`);
+  try {
+    const resource = uniqueResource();
+    let lease;
+    const seen = await interceptWrites(lose, async () => {
+      lease = await backend.acquire(resource, "ann@host", 60);
+    });
+    assert.equal(seen, 1);
+    assert.equal((await backend.current(resource))?.id, lease!.id);
+    const events = await backend.history(resource);
+    assert.deepEqual(events.map((event) => event.kind), ["acquired"]);
+    await backend.release(resource, lease!.id);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a renew whose answer is lost once finds it landed, on the new etcd lease", async () => {
+  const backend = await open({ hosts });
   try {
     const resource = uniqueResource();
     const lease = await backend.acquire(resource, "ann@host", 60);
-    // The compare-and-swap lands, then its answer is lost.
-    await interceptNextTxn(async (send) => {
-      assert.equal((await send()).succeeded, true);
-      throw new GRPCDeadlineExceededError("4 DEADLINE_EXCEEDED: lost");
-    }, async () => {
-      await assert.rejects(
-        backend.renew(resource, lease.id, 120),
-        BackendUnavailableError,
+    const before = new Set(await leaseIds());
+    await interceptWrites(lose, async () => {
+      const renewed = await backend.renew(resource, lease.id, 120);
+      assert.equal(renewed.id, lease.id);
+      assert.equal(renewed.fence, lease.fence);
+    });
+    const kv = await rawKey(`/stormlock/${resource}`);
+    assert.equal(await grantedTtl(kv!.lease!), 120, "on the renew's lease");
+    const added = (await leaseIds()).filter((id) => !before.has(id));
+    assert.deepEqual(added, [kv!.lease], "the old etcd lease was revoked");
+    await backend.release(resource, lease.id);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a renew whose answer is lost until the deadline fails, and keeps the lock on the new etcd lease", async () => {
+  const backend = await open({ hosts, timeout: "1s" });
+  try {
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann@host", 60);
+    // Every attempt lands, then its answer never comes.
+    await interceptWrites(async (send, signal) => {
+      const reply = await send();
+      await reply.text();
+      return await new Promise<Response>((_, reject) =>
+        signal?.addEventListener("abort", () => reject(signal.reason))
       );
-    });
+    }, async () => {
+      await assertUnavailable(
+        backend.renew(resource, lease.id, 120),
+        /did not answer within 1s/,
+      );
+    }, Infinity);
     assert.equal(await backend.isHeld(resource, lease.id), true);
-    const { kvs } = await raw.kv.range({ key: key(resource) });
-    const { grantedTTL } = await raw.leaseClient.leaseTimeToLive({
-      ID: kvs[0].lease,
-    });
+    const kv = await rawKey(`/stormlock/${resource}`);
     assert.equal(
-      Number(grantedTTL),
+      await grantedTtl(kv!.lease!),
       120,
       "the key is on the renew's etcd lease",
     );
@@ -168,23 +399,21 @@ test("a renew whose answer is lost keeps the lock, on the new etcd lease", async
     assert.equal(renewed.id, lease.id);
     await backend.release(resource, lease.id);
   } finally {
-    raw.close();
     await backend.close();
   }
 });
 
 test("a renew that loses the compare-and-swap revokes its new etcd lease", async () => {
-  const raw = new Etcd3({ hosts });
   const backend = await open({ hosts });
-  const leaseIds = async () =>
-    (await raw.leaseClient.leaseLeases()).leases.map(({ ID }) => ID);
   try {
     const resource = uniqueResource();
     const lease = await backend.acquire(resource, "ann@host", 60);
     const before = new Set(await leaseIds());
     // The key changes between the renew's read and its compare-and-swap.
-    await interceptNextTxn(async (send) => {
-      await raw.delete().key(`/stormlock/${resource}`);
+    await interceptWrites(async (send) => {
+      await gateway("/v3/kv/deleterange", {
+        key: b64(`/stormlock/${resource}`),
+      });
       return await send();
     }, async () => {
       await assert.rejects(
@@ -195,29 +424,170 @@ test("a renew that loses the compare-and-swap revokes its new etcd lease", async
     const added = (await leaseIds()).filter((id) => !before.has(id));
     assert.deepEqual(added, [], "the renew's etcd lease was revoked");
   } finally {
-    raw.close();
+    await backend.close();
+  }
+});
+
+test("a release whose answer is lost succeeds once; a second release fails", async () => {
+  const backend = await open({ hosts });
+  try {
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann@host", 60);
+    await interceptWrites(lose, () => backend.release(resource, lease.id));
+    assert.equal(await backend.current(resource), null);
+    await assert.rejects(
+      backend.release(resource, lease.id),
+      LeaseNotHeldError,
+    );
+    assert.deepEqual(
+      (await backend.history(resource)).map((event) => event.kind),
+      ["released", "acquired"],
+    );
+  } finally {
     await backend.close();
   }
 });
 
 test("a TTL below etcd's minimum reports the TTL etcd granted", async () => {
-  const raw = new Etcd3({ hosts });
   const backend = await open({ hosts });
   try {
     const resource = uniqueResource();
     const lease = await backend.acquire(resource, "ann@host", 1);
-    const { kvs } = await raw.kv.range({
-      key: Buffer.from(`/stormlock/${resource}`),
-    });
-    const { grantedTTL } = await raw.leaseClient.leaseTimeToLive({
-      ID: kvs[0].lease,
-    });
+    const kv = await rawKey(`/stormlock/${resource}`);
     assert.equal(
       lease.expires.getTime() - lease.created.getTime(),
-      Number(grantedTTL) * 1000,
+      (await grantedTtl(kv!.lease!)) * 1000,
     );
   } finally {
-    raw.close();
+    await backend.close();
+  }
+});
+
+test("the fence is the lease key's create_revision", async () => {
+  const backend = await open({ hosts });
+  try {
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann@host", 60);
+    const kv = await rawKey(`/stormlock/${resource}`);
+    assert.equal(lease.fence, Number(kv!.create_revision));
+    await backend.release(resource, lease.id);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a lease written by Stormlock 0.1 is read, renewed, listed and released", async () => {
+  const backend = await open({ hosts });
+  try {
+    const prefix = `${uniqueResource("old")}/`;
+    const resource = `${prefix}x`;
+    const { ID } = await gateway<{ ID: string }>("/v3/lease/grant", {
+      TTL: 60,
+    });
+    const id = newLeaseId();
+    const now = Date.now();
+    // Exactly what 0.1 wrote: no host, reason, link or fence.
+    const old = {
+      id,
+      principal: "old@host",
+      created: now,
+      expires: now + 60e3,
+    };
+    await gateway("/v3/kv/put", {
+      key: b64(`/stormlock/${resource}`),
+      value: b64(JSON.stringify(old)),
+      lease: ID,
+    });
+    const kv = await rawKey(`/stormlock/${resource}`);
+    const current = await backend.current(resource);
+    assert.equal(current?.id, id);
+    assert.equal(current?.principal, "old@host");
+    assert.equal(current?.fence, Number(kv!.create_revision));
+    assert.equal(current?.reason, undefined);
+    assert.equal(current?.host, undefined);
+    assert.equal(await backend.isHeld(resource, id), true);
+    await assert.rejects(
+      backend.acquire(resource, "bob@host", 60),
+      LockHeldError,
+    );
+    assert.deepEqual((await backend.list(prefix)).map((l) => l.id), [id]);
+    const renewed = await backend.renew(resource, id, 120, { reason: "now" });
+    assert.equal(renewed.fence, current?.fence);
+    assert.equal(renewed.reason, "now");
+    await backend.release(resource, id);
+    const next = await backend.acquire(resource, "bob@host", 60);
+    assert.ok(next.fence > renewed.fence);
+    assert.deepEqual(
+      (await backend.history(resource)).map((event) => event.kind),
+      ["acquired", "released", "reason-changed"],
+    );
+  } finally {
+    await backend.close();
+  }
+});
+
+test("list() pages through thousands of locks", async () => {
+  const backend = await open({ hosts, timeout: "10s" });
+  try {
+    const prefix = `${uniqueResource("many")}/`;
+    const { ID } = await gateway<{ ID: string }>("/v3/lease/grant", {
+      TTL: 60,
+    });
+    const now = Date.now();
+    const count = 1200;
+    const names = Array.from(
+      { length: count },
+      (_, i) => `${prefix}${String(i).padStart(5, "0")}`,
+    );
+    for (let i = 0; i < count; i += 100) {
+      await gateway("/v3/kv/txn", {
+        success: names.slice(i, i + 100).map((name) => ({
+          request_put: {
+            key: b64(`/stormlock/${name}`),
+            value: b64(JSON.stringify({
+              id: newLeaseId(),
+              principal: "bulk",
+              created: now,
+              expires: now + 60e3,
+            })),
+            lease: ID,
+          },
+        })),
+      });
+    }
+    const listed = await backend.list(prefix);
+    assert.deepEqual(listed.map((lease) => lease.resource), names);
+    await gateway("/v3/lease/revoke", { ID });
+  } finally {
+    await backend.close();
+  }
+});
+
+test("names that look like history or shadow keys stay plain resources", async () => {
+  const backend = await open({ hosts });
+  try {
+    const base = uniqueResource();
+    // U+00FF is two bytes in UTF-8, never the 0xFF byte the layout uses.
+    const names = [base, `\u00fflast/${base}`, `\u00ffhistory/${base}`];
+    const leases = [];
+    for (const name of names) {
+      leases.push(await backend.acquire(name, "ann@host", 60));
+    }
+    for (const [i, name] of names.entries()) {
+      assert.equal((await backend.current(name))?.id, leases[i].id);
+      assert.deepEqual(
+        (await backend.history(name)).map((event) => event.id),
+        [leases[i].id],
+      );
+    }
+    const all = await backend.list();
+    for (const lease of leases) {
+      assert.ok(all.some((listed) => listed.id === lease.id));
+    }
+    for (const [i, name] of names.entries()) {
+      await backend.release(name, leases[i].id);
+    }
+  } finally {
     await backend.close();
   }
 });
@@ -230,8 +600,52 @@ test("TLS with a client certificate and a password works", async () => {
     assert.equal((await backend.current(resource))?.id, lease.id);
     const renewed = await backend.renew(resource, lease.id, 120);
     assert.ok(renewed.expires > lease.expires);
+    assert.deepEqual(
+      (await backend.history(resource)).map((event) => event.kind),
+      ["renewed", "acquired"],
+    );
     await backend.release(resource, lease.id);
   } finally {
+    await backend.close();
+  }
+});
+
+test("TLS to an IP address in the server's certificate works", async () => {
+  const port = new URL(tlsUrl).port;
+  const backend = await open(secure({ hosts: `https://127.0.0.1:${port}` }));
+  try {
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann@host", 60);
+    await backend.release(resource, lease.id);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("an auth token the server no longer knows is replaced", async () => {
+  const backend = await open(secure());
+  const real = globalThis.fetch;
+  let signIns = 0;
+  let refused = 0;
+  globalThis.fetch = (input, init) => {
+    const path = new URL(String(input)).pathname;
+    if (path === "/v3/auth/authenticate") signIns++;
+    else if (signIns === 1 && refused === 0) {
+      refused++;
+      return Promise.resolve(Response.json({
+        error: "etcdserver: invalid auth token",
+        message: "etcdserver: invalid auth token",
+        code: 16,
+      }, { status: 401 }));
+    }
+    return real(input, init);
+  };
+  try {
+    assert.equal(await backend.current(uniqueResource()), null);
+    assert.equal(refused, 1);
+    assert.equal(signIns, 2, "signed in again after the refusal");
+  } finally {
+    globalThis.fetch = real;
     await backend.close();
   }
 });
@@ -274,6 +688,69 @@ test("a missing client certificate fails the TLS handshake cleanly", async () =>
   }
 });
 
+test("a client certificate with a CommonName gets a ConfigError saying to drop the CN", async () => {
+  // etcd's JSON gateway refuses these once authentication is on.
+  const dir = Deno.makeTempDirSync({ prefix: "stormlock-etcd-cn-" });
+  const openssl = async (...args: string[]) => {
+    const output = await new Deno.Command("openssl", {
+      args,
+      cwd: dir,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.ok(output.success, new TextDecoder().decode(output.stderr));
+  };
+  await openssl(
+    "req",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    "cn.key",
+    "-out",
+    "cn.csr",
+    "-subj",
+    `/CN=${tlsUser}`,
+  );
+  Deno.writeTextFileSync(
+    join(dir, "cn.ext"),
+    "extendedKeyUsage=clientAuth\n",
+  );
+  await openssl(
+    "x509",
+    "-req",
+    "-in",
+    "cn.csr",
+    "-CA",
+    join(tlsDir, "ca.crt"),
+    "-CAkey",
+    join(tlsDir, "ca.key"),
+    "-set_serial",
+    "4242",
+    "-out",
+    "cn.crt",
+    "-days",
+    "1",
+    "-extfile",
+    "cn.ext",
+  );
+  const backend = await open(secure({
+    cert_cert: join(dir, "cn.crt"),
+    cert_key: join(dir, "cn.key"),
+  }));
+  try {
+    await rejectsCleanly(backend.current(uniqueResource()), ConfigError, {
+      mentions: [tlsHost, "CommonName", "without a CN"],
+      secrets: [tlsPassword],
+    });
+  } finally {
+    await backend.close();
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 test("certificate paths resolve against the config file's folder", async () => {
   const backend = await openBackend(
     secure({
@@ -297,17 +774,21 @@ test("certificate paths resolve against the config file's folder", async () => {
 test("bad options are ConfigErrors that never echo a password", async () => {
   const bad: BackendOptions[] = [
     { port: "70000" },
+    { port: "0" },
     { hosts: "a:1", host: "b" },
     { hosts: "ftp://a:1" },
     { hosts: "http://root:s3cret@a:2379" },
     { hosts: "http://a:1, https://b:2" },
-    { hosts: "https://127.0.0.1:2379" },
+    { hosts: "http://a:1", ca_cert: join(tlsDir, "ca.crt") },
+    { hosts: " , " },
     { user: "root" },
     { password: "s3cret" },
     { cert_cert: join(tlsDir, "client.crt") },
     { ca_cert: "/nonexistent/ca.crt" },
+    { ca_cert: join(tlsDir, "client.csr.missing") },
     { timeout: "soon" },
     { host: "http://a" },
+    { history: "0" },
   ];
   for (const options of bad) {
     await rejectsCleanly(open(options), ConfigError, { secrets: ["s3cret"] });

@@ -110,7 +110,9 @@ async function makeCertificates(dir: string): Promise<void> {
   for (
     const [file, subject, names] of [
       ["server", "/CN=localhost", "DNS:localhost,IP:127.0.0.1"],
-      ["client", `/CN=${USER}`, `DNS:${USER}`],
+      // No CN: with auth on, etcd's JSON gateway refuses a client
+      // certificate that has one, since it can't pass the CN on as a user.
+      ["client", "/O=stormlock-test-client", `DNS:${USER}`],
     ]
   ) {
     // etcd's own gateway dials the server with the server's certificate,
