@@ -7,26 +7,15 @@
  * @module
  */
 import { parseArgs } from "parse-args";
-import {
-  ciLink,
-  commandArgv,
-  LeaseLostError,
-  LockHeldError,
-  openStormlock,
-  printable,
-  runCommand,
-  shorten,
-  StormlockError,
-  UsageError,
-  VERSION,
-} from "./mod.ts";
-import type {
-  Lease,
-  Lock,
-  Stormlock,
-  StormlockErrorCode,
-  WaitState,
-} from "./mod.ts";
+// Only what every command needs is imported up front; the store, `run`
+// and `serve` load when a command uses them, so --version and --help read
+// a handful of files.
+import { LockHeldError, StormlockError, UsageError } from "./lib/kit/errors.ts";
+import { printable, shorten } from "./lib/kit/text.ts";
+import { VERSION } from "./lib/kit/version.ts";
+import type { StormlockErrorCode } from "./lib/kit/errors.ts";
+import type { Lease } from "./lib/kit/types.ts";
+import type { Lock, Stormlock, WaitState } from "./lib/lock.ts";
 import {
   eventJson,
   heldMessage,
@@ -203,6 +192,11 @@ interface Command {
   run(context: Context): Promise<number>;
 }
 
+/** The CI run's link, from the environment. */
+async function ciLink(): Promise<string | undefined> {
+  return (await import("./lib/config.ts")).ciLink();
+}
+
 /** Writes all of `text` to stdout, or throws an {@linkcode OutputError}. */
 function writeOut(text: string): void {
   const bytes = new TextEncoder().encode(text);
@@ -342,7 +336,7 @@ const COMMANDS: Record<string, Command> = {
       const lease = await opened.acquire(flags.ttl as string | undefined, {
         wait,
         reason: flags.reason as string | undefined,
-        link: (flags.link as string | undefined) ?? ciLink(),
+        link: (flags.link as string | undefined) ?? await ciLink(),
         onWait: reporter.onWait,
         onRetry: reporter.onRetry,
       }).finally(reporter.done);
@@ -506,11 +500,12 @@ const COMMANDS: Record<string, Command> = {
       const wait = flags.wait as string | undefined;
       const reporter = waitReporter(wait ?? "");
       try {
+        const { commandArgv, runCommand } = await import("./lib/run.ts");
         return await runCommand(await lock(), commandArgv(Deno.args, command), {
           ttl: flags.ttl as string | undefined,
           wait,
           reason: flags.reason as string | undefined,
-          link: (flags.link as string | undefined) ?? ciLink(),
+          link: (flags.link as string | undefined) ?? await ciLink(),
           killAfter: flags["kill-after"] as string | undefined,
           maxHold: flags["max-hold"] as string | undefined,
           warn: complain,
@@ -518,6 +513,7 @@ const COMMANDS: Record<string, Command> = {
           onRetry: reporter.onRetry,
         });
       } catch (error) {
+        const { LeaseLostError } = await import("./lib/hold.ts");
         if (!(error instanceof LeaseLostError)) throw error;
         complain(error.message);
         return EXIT.lost;
@@ -943,6 +939,7 @@ async function run(argv: string[]): Promise<number> {
       lock: () => Promise.reject(new Error("offline command")),
     });
   }
+  const { openStormlock } = await import("./lib/lock.ts");
   const locks = await openStormlock({
     path: values.config,
     warn: (message) => complain(`warning: ${message}`),

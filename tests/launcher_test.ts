@@ -21,11 +21,10 @@ Deno.test("launcher: an https DynamoDB endpoint works with NODE_EXTRA_CA_CERTS s
     "dyn.cfg",
     "[default]\nbackend = dynamodb\n[backend.dynamodb]\nendpoint = https://127.0.0.1:9\nregion = us-east-1\naccess_key_id = x\nsecret_access_key = y\ntimeout = 2s\n",
   );
-  for (
-    const extra of [{}, {
-      NODE_EXTRA_CA_CERTS: "/etc/ssl/certs/ca-certificates.crt",
-    }]
-  ) {
+  const withCa: Record<string, string> = {
+    NODE_EXTRA_CA_CERTS: "/etc/ssl/certs/ca-certificates.crt",
+  };
+  for (const extra of [{}, withCa]) {
     assertCleanExit(
       await home.run(["-c", config, "current", "r"], {
         AWS_EC2_METADATA_DISABLED: "true",

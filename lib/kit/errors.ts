@@ -67,7 +67,7 @@ export class StormlockError extends Error {
  * const now = new Date();
  * const error = new LockHeldError({
  *   resource: "deploy", id: "0".repeat(32), principal: "ann@host",
- *   created: now, expires: now,
+ *   fence: 1, created: now, expires: now,
  * });
  * console.log(error.holder.principal); // "ann@host"
  * ```
