@@ -861,11 +861,16 @@ function parse(argv: string[]) {
   } catch (error) {
     const message = (error as Error).message;
     const ambiguous = /Option '(--[\w-]+)' argument is ambiguous/.exec(message);
+    const unknown = /Unknown option '([^']*)'/.exec(message);
     throw new UsageError(
       ambiguous
         ? `${ambiguous[1]} needs a value; write ${
           ambiguous[1]
         }=VALUE for a value that starts with "-"`
+        : unknown
+        ? `Unknown option "${
+          shorten(unknown[1], 40)
+        }"; run "stormlock --help" for the options (a value that starts with "-" goes as --flag=VALUE)`
         : `${message.replace(/\.$/, "")}; run "stormlock --help" for usage`,
     );
   }

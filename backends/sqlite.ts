@@ -98,6 +98,15 @@ function toRecord(row: Row): LeaseRecord {
   };
 }
 
+/** Whether `path` is an existing folder (not an error if it can't be read). */
+function isFolder(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
 /** What to do about an SQLite error, by its message. */
 function sqliteRemedy(message: string): string {
   if (/file is not a database|malformed|file is encrypted/i.test(message)) {
@@ -136,6 +145,14 @@ class SqliteStore implements Store {
     this.#context = context;
     this.#keep = history.keep;
     this.#keepMs = history.keepMs;
+    if (isFolder(path)) {
+      throw context.optionError(
+        "path",
+        `${path} is a folder; name a database file in it, e.g. ${
+          join(path, "locks.db")
+        }`,
+      );
+    }
     Deno.mkdirSync(dirname(path), { recursive: true });
     this.#db = new DatabaseSync(path, { timeout: timeoutMs });
     this.#db.exec("PRAGMA journal_mode = WAL");

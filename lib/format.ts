@@ -234,7 +234,9 @@ export function heldMessage(
     ...(waiting ? [`${waiting} waiting`] : []),
     ...(lease.link ? [`see ${shorten(lease.link)}`] : []),
     `if it is stale: stormlock break ${
-      printable(shellQuote(lease.resource))
+      lease.resource.length > 200
+        ? "RESOURCE"
+        : printable(shellQuote(lease.resource))
     } --reason '…'`,
   ];
   return `${parts.join(" ")}; ${tail.join("; ")}`;

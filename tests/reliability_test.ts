@@ -251,3 +251,38 @@ Deno.test("cli: a resource name that is not valid UTF-8 exits 64", async () => {
     /is not valid text \(UTF-8/,
   );
 });
+
+Deno.test("cli: an unknown option is one balanced line, and a sqlite path that is a folder says so", async () => {
+  using home = new CliHome();
+  const unknown = await home.run(["acquire", "--bogus", "r"]);
+  assertCleanExit(
+    unknown,
+    64,
+    /Unknown option "--bogus"; run "stormlock --help"/,
+  );
+  assert.equal(
+    unknown.stderr.split('"').length % 2,
+    1,
+    `balanced quotes: ${unknown.stderr}`,
+  );
+  const config = home.write("dir.cfg", "[backend.sqlite]\npath = /tmp\n");
+  assertCleanExit(
+    await home.run(["-c", config, "acquire", "r"]),
+    78,
+    /\[backend\.sqlite\] path: \/tmp is a folder; name a database file in it/,
+  );
+});
+
+Deno.test("cli: a huge resource name or principal is cut in the holder message", async () => {
+  using home = new CliHome();
+  const name = `big-${"n".repeat(130_000)}`;
+  const config = home.write(
+    "big.cfg",
+    `[default]\nprincipal = ${"p".repeat(1_000_000)}\n`,
+  );
+  assert.equal((await home.run(["-c", config, "acquire", name])).code, 0);
+  const refused = await home.run(["acquire", name]);
+  assert.equal(refused.code, 2);
+  assert.ok(refused.stderr.length < 2000, `${refused.stderr.length} bytes`);
+  assert.match(refused.stderr, /more characters\)/);
+});

@@ -97,8 +97,14 @@ export class LockHeldError extends StormlockError {
     super(
       "LOCK_HELD",
       queue.queued
-        ? `Lock "${holder.resource}" is free, but ${waiting} waiting got there first (the first is ${holder.principal}); use --wait to join the queue`
-        : `Lock "${holder.resource}" is held by ${holder.principal} since ${holder.created.toISOString()}, until ${holder.expires.toISOString()}${
+        ? `Lock "${
+          shorten(holder.resource)
+        }" is free, but ${waiting} waiting got there first (the first is ${
+          shorten(holder.principal)
+        }); use --wait to join the queue`
+        : `Lock "${shorten(holder.resource)}" is held by ${
+          shorten(holder.principal)
+        } since ${holder.created.toISOString()}, until ${holder.expires.toISOString()}${
           waiting ? `; ${waiting} waiting` : ""
         }`,
     );
@@ -142,7 +148,9 @@ export class LeaseNotHeldError extends StormlockError {
         ? `Lease ${leaseId} on "${shorten(resource)}" was broken by ${
           shorten(broken.by.principal)
         } on ${broken.at.toISOString()}: ${shorten(broken.by.reason)}`
-        : `Lease ${leaseId} does not hold "${resource}": it expired, was released or belongs to another resource`,
+        : `Lease ${leaseId} does not hold "${
+          shorten(resource)
+        }": it expired, was released or belongs to another resource`,
     );
     this.resource = resource;
     this.leaseId = leaseId;
