@@ -685,6 +685,7 @@ class EtcdStore implements Store {
       await this.#call("/v3/lease/revoke", { ID: leaseNo }, {
         signal,
         deadline,
+        onExpire() {},
       });
     } catch {
       // Already gone, or the server is unreachable.

@@ -509,8 +509,7 @@ class RedisStore implements Store {
    */
   async #run<T>(op: Operation, body: (client: Client) => Promise<T>) {
     const connection = this.#connection;
-    const abort = () => this.#discard();
-    op.signal.addEventListener("abort", abort, { once: true });
+    op.onExpire(() => this.#discard());
     try {
       return await body(await this.#connect());
     } catch (error) {
@@ -520,8 +519,6 @@ class RedisStore implements Store {
         ? (this.#connection ?? connection)?.lastError ?? error
         : error;
       throw scrub(cause);
-    } finally {
-      op.signal.removeEventListener("abort", abort);
     }
   }
 
