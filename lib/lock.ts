@@ -18,6 +18,7 @@ import { assertPluginAllowed, pluginModuleOf } from "./plugin.ts";
 import { sleep } from "./kit/deadline.ts";
 import { openBackend } from "./registry.ts";
 import {
+  AcquireUnknownError,
   BackendUnavailableError,
   LockHeldError,
   UsageError,
@@ -206,6 +207,9 @@ export class Lock {
     let ticket: WaitTicket | undefined;
     let refused: LockHeldError | undefined;
     let failure: BackendUnavailableError | undefined;
+    // Leases an attempt may have taken though its answer was lost: if one
+    // turns up as the holder, it is ours.
+    const unknown = new Map<string, AcquireUnknownError>();
     try {
       for (let backoff = 250;;) {
         // The next in line looks often; the others need only keep place.
@@ -223,12 +227,16 @@ export class Lock {
             try {
               return await take();
             } catch (error) {
+              if (error instanceof AcquireUnknownError) {
+                unknown.set(error.leaseId, error);
+              }
               if (!(error instanceof LockHeldError)) throw error;
               holder = error.holder;
             }
           } else {
             holder = await this.backend.current(this.resource);
           }
+          if (holder && unknown.has(holder.id)) return holder;
           const queued = holder === null;
           holder ??= (await waiters(this.backend, this.resource))[0] ?? null;
           if (holder) {
@@ -256,7 +264,7 @@ export class Lock {
           backoff = Math.min(backoff * 2, 5000);
         }
         const left = deadline - Date.now();
-        if (left <= 0) throw failure ?? refused;
+        if (left <= 0) throw [...unknown.values()].at(-1) ?? failure ?? refused;
         await sleep(Math.max(20, Math.min(pause, left)));
       }
     } finally {

@@ -969,7 +969,9 @@ class FramedBackend implements Backend {
         { cause: error },
       );
     } catch (cleanup) {
-      if (cleanup instanceof LeaseNotHeldError) return error;
+      // "Not held" is not "never will be": the acquire may still be in
+      // flight (a socket buffer, a gateway, a queue) and land later, so
+      // the caller must hear the id either way.
       return new AcquireUnknownError(
         error.message,
         request.resource,
