@@ -15,7 +15,6 @@ import type { Config, ConfigSource, LockSettings } from "./config.ts";
 import { parseTtl } from "./kit/duration.ts";
 import { assertLeaseId } from "./kit/lease.ts";
 import { assertPluginAllowed, pluginModuleOf } from "./plugin.ts";
-import { sleep } from "./kit/deadline.ts";
 import { openBackend } from "./registry.ts";
 import {
   AcquireUnknownError,
@@ -210,6 +209,24 @@ export class Lock {
     // Leases an attempt may have taken though its answer was lost: if one
     // turns up as the holder, it is ours.
     const unknown = new Map<string, AcquireUnknownError>();
+    // With change events, a release wakes the wait at once; polling stays
+    // as the safety net (and is all there is without them).
+    const watching = new AbortController();
+    let wake = () => {};
+    let woken = false;
+    const watch = async () => {
+      if (!this.backend.capabilities.events) return false;
+      try {
+        await this.backend.watch(this.resource, () => {
+          woken = true;
+          wake();
+        }, watching.signal);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    let watched: Promise<boolean> | undefined;
     try {
       for (let backoff = 250;;) {
         // The next in line looks often; the others need only keep place.
@@ -223,7 +240,8 @@ export class Lock {
           const { position, waiting } = await ticket.position();
           let holder: Lease | null = null;
           if (position === 0) {
-            pause = 250;
+            watched ??= watch();
+            pause = await watched ? 2000 : 250;
             try {
               return await take();
             } catch (error) {
@@ -265,9 +283,23 @@ export class Lock {
         }
         const left = deadline - Date.now();
         if (left <= 0) throw [...unknown.values()].at(-1) ?? failure ?? refused;
-        await sleep(Math.max(20, Math.min(pause, left)));
+        if (!woken) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(
+              resolve,
+              Math.max(20, Math.min(pause, left)),
+            );
+            wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+        }
+        woken = false;
+        wake = () => {};
       }
     } finally {
+      watching.abort();
       await ticket?.leave();
     }
   }

@@ -54,11 +54,16 @@ async function startServers(workDir: string): Promise<StartedServer[]> {
 }
 
 /**
- * Tests that drive a browser: playwright-core reads /proc paths that Deno
- * grants only with --allow-all, so they run on their own with it. Nothing
- * else does.
+ * Tests that read /proc, which Deno grants only with --allow-all: the
+ * browser driver (playwright-core), and the tests that watch other
+ * processes (`run`'s process group, the fault suite's servers). They run on
+ * their own with it; nothing else does.
  */
-const BROWSER_TESTS = ["tests/browser_test.ts"];
+const ALL_ACCESS_TESTS = [
+  "tests/browser_test.ts",
+  "tests/faults_test.ts",
+  "tests/run_test.ts",
+];
 
 /** Runs `deno test`, echoing its output, and adds its summary to ours. */
 async function runTests(
@@ -118,20 +123,22 @@ try {
     "--allow-run",
     "--allow-sys",
   ];
-  const browser = filters.length > 0
-    ? filters.filter((file) => BROWSER_TESTS.some((b) => file.endsWith(b)))
-    : BROWSER_TESTS;
+  const allAccess = filters.length > 0
+    ? filters.filter((file) => ALL_ACCESS_TESTS.some((b) => file.endsWith(b)))
+    : ALL_ACCESS_TESTS;
   const rest = filters.length > 0
-    ? filters.filter((file) => !browser.includes(file))
+    ? filters.filter((file) => !allAccess.includes(file))
     : [
-      ...BROWSER_TESTS.map((file) => `--ignore=${file}`),
+      ...ALL_ACCESS_TESTS.map((file) => `--ignore=${file}`),
       "tests/",
       "lib/",
       "backends/",
       "mod.ts",
     ];
   if (rest.length > 0) await runTests(env, rest, explicit);
-  if (browser.length > 0) await runTests(env, browser, ["--allow-all"]);
+  if (allAccess.length > 0) {
+    await runTests(env, allAccess, ["--allow-all"]);
+  }
 } finally {
   log("stopping servers");
   await Promise.all(servers.map((server) => server.stop().catch(() => {})));

@@ -161,6 +161,19 @@ export interface Store {
     by: Breaker,
     op: Operation,
   ): Promise<Lease> | Lease;
+  /**
+   * With the `events` capability: subscribes to changes of the resource's
+   * lock, calling `onChange` soon after it is released, broken or taken.
+   * Resolves once the subscription is in place (within `op`'s deadline);
+   * the subscription lasts until `signal` aborts. Expiry needs no event:
+   * waiters also wake at the holder's expiry.
+   */
+  watch?(
+    resource: string,
+    onChange: () => void,
+    signal: AbortSignal,
+    op: Operation,
+  ): Promise<void>;
   /** With the `init` capability: creates tables and the like. */
   init?(op: Operation): Promise<void> | void;
   /** Closes connections; may be synchronous. */
@@ -773,6 +786,7 @@ class FramedBackend implements Backend {
       init: capabilities.init && typeof store.init === "function",
       list: capabilities.list && typeof store.list === "function",
       history: capabilities.history && typeof store.history === "function",
+      events: capabilities.events && typeof store.watch === "function",
     };
     this.#definition = definition;
     this.#store = store;
@@ -968,7 +982,7 @@ class FramedBackend implements Backend {
         `${error.message}; the lease it may have taken was released`,
         { cause: error },
       );
-    } catch (cleanup) {
+    } catch {
       // "Not held" is not "never will be": the acquire may still be in
       // flight (a socket buffer, a gateway, a queue) and land later, so
       // the caller must hear the id either way.
@@ -1116,6 +1130,19 @@ class FramedBackend implements Backend {
     } catch (error) {
       throw await this.#notHeld(error, resource, leaseId);
     }
+  }
+
+  async watch(
+    resource: string,
+    onChange: () => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    requireCapability(this, "events");
+    await this.#run(
+      "watch",
+      resource,
+      (op) => this.#store.watch!(resource, onChange, signal, op),
+    );
   }
 
   async init(): Promise<boolean> {

@@ -221,6 +221,17 @@ export interface Backend {
    */
   breakLease(resource: string, leaseId: string, by: Breaker): Promise<Lease>;
   /**
+   * Calls `onChange` soon after the resource's lock is released, broken or
+   * taken, until `signal` aborts; resolves once subscribed. Waiters use it
+   * to wake at once instead of at their next poll.
+   * @throws {ConfigError} when the backend lacks the `events` capability.
+   */
+  watch(
+    resource: string,
+    onChange: () => void,
+    signal: AbortSignal,
+  ): Promise<void>;
+  /**
    * Creates what the backend needs on the server, if it is missing, after
    * checking the server answers. Idempotent.
    * @returns `false` when the backend needs no setup.

@@ -342,6 +342,48 @@ function testWaitQueue(name: string, open: BackendFactory): void {
   const register = backendTest(name);
 
   register(
+    "watch() announces a release and a break, or is refused without events",
+    async () => {
+      await withBackend(open, async (b) => {
+        const resource = uniqueResource("watch");
+        const stop = new AbortController();
+        if (!b.capabilities.events) {
+          await assert.rejects(
+            b.watch(resource, () => {}, stop.signal),
+            ConfigError,
+          );
+          return;
+        }
+        let changes = 0;
+        const other = await open();
+        try {
+          await b.watch(resource, () => changes++, stop.signal);
+          const until = async (count: number) => {
+            for (let tries = 0; tries < 500 && changes < count; tries++) {
+              await sleep(20);
+            }
+            assert.ok(changes >= count, `${changes} changes seen`);
+          };
+          const first = await other.acquire(resource, "ann@host", 60);
+          await other.release(resource, first.id);
+          await until(1);
+          const seen = changes;
+          const second = await other.acquire(resource, "bob@host", 60);
+          await other.breakLease(resource, second.id, {
+            principal: "ops",
+            reason: "x",
+          });
+          await until(seen + 1);
+          stop.abort();
+        } finally {
+          stop.abort();
+          await other.close();
+        }
+      });
+    },
+  );
+
+  register(
     "waiters are served in the order they started waiting, and a plain acquire defers to them",
     async () => {
       await withBackend(open, async (b) => {

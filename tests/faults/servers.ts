@@ -101,9 +101,6 @@ export function processTree(pid: number): number[] {
  * @param signal The signal.
  */
 export function signalTree(pid: number, signal: Deno.Signal): void {
-  // Only a live group leader is ours: a pid that ended may have been reused
-  // by another test's process, which must never be signalled.
-  if (!alive(pid) || groupOf(pid) !== pid) return;
   const send = (target: number) => {
     try {
       Deno.kill(target, signal);
@@ -112,16 +109,6 @@ export function signalTree(pid: number, signal: Deno.Signal): void {
   const tree = processTree(pid);
   send(-pid);
   for (const target of tree) send(target);
-}
-
-/** The process group of `pid`, or `undefined` when it is gone. */
-function groupOf(pid: number): number | undefined {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Waits until `pid` has exited (polling /proc), for processes not ours. */
@@ -139,6 +126,7 @@ async function exited(pid: number): Promise<void> {
 export class Daemon {
   #child?: Deno.ChildProcess;
   #cleanup?: () => void;
+  #ended: () => boolean = () => true;
 
   /**
    * Describes the daemon; {@linkcode Daemon.start} runs it.
@@ -180,7 +168,14 @@ export class Daemon {
       .finally(() => file.close());
     this.#child = child;
     const pid = child.pid;
-    this.#cleanup = () => signalTree(pid, "SIGKILL");
+    // A pid that ended may be reused by another test's process, which must
+    // never be signalled: only a child still running is ours.
+    let ended = false;
+    child.status.finally(() => ended = true);
+    this.#ended = () => ended;
+    this.#cleanup = () => {
+      if (!ended) signalTree(pid, "SIGKILL");
+    };
     cleanups.add(this.#cleanup);
   }
 
@@ -197,12 +192,12 @@ export class Daemon {
 
   /** Freezes the server (SIGSTOP): connections stay open, nothing answers. */
   pause(): void {
-    signalTree(this.pid, "SIGSTOP");
+    if (!this.#ended()) signalTree(this.pid, "SIGSTOP");
   }
 
   /** Lets a paused server go on (SIGCONT). */
   resume(): void {
-    signalTree(this.pid, "SIGCONT");
+    if (!this.#ended()) signalTree(this.pid, "SIGCONT");
   }
 
   /** Kills the server outright (SIGKILL), as a crash would. */
@@ -223,10 +218,11 @@ export class Daemon {
     if (!child) return;
     signalTree(child.pid, "SIGCONT");
     signalTree(child.pid, "SIGTERM");
-    const timer = setTimeout(() => signalTree(child.pid, "SIGKILL"), 5000);
+    const timer = setTimeout(() => {
+      if (!this.#ended()) signalTree(child.pid, "SIGKILL");
+    }, 5000);
     await child.status;
     clearTimeout(timer);
-    signalTree(child.pid, "SIGKILL");
     this.#forget();
   }
 
