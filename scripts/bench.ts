@@ -9,6 +9,7 @@
  * - library throughput: acquire+release pairs per second in one process,
  *   Stormlock against the raw client doing the same check-and-set work;
  * - one `list` over 10,000 live locks;
+ * - release-to-waiter wake-up latency;
  * - a burst of 1,000 contenders (10 processes × 100 concurrent acquires)
  *   on one resource: exactly one must win.
  *
@@ -31,8 +32,9 @@ import {
   DynamoDBClient,
   PutItemCommand,
 } from "@aws-sdk/client-dynamodb";
-import { openBackend } from "../mod.ts";
+import { Lock, openBackend } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
+import { waiters } from "../lib/queue.ts";
 import type { ServerModule, StartedServer } from "./servers/_server.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -983,6 +985,52 @@ async function list(spec: Spec, backend: Backend): Promise<void> {
   });
 }
 
+/** A lock on `resource` over `backend`, as the library opens one. */
+function lockOn(backend: Backend, resource: string, principal: string): Lock {
+  return new Lock(backend, {
+    resource,
+    principal,
+    ttlSeconds: TTL,
+    backend: backend.name,
+    backendOptions: {},
+    backendContext: context(backend.name),
+    warnings: [],
+  });
+}
+
+/**
+ * Release-to-waiter latency: a waiter queued behind a holder, the time
+ * from the holder's release to the waiter's lease. Event backends wake the
+ * waiter; the others find the lock free at their next poll.
+ */
+async function wakeUp(spec: Spec, backend: Backend): Promise<void> {
+  const latencies: number[] = [];
+  for (let round = 0; round < (quick ? 3 : 9); round++) {
+    const resource = fresh("wake");
+    const holder = await backend.acquire(resource, "holder@host", TTL);
+    const waiting = lockOn(backend, resource, "waiter@host")
+      .acquire(TTL, { wait: "1m" });
+    while ((await waiters(backend, resource)).length === 0) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    // Let the waiter settle into its pause before the release.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const released = performance.now();
+    await backend.release(resource, holder.id);
+    const lease = await waiting;
+    latencies.push(performance.now() - released);
+    await backend.release(resource, lease.id);
+  }
+  rows.push({
+    backend: spec.name,
+    measure: "waiter wake-up: release to the waiter's acquire",
+    median: ms(latencies),
+    note: backend.capabilities.events
+      ? "change events; aim < 50 ms"
+      : "polling (no change events)",
+  });
+}
+
 const BURST_CHILD = `
 import { openBackend } from "${rootUrl}mod.ts";
 const [name, options, resource, count] = Deno.args;
@@ -1135,6 +1183,7 @@ async function benchBackend(spec: Spec): Promise<void> {
   await step("CLI acquire", () => cli(spec));
   await step("library throughput", () => throughput(spec, backend!));
   await step("list", () => list(spec, backend!));
+  await step("wake-up", () => wakeUp(spec, backend!));
   await step("burst", () => burst(spec));
   await backend.close();
 }
