@@ -139,7 +139,7 @@ function probe(path: string): Probe {
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return { kind: "missing" };
     if (error instanceof Deno.errors.NotADirectory) return { kind: "missing" };
-    // Deno's own permission error: main.ts names the missing flag.
+    // Deno's own permission error: the CLI names the missing flag.
     if (error instanceof Deno.errors.NotCapable) throw error;
     return {
       kind: "unreadable",
