@@ -6,6 +6,7 @@
 #
 #   docker build -t stormlock .
 #   docker run --rm -v stormlock-state:/home/stormlock/.local/state stormlock acquire deploy
+#   docker run -p 7878:7878 -e STORMLOCK_SERVE_TOKEN=… stormlock serve --listen 0.0.0.0:7878
 
 ARG DENO_VERSION=2.9.6
 
@@ -41,5 +42,7 @@ ENV USER=stormlock
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 ENV DENO_TLS_CA_STORE=system
 WORKDIR /home/stormlock
+# `stormlock serve --listen 0.0.0.0:7878` (with a token); GET /healthz.
+EXPOSE 7878
 ENTRYPOINT ["/usr/local/bin/stormlock"]
 CMD ["--help"]
