@@ -8,10 +8,16 @@
  * A resource's row is kept when its lease ends (marked free with
  * `expires = '-infinity'`), so the fence counter on it is never reset.
  *
+ * Change events: the acquiring, releasing and breaking statements call
+ * `pg_notify` on one channel per table (see `eventsChannel`) with the
+ * resource as payload, so watchers hear of a change when, and only if, it
+ * commits. `watch` LISTENs on one connection of its own per store.
+ *
  * @module
  */
 import postgres from "postgres";
 import net from "node:net";
+import { createHash } from "node:crypto";
 import {
   type AcquireRequest,
   type Classified,
@@ -38,6 +44,13 @@ const EVENTS_SUFFIX = "_events";
 const CLOSE_GRACE_SECONDS = 0.5;
 /** Acquire runs again when a racing creator of the row won the insert. */
 const ACQUIRE_ATTEMPTS = 5;
+/**
+ * A notification's payload must be shorter than 8000 bytes: a longer name
+ * is announced as this mark and the MD5 of its UTF-8 bytes in hex.
+ */
+const HASHED_MARK = "md5:";
+/** Names at least this long (UTF-8) may be announced by their hash. */
+const HASHED_FROM = 2000;
 
 type Sql = postgres.Sql;
 
@@ -115,13 +128,27 @@ function trim(events: string, last: string, keep: string, age: string) {
       )`;
 }
 
+/**
+ * Announces a change of resource `$1` on channel `param` to listeners, as
+ * the resource itself or, when that is too long a payload, its hash.
+ */
+function notify(param: string, from: string): string {
+  return `notified AS (
+        SELECT pg_notify(${param}::text,
+          CASE WHEN octet_length($1::text) < 8000 THEN $1::text
+            ELSE '${HASHED_MARK}' || md5(convert_to($1::text, 'UTF8')) END)
+        FROM ${from}
+      )`;
+}
+
 /** The statements, for one table; identifiers are quoted once. */
 function statements(table: string, events: string) {
   const later = (param: string) =>
     `now() + ${param}::integer * interval '1 second'`;
   return {
     // $1 resource, $2 id, $3 principal, $4 host, $5 reason, $6 link,
-    // $7 ttl, $8 history, $9 history_age. Takes the row when it is free
+    // $7 ttl, $8 history, $9 history_age, $10 the events channel (the
+    // count of notified makes the notify run). Takes the row when it is free
     // or expired (recording "expired" with its expiry time), or inserts
     // it; else returns the holder. The fence and event counters live on
     // the row; a row made afresh (never used, or deleted by hand or by a
@@ -170,12 +197,15 @@ function statements(table: string, events: string) {
         SELECT resource, events, 'acquired', now(), lease, principal, host,
           reason, link, fence, created, expires, NULL, NULL, NULL
         FROM won
-      ), ${trim(events, "SELECT events FROM won", "$8", "$9")}
-      SELECT true AS won, ${leaseColumns("won")} FROM won
+      ), ${trim(events, "SELECT events FROM won", "$8", "$9")},
+      ${notify("$10", "won")}
+      SELECT true AS won, ${leaseColumns("won")}
+      FROM won, (SELECT count(*) FROM notified) AS n
       UNION ALL
       SELECT false, ${leaseColumns("old")} FROM old
       WHERE old.expires > now() AND NOT EXISTS (SELECT 1 FROM won)`,
-    // $1 resource, $2 id, $3 kind, $4-$6 breaker, $7 history, $8 age.
+    // $1 resource, $2 id, $3 kind, $4-$6 breaker, $7 history, $8 age,
+    // $9 the events channel.
     end: `
       WITH old AS (
         SELECT * FROM ${table}
@@ -192,8 +222,10 @@ function statements(table: string, events: string) {
           o.principal, o.host, o.reason, o.link, o.fence, o.created,
           o.expires, $4::text, $5::text, $6::text
         FROM (SELECT ${leaseColumns("old")} FROM old) o, ended
-      ), ${trim(events, "SELECT events FROM ended", "$7", "$8")}
-      SELECT ${leaseColumns("old")} FROM old`,
+      ), ${trim(events, "SELECT events FROM ended", "$7", "$8")},
+      ${notify("$9", "ended")}
+      SELECT ${leaseColumns("old")}
+      FROM old, (SELECT count(*) FROM notified) AS n`,
     // $1 resource, $2 id, $3 ttl, $4 new reason or null, $5 history,
     // $6 age.
     renew: `
@@ -274,6 +306,27 @@ function statements(table: string, events: string) {
         reason, link, fence, created, expires, by_principal, by_host,
         by_reason FROM ${events} LIMIT 0`,
   };
+}
+
+/**
+ * The channel a table's changes are announced on: `<table>_events`, as
+ * configured (schema included), or the table's name without its schema
+ * and with that suffix when that is over PostgreSQL's 63 bytes.
+ */
+export function eventsChannel(table: string): string {
+  const channel = table + EVENTS_SUFFIX;
+  return new TextEncoder().encode(channel).length <= 63
+    ? channel
+    : table.split(".").at(-1) + EVENTS_SUFFIX;
+}
+
+/** The payloads a change of `resource` may be announced with. */
+function payloads(resource: string): string[] {
+  if (new TextEncoder().encode(resource).length < HASHED_FROM) {
+    return [resource];
+  }
+  const hash = createHash("md5").update(resource, "utf8").digest("hex");
+  return [resource, HASHED_MARK + hash];
 }
 
 /** Quotes `NAME` or `SCHEMA.NAME` as an identifier. */
@@ -374,6 +427,22 @@ interface Client {
   gate: Gate;
 }
 
+/**
+ * The store's listener: a connection of its own that LISTENs while any
+ * watch is on, and the watches by the payload that announces their
+ * resource. Once its connection drops it is dead: its watches hear
+ * nothing more (waiters poll), and the next watch opens a new one.
+ */
+interface Listener {
+  client: Client;
+  watches: Map<string, Set<() => void>>;
+  /** Watches on, or on their way. */
+  count: number;
+  /** Settles when the LISTEN is in place; unset while none is wanted. */
+  listening?: Promise<unknown>;
+  dead: boolean;
+}
+
 /** How the store connects, from the options. */
 interface Connection {
   url: string;
@@ -395,7 +464,9 @@ class PostgresStore implements Store {
   readonly #context: KitContext;
   readonly #sql: ReturnType<typeof statements>;
   readonly #quoted: string;
+  readonly #channel: string;
   #client: Client | undefined;
+  #listener: Listener | undefined;
 
   constructor(
     connection: Connection,
@@ -413,6 +484,7 @@ class PostgresStore implements Store {
     this.#age = options.age;
     this.#context = context;
     this.#quoted = quoteName(place.table);
+    this.#channel = eventsChannel(place.table);
     this.#sql = statements(
       this.#quoted,
       quoteName(place.table + EVENTS_SUFFIX),
@@ -420,7 +492,12 @@ class PostgresStore implements Store {
   }
 
   #connect(): Client {
-    if (this.#client) return this.#client;
+    this.#client ??= this.#newClient();
+    return this.#client;
+  }
+
+  /** A client of one connection, made when first used. */
+  #newClient(more: Record<string, unknown> = {}): Client {
     const { url, timeoutMs, ssl, path } = this.#connection;
     // Each client gets its own gate, so a discarded one can't use the next's.
     const gate: Gate = { mayConnect: true };
@@ -438,9 +515,9 @@ class PostgresStore implements Store {
       },
       // Not in postgres.js's types, but supported: see openSocket.
       socket: (options: SocketOptions) => openSocket(options, gate),
+      ...more,
     } as postgres.Options<Record<string, never>>);
-    this.#client = { sql, gate };
-    return this.#client;
+    return { sql, gate };
   }
 
   /** Ends a client at once, so the next operation starts afresh. */
@@ -553,6 +630,7 @@ class PostgresStore implements Store {
             request.ttlSeconds,
             this.#keep,
             this.#age,
+            this.#channel,
           ],
           { prepare: true },
         );
@@ -584,6 +662,7 @@ class PostgresStore implements Store {
         by?.reason ?? null,
         this.#keep,
         this.#age,
+        this.#channel,
       ], { prepare: true });
       if (!row) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
@@ -691,11 +770,128 @@ class PostgresStore implements Store {
     });
   }
 
+  /** The live listener, opening one (connected lazily) when needed. */
+  #listen(): Listener {
+    const live = this.#listener;
+    if (live && !live.dead) return live;
+    const listener: Listener = {
+      client: undefined!,
+      watches: new Map(),
+      count: 0,
+      dead: false,
+    };
+    listener.client = this.#newClient({
+      // It idles between notifications; postgres.js would recycle it.
+      max_lifetime: null,
+      // Not in postgres.js's types, but what its own listen() uses.
+      onnotify: (channel: string, payload: string) => {
+        if (channel !== this.#channel) return;
+        for (const watch of listener.watches.get(payload) ?? []) {
+          try {
+            watch();
+          } catch { /* a watcher's failure is its own */ }
+        }
+      },
+      // No reconnecting: its watches go quiet, and their waiters poll.
+      onclose: () => this.#dropListener(listener),
+    });
+    this.#listener = listener;
+    return listener;
+  }
+
+  /** Ends a listener at once; its watches hear nothing more. */
+  #dropListener(listener: Listener | undefined, grace = 0): Promise<void> {
+    if (!listener || listener.dead) return Promise.resolve();
+    if (this.#listener === listener) this.#listener = undefined;
+    listener.dead = true;
+    listener.watches.clear();
+    return listener.client.sql.end({ timeout: grace }).catch(() => {});
+  }
+
+  /**
+   * Listens on the table's channel, on the store's listener, which every
+   * watch of this store shares; UNLISTENs when the last watch ends. When
+   * the deadline passes first, the listener is dropped: its state is
+   * unknown.
+   */
+  async watch(
+    resource: string,
+    onChange: () => void,
+    signal: AbortSignal,
+    op: Operation,
+  ): Promise<void> {
+    if (signal.aborted) return;
+    const listener = this.#listen();
+    const { sql } = listener.client;
+    const channel = `"${this.#channel.replaceAll('"', '""')}"`;
+    let settled = false;
+    op.onExpire(() => {
+      if (!settled) this.#dropListener(listener);
+    });
+    // Its own function, so the same onChange may watch twice.
+    const watch = () => onChange();
+    const keys = payloads(resource);
+    for (const key of keys) {
+      const watches = listener.watches.get(key) ?? new Set();
+      listener.watches.set(key, watches.add(watch));
+    }
+    listener.count++;
+    let left = false;
+    const leave = () => {
+      if (left) return;
+      left = true;
+      for (const key of keys) {
+        const watches = listener.watches.get(key);
+        watches?.delete(watch);
+        if (watches?.size === 0) listener.watches.delete(key);
+      }
+      if (--listener.count > 0 || listener.dead) return;
+      listener.listening = undefined;
+      sql.unsafe(`UNLISTEN ${channel}`).catch(() =>
+        this.#dropListener(listener)
+      );
+    };
+    signal.addEventListener("abort", leave, { once: true });
+    try {
+      const listening = listener.listening ??= sql.unsafe(`LISTEN ${channel}`);
+      try {
+        await listening;
+      } catch (error) {
+        if (listener.listening === listening) listener.listening = undefined;
+        throw error;
+      }
+      if (listener.dead) {
+        // Dropped as it listened: this watch would hear nothing.
+        throw Object.assign(new Error("the connection closed"), {
+          code: "CONNECTION_CLOSED",
+        });
+      }
+    } catch (error) {
+      // A connection that failed is dropped before leaving, which would
+      // send UNLISTEN on it.
+      if (
+        !(error instanceof StormlockError) &&
+        !(error instanceof postgres.PostgresError)
+      ) {
+        this.#dropListener(listener);
+      }
+      signal.removeEventListener("abort", leave);
+      leave();
+      if (error instanceof StormlockError) throw error;
+      throw new PostgresFailure(error, this.#place, this.#password);
+    } finally {
+      settled = true;
+    }
+  }
+
   async close(): Promise<void> {
     const client = this.#client;
     this.#client = undefined;
     // end() waits for the server's goodbye; the timeout caps that wait.
-    await client?.sql.end({ timeout: CLOSE_GRACE_SECONDS }).catch(() => {});
+    await Promise.all([
+      client?.sql.end({ timeout: CLOSE_GRACE_SECONDS }).catch(() => {}),
+      this.#dropListener(this.#listener, CLOSE_GRACE_SECONDS),
+    ]);
   }
 }
 
@@ -1027,7 +1223,7 @@ export const backend = defineBackend({
     list: true,
     history: true,
     fencing: true,
-    events: false,
+    events: true,
   },
   open(settings, context) {
     if (settings.url && settings.connection) {

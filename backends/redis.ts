@@ -27,6 +27,12 @@
  * lease key could only collide with the others for a resource whose name
  * starts with NUL, and such names are refused.
  *
+ * Change events: the acquire, release and break scripts `PUBLISH` the kind
+ * of change to `P \0events\0 R`, inside the script, so the message goes out
+ * with the change itself (and only when it happened). Channels are under
+ * the prefix too, so one ACL pattern `&P*` covers them. `watch` subscribes
+ * on one connection of its own per store, made on first use.
+ *
  * @module
  */
 import { Redis } from "ioredis";
@@ -80,6 +86,12 @@ local function put(key, f)
   end
   redis.call('HSET', key, unpack(args))
 end
+-- Tells watchers of the resource (ARGV[1]) that its lock changed. A user
+-- whose ACL predates events (no PUBLISH) still changes locks; watch fails
+-- for it, and waiters poll.
+local function announce(channel, kind)
+  redis.pcall('PUBLISH', channel, kind)
+end
 -- ARGV[1..3] of every writer: resource, events kept, their age in ms.
 local function record(key, kind, at, f, by)
   local e = {kind = kind, at = at, id = f[1], principal = f[2],
@@ -104,7 +116,7 @@ end
 `;
 
 // KEYS lease, state, history, index; ARGV resource, kept, age, id,
-// principal, ttl ms, host, reason, link ('' for none).
+// principal, ttl ms, host, reason, link ('' for none), events channel.
 const ACQUIRE = WRITER + `
 local f = lease(KEYS[1])
 if f == 'foreign' then return {'foreign'} end
@@ -125,6 +137,7 @@ put(KEYS[2], f)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms(now))
 redis.call('ZADD', KEYS[4], expires, ARGV[1])
 record(KEYS[3], 'acquired', now, f)
+announce(ARGV[10], 'acquired')
 return reply('acquired', f)
 `;
 
@@ -149,8 +162,8 @@ return reply(kind, f)
 `;
 
 // KEYS as acquire; ARGV resource, kept, age, id, kind ('released' or
-// 'broken'), then the breaker's principal, host and reason. Returns nil
-// when the id is not the live lease.
+// 'broken'), then the breaker's principal, host and reason, and the events
+// channel. Returns nil when the id is not the live lease.
 const END = WRITER + `
 local f = lease(KEYS[1])
 if f == 'foreign' then return {'foreign'} end
@@ -164,6 +177,7 @@ if ARGV[5] == 'broken' then
   if ARGV[7] ~= '' then by.host = ARGV[7] end
 end
 record(KEYS[3], ARGV[5], now, f, by)
+announce(ARGV[9], ARGV[5])
 return reply(ARGV[5], f)
 `;
 
@@ -350,7 +364,7 @@ function parseTarget(url: URL, context: KitContext): Target {
  * prints a warning of its own to stderr when the server needs none; a
  * password the server does not need is ignored here, as there, silently.
  */
-async function login(client: Client, target: Target): Promise<void> {
+async function login(client: Redis, target: Target): Promise<void> {
   const { username, password } = target;
   if (password === undefined) return;
   try {
@@ -371,6 +385,25 @@ interface Connection {
   lastError?: unknown;
 }
 
+/**
+ * The store's subscriber: a connection in subscriber mode, and the
+ * callbacks of the watches on each channel. Once its connection drops it
+ * is dead: its watches hear nothing more (waiters poll), and the next
+ * watch opens a new one.
+ */
+interface Subscriber {
+  client: Redis;
+  /** Settles when it is connected and logged in. */
+  ready: Promise<void>;
+  /** Per channel: its watches, and the SUBSCRIBE that serves them. */
+  channels: Map<
+    string,
+    { watches: Set<() => void>; subscribed: Promise<unknown> }
+  >;
+  lastError?: unknown;
+  dead: boolean;
+}
+
 /** A lock store on one Redis server. Expiry uses the server's clock. */
 class RedisStore implements Store {
   readonly label: string;
@@ -382,6 +415,7 @@ class RedisStore implements Store {
   readonly #keep: [string, string];
   #connection?: Connection;
   #connecting?: Promise<Client>;
+  #subscriber?: Subscriber;
 
   constructor(
     target: Target,
@@ -398,10 +432,10 @@ class RedisStore implements Store {
     this.label = `Redis at ${host}:${target.port}`;
   }
 
-  /** Opens a fresh connection; a broken one is never reused. */
-  async #open(): Promise<Client> {
-    const { host, port, db, tls, ca } = this.#target;
-    const client = new Redis({
+  /** A client, not yet connected, for the target. */
+  #client(): Redis {
+    const { host, port, tls, ca } = this.#target;
+    return new Redis({
       host,
       port,
       // No username, password or db: login sends them, after connecting.
@@ -425,7 +459,13 @@ class RedisStore implements Store {
       // disconnect() half-closes and waits this long for the peer before
       // destroying the socket; a dead peer would hold the process open.
       disconnectTimeout: 0,
-    }) as Client;
+    });
+  }
+
+  /** Opens a fresh connection; a broken one is never reused. */
+  async #open(): Promise<Client> {
+    const { db } = this.#target;
+    const client = this.#client() as Client;
     const connection: Connection = { client };
     // Connection errors arrive as events too; without a listener ioredis
     // prints them. The last one names the real cause of a failure.
@@ -534,6 +574,11 @@ class RedisStore implements Store {
     return this.#prefix + resource;
   }
 
+  /** The channel the scripts announce a resource's changes on. */
+  #channel(resource: string): string {
+    return `${this.#prefix}\0events\0${resource}`;
+  }
+
   /** The keys every writing script takes, and its first arguments. */
   #writeKeys(resource: string): (string | number)[] {
     return [
@@ -566,6 +611,7 @@ class RedisStore implements Store {
       request.host ?? "",
       request.reason ?? "",
       request.link ?? "",
+      this.#channel(resource),
     ];
     return this.#run(op, async (client) => {
       const reply = await client.stormlockAcquire(...args);
@@ -592,6 +638,7 @@ class RedisStore implements Store {
       by?.principal ?? "",
       by?.host ?? "",
       by?.reason ?? "",
+      this.#channel(resource),
     ];
     return this.#run(op, async (client) => {
       const reply = await client.stormlockEnd(...args);
@@ -715,8 +762,121 @@ class RedisStore implements Store {
     return event;
   }
 
+  /** The live subscriber, opening one (connected lazily) when needed. */
+  #subscribe(): Subscriber {
+    const live = this.#subscriber;
+    if (live && !live.dead) return live;
+    const client = this.#client();
+    const subscriber: Subscriber = {
+      client,
+      ready: Promise.resolve(),
+      channels: new Map(),
+      dead: false,
+    };
+    client.on("error", (error: unknown) => {
+      subscriber.lastError = error;
+    });
+    client.on("message", (channel: string) => {
+      for (const watch of subscriber.channels.get(channel)?.watches ?? []) {
+        try {
+          watch();
+        } catch { /* a watcher's failure is its own */ }
+      }
+    });
+    // No reconnecting: its watches go quiet, and their waiters poll.
+    client.on("close", () => this.#dropSubscriber(subscriber));
+    subscriber.ready = (async () => {
+      try {
+        await client.connect();
+        await login(client, this.#target);
+      } catch (error) {
+        this.#dropSubscriber(subscriber);
+        throw subscriber.lastError ?? error;
+      }
+    })();
+    this.#subscriber = subscriber;
+    return subscriber;
+  }
+
+  /** Ends a subscriber at once; its watches hear nothing more. */
+  #dropSubscriber(subscriber: Subscriber | undefined): void {
+    if (!subscriber) return;
+    if (this.#subscriber === subscriber) this.#subscriber = undefined;
+    if (subscriber.dead) return;
+    subscriber.dead = true;
+    subscriber.channels.clear();
+    subscriber.client.disconnect();
+  }
+
+  /**
+   * Subscribes to the resource's channel on the store's subscriber, which
+   * every watch of this store shares (one SUBSCRIBE per channel). When the
+   * deadline passes first, the subscriber is dropped: its state is unknown.
+   */
+  async watch(
+    resource: string,
+    onChange: () => void,
+    signal: AbortSignal,
+    op: Operation,
+  ): Promise<void> {
+    this.#key(resource);
+    if (signal.aborted) return;
+    const subscriber = this.#subscribe();
+    const channel = this.#channel(resource);
+    let settled = false;
+    op.onExpire(() => {
+      if (!settled) this.#dropSubscriber(subscriber);
+    });
+    // Its own function, so the same onChange may watch twice.
+    const watch = () => onChange();
+    const leave = () => {
+      const entry = subscriber.channels.get(channel);
+      if (!entry?.watches.delete(watch) || entry.watches.size > 0) return;
+      subscriber.channels.delete(channel);
+      if (!subscriber.dead) {
+        subscriber.client.unsubscribe(channel).catch(() => {});
+      }
+    };
+    try {
+      await subscriber.ready;
+      if (signal.aborted) return;
+      let entry = subscriber.channels.get(channel);
+      if (!entry) {
+        entry = {
+          watches: new Set(),
+          subscribed: subscriber.client.subscribe(channel),
+        };
+        subscriber.channels.set(channel, entry);
+      }
+      entry.watches.add(watch);
+      signal.addEventListener("abort", leave, { once: true });
+      try {
+        await entry.subscribed;
+      } catch (error) {
+        signal.removeEventListener("abort", leave);
+        entry.watches.delete(watch);
+        if (subscriber.channels.get(channel) === entry) {
+          subscriber.channels.delete(channel);
+        }
+        throw error;
+      }
+      if (subscriber.dead) {
+        // Dropped as it subscribed: this watch would hear nothing.
+        throw subscriber.lastError ?? new Error("Connection is closed.");
+      }
+    } catch (error) {
+      const cause = /Connection is closed/.test((error as Error)?.message)
+        ? subscriber.lastError ?? error
+        : error;
+      throw scrub(cause);
+    } finally {
+      settled = true;
+    }
+  }
+
   close(): void {
     this.#discard();
+    this.#dropSubscriber(this.#subscriber);
   }
 }
 
@@ -758,7 +918,13 @@ export const backend = defineBackend({
         "A PEM file of CAs to trust for `rediss://`, for a server with a private CA. Only allowed with `rediss://`.",
     },
   },
-  capabilities: { clock: "server", list: true, history: true, fencing: true },
+  capabilities: {
+    clock: "server",
+    list: true,
+    history: true,
+    fencing: true,
+    events: true,
+  },
   open(settings, context) {
     const target = parseTarget(settings.url, context);
     if (settings.ca_cert !== undefined) {

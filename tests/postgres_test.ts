@@ -20,8 +20,11 @@ import {
   rejectsCleanly,
   replyingServer,
   runDeno,
+  silentServer,
+  sleep,
   uniqueResource,
 } from "./helpers.ts";
+import { eventsChannel } from "../backends/postgres.ts";
 
 const URL_VAR = "STORMLOCK_TEST_POSTGRES_URL";
 const url = Deno.env.get(URL_VAR) ?? "";
@@ -591,5 +594,219 @@ await backend.close();
     );
   } finally {
     Deno.removeSync(folder, { recursive: true });
+  }
+});
+
+/** Waits, in bounded steps, until `check` holds. */
+async function eventually(what: string, check: () => Promise<boolean>) {
+  for (let tries = 0; tries < 500; tries++) {
+    if (await check()) return;
+    await sleep(20);
+  }
+  assert.fail(`${what} never happened`);
+}
+
+test("acquire, release and break notify <table>_events with the resource; renew and a refused acquire do not", async () => {
+  const table = uniqueTable();
+  const channel = `${table}_events`;
+  const sql = await rawSql();
+  const heard: string[] = [];
+  await sql.listen(channel, (payload) => heard.push(payload));
+  try {
+    await withPostgres({ table, create_table: "true" }, async (backend) => {
+      const lease = await backend.acquire("a resource", "ann", 60);
+      await assert.rejects(
+        backend.acquire("a resource", "bob", 60),
+        LockHeldError,
+      );
+      await backend.renew("a resource", lease.id, 60, { reason: "why" });
+      await backend.release("a resource", lease.id);
+      await assert.rejects(backend.release("a resource", lease.id));
+      const next = await backend.acquire("other", "bob", 60);
+      await backend.breakLease("other", next.id, {
+        principal: "ops",
+        reason: "x",
+      });
+    });
+    // Notifications arrive in commit order: the marker comes last.
+    await sql.notify(channel, "marker");
+    await eventually(
+      "the marker",
+      () => Promise.resolve(heard.at(-1) === "marker"),
+    );
+    assert.deepEqual(heard, [
+      "a resource",
+      "a resource",
+      "other",
+      "other",
+      "marker",
+    ]);
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+});
+
+test("a resource name too long for a payload is announced by its hash, and still wakes its watch", async () => {
+  const table = uniqueTable();
+  // Compressible, so the index takes it, but far past 8000 bytes.
+  const long = "é".repeat(6000);
+  const similar = "é".repeat(5999) + "e";
+  await withPostgres({ table, create_table: "true" }, async (backend) => {
+    const stop = new AbortController();
+    let seen = 0;
+    let wrong = 0;
+    try {
+      await backend.watch(long, () => seen++, stop.signal);
+      await backend.watch(similar, () => wrong++, stop.signal);
+      await backend.watch("marker", () => wrong += 100, stop.signal);
+      const lease = await backend.acquire(long, "ann", 60);
+      await backend.release(long, lease.id);
+      await eventually("both changes heard", () => Promise.resolve(seen === 2));
+      const marker = await backend.acquire("marker", "ann", 60);
+      await eventually("the marker", () => Promise.resolve(wrong >= 100));
+      assert.equal(wrong, 100, "the similar name heard nothing");
+      await backend.release("marker", marker.id);
+    } finally {
+      stop.abort();
+    }
+  });
+});
+
+test("watches share one LISTEN connection per store, UNLISTEN when the last ends, and close() ends it", async () => {
+  const table = uniqueTable();
+  const listen = `LISTEN "${table}_events"`;
+  const sql = await rawSql();
+  const sessions = async () =>
+    (await sql`SELECT query FROM pg_stat_activity
+      WHERE query IN (${listen}, ${"UN" + listen})`).map((row) => row.query);
+  const backend = await open({ table, create_table: "true" });
+  try {
+    const [a, b] = [new AbortController(), new AbortController()];
+    let seen = 0;
+    await backend.watch("x", () => seen++, a.signal);
+    await backend.watch("y", () => seen++, b.signal);
+    assert.deepEqual(await sessions(), [listen], "one listener, one LISTEN");
+    const lease = await backend.acquire("x", "ann", 60);
+    await eventually("x's change heard", () => Promise.resolve(seen === 1));
+    a.abort();
+    await backend.release("x", lease.id);
+    const other = await backend.acquire("y", "ann", 60);
+    await eventually("y's change heard", () => Promise.resolve(seen === 2));
+    assert.deepEqual(await sessions(), [listen], "y is still watched");
+    b.abort();
+    await eventually(
+      "UNLISTEN",
+      async () => (await sessions())[0] === "UN" + listen,
+    );
+    await backend.release("y", other.id);
+    assert.equal(seen, 2);
+    await backend.close();
+    await eventually(
+      "the listener closed",
+      async () => (await sessions()).length === 0,
+    );
+  } finally {
+    await backend.close();
+    await sql.end({ timeout: 1 });
+  }
+});
+
+test("the events channel is <table>_events, or the name without its schema when that is too long", () => {
+  assert.equal(eventsChannel("stormlock"), "stormlock_events");
+  assert.equal(eventsChannel("ops.locks"), "ops.locks_events");
+  const schema = "s".repeat(60);
+  assert.equal(eventsChannel(`${schema}.locks`), "locks_events");
+  return Promise.resolve();
+});
+
+test("watch works over TLS and through a unix socket", async () => {
+  const folder = Deno.env.get("STORMLOCK_TEST_POSTGRES_SOCKET_DIR");
+  assert.ok(
+    folder,
+    "set STORMLOCK_TEST_POSTGRES_SOCKET_DIR or run scripts/test.sh",
+  );
+  const { port, pathname } = new URL(url);
+  const targets = {
+    TLS: `${url}?sslmode=require`,
+    socket: `postgres://stormlock@${
+      encodeURIComponent(folder)
+    }:${port}${pathname}`,
+  };
+  const table = uniqueTable();
+  await withPostgres({ table, create_table: "true" }, async (writer) => {
+    for (const [how, target] of Object.entries(targets)) {
+      const backend = await openBackend({ url: target, table }, context);
+      const stop = new AbortController();
+      try {
+        let seen = 0;
+        await backend.watch("r", () => seen++, stop.signal);
+        const lease = await writer.acquire("r", "ann", 60);
+        await writer.release("r", lease.id);
+        await eventually(
+          `changes heard via ${how}`,
+          () => Promise.resolve(seen === 2),
+        );
+      } finally {
+        stop.abort();
+        await backend.close();
+      }
+    }
+  });
+});
+
+test("watch on a server that never answers fails within the timeout", async () => {
+  await using silent = silentServer();
+  const at = new URL(url);
+  at.hostname = "127.0.0.1";
+  at.port = String(silent.port);
+  await withPostgres(
+    { url: at.href, timeout: "300ms" },
+    async (backend) => {
+      await clean(
+        backend.watch("r", () => {}, new AbortController().signal),
+        BackendUnavailableError,
+      );
+    },
+  );
+});
+
+test("a listener whose connection drops goes quiet; the next watch opens another", async () => {
+  const table = uniqueTable();
+  const sql = await rawSql();
+  const stop = new AbortController();
+  const backend = await open({ table, create_table: "true" });
+  try {
+    let before = 0;
+    await backend.watch("r", () => before++, stop.signal);
+    const killed = await sql`SELECT pg_terminate_backend(pid) AS done
+      FROM pg_stat_activity WHERE query = ${`LISTEN "${table}_events"`}`;
+    assert.equal(killed.length, 1);
+    await eventually(
+      "the listener gone",
+      async () =>
+        (await sql`SELECT 1 FROM pg_stat_activity
+        WHERE query = ${`LISTEN "${table}_events"`}`).length === 0,
+    );
+    // The client may not have heard yet: watch until a watch opens a new
+    // listener.
+    let after = 0;
+    await eventually("a new listener", async () => {
+      after = 0;
+      await backend.watch("r", () => after++, stop.signal);
+      return (await sql`SELECT 1 FROM pg_stat_activity
+        WHERE query = ${`LISTEN "${table}_events"`}`).length === 1;
+    });
+    const lease = await backend.acquire("r", "ann", 60);
+    await eventually(
+      "the new watch hears it",
+      () => Promise.resolve(after === 1),
+    );
+    await backend.release("r", lease.id);
+    await eventually("and again", () => Promise.resolve(after === 2));
+    assert.equal(before, 0, "the dropped watch heard nothing");
+  } finally {
+    stop.abort();
+    await backend.close();
+    await sql.end({ timeout: 1 });
   }
 });

@@ -606,3 +606,248 @@ test("the CLI exits 69 with one clean line when the server is down", async () =>
     ]);
   }
 });
+
+/** Waits, in bounded steps, until `check` holds. */
+async function eventually(what: string, check: () => Promise<boolean>) {
+  for (let tries = 0; tries < 500; tries++) {
+    if (await check()) return;
+    await sleep(20);
+  }
+  assert.fail(`${what} never happened`);
+}
+
+/** A raw subscriber that collects the messages on `channel`. */
+async function listener(channel: string) {
+  const sub = inspector();
+  const heard: string[] = [];
+  sub.on("message", (from: string, message: string) => {
+    if (from === channel) heard.push(message);
+  });
+  await sub.subscribe(channel);
+  return {
+    heard,
+    /** Everything published before now, ended by a marker of our own. */
+    async upToNow(): Promise<string[]> {
+      const raw = inspector();
+      try {
+        await raw.publish(channel, "marker");
+      } finally {
+        raw.disconnect();
+      }
+      await eventually(
+        "the marker",
+        () => Promise.resolve(heard.at(-1) === "marker"),
+      );
+      return heard.splice(0).slice(0, -1);
+    },
+    [Symbol.dispose]: () => sub.disconnect(),
+  };
+}
+
+test("acquire, release and break publish their kind on P\\0events\\0R; renew and a refused acquire do not", async () => {
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  const backend = await open({ url, prefix });
+  const resource = "a resource";
+  using heard = await listener(`${prefix}\0events\0${resource}`);
+  try {
+    const lease = await backend.acquire(resource, "ann", 60);
+    await assert.rejects(backend.acquire(resource, "bob", 60), LockHeldError);
+    await backend.renew(resource, lease.id, 60, { reason: "why" });
+    await backend.release(resource, lease.id);
+    await assert.rejects(backend.release(resource, lease.id));
+    const next = await backend.acquire(resource, "bob", 60);
+    await backend.breakLease(resource, next.id, {
+      principal: "ops",
+      reason: "x",
+    });
+    assert.deepEqual(await heard.upToNow(), [
+      "acquired",
+      "released",
+      "acquired",
+      "broken",
+    ]);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("watches share one subscriber per store, one SUBSCRIBE per resource, unsubscribed on abort and by close", async () => {
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  const backend = await open({ url, prefix });
+  const raw = inspector();
+  const subscribers = async (resource: string) =>
+    (await raw.pubsub("NUMSUB", `${prefix}\0events\0${resource}`))[1];
+  const clients = async () =>
+    (await raw.client("LIST") as string).split("\n").filter((line) =>
+      /cmd=(subscribe|unsubscribe)\b/.test(line) || / sub=[1-9]/.test(line)
+    ).length;
+  const before = await clients();
+  try {
+    const [a, b, c] = [
+      new AbortController(),
+      new AbortController(),
+      new AbortController(),
+    ];
+    let seen = 0;
+    const onChange = () => seen++;
+    await backend.watch("x", onChange, a.signal);
+    await backend.watch("x", onChange, b.signal);
+    await backend.watch("y", onChange, c.signal);
+    assert.equal(await subscribers("x"), 1);
+    assert.equal(await subscribers("y"), 1);
+    assert.equal(await clients(), before + 1, "one subscriber connection");
+    const lease = await backend.acquire("x", "ann", 60);
+    await eventually(
+      "both watches of x hear it",
+      () => Promise.resolve(seen === 2),
+    );
+    a.abort();
+    await backend.release("x", lease.id);
+    await eventually(
+      "the other watch hears it",
+      () => Promise.resolve(seen === 3),
+    );
+    assert.equal(await subscribers("x"), 1, "b still watches x");
+    b.abort();
+    await eventually(
+      "x unsubscribed",
+      async () => await subscribers("x") === 0,
+    );
+    await backend.close();
+    await eventually(
+      "the subscriber closed",
+      async () => await subscribers("y") === 0,
+    );
+    assert.equal(await clients(), before);
+  } finally {
+    raw.disconnect();
+    await backend.close();
+  }
+});
+
+test("a user whose ACL predates events still locks, and watch says permission is denied", async () => {
+  const raw = inspector();
+  const user = `stormlock-old-${crypto.randomUUID()}`;
+  const secret = crypto.randomUUID();
+  // The least-privilege ACL of Stormlock 0.1: no PUBLISH, no channels.
+  await raw.call(
+    "ACL",
+    "SETUSER",
+    user,
+    ..."on resetkeys ~stormlock:* resetchannels -@all +info +select +eval +evalsha +time +type +hmget +hset +hdel +hincrby +del +pexpireat +pexpire +lpush +ltrim +lindex +rpop +lrange +zadd +zrem +zrangebyscore +zremrangebyscore"
+      .split(" "),
+    `>${secret}`,
+  );
+  const { hostname, port } = new URL(url);
+  const backend = await open({
+    url: `redis://${user}:${secret}@${hostname}:${port}`,
+  });
+  try {
+    const resource = uniqueResource();
+    const lease = await backend.acquire(resource, "ann", 60);
+    await backend.release(resource, lease.id);
+    const next = await backend.acquire(resource, "bob", 60);
+    await backend.breakLease(resource, next.id, {
+      principal: "ops",
+      reason: "x",
+    });
+    await rejectsCleanly(
+      backend.watch(resource, () => {}, new AbortController().signal),
+      BackendUnavailableError,
+      { mentions: [/denied the user permission to watch/, /NOPERM/] },
+    );
+  } finally {
+    await backend.close();
+    await raw.call("ACL", "DELUSER", user);
+    raw.disconnect();
+  }
+});
+
+test("a least-privilege ACL user can watch", async () => {
+  const backend = await open({ url: aclUrl });
+  const other = await open({ url: aclUrl });
+  const stop = new AbortController();
+  try {
+    const resource = uniqueResource();
+    let seen = 0;
+    await backend.watch(resource, () => seen++, stop.signal);
+    const lease = await other.acquire(resource, "ann", 60);
+    await other.release(resource, lease.id);
+    await eventually("both changes heard", () => Promise.resolve(seen >= 2));
+  } finally {
+    stop.abort();
+    await other.close();
+    await backend.close();
+  }
+});
+
+test("rediss:// watches over TLS, and a database number does not matter to channels", async () => {
+  const backend = await open({ url: tlsUrl, ca_cert: caFile });
+  const other = await open({ url: `${url}/3` });
+  const stop = new AbortController();
+  try {
+    const resource = uniqueResource();
+    let seen = 0;
+    await backend.watch(resource, () => seen++, stop.signal);
+    const lease = await other.acquire(resource, "ann", 60);
+    await other.release(resource, lease.id);
+    await eventually("both changes heard", () => Promise.resolve(seen >= 2));
+  } finally {
+    stop.abort();
+    await other.close();
+    await backend.close();
+  }
+});
+
+test("watch on a server that never answers fails within the timeout", async () => {
+  await using silent = silentServer();
+  const backend = await open({
+    url: `redis://:${password}@127.0.0.1:${silent.port}`,
+    timeout: "300ms",
+  });
+  try {
+    await rejectsCleanly(
+      backend.watch("r", () => {}, new AbortController().signal),
+      BackendUnavailableError,
+      { mentions: [/did not answer within 300ms/], secrets: [password] },
+    );
+  } finally {
+    await backend.close();
+  }
+});
+
+test("a subscriber whose connection drops goes quiet; the next watch opens another", async () => {
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  const backend = await open({ url, prefix });
+  const raw = inspector();
+  const stop = new AbortController();
+  try {
+    let before = 0;
+    await backend.watch("r", () => before++, stop.signal);
+    await raw.client("KILL", "TYPE", "pubsub");
+    await eventually(
+      "the subscriber gone",
+      async () => (await raw.pubsub("NUMSUB", `${prefix}\0events\0r`))[1] === 0,
+    );
+    // The client may not have heard yet: watch until a watch opens a new
+    // subscriber.
+    let after = 0;
+    await eventually("a new subscriber", async () => {
+      after = 0;
+      await backend.watch("r", () => after++, stop.signal);
+      return (await raw.pubsub("NUMSUB", `${prefix}\0events\0r`))[1] === 1;
+    });
+    const lease = await backend.acquire("r", "ann", 60);
+    await eventually(
+      "the new watch hears it",
+      () => Promise.resolve(after === 1),
+    );
+    await backend.release("r", lease.id);
+    await eventually("and again", () => Promise.resolve(after === 2));
+    assert.equal(before, 0, "the dropped watch heard nothing");
+  } finally {
+    stop.abort();
+    raw.disconnect();
+    await backend.close();
+  }
+});

@@ -20,13 +20,15 @@ export const name = "redis";
 
 /**
  * What the backend needs and nothing more: the commands it sends (INFO is
- * ioredis's ready check) and those its scripts call, on its own keys only.
+ * ioredis's ready check; SUBSCRIBE and UNSUBSCRIBE are the watcher's) and
+ * those its scripts call, on its own keys and channels only.
  */
 const ACL_RULES =
-  "on resetkeys ~stormlock:* resetchannels -@all +info +select +eval +evalsha " +
+  "on resetkeys ~stormlock:* resetchannels &stormlock:* -@all +info +select " +
+  "+eval +evalsha +subscribe +unsubscribe " +
   "+time +type +hmget +hset +hdel +hincrby +del +pexpireat +pexpire " +
   "+lpush +ltrim +lindex +rpop +lrange " +
-  "+zadd +zrem +zrangebyscore +zremrangebyscore";
+  "+zadd +zrem +zrangebyscore +zremrangebyscore +publish";
 
 function secret(): string {
   return Array.from(
