@@ -234,6 +234,107 @@ function isLostConnection(reason: string): boolean {
     !/certificate|tls|handshake|alert/i.test(reason);
 }
 
+/** One response of a watch stream, as the gateway words it. */
+interface WatchResult {
+  header?: { revision?: string };
+  created?: boolean;
+  canceled?: boolean;
+  cancel_reason?: string;
+  compact_revision?: string;
+  events?: { type?: "PUT" | "DELETE"; kv?: { mod_revision?: string } }[];
+}
+
+/**
+ * A watch stream's line as a result, or `undefined` if it is not one.
+ * @throws {EtcdReplyError} when the line is an error.
+ */
+function watchResult(
+  line: unknown,
+  member: Member,
+  about: { user?: string; prefix: string },
+): WatchResult | undefined {
+  if (typeof line !== "object" || line === null) return undefined;
+  const { result, error } = line as { result?: unknown; error?: unknown };
+  if (typeof error === "object" && error !== null) {
+    // grpc-gateway words a stream's error { grpc_code, message } (v1) or
+    // { code, message } (v2).
+    const { grpc_code, code, message } = error as Record<string, unknown>;
+    throw new EtcdReplyError(
+      Number(grpc_code ?? code ?? 2),
+      String(message ?? "watch failed").replace(/^etcdserver: /, ""),
+      member.name,
+      about,
+    );
+  }
+  return typeof result === "object" && result !== null
+    ? result as WatchResult
+    : undefined;
+}
+
+/**
+ * A watch's response body, read as JSON lines. Its `revision` is the
+ * newest the watch has seen, so a reconnect can go on after it.
+ */
+class WatchStream {
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #decoder = new TextDecoder();
+  #buffer = "";
+  readonly #stop: AbortSignal;
+  readonly #onStop: () => void;
+  #cancelled?: Promise<void>;
+  /** The newest revision seen. */
+  revision = "0";
+
+  constructor(
+    body: ReadableStream<Uint8Array>,
+    /** The member's index. */
+    readonly member: number,
+    stop: AbortSignal,
+  ) {
+    this.#reader = body.getReader();
+    // An aborted fetch does not always end a body already being read:
+    // cancel it outright, which also ends a pending read.
+    this.#stop = stop;
+    this.#onStop = () => void this.cancel();
+    if (stop.aborted) this.cancel();
+    else stop.addEventListener("abort", this.#onStop, { once: true });
+  }
+
+  /**
+   * The next line, parsed; `undefined` once the stream ends.
+   * @throws {SyntaxError} when a line is not JSON.
+   */
+  async next(): Promise<unknown> {
+    for (;;) {
+      const end = this.#buffer.indexOf("\n");
+      if (end >= 0) {
+        const line = this.#buffer.slice(0, end).trim();
+        this.#buffer = this.#buffer.slice(end + 1);
+        if (line !== "") return JSON.parse(line);
+        continue;
+      }
+      const { value, done } = await this.#reader.read();
+      if (done) {
+        const rest = this.#buffer.trim();
+        this.#buffer = "";
+        return rest === "" ? undefined : JSON.parse(rest);
+      }
+      this.#buffer += this.#decoder.decode(value, { stream: true });
+    }
+  }
+
+  /** Cancels the body, so nothing stays open. Never throws. */
+  cancel(): Promise<void> {
+    if (!this.#cancelled) {
+      this.#stop.removeEventListener("abort", this.#onStop);
+      this.#cancelled = this.#reader.cancel().catch(() => {
+        // Aborted or closed already.
+      });
+    }
+    return this.#cancelled;
+  }
+}
+
 /**
  * A client for the members' JSON gateways: one shared HTTP client (with
  * the TLS material), the auth token, and failover between members.
@@ -272,16 +373,62 @@ class Gateway {
    * pauses and goes round again until the deadline. A request is thus sent again
    * after a lost answer: callers re-read and recognize their own writes.
    */
-  async call<T>(path: string, body: unknown, op: Operation): Promise<T> {
+  call<T>(path: string, body: unknown, op: Operation): Promise<T> {
+    return this.#failover(op, (member) =>
+      this.#authorized(
+        member,
+        op,
+        (headers) => this.#post<T>(member, path, body, op, headers),
+      ));
+  }
+
+  /**
+   * Opens a watch on `key` (base64) with `POST /v3/watch`, failing over
+   * like {@linkcode Gateway.call}, and resolves once etcd reports it
+   * created. The stream lives until `stop` aborts or it ends; `op` bounds
+   * only the setup. `after` (a member's index) starts the round past that
+   * member, for a reconnect.
+   */
+  watch(
+    key: string,
+    startRevision: string | undefined,
+    op: Operation,
+    stop: AbortSignal,
+    after?: number,
+  ): Promise<WatchStream> {
+    const body = {
+      create_request: startRevision === undefined
+        ? { key }
+        : { key, start_revision: startRevision },
+    };
+    return this.#failover(
+      op,
+      (member, index) =>
+        this.#authorized(
+          member,
+          op,
+          (headers) => this.#openWatch(member, index, body, stop, headers),
+        ),
+      after === undefined ? undefined : after + 1,
+    );
+  }
+
+  /** Runs `attempt` on each member in turn, as `call` describes. */
+  async #failover<T>(
+    op: Operation,
+    attempt: (member: Member, index: number) => Promise<T>,
+    start?: number,
+  ): Promise<T> {
     const failures = new Map<string, string>();
+    let first = start ?? this.#preferred;
     for (;;) {
       let transient = false;
       let lastError: unknown;
       for (let i = 0; i < this.members.length; i++) {
-        const index = (this.#preferred + i) % this.members.length;
+        const index = (first + i) % this.members.length;
         const member = this.members[index];
         try {
-          const reply = await this.#callMember<T>(member, path, body, op);
+          const reply = await attempt(member, index);
           this.#preferred = index;
           return reply;
         } catch (error) {
@@ -308,14 +455,18 @@ class Gateway {
         throw new UnreachableError(failures, lastError);
       }
       await sleep(Math.min(100, left - 200));
+      first = this.#preferred;
     }
   }
 
-  async #callMember<T>(
+  /**
+   * Runs `send` with the auth header, signing in first when `user` is
+   * set, and once more with a fresh token if etcd calls it invalid.
+   */
+  async #authorized<T>(
     member: Member,
-    path: string,
-    body: unknown,
     op: Operation,
+    send: (headers: Record<string, string>) => Promise<T>,
     fresh = false,
   ): Promise<T> {
     const headers: Record<string, string> = {
@@ -325,7 +476,7 @@ class Gateway {
       headers.authorization = await this.#authToken(member, op, fresh);
     }
     try {
-      return await this.#post<T>(member, path, body, op, headers);
+      return await send(headers);
     } catch (error) {
       // Tokens lapse after some idle minutes, or when the member restarts.
       if (
@@ -333,8 +484,61 @@ class Gateway {
         error instanceof EtcdReplyError &&
         /invalid auth token/.test(error.text)
       ) {
-        return await this.#callMember(member, path, body, op, true);
+        return await this.#authorized(member, op, send, true);
       }
+      throw error;
+    }
+  }
+
+  /** One member's watch stream, once its first line says it is created. */
+  async #openWatch(
+    member: Member,
+    index: number,
+    body: unknown,
+    stop: AbortSignal,
+    headers: Record<string, string>,
+  ): Promise<WatchStream> {
+    const path = "/v3/watch";
+    const response = await this.#fetch(member, path, body, stop, headers);
+    if (!response.ok || !response.body) {
+      this.#check(member, path, response, await response.text());
+      throw new NotEtcdError(member.name, response.status, path);
+    }
+    const stream = new WatchStream(response.body, index, stop);
+    try {
+      let line: unknown;
+      try {
+        line = await stream.next();
+      } catch (error) {
+        if (error instanceof SyntaxError) {
+          throw new NotEtcdError(member.name, response.status, path);
+        }
+        throw error;
+      }
+      if (line === undefined) {
+        // The member closed the stream unanswered: as if the connection
+        // was lost, so the next member is tried.
+        throw new TypeError("connection closed before the watch was created");
+      }
+      const result = watchResult(line, member, this.#about);
+      if (!result) throw new NotEtcdError(member.name, response.status, path);
+      if (result.canceled) {
+        const reason = String(result.cancel_reason ?? "watch canceled")
+          .replace(/^etcdserver: /, "");
+        throw new EtcdReplyError(
+          /permission denied/.test(reason) ? CODE.permissionDenied : 2,
+          reason,
+          member.name,
+          this.#about,
+        );
+      }
+      if (result.created !== true) {
+        throw new NotEtcdError(member.name, response.status, path);
+      }
+      stream.revision = result.header?.revision ?? "0";
+      return stream;
+    } catch (error) {
+      await stream.cancel();
       throw error;
     }
   }
@@ -364,14 +568,24 @@ class Gateway {
     op: Operation,
     headers: Record<string, string>,
   ): Promise<T> {
-    let response: Response;
+    const response = await this.#fetch(member, path, body, op.signal, headers);
+    return this.#check<T>(member, path, response, await response.text());
+  }
+
+  async #fetch(
+    member: Member,
+    path: string,
+    body: unknown,
+    signal: AbortSignal,
+    headers: Record<string, string>,
+  ): Promise<Response> {
     try {
-      response = await fetch(member.url + path, {
+      return await fetch(member.url + path, {
         method: "POST",
         headers,
         body: JSON.stringify(body),
         client: this.#client,
-        signal: op.signal,
+        signal,
       });
     } catch (error) {
       if (/are blocked|bad port/i.test(String((error as Error)?.message))) {
@@ -379,7 +593,10 @@ class Gateway {
       }
       throw error;
     }
-    const text = await response.text();
+  }
+
+  /** The reply in `text`, or the error etcd (or something else) gave. */
+  #check<T>(member: Member, path: string, response: Response, text: string): T {
     if (response.status === 400 && /^CommonName of client/.test(text)) {
       throw new CommonNameError(member.name);
     }
@@ -391,6 +608,9 @@ class Gateway {
     }
     if (typeof reply !== "object" || reply === null) {
       throw new NotEtcdError(member.name, response.status, path);
+    }
+    if (typeof reply.error === "object" && reply.error !== null) {
+      watchResult(reply, member, this.#about); // Throws the stream's error.
     }
     if (!response.ok || reply.code !== undefined && reply.code !== 0) {
       const message = reply.message ?? reply.error;
@@ -482,6 +702,8 @@ class EtcdStore implements Store {
   readonly #context: KitContext;
   readonly #settings: EtcdSettings;
   readonly #prefix: Uint8Array;
+  /** Open watches: aborting `stop` ends one; `done` when all is closed. */
+  readonly #watches = new Set<{ stop: AbortController; done: Promise<void> }>();
 
   constructor(settings: EtcdSettings, context: KitContext) {
     this.label = `etcd at ${settings.members.map((m) => m.name).join(", ")}`;
@@ -1064,9 +1286,134 @@ class EtcdStore implements Store {
     return events;
   }
 
-  close(): void {
+  /**
+   * Watches the lease key with `POST /v3/watch`: every PUT or DELETE of
+   * it (acquire, renew, release, break, and expiry, since etcd deletes an
+   * expired lease's key) calls `onChange`. Resolves once etcd reports the
+   * watch created. If the stream ends or fails, it is opened once more on
+   * the next member, from the revision after the last one seen; after
+   * that, the watch stops quietly and waiters poll.
+   */
+  watch(
+    resource: string,
+    onChange: () => void,
+    signal: AbortSignal,
+    op: Operation,
+  ): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
+    const key = b64(this.#leaseKey(resource));
+    const stop = new AbortController();
+    const end = () => stop.abort();
+    signal.addEventListener("abort", end, { once: true });
+    // The deadline bounds the setup only.
+    const expire = () => stop.abort(op.signal.reason);
+    op.signal.addEventListener("abort", expire, { once: true });
+    let ready!: { resolve(): void; reject(error: unknown): void };
+    const created = new Promise<void>((resolve, reject) => {
+      ready = { resolve, reject };
+    });
+    const run = async () => {
+      let stream: WatchStream;
+      try {
+        stream = await this.#gateway.watch(key, undefined, op, stop.signal);
+      } catch (error) {
+        // Stopped by its owner while starting: nothing to report.
+        if (signal.aborted) ready.resolve();
+        else ready.reject(error);
+        return;
+      } finally {
+        op.signal.removeEventListener("abort", expire);
+      }
+      ready.resolve();
+      await this.#follow(key, stream, onChange, stop);
+    };
+    const watch = {
+      stop,
+      done: run().finally(() => {
+        signal.removeEventListener("abort", end);
+        this.#watches.delete(watch);
+      }),
+    };
+    this.#watches.add(watch);
+    return created;
+  }
+
+  /** Reads a watch's events until it is stopped or has failed twice. */
+  async #follow(
+    key: string,
+    first: WatchStream,
+    onChange: () => void,
+    stop: AbortController,
+  ): Promise<void> {
+    const notify = () => {
+      try {
+        onChange();
+      } catch {
+        // The subscriber's trouble, not the watch's.
+      }
+    };
+    let stream = first;
+    for (let reconnects = 0;; reconnects++) {
+      try {
+        for (;;) {
+          const line = await stream.next();
+          if (line === undefined) break;
+          const result = watchResult(line, { name: "", url: "" }, {
+            prefix: this.#settings.prefix,
+          });
+          if (!result) break;
+          for (const event of result.events ?? []) {
+            stream.revision = later(stream.revision, event.kv?.mod_revision);
+            notify();
+          }
+          stream.revision = later(stream.revision, result.header?.revision);
+          if (result.canceled) {
+            // Compacted past what it had not sent: something may be missed.
+            if (result.compact_revision) notify();
+            break;
+          }
+        }
+      } catch {
+        // Aborted, or the stream failed.
+      } finally {
+        await stream.cancel();
+      }
+      if (stop.signal.aborted || reconnects >= 1) return;
+      const timer = setTimeout(() => stop.abort(), this.#settings.timeoutMs);
+      try {
+        stream = await this.#gateway.watch(
+          key,
+          stream.revision === "0"
+            ? undefined
+            : String(BigInt(stream.revision) + 1n),
+          {
+            signal: stop.signal,
+            deadline: Date.now() + this.#settings.timeoutMs,
+            onExpire() {},
+          },
+          stop.signal,
+          stream.member,
+        );
+      } catch {
+        return; // Waiters poll.
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    const watches = [...this.#watches];
+    for (const watch of watches) watch.stop.abort();
+    await Promise.all(watches.map((watch) => watch.done));
     this.#gateway.close();
   }
+}
+
+/** The later of two revisions (decimal text). */
+function later(revision: string, other: string | undefined): string {
+  if (other === undefined || !/^\d+$/.test(other)) return revision;
+  return BigInt(other) > BigInt(revision) ? other : revision;
 }
 
 /** An event's time, from its value; `undefined` if unreadable. */
@@ -1270,7 +1617,13 @@ export const backend: DefinedBackend = defineBackend({
     },
   },
   together: [["cert_cert", "cert_key"], ["user", "password"]],
-  capabilities: { clock: "server", list: true, history: true, fencing: true },
+  capabilities: {
+    clock: "server",
+    list: true,
+    history: true,
+    fencing: true,
+    events: true,
+  },
   open(settings, context) {
     const { members } = parseMembers(settings, context);
     return new EtcdStore({

@@ -20,6 +20,7 @@ import {
   CliHome,
   closedPort,
   rejectsCleanly,
+  sleep,
   uniqueResource,
 } from "./helpers.ts";
 
@@ -241,6 +242,144 @@ test("with the first member down and the second up, every command succeeds withi
       ),
       ["broken", "acquired", "released", "reason-changed", "acquired"],
     );
+  } finally {
+    await backend.close();
+  }
+});
+
+/** Polls until `check()` holds, then asserts it (no time bound asserted). */
+async function eventually(what: string, check: () => boolean): Promise<void> {
+  for (let tries = 0; tries < 1000 && !check(); tries++) await sleep(20);
+  assert.ok(check(), what);
+}
+
+test("watch() wakes on expiry: etcd deletes the key when its lease runs out", async () => {
+  const backend = await open({ hosts, timeout: "3s" });
+  const stop = new AbortController();
+  try {
+    const resource = uniqueResource("watch-expiry");
+    await backend.acquire(resource, "ann@host", 1);
+    let changes = 0;
+    await backend.watch(resource, () => changes++, stop.signal);
+    assert.equal(changes, 0, "no event before one happens");
+    await eventually("the expiry was announced", () => changes >= 1);
+    assert.equal(await backend.current(resource), null);
+  } finally {
+    stop.abort();
+    await backend.close();
+  }
+});
+
+test("watch() over TLS with a password announces a release, and close() ends it", async () => {
+  const backend = await open(secure());
+  const other = await open(secure());
+  // Never aborted: close() must end the stream (the sanitizers check).
+  const never = new AbortController();
+  try {
+    const resource = uniqueResource("watch-tls");
+    let changes = 0;
+    await backend.watch(resource, () => changes++, never.signal);
+    const lease = await other.acquire(resource, "ann@host", 60);
+    await other.release(resource, lease.id);
+    await eventually("acquire and release announced", () => changes >= 2);
+  } finally {
+    await other.close();
+    await backend.close();
+  }
+});
+
+test("watch() on keys the user may not read is refused as unavailable, naming the prefix", async () => {
+  const backend = await open(secure({ prefix: "/elsewhere/" }));
+  const stop = new AbortController();
+  try {
+    await rejectsCleanly(
+      backend.watch(uniqueResource(), () => {}, stop.signal),
+      BackendUnavailableError,
+      { mentions: ["denied", "/elsewhere/"], secrets: [tlsPassword] },
+    );
+  } finally {
+    stop.abort();
+    await backend.close();
+  }
+});
+
+/**
+ * A fake member whose watch streams send `lines` (JSON-lines results)
+ * and then end, or stay open while `hold` is set.
+ */
+function watchMember(lines: unknown[], hold = false) {
+  const bodies: Record<string, unknown>[] = [];
+  const encoder = new TextEncoder();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (request) => {
+      bodies.push(await request.json());
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          for (const line of lines) {
+            controller.enqueue(encoder.encode(JSON.stringify(line) + "\n"));
+          }
+          if (!hold) controller.close();
+        },
+      });
+      return new Response(body, {
+        headers: { "content-type": "application/json" },
+      });
+    },
+  );
+  return Object.assign(server, { bodies });
+}
+
+test("watch() reconnects once on the next member after the stream ends, from the next revision", async () => {
+  const created = (revision: string) => ({
+    result: { header: { revision }, created: true },
+  });
+  const event = (revision: string, type?: string) => ({
+    result: {
+      header: { revision },
+      events: [{ ...(type ? { type } : {}), kv: { mod_revision: revision } }],
+    },
+  });
+  // The first member ends its stream after one event; the second sends
+  // one more and ends too: the watch then stops, leaving waiters to poll.
+  await using first = watchMember([created("10"), event("11")]);
+  await using second = watchMember([created("11"), event("12", "DELETE")]);
+  const backend = await open({
+    hosts: `127.0.0.1:${first.addr.port}, 127.0.0.1:${second.addr.port}`,
+    timeout: "2s",
+  });
+  const stop = new AbortController();
+  try {
+    const resource = uniqueResource("watch-reconnect");
+    let changes = 0;
+    await backend.watch(resource, () => changes++, stop.signal);
+    await eventually("both events announced", () => changes >= 2);
+    const key = b64(`/stormlock/${resource}`);
+    assert.deepEqual(first.bodies, [{ create_request: { key } }]);
+    assert.deepEqual(second.bodies, [
+      { create_request: { key, start_revision: "12" } },
+    ]);
+    assert.equal(changes, 2);
+  } finally {
+    stop.abort();
+    await backend.close();
+  }
+});
+
+test("watch() stopped by its signal leaves no stream open, and a stopped watch starts nothing", async () => {
+  await using member = watchMember([
+    { result: { header: { revision: "5" }, created: true } },
+  ], true);
+  const backend = await open({
+    hosts: `127.0.0.1:${member.addr.port}`,
+    timeout: "2s",
+  });
+  try {
+    const stop = new AbortController();
+    await backend.watch(uniqueResource(), () => {}, stop.signal);
+    stop.abort();
+    await backend.watch(uniqueResource(), () => {}, stop.signal);
+    assert.equal(member.bodies.length, 1, "the stopped watch sent nothing");
   } finally {
     await backend.close();
   }
