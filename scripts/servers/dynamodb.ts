@@ -1,7 +1,8 @@
 /**
  * Starts dynalite, an in-memory DynamoDB from npm, on loopback for the
- * dynamodb backend's tests. It comes with the Deno bootstrap in
- * `scripts/.deno`, installed by `npm install` when missing.
+ * dynamodb backend's tests. It is test-only, so it lives in its own folder,
+ * `scripts/servers/dynalite`, installed by `npm ci` when missing: the
+ * launcher's first run installs only Deno.
  */
 import { join } from "node:path";
 import {
@@ -18,24 +19,28 @@ import type { StartedServer } from "./_server.ts";
 /** The server's short name. */
 export const name = "dynamodb";
 
-const bootstrap = new URL("../.deno", import.meta.url).pathname;
-const dynalite = join(bootstrap, "node_modules", ".bin", "dynalite");
+const folder = new URL("./dynalite", import.meta.url).pathname;
+/** The dynalite command, once installed. */
+export const dynalite = join(folder, "node_modules", ".bin", "dynalite");
+
+/** Installs dynalite into its folder, if it is missing. */
+export async function installDynalite(): Promise<void> {
+  if (hasCommand(dynalite)) return;
+  log("installing dynalite with npm ci in scripts/servers/dynalite");
+  await run("npm", [
+    "ci",
+    "--prefix",
+    folder,
+    "--no-audit",
+    "--no-fund",
+    "--loglevel=error",
+  ]);
+}
 
 /** Starts dynalite and returns `STORMLOCK_TEST_DYNAMODB_ENDPOINT`. */
 export async function start(workDir: string): Promise<StartedServer> {
   Deno.mkdirSync(workDir, { recursive: true });
-  if (!hasCommand(dynalite)) {
-    log("installing dynalite with npm install in scripts/.deno");
-    await run("npm", [
-      "install",
-      "--no-save",
-      "--prefix",
-      bootstrap,
-      "--no-audit",
-      "--no-fund",
-      "--loglevel=error",
-    ]);
-  }
+  await installDynalite();
   const port = freePort();
   const child = spawnDaemon(
     "node",

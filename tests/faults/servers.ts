@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { dynalite as dynaliteCommand } from "../../scripts/servers/dynamodb.ts";
 import { join } from "node:path";
 import { freePort, hasCommand, run } from "../../scripts/servers/_server.ts";
 
@@ -694,14 +695,7 @@ export async function startPostgres(workDir: string): Promise<PostgresServer> {
   };
 }
 
-const dynaliteBin = new URL(
-  "../../scripts/.deno/node_modules/.bin/dynalite",
-  import.meta.url,
-).pathname;
-
-/** Whether dynalite is installed in scripts/.deno. */
-export function hasDynalite(): boolean {
-  return hasCommand(dynaliteBin);
+const dynaliteBin = dynaliteCommand;
 }
 
 /**
