@@ -696,6 +696,10 @@ export async function startPostgres(workDir: string): Promise<PostgresServer> {
 }
 
 const dynaliteBin = dynaliteCommand;
+
+/** Whether dynalite is installed in scripts/servers/dynalite. */
+export function hasDynalite(): boolean {
+  return hasCommand(dynaliteBin);
 }
 
 /**
