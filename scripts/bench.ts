@@ -662,6 +662,7 @@ await sql.end();`,
             TTL,
             1000,
             30 * 86400,
+            `${DEFAULT_TABLE}_events`,
           ], { prepare: true });
           if (!row?.won) throw new Error("held");
           const [ended] = await sql.unsafe(s.end, [
@@ -673,6 +674,7 @@ await sql.end();`,
             null,
             1000,
             30 * 86400,
+            `${DEFAULT_TABLE}_events`,
           ], { prepare: true });
           if (!ended) throw new Error("not held");
         },
