@@ -27,6 +27,7 @@ import {
   assertCleanExit,
   CliHome,
   type CliResult,
+  repoPath,
   uniqueResource,
 } from "./helpers.ts";
 import { base64Fragments, FaultProxy } from "./faults/proxy.ts";
@@ -418,6 +419,10 @@ async function commonFaults(
     () => survivesKill(harness),
   );
   await t.step(
+    "run stops its command before the lease expires when the server is paused",
+    () => runStopsBeforeExpiry(harness),
+  );
+  await t.step(
     "acquire --wait 30s outlasts a 2 s restart and then acquires",
     () => waitSurvives(harness, restartFor2s(harness.server)),
   );
@@ -425,6 +430,70 @@ async function commonFaults(
     "acquire --wait 30s outlasts a 2 s SIGSTOP and then acquires",
     () => waitSurvives(harness, pauseFor2s(harness.server)),
   );
+}
+
+/**
+ * `run` with a paused server: no renewal can succeed, so `run` must stop
+ * its command (SIGTERM to the group) before the lease expires on the
+ * server, when someone else could take it. The command notes the time it
+ * was told to stop; history gives the lease's last expiry.
+ */
+async function runStopsBeforeExpiry(harness: Harness): Promise<void> {
+  const resource = uniqueResource("run");
+  const ready = join(harness.home.home, `${resource}.ready`);
+  const stopped = join(harness.home.home, `${resource}.stopped`);
+  const child = new Deno.Command("sh", {
+    args: [
+      repoPath("scripts", "stormlock"),
+      "-c",
+      harness.config(),
+      "run",
+      "--ttl",
+      "6s",
+      "--kill-after",
+      "2s",
+      resource,
+      "--",
+      "sh",
+      "-c",
+      `trap 'date +%s%3N > "${stopped}"; exit 0' TERM; echo up > "${ready}"; while :; do sleep 0.1; done`,
+    ],
+    cwd: harness.home.cwd,
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      DENO: Deno.execPath(),
+      ...harness.home.env,
+      ...AWS_ENV,
+    },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  try {
+    await until("the command to start", () => Deno.statSync(ready), 100);
+    harness.server.pause();
+    const status = await child.status;
+    assert.equal(status.code, 75, await stderr);
+  } finally {
+    harness.server.resume();
+    try {
+      child.kill("SIGKILL");
+    } catch { /* ended */ }
+  }
+  const killedAt = Number(Deno.readTextFileSync(stopped).trim());
+  const events = await until(
+    "history",
+    () => harness.backend((backend) => backend.history(resource, 50)),
+    100,
+  );
+  const expires = Math.max(...events.map((event) => event.expires.getTime()));
+  assert.ok(events.length > 0, "the lease is in history");
+  assert.ok(
+    killedAt < expires,
+    `stopped at ${killedAt}, but the lease ran until ${expires}`,
+  );
+  assert.match((await stderr).trim(), /^stormlock: .*lease/m);
 }
 
 /** Runs `body` with a server of its own, closing it whatever happens. */
