@@ -74,6 +74,7 @@ export { builtinBackendNames, openBackend } from "./lib/registry.ts";
 export { Lock, openLock, openStormlock, Stormlock } from "./lib/lock.ts";
 export type {
   AcquireOptions,
+  HoldOptions,
   ListedLease,
   OpenLockOptions,
   Ttl,
@@ -88,9 +89,9 @@ export {
   safetyMarginMs,
 } from "./lib/hold.ts";
 export type {
+  HeldLock,
   HoldCallback,
   HoldLeaseOptions,
-  HoldOptions,
   KeepOptions,
   LossKind,
 } from "./lib/hold.ts";

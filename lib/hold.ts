@@ -23,11 +23,10 @@ import {
   StormlockError,
   UsageError,
 } from "./kit/errors.ts";
-import { formatTtl, parseTtl } from "./kit/duration.ts";
+import { formatTtl, parseTtl, type Ttl } from "./kit/duration.ts";
 import { MAX_TIMER_MS, sleep } from "./kit/deadline.ts";
 import { shorten } from "./kit/text.ts";
 import type { Lease, LeaseEvent } from "./kit/types.ts";
-import type { AcquireOptions, Lock, Ttl } from "./lock.ts";
 
 /**
  * Why a held lease was lost:
@@ -148,15 +147,22 @@ export interface KeepOptions {
 }
 
 /**
- * How {@linkcode Lock.hold} takes and keeps a lease.
+ * What holding a lease needs of its lock: a `Lock` has it. Kept this
+ * narrow so that this module does not import `lock.ts`, which imports it.
  *
  * @example
- * ```ts
- * import type { HoldOptions } from "@stormlock/stormlock";
- * const options: HoldOptions = { wait: "5m", reason: "db patch", maxHold: "1h" };
+ * ```ts ignore
+ * const held: HeldLock = await openLock("deploy");
  * ```
  */
-export interface HoldOptions extends AcquireOptions, KeepOptions {}
+export interface HeldLock {
+  /** The lock's settings; `maxHoldSeconds` caps renewals. */
+  readonly settings: { readonly maxHoldSeconds?: number };
+  /** Ends the lease. */
+  release(leaseId: string): Promise<void>;
+  /** Extends the lease by `ttl`. */
+  renew(leaseId: string, ttl?: Ttl): Promise<Lease>;
+}
 
 /**
  * What {@linkcode holdLease} needs to know about how the lease was taken.
@@ -298,7 +304,7 @@ function notHeldLoss(lease: Lease, error: LeaseNotHeldError): LeaseLostError {
  * ```
  */
 export async function holdLease<T>(
-  lock: Lock,
+  lock: HeldLock,
   lease: Lease,
   work: HoldCallback<T>,
   options: HoldLeaseOptions,
@@ -460,7 +466,7 @@ export async function holdLease<T>(
  * expire anyway (`expires`, epoch ms), or 30 s at most.
  */
 async function releaseSoon(
-  lock: Lock,
+  lock: HeldLock,
   leaseId: string,
   expires: number,
 ): Promise<void> {

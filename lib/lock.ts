@@ -12,7 +12,9 @@ import {
   resolveLockSettings,
 } from "./config.ts";
 import type { Config, ConfigSource, LockSettings } from "./config.ts";
-import { parseTtl } from "./kit/duration.ts";
+import { parseTtl, type Ttl } from "./kit/duration.ts";
+
+export type { Ttl };
 import { assertLeaseId } from "./kit/lease.ts";
 import { assertPluginAllowed, pluginModuleOf } from "./plugin.ts";
 import { openBackend } from "./registry.ts";
@@ -25,7 +27,7 @@ import {
 import { splitQueue, waiters, WaitTicket } from "./queue.ts";
 import type { Backend, Lease, LeaseEvent } from "./kit/types.ts";
 import { assertHoldTtl, durationSeconds, holdLease } from "./hold.ts";
-import type { HoldCallback, HoldOptions } from "./hold.ts";
+import type { HoldCallback, KeepOptions } from "./hold.ts";
 
 /**
  * How {@linkcode Lock.acquire} waits for a held lock.
@@ -62,6 +64,17 @@ export interface AcquireOptions {
 }
 
 /**
+ * How {@linkcode Lock.hold} takes and keeps a lease.
+ *
+ * @example
+ * ```ts
+ * import type { HoldOptions } from "@stormlock/stormlock";
+ * const options: HoldOptions = { wait: "5m", reason: "db patch", maxHold: "1h" };
+ * ```
+ */
+export interface HoldOptions extends AcquireOptions, KeepOptions {}
+
+/**
  * Where a waiter stands.
  * @example
  * ```ts
@@ -90,16 +103,6 @@ function waitSeconds(wait: Ttl): number {
     );
   }
 }
-
-/**
- * A TTL as seconds, or as text such as `"30m"`.
- * @example
- * ```ts
- * import type { Ttl } from "@stormlock/stormlock";
- * const ttls: Ttl[] = [1800, "30m", "1h30m"];
- * ```
- */
-export type Ttl = number | string;
 
 function ttlSeconds(ttl: Ttl): number {
   if (typeof ttl === "string") return parseTtl(ttl);

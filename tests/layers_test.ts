@@ -65,7 +65,7 @@ const ALLOWED: Record<string, string[]> = {
   kit: ["kit"],
   backends: ["kit"],
   composition: ["kit", "composition", "backends"],
-  testing: ["kit", "composition", "backends", "testing", "mod.ts"],
+  testing: ["kit", "composition", "backends", "testing"],
   "mod.ts": ["kit", "composition", "backends"],
   "main.ts": ["kit", "composition", "backends", "mod.ts"],
 };

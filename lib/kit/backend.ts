@@ -17,7 +17,7 @@ import {
   StormlockError,
   UsageError,
 } from "./errors.ts";
-import { DeadlineError, MAX_TIMER_MS } from "./deadline.ts";
+import { type Bound, DeadlineError, within } from "./deadline.ts";
 import { isLeaseId, newLeaseId } from "./lease.ts";
 import {
   formatTimeout,
@@ -52,17 +52,7 @@ import type {
  * const reply = await fetch(url, { signal: op.signal });
  * ```
  */
-export interface Operation {
-  /** Aborted when the deadline passes; pass it on to the client. */
-  readonly signal: AbortSignal;
-  /** When the operation runs out, in epoch ms. */
-  readonly deadline: number;
-  /**
-   * Calls `callback` if the deadline passes: cheaper than listening on
-   * `signal`, for a store that only needs to drop its connection then.
-   */
-  onExpire(callback: () => void): void;
-}
+export type Operation = Bound;
 
 /**
  * A request for a new lease. The kit makes the id, so it is known even
@@ -823,48 +813,10 @@ class FramedBackend implements Backend {
         `The ${this.name} backend is closed; open a new one`,
       );
     }
-    const ms = this.#timeoutMs;
-    // The signal is made only if the store asks for it: most operations
-    // finish without one, and this frame is on every call's hot path.
-    let controller: AbortController | undefined;
-    let expired: DeadlineError | undefined;
-    let onExpire: (() => void)[] | undefined;
-    const op: Operation = {
-      deadline: Date.now() + ms,
-      get signal() {
-        controller ??= new AbortController();
-        if (expired && !controller.signal.aborted) controller.abort(expired);
-        return controller.signal;
-      },
-      onExpire(callback) {
-        if (expired) callback();
-        else (onExpire ??= []).push(callback);
-      },
-    };
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      return await new Promise<T>((resolve, reject) => {
-        timer = setTimeout(() => {
-          expired = new DeadlineError(ms);
-          // Settle first: a client that rejects at once on abort must not win.
-          reject(expired);
-          controller?.abort(expired);
-          for (const callback of onExpire ?? []) {
-            try {
-              callback();
-            } catch { /* the operation has failed already */ }
-          }
-        }, Math.min(Math.max(ms, 0) || 0, MAX_TIMER_MS));
-        try {
-          Promise.resolve(body(op)).then(resolve, reject);
-        } catch (error) {
-          reject(error);
-        }
-      });
+      return await within(this.#timeoutMs, body);
     } catch (error) {
       throw this.#fail(error, action, resource);
-    } finally {
-      clearTimeout(timer);
     }
   }
 

@@ -64,29 +64,84 @@ export function withDeadline<T>(
   ms: number,
   work: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
+  return within(ms, (bound) => work(bound.signal));
+}
+
+/**
+ * What {@linkcode within} hands its work: the signal, made only when asked
+ * for, and a cheaper hook for work that only needs to hear the deadline
+ * pass.
+ * @example
+ * ```ts ignore
+ * await within(1000, (bound) => { bound.onExpire(() => socket.close()); … });
+ * ```
+ */
+export interface Bound {
+  /** Aborted when the deadline passes; made on first use. */
+  readonly signal: AbortSignal;
+  /** When the deadline passes, in epoch ms. */
+  readonly deadline: number;
+  /** Calls `callback` if the deadline passes. */
+  onExpire(callback: () => void): void;
+}
+
+/**
+ * The one deadline mechanism: runs `work`, rejecting with a
+ * {@linkcode DeadlineError} once `ms` pass even if `work` never settles.
+ * One timer per call, cleared as soon as `work` settles; the signal is made
+ * only if `work` asks for it, since this is on every operation's hot path.
+ *
+ * @param ms The bound in ms, held to 0..{@linkcode MAX_TIMER_MS}.
+ * @param work The operation; it may be synchronous.
+ * @returns What `work` resolves to.
+ * @throws {DeadlineError} when `ms` pass first; else whatever `work` throws.
+ * @example
+ * ```ts
+ * import { within } from "./deadline.ts";
+ * console.log(await within(1000, () => 42)); // 42
+ * ```
+ */
+export function within<T>(
+  ms: number,
+  work: (bound: Bound) => Promise<T> | T,
+): Promise<T> {
+  let controller: AbortController | undefined;
+  let expired: DeadlineError | undefined;
+  let listeners: (() => void)[] | undefined;
+  const bound: Bound = {
+    deadline: Date.now() + ms,
+    get signal() {
+      controller ??= new AbortController();
+      if (expired && !controller.signal.aborted) controller.abort(expired);
+      return controller.signal;
+    },
+    onExpire(callback) {
+      if (expired) callback();
+      else (listeners ??= []).push(callback);
+    },
+  };
   return new Promise<T>((resolve, reject) => {
-    const controller = new AbortController();
     // A timer outside 0..MAX_TIMER_MS fires at once and warns; NaN is 0.
-    const delay = Math.min(Math.max(ms, 0) || 0, MAX_TIMER_MS);
     const timer = setTimeout(() => {
-      const error = new DeadlineError(ms);
+      expired = new DeadlineError(ms);
       // Settle first: a client that rejects at once on abort must not win.
-      reject(error);
-      controller.abort(error);
-    }, delay);
-    let running: Promise<T>;
+      reject(expired);
+      controller?.abort(expired);
+      for (const callback of listeners ?? []) {
+        try {
+          callback();
+        } catch { /* the work has failed already */ }
+      }
+    }, Math.min(Math.max(ms, 0) || 0, MAX_TIMER_MS));
+    const settle = <A>(done: (value: A) => void) => (value: A) => {
+      clearTimeout(timer);
+      done(value);
+    };
     try {
-      running = work(controller.signal);
+      Promise.resolve(work(bound)).then(settle(resolve), settle(reject));
     } catch (error) {
-      running = Promise.reject(error);
+      settle(reject)(error);
     }
-    running.then((value) => {
-      clearTimeout(timer);
-      resolve(value);
-    }, (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
   });
 }
 

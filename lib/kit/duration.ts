@@ -125,3 +125,13 @@ export function parseTimeoutMs(text: string, where: string): number {
     );
   }
 }
+
+/**
+ * A TTL as seconds, or as text such as `"30m"`.
+ * @example
+ * ```ts
+ * import type { Ttl } from "@stormlock/stormlock";
+ * const ttls: Ttl[] = [1800, "30m", "1h30m"];
+ * ```
+ */
+export type Ttl = number | string;

@@ -62,8 +62,10 @@ export {
   DeadlineError,
   MAX_TIMER_MS,
   sleep,
+  within,
   withDeadline,
 } from "./deadline.ts";
+export type { Bound } from "./deadline.ts";
 export { deniedPermission, permissionAdvice } from "./permissions.ts";
 export {
   type EnvReader,

@@ -22,11 +22,11 @@ import {
   ConfigError,
   LeaseNotHeldError,
   LockHeldError,
-  newLeaseId,
   UsageError,
-} from "../../mod.ts";
-import { Lock } from "../../mod.ts";
-import type { Backend, BackendOptions, Lease } from "../../mod.ts";
+} from "../kit/errors.ts";
+import { newLeaseId } from "../kit/lease.ts";
+import type { Backend, BackendOptions, Lease } from "../kit/types.ts";
+import { Lock } from "../lock.ts";
 import { waiters } from "../queue.ts";
 import {
   backendTest,
