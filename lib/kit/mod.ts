@@ -62,8 +62,8 @@ export {
   DeadlineError,
   MAX_TIMER_MS,
   sleep,
-  within,
   withDeadline,
+  within,
 } from "./deadline.ts";
 export type { Bound } from "./deadline.ts";
 export { deniedPermission, permissionAdvice } from "./permissions.ts";
