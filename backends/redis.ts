@@ -35,8 +35,7 @@
  *
  * @module
  */
-import { Redis } from "ioredis";
-import { isIP } from "node:net";
+import { RedisConnection, ReplyError, type Script } from "./redis_client.ts";
 import {
   type AcquireRequest,
   defineBackend,
@@ -227,21 +226,15 @@ const FIELD_COUNT = 8;
 /** A script's reply: a status, then the lease's fields in FIELDS order. */
 type Reply = (string | null)[];
 
-/** The scripts, as ioredis exposes them after `defineCommand`. */
-interface Scripts {
-  stormlockAcquire(...args: (string | number)[]): Promise<Reply>;
-  stormlockRenew(...args: (string | number)[]): Promise<Reply | null>;
-  stormlockEnd(...args: (string | number)[]): Promise<Reply | null>;
-  stormlockRead(key: string): Promise<Reply | null>;
-  stormlockHistory(key: string, limit: number): Promise<string[]>;
-  stormlockList(
-    index: string,
-    keyPrefix: string,
-    namePrefix: string,
-  ): Promise<(string | null)[]>;
-}
-
-type Client = Redis & Scripts;
+/** The scripts, each sent by its SHA-1 (EVAL the first time). */
+const SCRIPTS = {
+  acquire: { lua: ACQUIRE, keys: 4 },
+  renew: { lua: RENEW, keys: 4 },
+  end: { lua: END, keys: 4 },
+  read: { lua: READ, keys: 1 },
+  history: { lua: HISTORY, keys: 1 },
+  list: { lua: LIST, keys: 1 },
+} satisfies Record<string, Script>;
 
 /** Where and how to connect, from `url` and `ca_cert`. */
 interface Target {
@@ -306,19 +299,6 @@ function replyRemedy(message: string): string {
 }
 
 /**
- * Removes the AUTH arguments ioredis attaches to a failed command's error,
- * so a password never reaches a printed `cause`.
- */
-function scrub<T>(error: T): T {
-  const command = (error as { command?: { name?: string; args?: unknown[] } })
-    ?.command;
-  if (command && /^(auth|hello)$/i.test(command.name ?? "")) {
-    command.args = ["(hidden)"];
-  }
-  return error;
-}
-
-/**
  * The target `url` names, checked beyond its scheme. Messages never repeat
  * the URL, which may hold a password.
  */
@@ -360,16 +340,19 @@ function parseTarget(url: URL, context: KitContext): Target {
 }
 
 /**
- * Sends AUTH, when there is a password. ioredis would send it too, but it
- * prints a warning of its own to stderr when the server needs none; a
- * password the server does not need is ignored here, as there, silently.
+ * Sends AUTH, when there is a password, then SELECT when the url names a
+ * database other than 0. A password the server does not need is ignored,
+ * silently.
  */
-async function login(client: Redis, target: Target): Promise<void> {
+async function login(client: RedisConnection, target: Target): Promise<void> {
   const { username, password } = target;
   if (password === undefined) return;
   try {
-    if (username === undefined) await client.auth(password);
-    else await client.auth(username, password);
+    await client.send(
+      username === undefined
+        ? ["AUTH", password]
+        : ["AUTH", username, password],
+    );
   } catch (error) {
     const message = (error as Error)?.message ?? "";
     // Redis 6 and later, and Redis 5 and earlier.
@@ -379,12 +362,6 @@ async function login(client: Redis, target: Target): Promise<void> {
   }
 }
 
-/** A connection and the last error its socket reported. */
-interface Connection {
-  client: Client;
-  lastError?: unknown;
-}
-
 /**
  * The store's subscriber: a connection in subscriber mode, and the
  * callbacks of the watches on each channel. Once its connection drops it
@@ -392,9 +369,10 @@ interface Connection {
  * watch opens a new one.
  */
 interface Subscriber {
-  client: Redis;
+  /** The connection, once it is open and logged in. */
+  client?: RedisConnection;
   /** Settles when it is connected and logged in. */
-  ready: Promise<void>;
+  ready: Promise<RedisConnection>;
   /** Per channel: its watches, and the SUBSCRIBE that serves them. */
   channels: Map<
     string,
@@ -413,8 +391,8 @@ class RedisStore implements Store {
   readonly #context: KitContext;
   /** Events kept, and their age in ms, as script arguments. */
   readonly #keep: [string, string];
-  #connection?: Connection;
-  #connecting?: Promise<Client>;
+  #client?: RedisConnection;
+  #connecting?: Promise<RedisConnection>;
   #subscriber?: Subscriber;
 
   constructor(
@@ -424,7 +402,7 @@ class RedisStore implements Store {
   ) {
     this.#target = target;
     this.#prefix = settings.prefix;
-    // ioredis sets a timer from it; one past the longest fires at once.
+    // One past the longest timer fires at once.
     this.#connectMs = Math.min(settings.timeout, MAX_TIMER_MS);
     this.#keep = [String(settings.keep), String(settings.ageMs)];
     this.#context = context;
@@ -432,70 +410,30 @@ class RedisStore implements Store {
     this.label = `Redis at ${host}:${target.port}`;
   }
 
-  /** A client, not yet connected, for the target. */
-  #client(): Redis {
-    const { host, port, tls, ca } = this.#target;
-    return new Redis({
-      host,
-      port,
-      // No username, password or db: login sends them, after connecting.
-      // SNI takes names only; an address is checked against the IP SANs.
-      tls: tls
-        ? { ...(isIP(host) ? {} : { servername: host }), ...(ca ? { ca } : {}) }
-        : undefined,
-      // ioredis otherwise queues commands and reconnects forever; we want
-      // one attempt per operation and a clear error. The kit's deadline
-      // bounds each command, so there is no per-command timer.
-      lazyConnect: true,
-      connectTimeout: this.#connectMs,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-      reconnectOnError: () => false,
-      enableOfflineQueue: false,
-      autoResubscribe: false,
-      disableClientInfo: true,
-      // Its INFO would come before login's AUTH, and fail.
-      enableReadyCheck: false,
-      // disconnect() half-closes and waits this long for the peer before
-      // destroying the socket; a dead peer would hold the process open.
-      disconnectTimeout: 0,
+  /** Opens a connection and logs in; used for commands and for watches. */
+  async #login(): Promise<RedisConnection> {
+    const client = await RedisConnection.open({
+      ...this.#target,
+      connectMs: this.#connectMs,
     });
+    try {
+      await login(client, this.#target);
+    } catch (error) {
+      client.close();
+      throw error;
+    }
+    return client;
   }
 
   /** Opens a fresh connection; a broken one is never reused. */
-  async #open(): Promise<Client> {
+  async #open(): Promise<RedisConnection> {
     const { db } = this.#target;
-    const client = this.#client() as Client;
-    const connection: Connection = { client };
-    // Connection errors arrive as events too; without a listener ioredis
-    // prints them. The last one names the real cause of a failure.
-    client.on("error", (error: unknown) => {
-      connection.lastError = error;
-    });
-    const scripts = {
-      stormlockAcquire: [4, ACQUIRE],
-      stormlockRenew: [4, RENEW],
-      stormlockEnd: [4, END],
-      stormlockRead: [1, READ],
-      stormlockHistory: [1, HISTORY],
-      stormlockList: [1, LIST],
-    } as const;
-    for (const [name, [numberOfKeys, lua]] of Object.entries(scripts)) {
-      client.defineCommand(name, { numberOfKeys, lua });
-    }
-    this.#connection = connection;
-    try {
-      await client.connect();
-      await login(client, this.#target);
-    } catch (error) {
-      this.#discard(client);
-      throw connection.lastError ?? error;
-    }
+    const client = await this.#login();
     if (db !== 0) {
       try {
-        await client.select(db);
+        await client.send(["SELECT", db]);
       } catch (error) {
-        this.#discard(client);
+        client.close();
         throw this.#selectError(error, db);
       }
     }
@@ -515,14 +453,15 @@ class RedisStore implements Store {
   }
 
   /** The connected client, connecting first when needed. */
-  #connect(): Promise<Client> {
-    // A client is ready before #open has logged it in; #connecting says so.
-    const client = this.#connection?.client;
-    if (client?.status === "ready" && !this.#connecting) {
-      return Promise.resolve(client);
-    }
+  #connect(): Promise<RedisConnection> {
+    const client = this.#client;
+    if (client && !client.closed) return Promise.resolve(client);
     if (!this.#connecting) {
-      const connecting = this.#open().finally(() => {
+      const connecting = this.#open().then((client) => {
+        if (this.#connecting === connecting) this.#client = client;
+        else client.close(); // discarded while it connected
+        return client;
+      }).finally(() => {
         if (this.#connecting === connecting) this.#connecting = undefined;
       });
       this.#connecting = connecting;
@@ -530,36 +469,32 @@ class RedisStore implements Store {
     return this.#connecting;
   }
 
-  /** Drops a connection at once, even one to a server that never answers. */
-  #discard(client = this.#connection?.client): void {
-    if (!client) return;
-    if (this.#connection?.client === client) {
-      // The next operation starts a fresh connection instead of waiting on
-      // this one's failure.
-      this.#connection = undefined;
-      this.#connecting = undefined;
-    }
-    client.disconnect();
+  /** Drops the connection at once, even one to a server that never answers. */
+  #discard(): void {
+    const client = this.#client;
+    // The next operation starts a fresh connection instead of waiting on
+    // this one's failure.
+    this.#client = undefined;
+    this.#connecting?.then((late) => late.close(), () => {});
+    this.#connecting = undefined;
+    client?.close();
   }
 
   /**
-   * Runs one exchange with the server. When the kit's deadline passes, the
-   * connection's state is unknown: it is dropped, and the next operation
-   * connects afresh.
+   * Runs one script. When the kit's deadline passes, the connection's
+   * state is unknown: it is dropped, and the next operation connects
+   * afresh.
    */
-  async #run<T>(op: Operation, body: (client: Client) => Promise<T>) {
-    const connection = this.#connection;
+  async #run<T>(
+    op: Operation,
+    script: Script,
+    args: (string | number)[],
+    // deno-lint-ignore no-explicit-any
+    read: (reply: any) => T,
+  ): Promise<T> {
     op.onExpire(() => this.#discard());
-    try {
-      return await body(await this.#connect());
-    } catch (error) {
-      // A command on a socket that failed says only "Connection is
-      // closed"; the socket's own error says why.
-      const cause = /Connection is closed/.test((error as Error)?.message)
-        ? (this.#connection ?? connection)?.lastError ?? error
-        : error;
-      throw scrub(cause);
-    }
+    const client = await this.#connect();
+    return read(await client.evalScript(script, args));
   }
 
   /** The lease key; the side keys start with NUL after the prefix. */
@@ -613,8 +548,7 @@ class RedisStore implements Store {
       request.link ?? "",
       this.#channel(resource),
     ];
-    return this.#run(op, async (client) => {
-      const reply = await client.stormlockAcquire(...args);
+    return this.#run(op, SCRIPTS.acquire, args, (reply: Reply) => {
       const lease = this.#lease(resource, reply);
       if (reply[0] === "held") {
         throw new this.#context.errors.LockHeldError(lease);
@@ -640,8 +574,7 @@ class RedisStore implements Store {
       by?.reason ?? "",
       this.#channel(resource),
     ];
-    return this.#run(op, async (client) => {
-      const reply = await client.stormlockEnd(...args);
+    return this.#run(op, SCRIPTS.end, args, (reply: Reply | null) => {
       if (!reply) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
@@ -680,8 +613,7 @@ class RedisStore implements Store {
       change.reason === undefined ? "0" : "1",
       change.reason ?? "",
     ];
-    return this.#run(op, async (client) => {
-      const reply = await client.stormlockRenew(...args);
+    return this.#run(op, SCRIPTS.renew, args, (reply: Reply | null) => {
       if (!reply) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
@@ -691,19 +623,14 @@ class RedisStore implements Store {
 
   current(resource: string, op: Operation): Promise<Lease | null> {
     const key = this.#key(resource);
-    return this.#run(op, async (client) => {
-      const reply = await client.stormlockRead(key);
+    return this.#run(op, SCRIPTS.read, [key], (reply: Reply | null) => {
       return reply && this.#lease(resource, reply);
     });
   }
 
   list(prefix: string, op: Operation): Promise<Lease[]> {
-    return this.#run(op, async (client) => {
-      const flat = await client.stormlockList(
-        `${this.#prefix}\0index`,
-        this.#prefix,
-        prefix,
-      );
+    const args = [`${this.#prefix}\0index`, this.#prefix, prefix];
+    return this.#run(op, SCRIPTS.list, args, (flat: Reply) => {
       const leases: Lease[] = [];
       for (let i = 0; i < flat.length; i += FIELD_COUNT + 1) {
         const resource = flat[i] ?? "";
@@ -723,8 +650,8 @@ class RedisStore implements Store {
     this.#key(resource);
     const key = `${this.#prefix}\0history\0${resource}`;
     const ageMs = Number(this.#keep[1]);
-    return this.#run(op, async (client) => {
-      const [now, ...entries] = await client.stormlockHistory(key, limit);
+    return this.#run(op, SCRIPTS.history, [key, limit], (reply: Reply) => {
+      const [now, ...entries] = reply as string[];
       const events: LeaseEvent[] = [];
       for (const entry of entries) {
         const event = this.#event(resource, entry);
@@ -762,38 +689,39 @@ class RedisStore implements Store {
     return event;
   }
 
-  /** The live subscriber, opening one (connected lazily) when needed. */
+  /** The live subscriber, opening one when needed. */
   #subscribe(): Subscriber {
     const live = this.#subscriber;
     if (live && !live.dead) return live;
-    const client = this.#client();
     const subscriber: Subscriber = {
-      client,
-      ready: Promise.resolve(),
+      ready: this.#login(),
       channels: new Map(),
       dead: false,
     };
-    client.on("error", (error: unknown) => {
-      subscriber.lastError = error;
-    });
-    client.on("message", (channel: string) => {
-      for (const watch of subscriber.channels.get(channel)?.watches ?? []) {
-        try {
-          watch();
-        } catch { /* a watcher's failure is its own */ }
+    subscriber.ready = subscriber.ready.then((client) => {
+      subscriber.client = client;
+      if (subscriber.dead) {
+        client.close();
+        throw new Error("Connection is closed.");
       }
-    });
-    // No reconnecting: its watches go quiet, and their waiters poll.
-    client.on("close", () => this.#dropSubscriber(subscriber));
-    subscriber.ready = (async () => {
-      try {
-        await client.connect();
-        await login(client, this.#target);
-      } catch (error) {
+      client.onMessage = (channel) => {
+        for (const watch of subscriber.channels.get(channel)?.watches ?? []) {
+          try {
+            watch();
+          } catch { /* a watcher's failure is its own */ }
+        }
+      };
+      // No reconnecting: its watches go quiet, and their waiters poll.
+      client.onClose = () => {
+        subscriber.lastError ??= client.lastError;
         this.#dropSubscriber(subscriber);
-        throw subscriber.lastError ?? error;
-      }
-    })();
+      };
+      return client;
+    }, (error) => {
+      subscriber.lastError ??= error;
+      this.#dropSubscriber(subscriber);
+      throw error;
+    });
     this.#subscriber = subscriber;
     return subscriber;
   }
@@ -805,7 +733,9 @@ class RedisStore implements Store {
     if (subscriber.dead) return;
     subscriber.dead = true;
     subscriber.channels.clear();
-    subscriber.client.disconnect();
+    subscriber.client?.close();
+    // Still connecting: closed as soon as it is open.
+    subscriber.ready.catch(() => {});
   }
 
   /**
@@ -834,17 +764,17 @@ class RedisStore implements Store {
       if (!entry?.watches.delete(watch) || entry.watches.size > 0) return;
       subscriber.channels.delete(channel);
       if (!subscriber.dead) {
-        subscriber.client.unsubscribe(channel).catch(() => {});
+        subscriber.client?.send(["UNSUBSCRIBE", channel]).catch(() => {});
       }
     };
     try {
-      await subscriber.ready;
+      const client = await subscriber.ready;
       if (signal.aborted) return;
       let entry = subscriber.channels.get(channel);
       if (!entry) {
         entry = {
           watches: new Set(),
-          subscribed: subscriber.client.subscribe(channel),
+          subscribed: client.send(["SUBSCRIBE", channel]),
         };
         subscriber.channels.set(channel, entry);
       }
@@ -868,7 +798,7 @@ class RedisStore implements Store {
       const cause = /Connection is closed/.test((error as Error)?.message)
         ? subscriber.lastError ?? error
         : error;
-      throw scrub(cause);
+      throw cause;
     } finally {
       settled = true;
     }
