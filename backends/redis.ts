@@ -35,7 +35,7 @@
  *
  * @module
  */
-import { RedisConnection, ReplyError, type Script } from "./redis_client.ts";
+import { RedisConnection, type Script } from "./redis_client.ts";
 import {
   type AcquireRequest,
   defineBackend,
