@@ -21,6 +21,7 @@
  * @module
  */
 export type {
+  AcquireDetails,
   Backend,
   BackendContext,
   BackendOptions,

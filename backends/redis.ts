@@ -43,6 +43,7 @@ import {
   type LeaseRecord,
   type Operation,
   type Store,
+  WAIT_MARK,
 } from "../lib/kit/backend.ts";
 import { MAX_TIMER_MS } from "../lib/kit/deadline.ts";
 import type {
@@ -114,12 +115,32 @@ local function record(key, kind, at, f, by)
 end
 `;
 
-// KEYS lease, state, history, index; ARGV resource, kept, age, id,
-// principal, ttl ms, host, reason, link ('' for none), events channel.
+// KEYS lease, state, history, index, waiters; ARGV resource, kept, age,
+// id, principal, ttl ms, host, reason, link ('' for none), events
+// channel, and the queue role: 'check' to refuse a free lock while the
+// waiters set (KEYS[5], the lock's) has a live member, 'member' to join
+// it (KEYS[5] is then the waited-for lock's), '' for neither.
 const ACQUIRE = WRITER + `
 local f = lease(KEYS[1])
 if f == 'foreign' then return {'foreign'} end
 if f then return reply('held', f) end
+if ARGV[11] == 'check' then
+  local waiting, first = 0, nil
+  for _, name in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    local w = lease(ARGV[12] .. name)
+    if type(w) == 'table' then
+      waiting = waiting + 1
+      first = first or w
+    else
+      redis.call('ZREM', KEYS[5], name)
+    end
+  end
+  if first then
+    local out = reply('queued', first)
+    out[#FIELDS + 2] = tostring(waiting)
+    return out
+  end
+end
 local old = redis.call('HMGET', KEYS[2], unpack(FIELDS))
 local ended = tonumber(old[4])
 if old[1] and ended and ended <= now then
@@ -137,6 +158,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms(now))
 redis.call('ZADD', KEYS[4], expires, ARGV[1])
 record(KEYS[3], 'acquired', now, f)
 announce(ARGV[10], 'acquired')
+if ARGV[11] == 'member' then redis.call('ZADD', KEYS[5], 0, ARGV[1]) end
 return reply('acquired', f)
 `;
 
@@ -161,8 +183,9 @@ return reply(kind, f)
 `;
 
 // KEYS as acquire; ARGV resource, kept, age, id, kind ('released' or
-// 'broken'), then the breaker's principal, host and reason, and the events
-// channel. Returns nil when the id is not the live lease.
+// 'broken'), then the breaker's principal, host and reason, the events
+// channel, and 'member' for a waiter's registration (leaving KEYS[5]).
+// Returns nil when the id is not the live lease.
 const END = WRITER + `
 local f = lease(KEYS[1])
 if f == 'foreign' then return {'foreign'} end
@@ -170,6 +193,7 @@ if not f or f[1] ~= ARGV[4] then return false end
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], unpack(FIELDS))
 redis.call('ZREM', KEYS[4], ARGV[1])
+if ARGV[10] == 'member' then redis.call('ZREM', KEYS[5], ARGV[1]) end
 local by = nil
 if ARGV[5] == 'broken' then
   by = {principal = ARGV[6], reason = ARGV[8]}
@@ -228,9 +252,9 @@ type Reply = (string | null)[];
 
 /** The scripts, each sent by its SHA-1 (EVAL the first time). */
 const SCRIPTS = {
-  acquire: { lua: ACQUIRE, keys: 4 },
-  renew: { lua: RENEW, keys: 4 },
-  end: { lua: END, keys: 4 },
+  acquire: { lua: ACQUIRE, keys: 5 },
+  renew: { lua: RENEW, keys: 5 },
+  end: { lua: END, keys: 5 },
   read: { lua: READ, keys: 1 },
   history: { lua: HISTORY, keys: 1 },
   list: { lua: LIST, keys: 1 },
@@ -521,9 +545,26 @@ class RedisStore implements Store {
       `${this.#prefix}\0state\0${resource}`,
       `${this.#prefix}\0history\0${resource}`,
       `${this.#prefix}\0index`,
+      this.#waitersKey(resource),
       resource,
       ...this.#keep,
     ];
+  }
+
+  /**
+   * The set of a lock's waiter registrations (by name), which its acquire
+   * reads in the same script: for a registration, its lock's set.
+   */
+  #waitersKey(resource: string): string {
+    const at = resource.lastIndexOf(WAIT_MARK);
+    const lock = at === -1 ? resource : resource.slice(0, at);
+    return `${this.#prefix}\0waiters\0${lock}`;
+  }
+
+  /** How a write touches the queue: see the scripts' comments. */
+  #queueRole(resource: string, check?: string): string {
+    if (resource.includes(WAIT_MARK)) return "member";
+    return check ? "check" : "";
   }
 
   /** The lease in a script's reply; rejects one Stormlock did not write. */
@@ -547,11 +588,19 @@ class RedisStore implements Store {
       request.reason ?? "",
       request.link ?? "",
       this.#channel(resource),
+      this.#queueRole(resource, request.waiters),
+      this.#prefix,
     ];
     return this.#run(op, SCRIPTS.acquire, args, (reply: Reply) => {
       const lease = this.#lease(resource, reply);
       if (reply[0] === "held") {
         throw new this.#context.errors.LockHeldError(lease);
+      }
+      if (reply[0] === "queued") {
+        throw new this.#context.errors.LockHeldError(lease, {
+          waiting: Number(reply[FIELD_COUNT + 1]),
+          queued: true,
+        });
       }
       return lease;
     });
@@ -573,6 +622,7 @@ class RedisStore implements Store {
       by?.host ?? "",
       by?.reason ?? "",
       this.#channel(resource),
+      this.#queueRole(resource),
     ];
     return this.#run(op, SCRIPTS.end, args, (reply: Reply | null) => {
       if (!reply) {
@@ -854,6 +904,7 @@ export const backend = defineBackend({
     history: true,
     fencing: true,
     events: true,
+    queue: true,
   },
   open(settings, context) {
     const target = parseTarget(settings.url, context);

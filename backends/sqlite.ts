@@ -247,6 +247,24 @@ class SqliteStore implements Store {
     ).run(row.resource, at - this.#keepMs, this.#keep);
   }
 
+  /**
+   * Refuses a free lock while live waiters are registered under `prefix`,
+   * naming the first: one range read on the primary key, in the acquire's
+   * own transaction.
+   */
+  #deferToWaiters(resource: string, prefix: string, now: number): void {
+    const live = this.#sql(
+      `SELECT * FROM leases WHERE resource > ? AND resource < ?
+       AND expires_ms > ? ORDER BY resource`,
+    ).all(prefix, `${prefix}\u{10ffff}`, now) as unknown as Row[];
+    if (live.length === 0) return;
+    const first = this.#lease({ ...live[0], resource });
+    throw new this.#context.errors.LockHeldError(first, {
+      waiting: live.length,
+      queued: true,
+    });
+  }
+
   acquire(
     request: Parameters<Store["acquire"]>[0],
     _op: Operation,
@@ -259,6 +277,7 @@ class SqliteStore implements Store {
       if (old && old.expires_ms > now) {
         throw new this.#context.errors.LockHeldError(this.#lease(old));
       }
+      if (request.waiters) this.#deferToWaiters(resource, request.waiters, now);
       if (old) {
         this.#record("expired", old, old.expires_ms);
         this.#sql("DELETE FROM leases WHERE resource = ?").run(resource);
@@ -429,7 +448,13 @@ export const backend = defineBackend({
       doc: "How long to wait for another process's write lock.",
     },
   },
-  capabilities: { clock: "host", list: true, history: true, fencing: true },
+  capabilities: {
+    clock: "host",
+    list: true,
+    history: true,
+    fencing: true,
+    queue: true,
+  },
   label: (settings) =>
     `SQLite database ${settings.path ?? defaultDatabasePath()}`,
   open(settings, context) {

@@ -24,7 +24,7 @@ import {
   LockHeldError,
   UsageError,
 } from "./kit/errors.ts";
-import { splitQueue, waiters, WaitTicket } from "./queue.ts";
+import { splitQueue, waiterPrefix, waiters, WaitTicket } from "./queue.ts";
 import type { Backend, Lease, LeaseEvent } from "./kit/types.ts";
 import { assertHoldTtl, durationSeconds, holdLease } from "./hold.ts";
 import type { HoldCallback, KeepOptions } from "./hold.ts";
@@ -183,6 +183,24 @@ export class Lock {
         details,
       );
     if (options.wait === undefined) {
+      // A store with the queue capability checks for waiters in the
+      // acquire's own atomic step: nobody waiting costs no extra read.
+      if (this.backend.capabilities.queue) {
+        try {
+          return await this.backend.acquire(
+            this.resource,
+            this.settings.principal,
+            seconds,
+            { ...details, waiters: waiterPrefix(this.resource) },
+          );
+        } catch (error) {
+          if (!(error instanceof LockHeldError) || error.queued) throw error;
+          // Held: say how many wait too (a read only when refused).
+          const { length } = await waiters(this.backend, this.resource);
+          if (length === 0) throw error;
+          throw new LockHeldError(error.holder, { waiting: length });
+        }
+      }
       const queue = await waiters(this.backend, this.resource);
       if (queue.length === 0) return await take();
       const holder = await this.backend.current(this.resource);

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { INTERNAL_MARK } from "./kit/backend.ts";
+import { INTERNAL_MARK, WAIT_MARK } from "./kit/backend.ts";
 import { LeaseNotHeldError } from "./kit/errors.ts";
 import type { Backend, Lease } from "./kit/types.ts";
 
@@ -30,7 +30,7 @@ const HEARTBEAT_MS = 3000;
  * ```
  */
 export function waiterPrefix(resource: string): string {
-  return `${resource}${INTERNAL_MARK}wait${INTERNAL_MARK}`;
+  return `${resource}${WAIT_MARK}`;
 }
 
 /**
@@ -46,7 +46,7 @@ export function splitQueue(
 ): { locks: Lease[]; waiting: Map<string, Lease[]> } {
   const locks: Lease[] = [];
   const waiting = new Map<string, Lease[]>();
-  const mark = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
+  const mark = WAIT_MARK;
   for (const lease of leases) {
     const at = lease.resource.lastIndexOf(mark);
     if (at === -1) {

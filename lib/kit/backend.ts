@@ -32,6 +32,7 @@ import { deniedPermission, permissionAdvice } from "./permissions.ts";
 import { resolveConfigPath } from "./paths.ts";
 import { VERSION } from "./version.ts";
 import type {
+  AcquireDetails,
   Backend,
   BackendContext,
   BackendOptions,
@@ -66,7 +67,7 @@ export type Operation = Bound;
  * };
  * ```
  */
-export interface AcquireRequest extends LeaseDetails {
+export interface AcquireRequest extends AcquireDetails {
   /** The resource to lock. */
   resource: string;
   /** The new lease's id. */
@@ -393,6 +394,7 @@ const CAPABILITY_NAMES: readonly Capability[] = [
   "history",
   "fencing",
   "events",
+  "queue",
 ];
 
 /**
@@ -405,6 +407,18 @@ const CAPABILITY_NAMES: readonly Capability[] = [
  * ```
  */
 export const INTERNAL_MARK = "\u001f";
+
+/**
+ * What separates a lock's name from a waiter's ticket in the name of the
+ * waiter's registration (`deploy\u001fwait\u001f0000000000000042`), so a
+ * store can keep a lock's waiters where its acquire can see them.
+ * @example
+ * ```ts
+ * import { WAIT_MARK } from "./backend.ts";
+ * console.log(JSON.stringify(WAIT_MARK)); // "\u001fwait\u001f"
+ * ```
+ */
+export const WAIT_MARK = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
 
 /** The longest a plugin without a `timeout` option may take per call. */
 const PLUGIN_DEFAULT_TIMEOUT_MS = 30_000;
@@ -573,6 +587,7 @@ function fullCapabilities(
     history: false,
     fencing: false,
     events: false,
+    queue: false,
   };
   for (const name of CAPABILITY_NAMES) full[name] = declared?.[name] === true;
   return full;
@@ -873,7 +888,7 @@ class FramedBackend implements Backend {
     resource: string,
     principal: string,
     ttlSeconds: number,
-    details: LeaseDetails = {},
+    details: AcquireDetails = {},
   ): Promise<Lease> {
     const request: AcquireRequest = {
       resource,

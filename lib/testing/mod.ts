@@ -27,7 +27,7 @@ import {
 import { newLeaseId } from "../kit/lease.ts";
 import type { Backend, BackendOptions, Lease } from "../kit/types.ts";
 import { Lock } from "../lock.ts";
-import { waiters } from "../queue.ts";
+import { waiters, WaitTicket } from "../queue.ts";
 import {
   backendTest,
   closedPort,
@@ -419,6 +419,33 @@ function testWaitQueue(name: string, open: BackendFactory): void {
           [],
           "list never shows the queue",
         );
+      });
+    },
+  );
+
+  register(
+    "a plain acquire of a free lock defers to a live waiter, naming it, and takes the lock once the queue is empty",
+    async () => {
+      await withBackend(open, async (b) => {
+        if (!b.capabilities.list) return;
+        const resource = uniqueResource("queued");
+        const ticket = await WaitTicket.take(b, resource, "first");
+        try {
+          const refused = await lockOn(b, resource, "late").acquire().then(
+            () => undefined,
+            (error) => error,
+          );
+          assert.ok(refused instanceof LockHeldError, String(refused));
+          assert.equal(refused.queued, true);
+          assert.equal(refused.waiting, 1);
+          assert.equal(refused.holder.principal, "first");
+          assert.equal(refused.holder.resource, resource);
+          assert.equal(await b.current(resource), null, "nothing was taken");
+        } finally {
+          await ticket.leave();
+        }
+        const lease = await lockOn(b, resource, "late").acquire();
+        await b.release(resource, lease.id);
       });
     },
   );
