@@ -156,6 +156,12 @@ function statements(table: string, events: string) {
     acquire: `
       WITH old AS (
         SELECT * FROM ${table} WHERE resource = $1::text FOR UPDATE
+      ), waiting AS (
+        SELECT * FROM ${table}
+        WHERE $11::text IS NOT NULL
+          AND resource COLLATE "C" > $11::text
+          AND resource COLLATE "C" < $12::text AND expires > now()
+          AND NOT EXISTS (SELECT 1 FROM old WHERE old.expires > now())
       ), base AS (
         SELECT
           COALESCE((SELECT fence FROM old),
@@ -174,6 +180,7 @@ function statements(table: string, events: string) {
           detail_lease = $2::uuid, created = now(), expires = ${later("$7")}
         FROM old, base
         WHERE t.resource = $1::text AND old.expires <= now()
+          AND NOT EXISTS (SELECT 1 FROM waiting)
         RETURNING t.*
       ), ins AS (
         INSERT INTO ${table} (resource, lease, principal, host, reason, link,
@@ -181,6 +188,7 @@ function statements(table: string, events: string) {
         SELECT $1::text, $2::uuid, $3::text, $4::text, $5::text, $6::text,
           base.fence + 1, base.n + 1, $2::uuid, now(), ${later("$7")}
         FROM base WHERE NOT EXISTS (SELECT 1 FROM old)
+          AND NOT EXISTS (SELECT 1 FROM waiting)
         ON CONFLICT (resource) DO NOTHING
         RETURNING *
       ), won AS (
@@ -199,11 +207,14 @@ function statements(table: string, events: string) {
         FROM won
       ), ${trim(events, "SELECT events FROM won", "$8", "$9")},
       ${notify("$10", "won")}
-      SELECT true AS won, ${leaseColumns("won")}
+      SELECT true AS won, ${leaseColumns("won")}, 0 AS waiting
       FROM won, (SELECT count(*) FROM notified) AS n
       UNION ALL
-      SELECT false, ${leaseColumns("old")} FROM old
-      WHERE old.expires > now() AND NOT EXISTS (SELECT 1 FROM won)`,
+      SELECT false, ${leaseColumns("old")}, 0 FROM old
+      WHERE old.expires > now() AND NOT EXISTS (SELECT 1 FROM won)
+      UNION ALL
+      SELECT false, ${leaseColumns("w")}, (SELECT count(*) FROM waiting)
+      FROM (SELECT * FROM waiting ORDER BY resource COLLATE "C" LIMIT 1) w`,
     // $1 resource, $2 id, $3 kind, $4-$6 breaker, $7 history, $8 age,
     // $9 the events channel.
     end: `
@@ -618,7 +629,9 @@ class PostgresStore implements Store {
     const { resource } = request;
     return this.#run(op, async (sql) => {
       for (let attempt = 0; attempt < ACQUIRE_ATTEMPTS; attempt++) {
-        const [row] = await sql.unsafe<(Row & { won: boolean })[]>(
+        const [row] = await sql.unsafe<
+          (Row & { won: boolean; waiting: number | string })[]
+        >(
           this.#sql.acquire,
           [
             resource,
@@ -631,10 +644,20 @@ class PostgresStore implements Store {
             this.#keep,
             this.#age,
             this.#channel,
+            request.waiters ?? null,
+            // Above every name under the prefix, in "C" (byte) order.
+            request.waiters ? `${request.waiters}\u{10ffff}` : null,
           ],
           { prepare: true },
         );
         if (row?.won) return this.#lease(row);
+        if (row && Number(row.waiting) > 0) {
+          // The first waiter's registration, as a lease of this lock.
+          throw new this.#context.errors.LockHeldError(
+            this.#lease({ ...row, resource }),
+            { waiting: Number(row.waiting), queued: true },
+          );
+        }
         if (row) throw new this.#context.errors.LockHeldError(this.#lease(row));
         // A racing creator inserted the row first: read it afresh.
       }
@@ -1224,6 +1247,7 @@ export const backend = defineBackend({
     history: true,
     fencing: true,
     events: true,
+    queue: true,
   },
   open(settings, context) {
     if (settings.url && settings.connection) {
