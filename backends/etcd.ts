@@ -203,6 +203,8 @@ interface Compare {
   result: "EQUAL";
   create_revision?: string;
   mod_revision?: string;
+  /** Compares every key in [key, range_end) (none: the empty key's). */
+  range_end?: string;
 }
 
 /** One cluster member. */
@@ -809,7 +811,7 @@ class EtcdStore implements Store {
   async #commit(
     resource: string,
     state: State,
-    compare: Compare,
+    compare: Compare | Compare[],
     ops: RequestOp[],
     events: EventValue[],
     op: Operation,
@@ -834,7 +836,7 @@ class EtcdStore implements Store {
     }
     const shadowKey = b64(this.#shadowKey(resource));
     const reply = await this.#call<TxnReply>("/v3/kv/txn", {
-      compare: [compare, {
+      compare: [...[compare].flat(), {
         key: shadowKey,
         target: "MOD",
         result: "EQUAL",
@@ -981,6 +983,10 @@ class EtcdStore implements Store {
     const leaseKey = b64(this.#leaseKey(resource));
     const sweepEnd = Date.now() + SWEEP_WAIT_MS;
     let won = false;
+    // The queue: the transaction also asks that no waiter registration
+    // exists, so nobody waiting costs no read; only a refusal reads them.
+    const waiters = request.waiters && this.#leaseKey(request.waiters);
+    let deferring = waiters !== undefined;
     try {
       let state = await reading;
       for (;;) {
@@ -1013,15 +1019,24 @@ class EtcdStore implements Store {
           });
         }
         events.push({ ...record, kind: "acquired", at: record.created });
+        const noWaiters: Compare[] = deferring && waiters
+          ? [{
+            key: b64(waiters),
+            range_end: b64(prefixEnd(waiters)),
+            target: "CREATE",
+            result: "EQUAL",
+            create_revision: "0",
+          }]
+          : [];
         const result = await this.#commit(
           resource,
           state,
-          {
+          [{
             key: leaseKey,
             target: "CREATE",
             result: "EQUAL",
             create_revision: "0",
-          },
+          }, ...noWaiters],
           [
             {
               request_put: {
@@ -1038,6 +1053,18 @@ class EtcdStore implements Store {
         if (result.succeeded) {
           won = true;
           return this.#lease(resource, record, result.revision);
+        }
+        if (deferring && request.waiters) {
+          const live = await this.list(request.waiters, op);
+          if (live.length > 0) {
+            live.sort((a, b) => a.resource < b.resource ? -1 : 1);
+            throw new this.#context.errors.LockHeldError(
+              { ...live[0], resource },
+              { waiting: live.length, queued: true },
+            );
+          }
+          // Only registrations that expired but are not yet swept.
+          deferring = false;
         }
         state = await this.#state(resource, op);
       }
@@ -1623,6 +1650,7 @@ export const backend: DefinedBackend = defineBackend({
     history: true,
     fencing: true,
     events: true,
+    queue: true,
   },
   open(settings, context) {
     const { members } = parseMembers(settings, context);
