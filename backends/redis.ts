@@ -126,7 +126,9 @@ if f == 'foreign' then return {'foreign'} end
 if f then return reply('held', f) end
 if ARGV[11] == 'check' then
   local waiting, first = 0, nil
-  for _, name in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+  -- Every score is 0, so this is name (ticket) order; ZRANGEBYSCORE is
+  -- already in the least-privilege ACL.
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '+inf')) do
     local w = lease(ARGV[12] .. name)
     if type(w) == 'table' then
       waiting = waiting + 1

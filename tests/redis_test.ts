@@ -8,6 +8,7 @@ import {
   UsageError,
 } from "../mod.ts";
 import type { Backend, BackendOptions, Lease } from "../mod.ts";
+import { waiterPrefix, WaitTicket } from "../lib/queue.ts";
 import {
   testBackendContract,
   testUnavailableContract,
@@ -294,6 +295,20 @@ test("a least-privilege ACL user can do everything", async () => {
       ],
     );
     assert.ok(last.fence > next.fence && next.fence > lease.fence);
+    // The queue: a waiter's registration joins the lock's waiters set, and
+    // a queue-aware acquire reads it, with the same ACL.
+    const queued = uniqueResource();
+    const ticket = await WaitTicket.take(backend, queued, "ann");
+    try {
+      const refused = await backend.acquire(queued, "bob", 60, {
+        waiters: waiterPrefix(queued),
+      }).then(() => undefined, (error) => error);
+      assert.ok(refused instanceof LockHeldError, String(refused));
+      assert.equal(refused.queued, true);
+      assert.equal(refused.holder.principal, "ann");
+    } finally {
+      await ticket.leave();
+    }
   } finally {
     await backend.close();
   }
