@@ -248,21 +248,27 @@ class SqliteStore implements Store {
   }
 
   /**
-   * Refuses a free lock while live waiters are registered under `prefix`,
-   * naming the first: one range read on the primary key, in the acquire's
-   * own transaction.
+   * The lease row of `resource`, and the live waiter registrations under
+   * `waiters` (first come first) when given: one statement, as the lock's
+   * name sorts before its waiters' names.
    */
-  #deferToWaiters(resource: string, prefix: string, now: number): void {
-    const live = this.#sql(
-      `SELECT * FROM leases WHERE resource > ? AND resource < ?
-       AND expires_ms > ? ORDER BY resource`,
-    ).all(prefix, `${prefix}\u{10ffff}`, now) as unknown as Row[];
-    if (live.length === 0) return;
-    const first = this.#lease({ ...live[0], resource });
-    throw new this.#context.errors.LockHeldError(first, {
-      waiting: live.length,
-      queued: true,
-    });
+  #rows(
+    resource: string,
+    waiters: string | undefined,
+    now: number,
+  ): { old?: Row; waiting: Row[] } {
+    if (waiters === undefined) {
+      const old = this.#sql("SELECT * FROM leases WHERE resource = ?")
+        .get(resource) as Row | undefined;
+      return { old, waiting: [] };
+    }
+    const rows = this.#sql(
+      `SELECT * FROM leases WHERE resource = ?
+         OR (resource > ? AND resource < ? AND expires_ms > ?)
+       ORDER BY resource`,
+    ).all(resource, waiters, `${waiters}\u{10ffff}`, now) as unknown as Row[];
+    const old = rows[0]?.resource === resource ? rows.shift() : undefined;
+    return { old, waiting: rows };
   }
 
   acquire(
@@ -272,12 +278,17 @@ class SqliteStore implements Store {
     return Promise.resolve(this.#transaction(() => {
       const now = Date.now();
       const { resource } = request;
-      const old = this.#sql("SELECT * FROM leases WHERE resource = ?")
-        .get(resource) as Row | undefined;
+      const { old, waiting } = this.#rows(resource, request.waiters, now);
       if (old && old.expires_ms > now) {
         throw new this.#context.errors.LockHeldError(this.#lease(old));
       }
-      if (request.waiters) this.#deferToWaiters(resource, request.waiters, now);
+      if (waiting.length > 0) {
+        // Free, but others wait: name the first, as a lease of this lock.
+        throw new this.#context.errors.LockHeldError(
+          this.#lease({ ...waiting[0], resource }),
+          { waiting: waiting.length, queued: true },
+        );
+      }
       if (old) {
         this.#record("expired", old, old.expires_ms);
         this.#sql("DELETE FROM leases WHERE resource = ?").run(resource);

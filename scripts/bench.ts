@@ -236,7 +236,8 @@ function floorScript(name: string, body: string): string {
  */
 async function internals(file: string, names: string[]) {
   const text = Deno.readTextFileSync(join(root, "backends", file))
-    .replaceAll('from "../', `from "${rootUrl}`);
+    .replaceAll('from "../', `from "${rootUrl}`)
+    .replaceAll('from "./', `from "${rootUrl}backends/`);
   const copy = join(work, `internals-${file}`);
   Deno.writeTextFileSync(copy, `${text}\nexport { ${names.join(", ")} };\n`);
   return await import(copy);
@@ -723,6 +724,8 @@ await sql.end();`,
             1000,
             30 * 86400,
             `${DEFAULT_TABLE}_events`,
+            null, // no waiters to defer to, as the backend layer
+            null,
           ], { prepare: true });
           if (!row?.won) throw new Error("held");
           const [ended] = await sql.unsafe(s.end, [
@@ -977,7 +980,8 @@ async function cli(spec: Spec): Promise<void> {
         "ttl = 10 minutes",
         "",
         `[backend.${original.backend}]`,
-        ...original.lines,
+        // configparser reads % as interpolation.
+        ...original.lines.map((line) => line.replaceAll("%", "%%")),
         "",
       ].join("\n"),
     );
