@@ -40,7 +40,6 @@ import type {
   Capabilities,
   Capability,
   Lease,
-  LeaseDetails,
   LeaseEvent,
 } from "./types.ts";
 
