@@ -698,6 +698,13 @@ interface EtcdSettings {
 }
 
 /** A lock store in an etcd cluster. Expiry uses etcd's lease clock. */
+/** An etcd lease granted for a Stormlock lease: its number and times. */
+interface Granted {
+  leaseNo: string;
+  created: number;
+  expires: number;
+}
+
 class EtcdStore implements Store {
   readonly label: string;
   readonly #gateway: Gateway;
@@ -882,7 +889,7 @@ class EtcdStore implements Store {
   // The server's lease clock.
 
   /** Grants an etcd lease; times come from our clock as we ask. */
-  async #grant(ttlSeconds: number, op: Operation) {
+  async #grant(ttlSeconds: number, op: Operation): Promise<Granted> {
     const asked = Date.now();
     const granted = await this.#call<{ ID: string; TTL: string }>(
       "/v3/lease/grant",
@@ -895,6 +902,46 @@ class EtcdStore implements Store {
       created: asked,
       expires: asked + Number(granted.TTL) * 1000,
     };
+  }
+
+  /**
+   * A grant sent beside the state read. A follower asked for a lease while
+   * the cluster elects a new leader may hold the request until the
+   * deadline, though the read beside it has already failed over: when the
+   * grant is still pending 200 ms after the read answered, a second one is
+   * sent, the first answer wins, and the other lease is revoked. (Before
+   * the queue check moved into the acquire, a separate read ahead of it
+   * absorbed the election.)
+   */
+  async #hedgedGrant(
+    ttlSeconds: number,
+    reading: Promise<unknown>,
+    op: Operation,
+  ): Promise<Granted> {
+    const first = this.#grant(ttlSeconds, op);
+    first.catch(() => {});
+    const late = Symbol("late");
+    const soon = await Promise.race([
+      first,
+      reading.then(
+        () =>
+          new Promise<typeof late>((resolve) => {
+            const timer = setTimeout(() => resolve(late), 200);
+            first.finally(() => clearTimeout(timer)).catch(() => {});
+          }),
+        () => first,
+      ),
+    ]);
+    if (soon !== late) return await first;
+    const second = this.#grant(ttlSeconds, op);
+    second.catch(() => {});
+    const winner = await Promise.any([first, second]).catch(() => first);
+    for (const other of [first, second]) {
+      other.then((lease) => {
+        if (lease !== winner) void this.#revoke(lease.leaseNo);
+      }, () => {});
+    }
+    return winner;
   }
 
   /**
@@ -970,7 +1017,7 @@ class EtcdStore implements Store {
     // Both are needed; neither waits for the other.
     const reading = this.#state(resource, op);
     reading.catch(() => {});
-    const granted = await this.#grant(request.ttlSeconds, op);
+    const granted = await this.#hedgedGrant(request.ttlSeconds, reading, op);
     const record: StoredLease = stripped({
       id: request.id,
       principal: request.principal,
