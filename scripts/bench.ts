@@ -23,7 +23,8 @@
  * machine. The machines here are noisy, so only ratios taken in the same
  * rounds mean anything; each ratio is the median of per-round ratios.
  *
- *   deno run -A scripts/bench.ts [--quick] [--only sqlite,redis]
+ *   deno run -A scripts/bench.ts [--quick] [--only=version,sqlite,redis]
+ *     [--cases=cli,throughput,list,wake-up,burst] [--rate-rounds=N]
  *
  * @module
  */
@@ -52,10 +53,17 @@ const launcher = join(root, "scripts", "stormlock");
 const quick = Deno.args.includes("--quick");
 const onlyArg = Deno.args.find((arg) => arg.startsWith("--only="));
 const only = onlyArg?.slice("--only=".length).split(",");
+const casesArg = Deno.args.find((arg) => arg.startsWith("--cases="));
+const cases = casesArg?.slice("--cases=".length).split(",");
+const rateRoundsArg = Deno.args.find((arg) => arg.startsWith("--rate-rounds="));
 /** Interleaved rounds of the whole-process cases. */
 const ROUNDS = quick ? 3 : 21;
 /** Rounds of the in-process throughput cases, and each one's length. */
-const RATE_ROUNDS = quick ? 2 : 7;
+const RATE_ROUNDS = rateRoundsArg
+  ? Number(rateRoundsArg.slice("--rate-rounds=".length))
+  : quick
+  ? 2
+  : 7;
 const RATE_MS = quick ? 200 : 500;
 const LIST_LOCKS = quick ? 1_000 : 10_000;
 const BURST = { processes: 10, acquirers: 100, rounds: 5 };
@@ -1386,6 +1394,7 @@ async function burst(spec: Spec, backend: Backend): Promise<void> {
 
 async function benchBackend(spec: Spec): Promise<void> {
   const step = async (what: string, body: () => Promise<void>) => {
+    if (cases && what !== "setup" && !cases.includes(what)) return;
     log(`${spec.name}: ${what}`);
     try {
       await body();
@@ -1408,8 +1417,8 @@ async function benchBackend(spec: Spec): Promise<void> {
     await spec.setup?.();
   });
   if (!backend) return;
-  await step("CLI acquire", () => cli(spec));
-  await step("library throughput", () => throughput(spec, backend!));
+  await step("cli", () => cli(spec));
+  await step("throughput", () => throughput(spec, backend!));
   await step("list", () => list(spec, backend!));
   await step("wake-up", () => wakeUp(spec, backend!));
   await step("burst", () => burst(spec, backend!));
