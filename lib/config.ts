@@ -6,6 +6,7 @@
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { ConfigError, UsageError } from "./kit/errors.ts";
 import { parseTtl } from "./kit/duration.ts";
+import { resourceNameProblem } from "./kit/text.ts";
 import { parseIni } from "./ini.ts";
 import {
   type EnvReader,
@@ -622,6 +623,14 @@ export function resolveLockSettings(
  * would name one lock; a lone surrogate can't be stored as UTF-8 at all.
  */
 function assertWellFormedName(resource: string): void {
+  const problem = resourceNameProblem(resource);
+  if (problem) {
+    throw new UsageError(
+      `The resource name ${
+        JSON.stringify(resource.slice(0, 60))
+      } ${problem}; use another name`,
+    );
+  }
   if (resource.isWellFormed() && !resource.includes("\uFFFD")) return;
   const shown = JSON.stringify(resource.toWellFormed()).replaceAll(
     "\uFFFD",

@@ -25,6 +25,7 @@ import {
   UsageError,
 } from "./kit/errors.ts";
 import { splitQueue, waiters, WaitTicket } from "./queue.ts";
+import { boundedBy } from "./kit/backend.ts";
 import type { Backend, Lease, LeaseEvent } from "./kit/types.ts";
 import { assertHoldTtl, durationSeconds, holdLease } from "./hold.ts";
 import type { HoldCallback, KeepOptions } from "./hold.ts";
@@ -138,6 +139,9 @@ export class Lock {
    * @param owner What {@linkcode close} closes, if the lock owns it: the
    * backend, or the {@linkcode Stormlock} handle it came from.
    */
+  /** Told just before each acquire is sent (see `hold`). */
+  #sending?: () => void;
+
   constructor(
     backend: Backend,
     settings: LockSettings,
@@ -175,13 +179,15 @@ export class Lock {
       reason: checkText(options.reason, "reason") ?? this.settings.reason,
       link: checkLink(options.link),
     };
-    const take = () =>
-      this.backend.acquire(
+    const take = (backend = this.backend) => {
+      this.#sending?.();
+      return backend.acquire(
         this.resource,
         this.settings.principal,
         seconds,
         details,
       );
+    };
     if (options.wait === undefined) {
       const queue = await waiters(this.backend, this.resource);
       if (queue.length === 0) return await take();
@@ -200,12 +206,15 @@ export class Lock {
    * retried with backoff until the deadline.
    */
   async #wait(
-    take: () => Promise<Lease>,
+    take: (backend: Backend) => Promise<Lease>,
     waitMs: number,
     options: AcquireOptions,
   ): Promise<Lease> {
     const started = Date.now();
     const deadline = started + waitMs;
+    // Each try gets at most the time left, so a busy store can't carry
+    // the wait far past its end.
+    const bounded = boundedBy(this.backend, deadline);
     let ticket: WaitTicket | undefined;
     let refused: LockHeldError | undefined;
     let failure: BackendUnavailableError | undefined;
@@ -236,7 +245,7 @@ export class Lock {
         let pause = 1000;
         try {
           ticket ??= await WaitTicket.take(
-            this.backend,
+            bounded,
             this.resource,
             this.settings.principal,
           );
@@ -246,7 +255,7 @@ export class Lock {
             watched ??= watch();
             pause = await watched ? 2000 : 250;
             try {
-              return await take();
+              return await take(bounded);
             } catch (error) {
               if (error instanceof AcquireUnknownError) {
                 unknown.set(error.leaseId, error);
@@ -255,11 +264,11 @@ export class Lock {
               holder = error.holder;
             }
           } else {
-            holder = await this.backend.current(this.resource);
+            holder = await bounded.current(this.resource);
           }
           if (holder && unknown.has(holder.id)) return holder;
           const queued = holder === null;
-          holder ??= (await waiters(this.backend, this.resource))[0] ?? null;
+          holder ??= (await waiters(bounded, this.resource))[0] ?? null;
           if (holder) {
             refused = new LockHeldError(holder, { waiting, queued });
             options.onWait?.(holder, {
@@ -285,7 +294,12 @@ export class Lock {
           backoff = Math.min(backoff * 2, 5000);
         }
         const left = deadline - Date.now();
-        if (left <= 0) throw [...unknown.values()].at(-1) ?? failure ?? refused;
+        if (left <= 0) {
+          // A try the deadline cut short says less than a refusal before it.
+          const cut = failure && /the time left to wait/.test(failure.message);
+          throw [...unknown.values()].at(-1) ??
+            (cut && refused ? refused : failure ?? refused);
+        }
         if (!woken) {
           await new Promise<void>((resolve) => {
             const timer = setTimeout(
@@ -348,22 +362,9 @@ export class Lock {
     // The lease's life is counted from when its acquire was sent, which
     // only the backend call itself knows.
     let sentAt = Date.now();
-    const timed = new Proxy(this.backend, {
-      get(backend, key) {
-        if (key === "acquire") {
-          return (...args: Parameters<Backend["acquire"]>) => {
-            sentAt = Date.now();
-            return backend.acquire(...args);
-          };
-        }
-        const value = Reflect.get(backend, key, backend);
-        return typeof value === "function" ? value.bind(backend) : value;
-      },
-    });
-    const lease = await new Lock(timed, this.settings).acquire(
-      seconds,
-      options,
-    );
+    const timed = new Lock(this.backend, this.settings);
+    timed.#sending = () => sentAt = Date.now();
+    const lease = await timed.acquire(seconds, options);
     return await holdLease(this, lease, work, {
       ...options,
       maxHold,

@@ -12,7 +12,7 @@ import { eventJson, leaseJson } from "./format.ts";
 import { Lock } from "./lock.ts";
 import type { ListedLease, Stormlock } from "./lock.ts";
 import { StormlockError, UsageError } from "./kit/errors.ts";
-import { shorten } from "./kit/text.ts";
+import { resourceNameProblem, shorten } from "./kit/text.ts";
 import { VERSION } from "./kit/version.ts";
 import { PAGE_CSS, PAGE_HTML, PAGE_JS } from "./serve_page.ts";
 
@@ -265,8 +265,9 @@ function resourceOf(segment: string): string {
   if (name === "") {
     throw new HttpError(400, "The resource name is empty; name a resource");
   }
-  if (name.includes("\0")) {
-    throw new HttpError(400, "The resource name contains a NUL (%00) byte");
+  const problem = resourceNameProblem(name);
+  if (problem) {
+    throw new HttpError(400, `The resource name ${problem}; use another name`);
   }
   return name;
 }

@@ -30,6 +30,7 @@ import {
 } from "./options.ts";
 import { deniedPermission, permissionAdvice } from "./permissions.ts";
 import { resolveConfigPath } from "./paths.ts";
+import { resourceNameProblem, shorten } from "./text.ts";
 import { VERSION } from "./version.ts";
 import type {
   Backend,
@@ -406,6 +407,24 @@ const CAPABILITY_NAMES: readonly Capability[] = [
  */
 export const INTERNAL_MARK = "\u001f";
 
+/**
+ * Whether `resource` is one of the waiting queue's own names (a waiter's
+ * registration or a ticket counter), which `list` leaves out. Any other
+ * name is a lock, and is listed even if an older version let it in with
+ * a reserved character.
+ * @example
+ * ```ts
+ * import { isBookkeeping } from "./backend.ts";
+ * isBookkeeping("deploy\u001fwait\u001f0000000000000001"); // true
+ * isBookkeeping("deploy\u001fqueue"); // true
+ * isBookkeeping("deploy\u001fx"); // false
+ * ```
+ */
+export function isBookkeeping(resource: string): boolean {
+  // deno-lint-ignore no-control-regex
+  return /\u001f(?:wait\u001f\d{16}|queue)$/.test(resource);
+}
+
 /** The longest a plugin without a `timeout` option may take per call. */
 const PLUGIN_DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -752,6 +771,78 @@ function translate(error: unknown, input: TranslateInput): StormlockError {
   );
 }
 
+/**
+ * How a view of a framed backend differs from the backend: whether it may
+ * use Stormlock's reserved names, and a deadline every operation also
+ * keeps.
+ */
+interface FrameView {
+  /** The waiting queue's own names are allowed. */
+  bookkeeping?: boolean;
+  /** Epoch ms after which each operation gets only the minimum time. */
+  deadline?: number;
+}
+
+/** How views are made: reachable only from inside Stormlock. */
+const VIEW = Symbol("stormlock.frameView");
+
+/**
+ * The shortest bound an operation gets under a deadline, so one that
+ * starts just before it can still finish (and a lost acquire be settled).
+ */
+export const MIN_ATTEMPT_MS = 500;
+
+/**
+ * The same backend, allowed to use names with Stormlock's reserved
+ * characters: for the waiting queue, which keeps its registrations under
+ * them. Users' names never get this; other backends are returned as they
+ * are.
+ * @example
+ * ```ts ignore
+ * const queue = bookkeeping(backend);
+ * ```
+ */
+export function bookkeeping(backend: Backend): Backend {
+  return viewOf(backend, { bookkeeping: true });
+}
+
+/**
+ * The same backend, with every operation also bounded by the time left
+ * until `deadline` (epoch ms), though never below
+ * {@linkcode MIN_ATTEMPT_MS}: a wait's retries then end near its deadline
+ * however slow the store is.
+ * @example
+ * ```ts ignore
+ * const bounded = boundedBy(backend, Date.now() + 15_000);
+ * ```
+ */
+export function boundedBy(backend: Backend, deadline: number): Backend {
+  return viewOf(backend, { deadline });
+}
+
+function viewOf(backend: Backend, view: FrameView): Backend {
+  const make = (backend as { [VIEW]?: (view: FrameView) => Backend })[VIEW];
+  return typeof make === "function" ? make.call(backend, view) : backend;
+}
+
+/**
+ * The time one operation gets: the backend's timeout, or less when a
+ * deadline is nearer, but at least {@linkcode MIN_ATTEMPT_MS}.
+ * @example
+ * ```ts
+ * import { attemptMs } from "./backend.ts";
+ * attemptMs(3000, 1000, 0); // 1000
+ * ```
+ */
+export function attemptMs(
+  timeoutMs: number,
+  deadline: number | undefined,
+  now: number,
+): number {
+  if (deadline === undefined) return timeoutMs;
+  return Math.min(timeoutMs, Math.max(deadline - now, MIN_ATTEMPT_MS));
+}
+
 /** The frame around a store: what every backend's operations share. */
 class FramedBackend implements Backend {
   readonly name: string;
@@ -761,14 +852,21 @@ class FramedBackend implements Backend {
   readonly #context: BackendContext;
   readonly #timeoutMs: number;
   readonly #plugin?: string;
-  #closed = false;
+  readonly #view: FrameView;
+  // Shared by the backend and its views: closing one closes all.
+  readonly #state: { closed: boolean };
 
   constructor(
     definition: BackendDefinition,
     store: Store,
     capabilities: Capabilities,
     context: BackendContext,
-    how: { timeoutMs: number; plugin?: string },
+    how: {
+      timeoutMs: number;
+      plugin?: string;
+      view?: FrameView;
+      state?: { closed: boolean };
+    },
   ) {
     this.name = context.name;
     this.capabilities = {
@@ -783,6 +881,36 @@ class FramedBackend implements Backend {
     this.#context = context;
     this.#timeoutMs = how.timeoutMs;
     this.#plugin = how.plugin;
+    this.#view = how.view ?? {};
+    this.#state = how.state ?? { closed: false };
+  }
+
+  [VIEW](view: FrameView): Backend {
+    return new FramedBackend(
+      this.#definition,
+      this.#store,
+      this.capabilities,
+      this.#context,
+      {
+        timeoutMs: this.#timeoutMs,
+        plugin: this.#plugin,
+        view: { ...this.#view, ...view },
+        state: this.#state,
+      },
+    );
+  }
+
+  /** Refuses a name with reserved characters, unless this is the queue. */
+  #name(resource: string, what = "resource name"): void {
+    if (this.#view.bookkeeping && typeof resource === "string") return;
+    const problem = resourceNameProblem(resource);
+    if (problem) {
+      throw new UsageError(
+        `The ${what} ${
+          typeof resource === "string" ? shorten(resource, 60) : ""
+        } ${problem}; use another name`.replace("  ", " "),
+      );
+    }
   }
 
   get #label(): string {
@@ -808,14 +936,24 @@ class FramedBackend implements Backend {
     resource: string | undefined,
     body: (op: Operation) => Promise<T> | T,
   ): Promise<T> {
-    if (this.#closed) {
+    if (this.#state.closed) {
       throw new UsageError(
         `The ${this.name} backend is closed; open a new one`,
       );
     }
+    const ms = attemptMs(this.#timeoutMs, this.#view.deadline, Date.now());
     try {
-      return await within(this.#timeoutMs, body);
+      return await within(ms, body);
     } catch (error) {
+      if (ms < this.#timeoutMs && error instanceof DeadlineError) {
+        // Cut short by the caller's deadline: say so, not "down".
+        throw new BackendUnavailableError(
+          `${this.#label} did not answer within ${
+            formatTimeout(ms)
+          }, the time left to wait (timeout); the store is slow or busy`,
+          { cause: error },
+        );
+      }
       throw this.#fail(error, action, resource);
     }
   }
@@ -875,6 +1013,7 @@ class FramedBackend implements Backend {
     ttlSeconds: number,
     details: LeaseDetails = {},
   ): Promise<Lease> {
+    this.#name(resource);
     const request: AcquireRequest = {
       resource,
       id: newLeaseId(),
@@ -948,6 +1087,7 @@ class FramedBackend implements Backend {
   }
 
   async release(resource: string, leaseId: string): Promise<void> {
+    this.#name(resource);
     try {
       await this.#run(
         "release",
@@ -965,6 +1105,7 @@ class FramedBackend implements Backend {
     ttlSeconds: number,
     change: { reason?: string } = {},
   ): Promise<Lease> {
+    this.#name(resource);
     try {
       const lease = await this.#run(
         "renew",
@@ -978,6 +1119,7 @@ class FramedBackend implements Backend {
   }
 
   async current(resource: string): Promise<Lease | null> {
+    this.#name(resource);
     const lease = await this.#run(
       "read",
       resource,
@@ -987,6 +1129,7 @@ class FramedBackend implements Backend {
   }
 
   async isHeld(resource: string, leaseId: string): Promise<boolean> {
+    this.#name(resource);
     const held = await this.#run("read", resource, async (op) => {
       if (this.#store.isHeld) {
         return await this.#store.isHeld(resource, leaseId, op) === true;
@@ -1005,6 +1148,7 @@ class FramedBackend implements Backend {
     prefix = "",
     options: { internal?: boolean } = {},
   ): Promise<Lease[]> {
+    if (prefix !== "") this.#name(prefix, "prefix");
     requireCapability(this, "list");
     const leases: unknown = await this.#run(
       "list",
@@ -1024,7 +1168,7 @@ class FramedBackend implements Backend {
       .filter((lease) =>
         lease.resource.startsWith(prefix) && lease.expires.getTime() > now &&
         (options.internal || prefix.includes(INTERNAL_MARK) ||
-          !lease.resource.includes(INTERNAL_MARK))
+          !isBookkeeping(lease.resource))
       )
       .sort((a, b) =>
         a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0
@@ -1032,6 +1176,7 @@ class FramedBackend implements Backend {
   }
 
   async history(resource: string, limit = 100): Promise<LeaseEvent[]> {
+    this.#name(resource);
     requireCapability(this, "history");
     const events: unknown = await this.#run(
       "read history",
@@ -1063,6 +1208,7 @@ class FramedBackend implements Backend {
     leaseId: string,
     by: Breaker,
   ): Promise<Lease> {
+    this.#name(resource);
     if (!this.#store.breakLease) {
       // Without a recorded break, a compare-and-delete is still safe.
       const holder = await this.current(resource);
@@ -1089,6 +1235,7 @@ class FramedBackend implements Backend {
     onChange: () => void,
     signal: AbortSignal,
   ): Promise<void> {
+    this.#name(resource);
     requireCapability(this, "events");
     await this.#run(
       "watch",
@@ -1112,8 +1259,8 @@ class FramedBackend implements Backend {
   }
 
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.#state.closed) return;
+    this.#state.closed = true;
     try {
       await this.#store.close();
     } catch {
