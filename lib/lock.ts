@@ -131,6 +131,9 @@ export class Lock {
   readonly settings: LockSettings;
   readonly #owner?: { close(): Promise<void> };
 
+  /** Told just before each acquire is sent (see `hold`). */
+  #sending?: () => void;
+
   /**
    * Wraps an open backend for one resource.
    *
@@ -139,9 +142,6 @@ export class Lock {
    * @param owner What {@linkcode close} closes, if the lock owns it: the
    * backend, or the {@linkcode Stormlock} handle it came from.
    */
-  /** Told just before each acquire is sent (see `hold`). */
-  #sending?: () => void;
-
   constructor(
     backend: Backend,
     settings: LockSettings,

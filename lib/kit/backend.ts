@@ -167,6 +167,11 @@ export interface Store {
   ): Promise<void>;
   /** With the `init` capability: creates tables and the like. */
   init?(op: Operation): Promise<void> | void;
+  /**
+   * Optional, run by `init`: what is wrong with the server's own settings
+   * for Stormlock (such as a Redis that evicts keys), one warning each.
+   */
+  checkSetup?(op: Operation): Promise<string[]> | string[];
   /** Closes connections; may be synchronous. */
   close(): void | Promise<void>;
 }
@@ -687,6 +692,7 @@ async function createFramed(
   return new FramedBackend(definition, store, capabilities, context, {
     timeoutMs,
     plugin: how.plugin,
+    warn: how.warn,
   });
 }
 
@@ -852,6 +858,7 @@ class FramedBackend implements Backend {
   readonly #context: BackendContext;
   readonly #timeoutMs: number;
   readonly #plugin?: string;
+  readonly #warn?: (message: string) => void;
   readonly #view: FrameView;
   // Shared by the backend and its views: closing one closes all.
   readonly #state: { closed: boolean };
@@ -864,6 +871,7 @@ class FramedBackend implements Backend {
     how: {
       timeoutMs: number;
       plugin?: string;
+      warn?: (message: string) => void;
       view?: FrameView;
       state?: { closed: boolean };
     },
@@ -881,6 +889,7 @@ class FramedBackend implements Backend {
     this.#context = context;
     this.#timeoutMs = how.timeoutMs;
     this.#plugin = how.plugin;
+    this.#warn = how.warn;
     this.#view = how.view ?? {};
     this.#state = how.state ?? { closed: false };
   }
@@ -894,6 +903,7 @@ class FramedBackend implements Backend {
       {
         timeoutMs: this.#timeoutMs,
         plugin: this.#plugin,
+        warn: this.#warn,
         view: { ...this.#view, ...view },
         state: this.#state,
       },
@@ -1247,15 +1257,25 @@ class FramedBackend implements Backend {
   async init(): Promise<boolean> {
     if (this.capabilities.init) {
       await this.#run("init", undefined, (op) => this.#store.init!(op));
-      return true;
+    } else {
+      // Nothing to create, but "ready" must mean the store answers.
+      await this.#run(
+        "read",
+        PROBE_RESOURCE,
+        (op) => this.#store.current(PROBE_RESOURCE, op),
+      );
     }
-    // Nothing to create, but "ready" must mean the store answers.
-    await this.#run(
-      "read",
-      PROBE_RESOURCE,
-      (op) => this.#store.current(PROBE_RESOURCE, op),
-    );
-    return false;
+    if (typeof this.#store.checkSetup === "function") {
+      const warnings = await this.#run(
+        "check",
+        undefined,
+        (op) => this.#store.checkSetup!(op),
+      );
+      for (const warning of Array.isArray(warnings) ? warnings : []) {
+        this.#warn?.(`${this.#label}: ${warning}`);
+      }
+    }
+    return this.capabilities.init;
   }
 
   async close(): Promise<void> {
