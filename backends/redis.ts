@@ -127,7 +127,7 @@ if old[1] and ended and ended <= now then
   record(KEYS[3], 'expired', ended, old)
 end
 local fence
-if redis.call('HEXISTS', KEYS[2], 'last') == 1 then
+if redis.call('HMGET', KEYS[2], 'last')[1] then
   fence = redis.call('HINCRBY', KEYS[2], 'last', 1)
 else
   -- No counter: a first acquire, or one evicted. Go on from the newest

@@ -17,7 +17,7 @@ import {
   StormlockError,
   UsageError,
 } from "./errors.ts";
-import { type Bound, DeadlineError, within } from "./deadline.ts";
+import { type Bound, DeadlineError, MAX_TIMER_MS, within } from "./deadline.ts";
 import { isLeaseId, newLeaseId } from "./lease.ts";
 import {
   formatTimeout,
@@ -849,6 +849,57 @@ export function attemptMs(
   return Math.min(timeoutMs, Math.max(deadline - now, MIN_ATTEMPT_MS));
 }
 
+/**
+ * How many operations one backend instance has on its store at once. A
+ * burst beyond it waits its turn here, first come first, instead of
+ * piling onto a store that then answers nobody in time.
+ */
+export const MAX_IN_FLIGHT = 16;
+
+/** At most `size` holders at once; the others wait, first come first. */
+class Turns {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(size: number) {
+    this.#free = size;
+  }
+
+  /** A turn at once, as its release, or `undefined` if none is free. */
+  tryTake(): (() => void) | undefined {
+    if (this.#free === 0) return undefined;
+    this.#free--;
+    return this.#releaser();
+  }
+
+  /** A turn within `ms`, as its release, or `undefined` if none came. */
+  take(ms: number): Promise<(() => void) | undefined> {
+    return new Promise((resolve) => {
+      const turn = () => {
+        clearTimeout(timer);
+        resolve(this.#releaser());
+      };
+      const timer = setTimeout(() => {
+        const at = this.#waiting.indexOf(turn);
+        if (at !== -1) this.#waiting.splice(at, 1);
+        resolve(undefined);
+      }, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+      this.#waiting.push(turn);
+    });
+  }
+
+  #releaser(): () => void {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free++;
+    };
+  }
+}
+
 /** The frame around a store: what every backend's operations share. */
 class FramedBackend implements Backend {
   readonly name: string;
@@ -861,7 +912,7 @@ class FramedBackend implements Backend {
   readonly #warn?: (message: string) => void;
   readonly #view: FrameView;
   // Shared by the backend and its views: closing one closes all.
-  readonly #state: { closed: boolean };
+  readonly #state: { closed: boolean; turns: Turns };
 
   constructor(
     definition: BackendDefinition,
@@ -873,7 +924,7 @@ class FramedBackend implements Backend {
       plugin?: string;
       warn?: (message: string) => void;
       view?: FrameView;
-      state?: { closed: boolean };
+      state?: { closed: boolean; turns: Turns };
     },
   ) {
     this.name = context.name;
@@ -891,7 +942,10 @@ class FramedBackend implements Backend {
     this.#plugin = how.plugin;
     this.#warn = how.warn;
     this.#view = how.view ?? {};
-    this.#state = how.state ?? { closed: false };
+    this.#state = how.state ?? {
+      closed: false,
+      turns: new Turns(MAX_IN_FLIGHT),
+    };
   }
 
   [VIEW](view: FrameView): Backend {
@@ -952,8 +1006,19 @@ class FramedBackend implements Backend {
       );
     }
     const ms = attemptMs(this.#timeoutMs, this.#view.deadline, Date.now());
+    const asked = Date.now();
+    const turns = this.#state.turns;
+    const done = turns.tryTake() ?? await turns.take(ms);
+    if (!done) {
+      // Never sent: the store was not asked, so this is no timeout of its.
+      throw new BackendUnavailableError(
+        `${this.#label} is busy: this process already has ${MAX_IN_FLIGHT} operations on it and more waiting, and this one got no turn within ${
+          formatTimeout(ms)
+        }; send fewer at once, or raise timeout`,
+      );
+    }
     try {
-      return await within(ms, body);
+      return await within(ms - (Date.now() - asked), body);
     } catch (error) {
       if (ms < this.#timeoutMs && error instanceof DeadlineError) {
         // Cut short by the caller's deadline: say so, not "down".
@@ -965,6 +1030,8 @@ class FramedBackend implements Backend {
         );
       }
       throw this.#fail(error, action, resource);
+    } finally {
+      done();
     }
   }
 
