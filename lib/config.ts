@@ -21,6 +21,9 @@ export { expandHome, homeDir, resolveConfigPath };
 import type { IniSections } from "./ini.ts";
 import type { BackendContext, BackendOptions } from "./kit/types.ts";
 
+/** The longest reason or link, in characters, from a flag or the config. */
+export const MAX_TEXT = 4096;
+
 /**
  * The backend used when the config names none.
  * @example
@@ -593,7 +596,15 @@ export function resolveLockSettings(
       }] backend: it is empty; name a backend such as sqlite or redis`,
     );
   }
-  const reason = lookup("reason")?.[0].trim();
+  const reasonEntry = lookup("reason");
+  const reason = reasonEntry?.[0].trim();
+  if (reason && reason.length > MAX_TEXT) {
+    throw new ConfigError(
+      `${file} [${
+        reasonEntry![1]
+      }] reason: it is ${reason.length} characters long; keep it under ${MAX_TEXT}, and put the rest behind a link`,
+    );
+  }
   const maxHold = lookup("max_hold");
   let maxHoldSeconds: number | undefined;
   if (maxHold) {

@@ -9,6 +9,7 @@ import {
   backendsInUse,
   loadConfig,
   localHost,
+  MAX_TEXT,
   resolveLockSettings,
 } from "./config.ts";
 import type { Config, ConfigSource, LockSettings } from "./config.ts";
@@ -510,9 +511,6 @@ export interface OpenLockOptions extends ConfigSource {
    */
   allowPackagePlugins?: boolean;
 }
-
-/** The longest reason or link accepted: enough for a paragraph. */
-const MAX_TEXT = 4096;
 
 /** Checks a reason: not blank, not huge. */
 function checkText(text: string | undefined, what: string): string | undefined {

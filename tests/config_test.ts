@@ -441,3 +441,20 @@ Deno.test("resolveLockSettings() lists the known keys in balanced text", () => {
     "/x/s.cfg [default] colour: unknown key, ignored (known: principal, backend, ttl, reason, max_hold)",
   ]);
 });
+
+Deno.test("a config reason over 4096 characters is refused like --reason, naming the key", () => {
+  const config = parseConfig(`[deploy]\nreason = ${"x".repeat(5000)}\n`);
+  assert.throws(
+    () => resolveLockSettings(config, "deploy"),
+    (error: Error) => {
+      assert.ok(error instanceof ConfigError, String(error));
+      assert.match(
+        error.message,
+        /\[deploy\] reason: it is 5000 characters long; keep it under 4096/,
+      );
+      return true;
+    },
+  );
+  const fine = parseConfig(`[deploy]\nreason = ${"x".repeat(4096)}\n`);
+  assert.equal(resolveLockSettings(fine, "deploy").reason?.length, 4096);
+});
