@@ -375,3 +375,46 @@ Deno.test("hold() releases when the work throws, and rethrows", async () => {
     await close();
   }
 });
+
+Deno.test("a SIGKILL of run stops its command and grandchild too, and stdin still reaches the command", async () => {
+  using home = new CliHome();
+  const pidFile = join(home.home, "command.pid");
+  const grandchildFile = join(home.home, "grandchild.pid");
+  const readFile = join(home.home, "stdin.txt");
+  const run = new Deno.Command("sh", {
+    args: [
+      repoPath("scripts", "stormlock"),
+      "run",
+      "-t",
+      "30s",
+      "--kill-after",
+      "2s",
+      "killed-run",
+      "--",
+      "sh",
+      "-c",
+      `read line; echo "$line" > "${readFile}"; sleep 600 & echo $! > "${grandchildFile}"; echo $$ > "${pidFile}"; wait`,
+    ],
+    cwd: home.cwd,
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      DENO: Deno.execPath(),
+      ...home.env,
+    },
+    stdin: "piped",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const writer = run.stdin.getWriter();
+  await writer.write(new TextEncoder().encode("hello\n"));
+  const command = Number(await waitForFile(pidFile));
+  const grandchild = Number(await waitForFile(grandchildFile));
+  assert.equal(await waitForFile(readFile), "hello");
+  // The launcher execs Deno, so this is run itself.
+  run.kill("SIGKILL");
+  await run.status;
+  await writer.close().catch(() => {});
+  await assertEnded(command);
+  await assertEnded(grandchild);
+});
