@@ -6,6 +6,8 @@
  * contract (lib/testing), and serve's API by tests/serve_test.ts.
  */
 import assert from "assert";
+import { join } from "node:path";
+import { LockHeldError, parseConfig, Stormlock } from "../mod.ts";
 import { assertCleanExit, CliHome } from "./helpers.ts";
 
 Deno.test("cli: a forged waiter name is refused with exit 64, and the lock stays free", async () => {
@@ -24,5 +26,32 @@ Deno.test("cli: a forged waiter name is refused with exit 64, and the lock stays
     const result = await home.run(["acquire", name]);
     assert.equal(result.code, 64, `${JSON.stringify(name)}: ${result.stderr}`);
     assert.match(result.stderr, /which Stormlock reserves/);
+  }
+});
+
+Deno.test("waiters arriving together all join the queue: none is refused by another's ticket", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "stormlock-queue-" });
+  const locks = new Stormlock(
+    parseConfig(`[backend.sqlite]\npath = ${join(dir, "locks.db")}\n`),
+    { warn() {} },
+  );
+  try {
+    const held = await (await locks.lock("busy")).acquire();
+    const results = await Promise.allSettled(
+      Array.from(
+        { length: 20 },
+        async () => (await locks.lock("busy")).acquire(undefined, { wait: 2 }),
+      ),
+    );
+    for (const result of results) {
+      assert.equal(result.status, "rejected");
+      const error = (result as PromiseRejectedResult).reason;
+      assert.ok(error instanceof LockHeldError, String(error));
+      // Refused by the holder at the wait's end, not by the ticket counter.
+      assert.equal(error.holder.id, held.id, error.message);
+    }
+  } finally {
+    await locks.close();
+    Deno.removeSync(dir, { recursive: true });
   }
 });
