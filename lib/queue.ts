@@ -65,7 +65,7 @@ export function splitQueue(
     const at = lease.resource.lastIndexOf(mark);
     const ticket = lease.resource.slice(at + mark.length);
     if (at === -1 || !/^\d{16}$/.test(ticket) || !isWaiter(lease)) {
-      // Anything a waiter did not make is shown, so it can be broken.
+      // Anything a waiter did not make is shown: nothing live is hidden.
       if (!isBookkeeping(lease.resource) || at !== -1) locks.push(lease);
       continue;
     }

@@ -319,7 +319,7 @@ export function testBackendContract(name: string, open: BackendFactory): void {
         });
         const lease = await lock.acquire();
         await b.release(resource, lease.id);
-        // And it is listed, so an operator can see and break it.
+        // And it is listed, so an operator can see it.
         const listed = splitQueue(await b.list(resource, { internal: true }))
           .locks.map((lease) => lease.resource);
         assert.ok(listed.includes(forged.resource), JSON.stringify(listed));
