@@ -8,6 +8,7 @@ import {
 import {
   attemptMs,
   defineBackend,
+  MAX_IN_FLIGHT,
   MIN_ATTEMPT_MS,
 } from "../lib/kit/backend.ts";
 import { LeaseNotHeldError } from "../lib/kit/errors.ts";
@@ -131,4 +132,50 @@ Deno.test("a wait ends near its deadline even when every try would take the whol
   // wait ends about a second after it was asked to. A third of the
   // timeout leaves a loaded machine plenty of room.
   assert.ok(took < 10_000, `the 1 s wait took ${took} ms`);
+});
+
+Deno.test("past 16 operations in flight, the rest wait their turn, and one that gets none is refused as busy, never sent", async () => {
+  let sent = 0;
+  const hung = defineBackend({
+    name: "hung",
+    options: { timeout: { kind: "duration", default: "1s", doc: "" } },
+    capabilities: { clock: "host" },
+    open: () => ({
+      label: "hung store",
+      acquire: () => {
+        sent++;
+        return new Promise<never>(() => {});
+      },
+      release: () => Promise.reject(new LeaseNotHeldError("x", "y")),
+      renew: () => new Promise<never>(() => {}),
+      current: () => Promise.resolve(null),
+      close() {},
+    }),
+  });
+  const backend = await hung.createBackend({}, {
+    name: "hung",
+    section: "backend.hung",
+  });
+  // Twice as many as may be in flight, and one more: the last can't get a
+  // turn before the first 32 have each had their second.
+  const count = 2 * MAX_IN_FLIGHT + 1;
+  const results = await Promise.allSettled(
+    Array.from(
+      { length: count },
+      (_, i) => backend.acquire(`r${i}`, "ann@host", 60),
+    ),
+  );
+  await backend.close();
+  const messages = results.map((result) =>
+    String((result as PromiseRejectedResult).reason?.message)
+  );
+  const busy = messages.filter((message) => / is busy: /.test(message));
+  assert.ok(busy.length >= 1, messages.join("\n"));
+  assert.match(messages[count - 1], / is busy: /);
+  assert.equal(sent, count - busy.length, "a busy refusal was never sent");
+  assert.equal(
+    messages.filter((message) => /did not answer within 1s/.test(message))
+      .length,
+    sent,
+  );
 });

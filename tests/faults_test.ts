@@ -775,9 +775,12 @@ async function burst(
       return JSON.parse(new TextDecoder().decode(output.stdout)) as BurstReport;
     });
     const all = (key: keyof BurstReport) => reports.flatMap((r) => r[key]);
+    const busy = all("failed").filter((m) => / is busy: /.test(m)).length;
     const summary = `won ${all("won").length}, refused ${
       all("heldBy").length
-    }, unknown ${all("unknown").length}, timed out ${all("failed").length}`;
+    }, unknown ${all("unknown").length}, busy (never sent) ${busy}, timed out ${
+      all("failed").length - busy
+    }`;
     console.log(
       `${backend} burst of ${BURST_PROCESSES * BURST_EACH}: ${summary}`,
     );

@@ -1006,7 +1006,6 @@ class FramedBackend implements Backend {
       );
     }
     const ms = attemptMs(this.#timeoutMs, this.#view.deadline, Date.now());
-    const asked = Date.now();
     const turns = this.#state.turns;
     const done = turns.tryTake() ?? await turns.take(ms);
     if (!done) {
@@ -1017,14 +1016,19 @@ class FramedBackend implements Backend {
         }; send fewer at once, or raise timeout`,
       );
     }
+    // Once sent, the store gets its whole time (a wait for a turn is not
+    // the store's slowness), but never more than a caller's deadline left.
+    const storeMs = this.#view.deadline === undefined
+      ? ms
+      : attemptMs(ms, this.#view.deadline, Date.now());
     try {
-      return await within(ms - (Date.now() - asked), body);
+      return await within(storeMs, body);
     } catch (error) {
-      if (ms < this.#timeoutMs && error instanceof DeadlineError) {
+      if (storeMs < this.#timeoutMs && error instanceof DeadlineError) {
         // Cut short by the caller's deadline: say so, not "down".
         throw new BackendUnavailableError(
           `${this.#label} did not answer within ${
-            formatTimeout(ms)
+            formatTimeout(storeMs)
           }, the time left to wait (timeout); the store is slow or busy`,
           { cause: error },
         );
