@@ -62,7 +62,7 @@ const EXIT_HELP = `Exit codes:
   74  the answer could not be written to stdout (an acquired lease is
       released first)
   75  run: the lease was lost (broken, not renewed in time, or max_hold
-      reached) and the command was stopped
+      reached); the command was stopped if it still ran
   78  config error`;
 
 const ENVIRONMENT_HELP = `Environment:
@@ -495,7 +495,8 @@ const COMMANDS: Record<string, Command> = {
       "SIGTERM, then SIGKILL after --kill-after, and run exits 75.\n" +
       "COMMAND's own status may also be 2, 64, 69, 75 or 78: when run itself\n" +
       'fails or loses the lease, stderr says so on a line starting "stormlock:".\n' +
-      "On Windows only COMMAND itself is stopped, not its children.",
+      "If run itself dies, even by SIGKILL, COMMAND's group is stopped too.\n" +
+      "On Windows neither holds: only COMMAND itself is stopped on a loss.",
     async run({ lock, args: [, ...command], flags }) {
       const wait = flags.wait as string | undefined;
       const reporter = waitReporter(wait ?? "");
