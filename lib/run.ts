@@ -95,6 +95,15 @@ done
 kill -KILL "$watcher" 2>/dev/null
 exit "$status"`;
 
+/** Whether the supervisor's shell exists; unknown (no read access) counts as yes. */
+function hasShell(): boolean {
+  try {
+    return Deno.statSync("/bin/sh").isFile;
+  } catch (error) {
+    return error instanceof Deno.errors.NotCapable;
+  }
+}
+
 /**
  * Whether `name` can be started: a path to a file, or found on PATH.
  * `undefined` when that can't be told (no read permission).
@@ -251,9 +260,10 @@ export async function runCommand(
   return await lock.hold(options.ttl, async (signal, lease) => {
     leaseId = lease.id;
     let child: Deno.ChildProcess;
-    // Under a supervisor where there are process groups, so that the
-    // command dies with run however run ends.
-    const supervised = Deno.build.os !== "windows";
+    // Under a supervisor where there are process groups and a shell (a
+    // scratch image has none), so that the command dies with run however
+    // run ends.
+    const supervised = Deno.build.os !== "windows" && hasShell();
     try {
       if (supervised && commandExists(command[0]) === false) {
         throw new Deno.errors.NotFound(command[0]);
