@@ -26,6 +26,7 @@ import {
 import { formatTtl, parseTtl, type Ttl } from "./kit/duration.ts";
 import { MAX_TIMER_MS, sleep } from "./kit/deadline.ts";
 import { shorten } from "./kit/text.ts";
+import { when } from "./kit/time.ts";
 import type { Lease, LeaseEvent } from "./kit/types.ts";
 
 /**
@@ -236,13 +237,7 @@ export function assertHoldTtl(seconds: number): void {
  * ```
  */
 export function durationSeconds(value: Ttl, what: string): number {
-  try {
-    return parseTtl(typeof value === "number" ? `${value}s` : value);
-  } catch (error) {
-    throw new UsageError(
-      (error as Error).message.replace(/^Bad TTL/, `Bad ${what}`),
-    );
-  }
+  return parseTtl(typeof value === "number" ? `${value}s` : value, what);
 }
 
 /** A timer that may be longer than `setTimeout` allows; returns a cancel. */
@@ -268,7 +263,7 @@ function notHeldLoss(lease: Lease, error: LeaseNotHeldError): LeaseLostError {
       lease,
       `lease on ${where} was broken by ${shorten(by.principal)}${
         by.host ? ` on ${shorten(by.host)}` : ""
-      } at ${error.broken.at.toISOString()}: ${shorten(by.reason)}`,
+      } at ${when(error.broken.at)}: ${shorten(by.reason)}`,
       { cause: error, broken: error.broken },
     );
   }
@@ -366,7 +361,7 @@ export async function holdLease<T>(
           "expired",
           lease,
           `lease on ${where} is presumed lost: no renewal succeeded since ${
-            new Date(renewedAt).toISOString()
+            when(new Date(renewedAt))
           }, and it expires ${ttlSeconds}s after${
             lastError ? ` (last error: ${lastError.message})` : ""
           }`,

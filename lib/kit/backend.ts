@@ -785,6 +785,11 @@ class FramedBackend implements Backend {
     this.#plugin = how.plugin;
   }
 
+  /** The store's own label, for `stormlock config`. */
+  get label(): string {
+    return this.#label;
+  }
+
   get #label(): string {
     const label = this.#store.label;
     return typeof label === "string" && label !== ""

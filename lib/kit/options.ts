@@ -7,7 +7,7 @@
  * @module
  */
 import { ConfigError } from "./errors.ts";
-import { parseTimeoutMs, parseTtl } from "./duration.ts";
+import { parseDurationMs, parseTtl } from "./duration.ts";
 import { resolveConfigPath } from "./paths.ts";
 import type { BackendContext, BackendOptions } from "./types.ts";
 
@@ -193,18 +193,21 @@ function parseValue(
       return text;
     case "duration":
       try {
-        return Math.min(parseTimeoutMs(text, key), MAX_TIMEOUT_MS);
-      } catch {
+        return Math.min(parseDurationMs(text), MAX_TIMEOUT_MS);
+      } catch (error) {
         throw fail(
-          `${shown} is not a duration; use forms like 500ms, 3s or 1m`,
+          (error as Error).message.replace(
+            /^Bad duration "[^]*?": /,
+            `${shown}: `,
+          ),
         );
       }
     case "ttl":
       try {
         return parseTtl(text);
-      } catch {
+      } catch (error) {
         throw fail(
-          `${shown} is not a duration; use forms like 30m, 12h or 30d`,
+          (error as Error).message.replace(/^Bad TTL "[^]*?": /, `${shown}: `),
         );
       }
     case "boolean":
