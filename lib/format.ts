@@ -271,7 +271,17 @@ export function fitTable(
   const total = () =>
     sizes.reduce((sum, w) => sum + w, 0) + 2 * (sizes.length - 1);
   const dropped: string[] = [];
-  while (total() > width) {
+  // Optional columns give way only when cutting every cell as far as it
+  // may go would still not make the table fit.
+  const floors = () =>
+    shown.map((column, index) =>
+      column.shrink === undefined
+        ? sizes[index]
+        : Math.min(sizes[index], Math.max(column.shrink, size(column.title)))
+    );
+  const narrowest = () =>
+    floors().reduce((sum, w) => sum + w, 0) + 2 * (shown.length - 1);
+  while (narrowest() > width) {
     const optional = shown
       .map((column, index) => ({ column, index }))
       .filter(({ column }) => column.optional !== undefined)
