@@ -741,7 +741,7 @@ const COMMANDS: Record<string, Command> = {
       const reason = flags.reason as string | undefined;
       if (reason === undefined || reason.trim() === "") {
         throw new UsageError(
-          `break needs --reason TEXT: say why the lease is stale, e.g. stormlock break ${resource} --reason "job died"`,
+          `"break" needs --reason TEXT: say why the lease is stale, e.g. stormlock break ${resource} --reason "job died"`,
         );
       }
       const opened = await lock();
@@ -1334,14 +1334,16 @@ function checkFlags(name: string, values: Values): void {
     }
     if (!command.flags.includes(flag as FlagName)) {
       throw new UsageError(
-        `${name} takes no --${flag}; see "stormlock ${name} --help"`,
+        `"${name}" takes no --${flag}${
+          didYouMean(flag, command.flags, (near) => `--${near}`)
+        }; see "stormlock ${name} --help"`,
       );
     }
   }
   for (const [first, second] of command.excludes ?? []) {
     if (values[first] && values[second]) {
       throw new UsageError(
-        `${name} takes --${first} or --${second}, not both`,
+        `"${name}" takes --${first} or --${second}, not both`,
       );
     }
   }
@@ -1382,7 +1384,7 @@ async function run(argv: string[]): Promise<number> {
     (!variadic && args.length > command.args.length)
   ) {
     throw new UsageError(
-      `${name} takes ${
+      `"${name}" takes ${
         command.args.join(" ")
       }, but got ${args.length} argument${
         args.length === 1 ? "" : "s"

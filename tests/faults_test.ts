@@ -12,6 +12,8 @@
  * with bounded polls, and checks exit codes, messages and what the store
  * holds afterwards.
  */
+// test-servers: etcd redis postgres dynamodb
+// (it starts its own, but needs them installed as their starters do)
 import assert from "assert";
 import { join } from "node:path";
 import {

@@ -517,3 +517,20 @@ Deno.test("bash completion in a real interactive shell: resources, files after -
     await tmux("kill-server");
   }
 });
+
+Deno.test("scripts/test.sh FILE starts only the servers that file needs", async () => {
+  const result = await run("sh", [
+    repoPath("scripts", "test.sh"),
+    "tests/duration_test.ts",
+  ], {
+    cwd: repoPath(),
+    env: { DENO: Deno.execPath(), NO_COLOR: "1" },
+  });
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(
+    result.stderr,
+    /not starting (?=[^\n]*redis)(?=[^\n]*etcd)(?=[^\n]*postgres)[^\n]*: the named files do not use them/,
+  );
+  assert.doesNotMatch(result.stderr, /starting (redis|etcd|postgres)\b/);
+  assert.match(result.stdout, /\d+ passed, 0 failed/);
+});

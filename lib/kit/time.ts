@@ -65,14 +65,16 @@ export function localTime(date: Date, now = new Date()): string {
  */
 export function span(ms: number): string {
   // Self-contained: the status page embeds this very function's source.
+  // Each unit rounds to the nearest, so a fresh 1h lease reads "in 1h".
   const seconds = Math.round(Math.abs(ms) / 1000);
   if (seconds < 60) return `${seconds}s`;
-  const minutes = Math.floor(seconds / 60);
+  const minutes = Math.round(seconds / 60);
   if (minutes < 60) return `${minutes}m`;
   const hours = Math.floor(minutes / 60);
   if (hours < 48) return `${hours}h${minutes % 60 ? `${minutes % 60}m` : ""}`;
-  const days = Math.floor(hours / 24);
-  return `${days}d${hours % 24 ? `${hours % 24}h` : ""}`;
+  const wholeHours = Math.round(minutes / 60);
+  const days = Math.floor(wholeHours / 24);
+  return `${days}d${wholeHours % 24 ? `${wholeHours % 24}h` : ""}`;
 }
 
 /**
