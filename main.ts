@@ -444,9 +444,9 @@ const COMMANDS: Record<string, Command> = {
           !error.queued && holder.principal === opened.settings.principal
         ) {
           complain(
-            `You already hold "${shorten(holder.resource)}" as ${
+            `"${shorten(holder.resource)}" is held by ${
               holderText(holder)
-            }, since ${when(holder.created)}, until ${
+            } (you already hold it) since ${when(holder.created)}, until ${
               when(holder.expires)
             }; your lease id: stormlock${
               flags.config ? ` -c ${shellQuote(String(flags.config))}` : ""

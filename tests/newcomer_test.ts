@@ -405,7 +405,7 @@ Deno.test("cli: acquire of a lock you hold says so and how to get the lease id",
   assert.equal(again.stdout, "");
   assert.match(
     again.stderr,
-    /^stormlock: You already hold "mine" as tester@\S+, since .*; your lease id: stormlock current --id-only mine\n$/,
+    /^stormlock: "mine" is held by tester@\S+ \(you already hold it\) since .*; your lease id: stormlock current --id-only mine\n$/,
   );
 });
 
