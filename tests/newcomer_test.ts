@@ -15,7 +15,14 @@ import {
 } from "./helpers.ts";
 import { closest, didYouMean, editDistance } from "../lib/kit/suggest.ts";
 import { fitTable } from "../lib/format.ts";
-import { parseDurationMs, parseTtl } from "../mod.ts";
+import {
+  parseConfig,
+  parseDurationMs,
+  parseTtl,
+  serveStatus,
+  Stormlock,
+} from "../mod.ts";
+import { PAGE_JS } from "../lib/serve_page.ts";
 import { maskSecret } from "../lib/report.ts";
 import { timeZoneProblem } from "../lib/kit/time.ts";
 
@@ -533,4 +540,37 @@ Deno.test("scripts/test.sh FILE starts only the servers that file needs", async 
   );
   assert.doesNotMatch(result.stderr, /starting (redis|etcd|postgres)\b/);
   assert.match(result.stdout, /\d+ passed, 0 failed/);
+});
+
+Deno.test("serve: the page's event stream names a backend that is down and still shows the others", async () => {
+  using home = new CliHome();
+  const port = closedPort();
+  const locks = new Stormlock(
+    parseConfig(
+      `[default]\nprincipal = page@test\n[backend.sqlite]\npath = ${home.home}/locks.db\n[deploy]\nbackend = redis\n[backend.redis]\nurl = redis://127.0.0.1:${port}\ntimeout = 1\n`,
+    ),
+    { warn() {} },
+  );
+  await (await locks.lock("healthy")).acquire("1h");
+  const server = serveStatus(locks, { listen: "127.0.0.1:0", pollMs: 100 });
+  try {
+    const response = await fetch(`${server.url}/api/events`);
+    const reader = response.body!.pipeThrough(new TextDecoderStream())
+      .getReader();
+    let text = "";
+    while (!/event: partial\ndata: .*\n/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+    await reader.cancel();
+    assert.match(text, /event: locks\ndata: \[.*"resource":"healthy"/);
+    const partial = JSON.parse(/event: partial\ndata: (.*)\n/.exec(text)![1]);
+    assert.equal(partial.missing[0].backend, "redis");
+    assert.match(partial.missing[0].error, /Redis at 127\.0\.0\.1:\d+/);
+    assert.match(PAGE_JS, /event === "partial"/);
+  } finally {
+    await server.shutdown();
+    await locks.close();
+  }
 });
