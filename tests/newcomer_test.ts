@@ -26,6 +26,9 @@ import { PAGE_JS } from "../lib/serve_page.ts";
 import { maskSecret } from "../lib/report.ts";
 import { timeZoneProblem } from "../lib/kit/time.ts";
 
+const ESC = "\x1b";
+const ANSI_STYLE = new RegExp(`${ESC}\\[\\d+m`, "g");
+const ANY_ESCAPE = new RegExp(`${ESC}\\[`);
 const shellQuote = (text: string) => `'${text.replaceAll("'", `'\\''`)}'`;
 
 /** Runs the launcher in a pseudo-terminal `cols` wide (util-linux script). */
@@ -350,7 +353,7 @@ Deno.test("cli: list and history fit an 80- and a 120-column terminal, in colour
   for (const [cols, hasLink] of [[80, false], [120, true]] as const) {
     const list = await inTerminal(home, ["list"], cols, { NO_COLOR: "" });
     assert.equal(list.code, 0, list.stdout);
-    const plain = list.stdout.replace(/\x1b\[\d+m/g, "");
+    const plain = list.stdout.replace(ANSI_STYLE, "");
     const lines = plain.trimEnd().split("\n").filter((line) =>
       !line.startsWith("stormlock:")
     );
@@ -369,8 +372,8 @@ Deno.test("cli: list and history fit an 80- and a 120-column terminal, in colour
     assert.equal(/LINK/.test(lines[0]), hasLink, `${cols}: ${lines[0]}`);
     assert.match(plain, /…/);
     assert.match(plain, /stormlock: \d+ cells? (was|were) cut/);
-    assert.match(list.stdout, /\x1b\[1m/, "the holder is bold");
-    assert.match(list.stdout, /\x1b\[33m/, "expiring soon is yellow");
+    assert.ok(list.stdout.includes(`${ESC}[1m`), "the holder is bold");
+    assert.ok(list.stdout.includes(`${ESC}[33m`), "expiring soon is yellow");
     const history = await inTerminal(home, ["history", "deploy-prod"], cols);
     for (const line of history.stdout.trimEnd().split("\n")) {
       if (!line.startsWith("stormlock:")) {
@@ -380,10 +383,10 @@ Deno.test("cli: list and history fit an 80- and a 120-column terminal, in colour
     assert.match(history.stdout, /^WHEN \([+-]\d\d:\d\d\) +EVENT/);
   }
   const noColour = await inTerminal(home, ["list"], 120, { NO_COLOR: "1" });
-  assert.doesNotMatch(noColour.stdout, /\x1b\[/);
+  assert.doesNotMatch(noColour.stdout, ANY_ESCAPE);
   // No terminal: the same columns whatever COLUMNS says, and no colour.
   const piped = await home.run(["list"], { COLUMNS: "40", NO_COLOR: "" });
-  assert.doesNotMatch(piped.stdout, /\x1b\[/);
+  assert.doesNotMatch(piped.stdout, ANY_ESCAPE);
   assert.match(piped.stdout.split("\n")[0], /LINK$/);
   const wider = await home.run(["list"], { COLUMNS: "200" });
   assert.equal(wider.stdout.split("\n")[0], piped.stdout.split("\n")[0]);
