@@ -1385,7 +1385,7 @@ async function run(argv: string[]): Promise<number> {
   ) {
     throw new UsageError(
       `"${name}" takes ${
-        command.args.join(" ")
+        command.args.length > 0 ? command.args.join(" ") : "no arguments"
       }, but got ${args.length} argument${
         args.length === 1 ? "" : "s"
       }; usage: ${usageOf(name)}`,
