@@ -919,7 +919,7 @@ const COMMANDS: Record<string, Command> = {
           ),
       });
       complain(
-        `serving ${server.url} (${
+        `Now serving ${server.url} (${
           flags["allow-break"] ? "breaking allowed" : "read-only"
         }${token ? ", token required" : ""}); Ctrl-C stops`,
       );

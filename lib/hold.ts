@@ -261,7 +261,7 @@ function notHeldLoss(lease: Lease, error: LeaseNotHeldError): LeaseLostError {
     return new LeaseLostError(
       "broken",
       lease,
-      `lease on ${where} was broken by ${shorten(by.principal)}${
+      `Lease on ${where} was broken by ${shorten(by.principal)}${
         by.host ? ` on ${shorten(by.host)}` : ""
       } at ${when(error.broken.at)}: ${shorten(by.reason)}`,
       { cause: error, broken: error.broken },
@@ -270,7 +270,7 @@ function notHeldLoss(lease: Lease, error: LeaseNotHeldError): LeaseLostError {
   return new LeaseLostError(
     "not-held",
     lease,
-    `lease on ${where} is no longer held: it expired or was released elsewhere`,
+    `Lease on ${where} is no longer held: it expired or was released elsewhere`,
     { cause: error },
   );
 }
@@ -360,7 +360,7 @@ export async function holdLease<T>(
         new LeaseLostError(
           "expired",
           lease,
-          `lease on ${where} is presumed lost: no renewal succeeded since ${
+          `Lease on ${where} is presumed lost: no renewal succeeded since ${
             when(new Date(renewedAt))
           }, and it expires ${ttlSeconds}s after${
             lastError ? ` (last error: ${lastError.message})` : ""
@@ -395,7 +395,7 @@ export async function holdLease<T>(
           new LeaseLostError(
             "failed",
             lease,
-            `lease on ${where} could not be renewed: ${
+            `Lease on ${where} could not be renewed: ${
               (error as Error)?.message ?? error
             }`,
             { cause: error },
@@ -418,7 +418,7 @@ export async function holdLease<T>(
         new LeaseLostError(
           "max-hold",
           lease,
-          `lease on ${where} reached max_hold (${
+          `Lease on ${where} reached max_hold (${
             formatTtl(maxHoldSeconds)
           }) and is given up`,
         ),

@@ -495,7 +495,7 @@ async function runStopsBeforeExpiry(harness: Harness): Promise<void> {
     killedAt < expires,
     `stopped at ${killedAt}, but the lease ran until ${expires}`,
   );
-  assert.match((await stderr).trim(), /^stormlock: .*lease/m);
+  assert.match((await stderr).trim(), /^stormlock: .*lease/im);
 }
 
 /** Runs `body` with a server of its own, closing it whatever happens. */
