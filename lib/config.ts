@@ -7,7 +7,7 @@ import { dirname, isAbsolute, join, resolve } from "node:path";
 import { ConfigError, UsageError } from "./kit/errors.ts";
 import { parseTtl } from "./kit/duration.ts";
 import { parseIni } from "./ini.ts";
-import { closest, didYouMean, trailingComment } from "./kit/suggest.ts";
+import { closest, commentNote, didYouMean } from "./kit/suggest.ts";
 import {
   type EnvReader,
   expandHome,
@@ -441,14 +441,6 @@ export function defaultPrincipal(env?: EnvReader): string {
 function principalUser(env?: EnvReader): string | undefined {
   return readEnv(env, "USER") ?? readEnv(env, "USERNAME") ??
     readEnv(env, "LOGNAME");
-}
-
-/** Names a comment written after a value, which is part of the value. */
-function commentNote(value: string): string {
-  const found = trailingComment(value);
-  return found
-    ? ` (it ends in "${found.comment}", which reads as part of the value: put a comment on a line of its own)`
-    : "";
 }
 
 /** Unknown keys of a resource section, `[default]` included. */

@@ -108,6 +108,15 @@ Deno.test("cli: a comment after a value is named as one", async () => {
   assertCleanExit(result, 78, /looks like a comment \(# shared\)/);
   assert.match(result.stderr, /write "backend = redis"/);
   assert.doesNotMatch(result.stderr, /\[backend\.redis {3}#/);
+  home.write(
+    "work/.stormlock.cfg",
+    "[default]\nbackend = redis\n[backend.redis]\ntimeout = 3s   # short\n",
+  );
+  assertCleanExit(
+    await home.run(["current", "r"]),
+    78,
+    /\[backend\.redis\] timeout: .*ends in "# short", which reads as part of the value/,
+  );
   home.write("work/.stormlock.cfg", "[default]\nttl = 1h   ; an hour\n");
   assertCleanExit(
     await home.run(["current", "r"]),

@@ -8,6 +8,7 @@
  */
 import { ConfigError } from "./errors.ts";
 import { parseDurationMs, parseTtl } from "./duration.ts";
+import { commentNote } from "./suggest.ts";
 import { resolveConfigPath } from "./paths.ts";
 import type { BackendContext, BackendOptions } from "./types.ts";
 
@@ -184,7 +185,12 @@ function parseValue(
   context: BackendContext,
 ): unknown {
   const fail = (why: string, cause?: unknown) =>
-    optionError(context, key, why, cause ? { cause } : undefined);
+    optionError(
+      context,
+      key,
+      `${why}${commentNote(text)}`,
+      cause ? { cause } : undefined,
+    );
   const shown = JSON.stringify(
     text.length > 60 ? `${text.slice(0, 60)}…` : text,
   );

@@ -113,3 +113,20 @@ export function trailingComment(
   const match = /^(.*?\S)\s+([#;].*)$/.exec(value);
   return match ? { value: match[1], comment: match[2] } : undefined;
 }
+
+/**
+ * Names a comment written after a value, for the end of an error about
+ * that value; "" when there is none.
+ *
+ * @example
+ * ```ts
+ * import { commentNote } from "./suggest.ts";
+ * commentNote("1h ; an hour"); // ' (it ends in "; an hour", which reads as part of the value: …)'
+ * ```
+ */
+export function commentNote(value: string): string {
+  const found = trailingComment(value);
+  return found
+    ? ` (it ends in "${found.comment}", which reads as part of the value: put a comment on a line of its own)`
+    : "";
+}
