@@ -225,9 +225,11 @@ function print(line: string): void {
 
 /**
  * One message style: a capital first letter, so the CLI's own messages,
- * the library's errors and the backends' warnings read alike.
+ * the library's errors and the backends' warnings read alike; names that
+ * are written in lower case (etcd) stay as they are.
  */
 function sentence(message: string): string {
+  if (/^(?:etcd|dynalite|npm|deno|stormlock)\b/.test(message)) return message;
   return message.replace(/^[a-z]/, (first) => first.toUpperCase());
 }
 
