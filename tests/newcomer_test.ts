@@ -586,3 +586,36 @@ Deno.test("serve: the page's event stream names a backend that is down and still
     await locks.close();
   }
 });
+
+Deno.test("scripts/install.sh puts a working stormlock in a folder, and says how to reach it", async () => {
+  using home = new CliHome();
+  const bin = `${home.home}/tools/bin`;
+  const env = {
+    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+    DENO: Deno.execPath(),
+    ...home.env,
+  };
+  const installed = await run("sh", [repoPath("scripts", "install.sh"), bin], {
+    cwd: home.cwd,
+    clearEnv: true,
+    env,
+  });
+  assert.equal(installed.code, 0, installed.stderr);
+  assert.match(installed.stderr, /installed \S+ as .*tools\/bin\/stormlock/);
+  assert.match(installed.stderr, /tools\/bin is not on PATH; add it/);
+  // From any folder, through the link, as a newcomer would call it.
+  const version = await run(`${bin}/stormlock`, ["version"], {
+    cwd: "/",
+    clearEnv: true,
+    env,
+  });
+  assert.equal(version.code, 0, version.stderr);
+  assert.match(version.stdout, /^\d+\.\d+\.\d+/);
+  const again = await run("sh", [repoPath("scripts", "install.sh"), bin], {
+    cwd: home.cwd,
+    clearEnv: true,
+    env: { ...env, PATH: `${bin}:${env.PATH}` },
+  });
+  assert.equal(again.code, 0, again.stderr);
+  assert.doesNotMatch(again.stderr, /not on PATH/);
+});
