@@ -992,6 +992,9 @@ const COMMANDS: Record<string, Command> = {
           ...Object.entries(backend.options).map(([key, value]) =>
             `    ${p(key)} = ${p(value)}`
           ),
+          ...Object.entries(backend.defaults).map(([key, value]) =>
+            `    ${p(key)} = ${p(value)}  ${colours.dim("(default)")}`
+          ),
         ]),
       ].join("\n"));
       return down ? EXIT.unavailable : EXIT.ok;

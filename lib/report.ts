@@ -18,6 +18,8 @@ import { within } from "./kit/deadline.ts";
 import { expandHome, homeDir, readEnv } from "./kit/paths.ts";
 import type { EnvReader } from "./kit/paths.ts";
 import type { Stormlock } from "./lock.ts";
+import { builtinBackends } from "./registry.ts";
+import { definitionOf } from "./kit/backend.ts";
 
 /** One place in the config search, in order. */
 export interface SearchedPlace {
@@ -49,6 +51,11 @@ export interface BackendReport {
   store?: string;
   /** The `[backend.NAME]` options, with secrets masked. */
   options: Record<string, string>;
+  /**
+   * A built-in backend's defaults for the options not set (the table, the
+   * key prefix, the timeout), with secrets masked.
+   */
+  defaults: Record<string, string>;
   /** Whether it answered a read within the bound. */
   answers: boolean;
   /** How long the check took, in ms. */
@@ -137,6 +144,28 @@ function searchOrder(
   });
 }
 
+/** A built-in backend's defaults for the options not set, masked. */
+async function defaultsOf(
+  name: string,
+  set: Record<string, string>,
+): Promise<Record<string, string>> {
+  const load = Object.hasOwn(builtinBackends, name)
+    ? builtinBackends[name]
+    : undefined;
+  if (!load) return {};
+  const { options } = definitionOf(await load(), name).schema;
+  return Object.fromEntries(
+    Object.entries(options)
+      .filter(([key, spec]) =>
+        !(key in set) && "default" in spec && spec.default !== undefined
+      )
+      .map(([key, spec]) => [
+        key,
+        maskSecret(key, String((spec as { default: unknown }).default)),
+      ]),
+  );
+}
+
 const WHY: Record<string, string> = {
   option: "named by -c",
   env: "named by $STORMLOCK_CONFIG",
@@ -195,6 +224,7 @@ export async function configReport(
           [key, value],
         ) => [key, maskSecret(key, value)]),
       );
+      const defaults = await defaultsOf(name, options);
       const started = Date.now();
       let store: string | undefined;
       try {
@@ -209,6 +239,7 @@ export async function configReport(
           name,
           store,
           options,
+          defaults,
           answers: true,
           ms: Date.now() - started,
         };
@@ -217,6 +248,7 @@ export async function configReport(
           name,
           ...(store ? { store } : {}),
           options,
+          defaults,
           answers: false,
           ms: Date.now() - started,
           error: (error as Error)?.message ?? String(error),

@@ -280,6 +280,7 @@ Deno.test("cli: config shows the file, search, backends and principal, secrets m
     /redis: Redis at 127\.0\.0\.1:\d+; does not answer/,
   );
   assert.match(result.stdout, /url = redis:\/\/:\*\*\*\*@127\.0\.0\.1/);
+  assert.match(result.stdout, /prefix = stormlock: {2}\(default\)/);
   const json = JSON.parse((await home.run(["config", "--json"])).stdout);
   assert.equal(json.backends[1].answers, false);
   assert.equal(maskSecret("password", "x"), "****");
