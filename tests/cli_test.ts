@@ -361,7 +361,7 @@ Deno.test("cli: help for an unknown command is a usage error", async () => {
 
 Deno.test("cli: acquire --wait takes the lock once the holder's lease ends", async () => {
   using home = new CliHome();
-  await home.run(["acquire", "--ttl", "1s", "queue"], { USER: "ann" });
+  await home.run(["acquire", "--ttl", "4s", "queue"], { USER: "ann" });
   const waited = await home.run(["acquire", "--wait", "30s", "queue"], {
     USER: "bob",
   });
