@@ -46,6 +46,7 @@ export type { StormlockErrorCode } from "./lib/kit/errors.ts";
 export {
   formatTtl,
   MAX_TTL_SECONDS,
+  parseDurationMs,
   parseTimeoutMs,
   parseTtl,
 } from "./lib/kit/duration.ts";
@@ -76,6 +77,7 @@ export type {
   AcquireOptions,
   HoldOptions,
   ListedLease,
+  ListOptions,
   OpenLockOptions,
   Ttl,
   WaitState,

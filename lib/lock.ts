@@ -7,6 +7,7 @@
 import {
   backendSettings,
   backendsInUse,
+  configWarnings,
   loadConfig,
   localHost,
   MAX_TEXT,
@@ -97,13 +98,7 @@ export interface WaitState {
 
 /** Reads a wait like a TTL, naming it as a wait in errors. */
 function waitSeconds(wait: Ttl): number {
-  try {
-    return ttlSeconds(wait);
-  } catch (error) {
-    throw new UsageError(
-      (error as Error).message.replace(/^Bad TTL/, "Bad wait time"),
-    );
-  }
+  return parseTtl(typeof wait === "number" ? `${wait}s` : wait, "wait time");
 }
 
 function ttlSeconds(ttl: Ttl): number {
@@ -271,7 +266,11 @@ export class Lock {
           const queued = holder === null;
           holder ??= (await waiters(bounded, this.resource))[0] ?? null;
           if (holder) {
-            refused = new LockHeldError(holder, { waiting, queued });
+            // This wait leaves the queue when it gives up: count the others.
+            refused = new LockHeldError(holder, {
+              waiting: Math.max(0, waiting - 1),
+              queued,
+            });
             options.onWait?.(holder, {
               position,
               waiting,
@@ -556,6 +555,25 @@ export interface ListedLease extends Lease {
 }
 
 /**
+ * How {@linkcode Stormlock.list} treats a backend that is down.
+ * @example
+ * ```ts ignore
+ * import { openStormlock, type ListOptions } from "@stormlock/stormlock";
+ * const options: ListOptions = { onUnavailable: (name) => console.warn(`${name} is down`) };
+ * await using locks = await openStormlock();
+ * await locks.list("", options);
+ * ```
+ */
+export interface ListOptions {
+  /**
+   * Called for each backend that can't be reached; the others are still
+   * listed. Without it, the first such backend ends the list with its
+   * error. When every backend is down, the last error is thrown anyway.
+   */
+  onUnavailable?: (backend: string, error: BackendUnavailableError) => void;
+}
+
+/**
  * A handle on the whole configured store: every backend the config uses,
  * opened on first use and closed together.
  *
@@ -585,6 +603,7 @@ export class Stormlock {
     this.#options = options;
     // Config-search warnings concern every command, not only lock ones.
     for (const message of config.warnings ?? []) this.#warn(message);
+    for (const message of configWarnings(config)) this.#warn(message);
   }
 
   #warn(message: string): void {
@@ -641,15 +660,34 @@ export class Stormlock {
   /**
    * Every live lease whose resource starts with `prefix`, on every backend
    * the config uses, sorted by backend and resource.
+   * @param prefix The start of the names to list.
+   * @param options What to do when one backend is down.
    * @throws {ConfigError} when a backend can't list.
+   * @throws {BackendUnavailableError} when a backend is down, or, with
+   * `onUnavailable`, when every one is.
    */
-  async list(prefix = ""): Promise<ListedLease[]> {
+  async list(
+    prefix = "",
+    options: ListOptions = {},
+  ): Promise<ListedLease[]> {
     const rows: ListedLease[] = [];
-    for (const name of backendsInUse(this.config)) {
-      const backend = await this.backend(name);
-      const { locks, waiting } = splitQueue(
-        await backend.list(prefix, { internal: true }),
-      );
+    const names = backendsInUse(this.config);
+    let down = 0;
+    for (const name of names) {
+      let listed: Lease[];
+      try {
+        const backend = await this.backend(name);
+        listed = await backend.list(prefix, { internal: true });
+      } catch (error) {
+        // One store down need not hide the others' locks, if asked.
+        if (
+          !(error instanceof BackendUnavailableError) ||
+          !options.onUnavailable || ++down === names.length
+        ) throw error;
+        options.onUnavailable(name, error);
+        continue;
+      }
+      const { locks, waiting } = splitQueue(listed);
       for (const lease of locks) {
         rows.push({
           backend: name,

@@ -154,7 +154,7 @@ export function commandArgv(argv: string[], positionals: string[]): string[] {
     tail.some((word, index) => word !== positionals[index])
   ) {
     throw new UsageError(
-      'run needs "--" between the resource and the command, e.g. stormlock run deploy -- make deploy',
+      '"run" needs "--" between the resource and the command, e.g. stormlock run deploy -- make deploy',
     );
   }
   return tail;
@@ -291,7 +291,7 @@ export async function runCommand(
       if (error instanceof Deno.errors.NotCapable) throw error;
       const notFound = error instanceof Deno.errors.NotFound;
       warn(
-        `could not start ${printable(shorten(command[0], 80))}: ${
+        `Could not start ${printable(shorten(command[0], 80))}: ${
           notFound ? "command not found" : (error as Error).message
         }`,
       );

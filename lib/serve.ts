@@ -422,6 +422,7 @@ class Watcher {
     if (this.#closed) return;
     this.#last ??= state.key;
     send(state.event, state.data);
+    if (state.missing) send("partial", { missing: state.missing });
     this.#listeners.add(send);
     this.#schedule();
   }
@@ -440,10 +441,23 @@ class Watcher {
     this.#listeners.clear();
   }
 
-  async #read(): Promise<{ event: string; data: unknown; key: string }> {
+  async #read(): Promise<
+    { event: string; data: unknown; key: string; missing?: unknown[] }
+  > {
     try {
-      const leases = (await this.store.list()).map(leaseJson);
-      return { event: "locks", data: leases, key: JSON.stringify(leases) };
+      // A backend that is down leaves the others' locks shown, with a
+      // "partial" event naming it after the "locks" one.
+      const missing: { backend: string; error: string }[] = [];
+      const leases = (await this.store.list("", {
+        onUnavailable: (backend, error) =>
+          missing.push({ backend, error: errorText(error) }),
+      })).map(leaseJson);
+      return {
+        event: "locks",
+        data: leases,
+        key: JSON.stringify([leases, missing]),
+        ...(missing.length > 0 ? { missing } : {}),
+      };
     } catch (error) {
       const data = { error: errorText(error) };
       return { event: "unavailable", data, key: `!${JSON.stringify(data)}` };
@@ -463,6 +477,7 @@ class Watcher {
           this.#last = state.key;
           for (const send of [...this.#listeners]) {
             send(state.event, state.data);
+            if (state.missing) send("partial", { missing: state.missing });
           }
         }
       } finally {

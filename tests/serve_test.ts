@@ -422,7 +422,7 @@ Deno.test("serve: a break with the token is recorded, and the holder's next rene
   assert.equal(renew.code, 3, renew.stderr);
   assert.match(
     renew.stderr,
-    /was broken by pager@example via serve on .*: job died/,
+    /was broken by pager@example via serve at .*: job died/,
   );
   const history = await getJson(`${url}/api/locks/team%2Fdb/history`, {
     headers: { authorization: `Bearer ${TOKEN}` },
@@ -563,7 +563,7 @@ Deno.test("serve: the command refuses unsafe or bad options with exit 64", async
     [["--allow-break"], {}, /--allow-break needs a token/],
     [["--token", "short"], {}, /at least 16/],
     [["--listen", "nowhere"], {}, /Bad --listen "nowhere"/],
-    [["extra"], {}, /serve takes .*got 1 argument/],
+    [["extra"], {}, /"serve" takes no arguments, but got 1 argument/],
   ];
   for (const [args, env, pattern] of cases) {
     const result = await home.run(["serve", ...args], env);

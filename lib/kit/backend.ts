@@ -977,6 +977,11 @@ class FramedBackend implements Backend {
     }
   }
 
+  /** The store's own label, for `stormlock config`. */
+  get label(): string {
+    return this.#label;
+  }
+
   get #label(): string {
     const label = this.#store.label;
     return typeof label === "string" && label !== ""
