@@ -49,6 +49,8 @@ const ACQUIRE_ATTEMPTS = 5;
  * 3072 bytes, and the events table's key adds an 8-byte number.
  */
 const MAX_NAME_BYTES = 3000;
+/** Runs of a transaction that InnoDB chose as a deadlock's victim. */
+const DEADLOCK_ATTEMPTS = 5;
 /** Idle connections a store keeps for its next operations. */
 const IDLE_CONNECTIONS = 4;
 
@@ -109,15 +111,20 @@ function statements(table: string, events: string) {
     lock: `SELECT ${LEASE_COLUMNS}, T.expires > ${now} AS live,
         T.expires > '${FREE}' AS used
       FROM ${table} AS T WHERE T.resource = ? FOR UPDATE`,
-    // A free row for a new resource; its counters continue from history,
-    // in case the row was deleted (by hand, or by the original Stormlock).
-    makeRow: `INSERT IGNORE INTO ${table}
+    // A free row for a new resource, with no counts yet. Not INSERT
+    // IGNORE, which would turn errors (a name too long) into warnings.
+    makeRow: `INSERT INTO ${table}
         (resource, lease, principal, fence, events, created, expires)
-      SELECT ?, UNHEX(REPEAT('0', 32)), '',
-        COALESCE(MAX(fence), 0), COALESCE(MAX(n), 0), '${FREE}', '${FREE}'
+      VALUES (?, UNHEX(REPEAT('0', 32)), '', 0, 0, '${FREE}', '${FREE}')
+      ON DUPLICATE KEY UPDATE resource = resource`,
+    // The counts of a row with none: they continue from history, in case
+    // the row was deleted (by hand, or by the original Stormlock). A plain
+    // read: the row lock already keeps other writers of them out.
+    counts: `SELECT COALESCE(MAX(fence), 0) AS fence,
+        COALESCE(MAX(n), 0) AS events
       FROM ${events} WHERE resource = ?`,
     take: `UPDATE ${table} SET lease = UNHEX(?), principal = ?, host = ?,
-        reason = ?, link = ?, fence = fence + 1, events = ?,
+        reason = ?, link = ?, fence = ?, events = ?,
         created = ${now}, expires = DATE_ADD(${now}, INTERVAL ? SECOND)
       WHERE resource = ?`,
     // The row as it is now, as an event of `kind` at `at` (or now).
@@ -201,9 +208,18 @@ function quoteName(name: string): string {
     .join(".");
 }
 
-/** A name's UTF-8 bytes, as the key columns hold them. */
+/**
+ * A name's UTF-8 bytes, as the key columns hold them.
+ * @throws {UsageError} when they don't fit the key.
+ */
 function nameBytes(resource: string): Buffer {
-  return Buffer.from(resource, "utf8");
+  const bytes = Buffer.from(resource, "utf8");
+  if (bytes.length > MAX_NAME_BYTES) {
+    throw new UsageError(
+      `The resource name has ${bytes.length} bytes of UTF-8, more than the ${MAX_NAME_BYTES} bytes a MySQL key holds; use a shorter one`,
+    );
+  }
+  return bytes;
 }
 
 /** The bytes just above every name that starts with `prefix`, if any. */
@@ -435,19 +451,28 @@ class MysqlStore implements Store {
     }
   }
 
-  /** Runs `body` in a transaction, committing what it did. */
+  /**
+   * Runs `body` in a transaction, committing what it did. InnoDB ends one
+   * side of a deadlock (gap locks of neighbouring history rows can meet),
+   * rolling it back; that side runs again, as InnoDB advises.
+   */
   async #transaction<T>(
     connection: Connection,
     body: () => Promise<T>,
   ): Promise<T> {
-    await plain(connection, "START TRANSACTION");
-    try {
-      const result = await body();
-      await plain(connection, "COMMIT");
-      return result;
-    } catch (error) {
-      await plain(connection, "ROLLBACK").catch(() => {});
-      throw error;
+    for (let attempt = 1;; attempt++) {
+      await plain(connection, "START TRANSACTION");
+      try {
+        const result = await body();
+        await plain(connection, "COMMIT");
+        return result;
+      } catch (error) {
+        await plain(connection, "ROLLBACK").catch(() => {});
+        const code = (error as { code?: unknown }).code;
+        if (code !== "ER_LOCK_DEADLOCK" || attempt >= DEADLOCK_ATTEMPTS) {
+          throw error;
+        }
+      }
     }
   }
 
@@ -537,6 +562,14 @@ class MysqlStore implements Store {
             );
           }
           let n = Number(old.events);
+          let fence = Number(old.fence);
+          if (n === 0) {
+            const [counts] = await exec<Row[]>(connection, this.#sql.counts, [
+              key,
+            ]);
+            n = Number(counts.events);
+            fence = Math.max(fence, Number(counts.fence));
+          }
           if (Number(old.used)) {
             // The lease that lapsed is recorded at its expiry, first.
             n++;
@@ -557,6 +590,7 @@ class MysqlStore implements Store {
             request.host ?? null,
             request.reason ?? null,
             request.link ?? null,
+            fence + 1,
             n,
             request.ttlSeconds,
             key,
@@ -575,7 +609,7 @@ class MysqlStore implements Store {
         });
         if (lease) return lease;
         // First use of this resource: make its row, then lock it.
-        await exec(connection, this.#sql.makeRow, [key, key]);
+        await exec(connection, this.#sql.makeRow, [key]);
       }
       throw new this.#context.errors.BackendUnavailableError(
         `Lock "${resource}" in ${this.label} was not there to lock ${ACQUIRE_ATTEMPTS} times during one acquire; try again`,
@@ -794,6 +828,11 @@ function serverRemedy(failure: MysqlFailure): Classified | undefined {
           `refused the login: ${message}; check user and password in [${section}]`,
       };
     case "ER_DBACCESS_DENIED_ERROR":
+      // The server says this too when the database does not exist.
+      return {
+        config:
+          `${message}; check database in [${section}] (it may not exist), or grant the user its rights there`,
+      };
     case "ER_TABLEACCESS_DENIED_ERROR":
     case "ER_COLUMNACCESS_DENIED_ERROR":
     case "ER_SPECIFIC_ACCESS_DENIED_ERROR":
