@@ -36,10 +36,12 @@ import {
   type EtcdCluster,
   type FaultServer,
   hasDynalite,
+  hasMysql,
   hasPostgres,
   type PostgresServer,
   startDynalite,
   startEtcd,
+  startMysql,
   startPostgres,
   startRedis,
   until,
@@ -579,6 +581,21 @@ Deno.test({
               await server.start();
             }),
         );
+      },
+    ),
+});
+
+Deno.test({
+  name: "faults: mysql (MariaDB), paused, killed and restarted",
+  ignore: !hasMysql(),
+  ...options,
+  fn: (t) =>
+    withServer(
+      (dir) => startMysql(join(dir, "mysql")),
+      async (server) => {
+        using harness = new Harness(server);
+        await harness.backend((backend) => backend.init());
+        await commonFaults(t, harness);
       },
     ),
 });
