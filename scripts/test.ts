@@ -57,8 +57,8 @@ async function startServers(workDir: string): Promise<StartedServer[]> {
  * Tests that read /proc, which Deno grants only with --allow-all: the
  * browser driver (playwright-core), and the tests that watch other
  * processes (`run`'s process group, the servers of the fault suite and of
- * the original's CLI test). They run on
- * their own with it; nothing else does.
+ * the original's CLI test). They run on their own with it; nothing else
+ * does.
  */
 const ALL_ACCESS_TESTS = [
   "tests/browser_test.ts",
