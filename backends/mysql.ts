@@ -53,6 +53,11 @@ const MAX_NAME_BYTES = 3000;
 const DEADLOCK_ATTEMPTS = 5;
 /** Idle connections a store keeps for its next operations. */
 const IDLE_CONNECTIONS = 4;
+/**
+ * Connections a store uses at once; more operations wait their turn, so a
+ * burst of calls can't use up the server's `max_connections`.
+ */
+const MAX_CONNECTIONS = 8;
 
 /** A lease's columns as the statements return them. */
 interface Row {
@@ -68,6 +73,8 @@ interface Row {
   expires: Date;
   live?: number;
   used?: number;
+  /** The server's clock, read with the row lock. */
+  now?: Date;
 }
 
 interface EventRow extends Row {
@@ -109,7 +116,7 @@ function statements(table: string, events: string) {
     // The row of a resource, locked, with whether its lease is live and
     // whether it ever had one (a free row's expiry is FREE).
     lock: `SELECT ${LEASE_COLUMNS}, T.expires > ${now} AS live,
-        T.expires > '${FREE}' AS used
+        T.expires > '${FREE}' AS used, ${now} AS now
       FROM ${table} AS T WHERE T.resource = ? FOR UPDATE`,
     // A free row for a new resource, with no counts yet. Not INSERT
     // IGNORE, which would turn errors (a name too long) into warnings.
@@ -123,9 +130,10 @@ function statements(table: string, events: string) {
     counts: `SELECT COALESCE(MAX(fence), 0) AS fence,
         COALESCE(MAX(n), 0) AS events
       FROM ${events} WHERE resource = ?`,
+    // Times are from the server's clock, as the row lock read it.
     take: `UPDATE ${table} SET lease = UNHEX(?), principal = ?, host = ?,
         reason = ?, link = ?, fence = ?, events = ?,
-        created = ${now}, expires = DATE_ADD(${now}, INTERVAL ? SECOND)
+        created = ?, expires = DATE_ADD(?, INTERVAL ? SECOND)
       WHERE resource = ?`,
     // The row as it is now, as an event of `kind` at `at` (or now).
     recordRow: `INSERT INTO ${events} ${eventColumns}
@@ -140,12 +148,12 @@ function statements(table: string, events: string) {
     end: `UPDATE ${table} SET expires = '${FREE}', events = events + 1
       WHERE resource = ?`,
     renew: `UPDATE ${table}
-      SET expires = DATE_ADD(${now}, INTERVAL ? SECOND),
+      SET expires = DATE_ADD(?, INTERVAL ? SECOND),
         reason = COALESCE(?, reason), events = events + 1
       WHERE resource = ?`,
     live: `SELECT ${LEASE_COLUMNS} FROM ${table} AS T
       WHERE T.resource = ? AND T.expires > ${now}`,
-    liveLease: `SELECT ${LEASE_COLUMNS} FROM ${table} AS T
+    liveLease: `SELECT ${LEASE_COLUMNS}, ${now} AS now FROM ${table} AS T
       WHERE T.resource = ? AND T.lease = UNHEX(?) AND T.expires > ${now}
       FOR UPDATE`,
     isHeld: `SELECT 1 AS held FROM ${table}
@@ -332,6 +340,9 @@ class MysqlStore implements Store {
   readonly #schema: [string | null, string];
   readonly #idle: Connection[] = [];
   readonly #busy = new Set<Connection>();
+  /** Free turns of the MAX_CONNECTIONS, and the operations waiting for one. */
+  #turns = MAX_CONNECTIONS;
+  readonly #waiting: (() => void)[] = [];
 
   constructor(
     connect: ConnectOptions,
@@ -398,6 +409,34 @@ class MysqlStore implements Store {
     } catch { /* already gone */ }
   }
 
+  /** Waits for a turn to use a connection, or until `signal` aborts. */
+  #turn(signal: AbortSignal): Promise<void> {
+    if (this.#turns > 0) {
+      this.#turns--;
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const go = () => {
+        signal.removeEventListener("abort", quit);
+        resolve();
+      };
+      const quit = () => {
+        const at = this.#waiting.indexOf(go);
+        if (at >= 0) this.#waiting.splice(at, 1);
+        reject(signal.reason);
+      };
+      this.#waiting.push(go);
+      signal.addEventListener("abort", quit, { once: true });
+    });
+  }
+
+  /** Hands a turn to the next waiting operation, or frees it. */
+  #endTurn(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#turns++;
+  }
+
   /**
    * Runs one operation on a connection of its own, creating the tables on
    * first use when allowed. A connection that failed or outlived the
@@ -407,6 +446,7 @@ class MysqlStore implements Store {
     op: Operation,
     body: (connection: Connection) => Promise<T>,
   ): Promise<T> {
+    await this.#turn(op.signal);
     let connection: Connection | undefined;
     const drop = () => connection && this.#drop(connection);
     op.signal.addEventListener("abort", drop, { once: true });
@@ -448,6 +488,7 @@ class MysqlStore implements Store {
       throw new MysqlFailure(error, this.#place, this.#password);
     } finally {
       op.signal.removeEventListener("abort", drop);
+      this.#endTurn();
     }
   }
 
@@ -592,6 +633,8 @@ class MysqlStore implements Store {
             request.link ?? null,
             fence + 1,
             n,
+            old.now,
+            old.now,
             request.ttlSeconds,
             key,
           ]);
@@ -604,8 +647,17 @@ class MysqlStore implements Store {
             key,
           ]);
           await this.#trim(connection, key, n);
-          const [row] = await exec<Row[]>(connection, this.#sql.live, [key]);
-          return this.#lease(row, resource);
+          return this.#lease({
+            ...old,
+            lease: request.id,
+            principal: request.principal,
+            host: request.host ?? null,
+            reason: request.reason ?? null,
+            link: request.link ?? null,
+            fence: fence + 1,
+            created: old.now!,
+            expires: new Date(old.now!.getTime() + request.ttlSeconds * 1000),
+          }, resource);
         });
         if (lease) return lease;
         // First use of this resource: make its row, then lock it.
@@ -691,6 +743,7 @@ class MysqlStore implements Store {
             throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
           }
           await exec(connection, this.#sql.renew, [
+            before.now,
             ttlSeconds,
             change.reason ?? null,
             key,
@@ -707,8 +760,11 @@ class MysqlStore implements Store {
           ]);
           const n = Number(before.events) + 1;
           await this.#trim(connection, key, n);
-          const [row] = await exec<Row[]>(connection, this.#sql.live, [key]);
-          return this.#lease(row, resource);
+          return this.#lease({
+            ...before,
+            reason: change.reason ?? before.reason,
+            expires: new Date(before.now!.getTime() + ttlSeconds * 1000),
+          }, resource);
         }),
     );
   }

@@ -735,7 +735,7 @@ await db.end();`,
       );
       const { default: mysql } = await import("mysql2/promise");
       const db = await mysql.createConnection(connection);
-      type Row = { live?: number; events: number; fence: number };
+      type Row = { live?: number; events: number; fence: number; now: Date };
       const run = async (sql: string, params: unknown[]) =>
         (await db.execute(sql, params as never))[0] as Row[];
       return {
@@ -752,6 +752,7 @@ await db.end();`,
             [row] = await run(s.lock, [key]);
           }
           if (row.live) throw new Error("held");
+          const { now } = row;
           if (Number(row.events) === 0) [row] = await run(s.counts, [key]);
           const n = Number(row.events) + 1;
           const fence = Number(row.fence) + 1;
@@ -763,6 +764,8 @@ await db.end();`,
             null,
             fence,
             n,
+            now,
+            now,
             TTL,
             key,
           ]);
