@@ -593,6 +593,14 @@ class MysqlStore implements Store {
     const { resource } = request;
     const key = nameBytes(resource);
     return this.#run(op, async (connection) => {
+      // A held lock is refused on a plain read, so contenders that lose
+      // never queue for the row lock the holder's next change needs.
+      const [seen] = await exec<Row[]>(connection, this.#sql.live, [key]);
+      if (seen) {
+        throw new this.#context.errors.LockHeldError(
+          this.#lease(seen, resource),
+        );
+      }
       for (let attempt = 0; attempt < ACQUIRE_ATTEMPTS; attempt++) {
         const lease = await this.#transaction(connection, async () => {
           const [old] = await exec<Row[]>(connection, this.#sql.lock, [key]);

@@ -587,8 +587,13 @@ class PostgresStore implements Store {
         await tx.unsafe(s.createTable);
       } else {
         const types = new Map(columns.map((c) => [c.name, c.type]));
+        // The original Stormlock's times had no zone; they read in the
+        // server's TimeZone, as the original wrote them.
+        const zoneless = ["created", "expires"].filter((name) =>
+          types.get(name) === "timestamp without time zone"
+        );
         const wrong = Object.entries(CORE_COLUMNS).filter(([name, type]) =>
-          types.get(name) !== type
+          types.get(name) !== type && !zoneless.includes(name)
         ).map(([name, type]) => `${name} ${type}`);
         if (wrong.length > 0) {
           const { table, section } = this.#place;
@@ -596,6 +601,14 @@ class PostgresStore implements Store {
             `Table ${table} in ${this.label} is not a Stormlock table (it lacks ${
               wrong.join(", ")
             }); set table in [${section}] to another name`,
+          );
+        }
+        if (zoneless.length > 0) {
+          await tx.unsafe(
+            `ALTER TABLE ${this.#quoted} ${
+              zoneless.map((name) => `ALTER COLUMN ${name} TYPE timestamptz`)
+                .join(", ")
+            }`,
           );
         }
         if (ADDED_COLUMNS.some((c) => !types.has(c.split(" ")[0]))) {
