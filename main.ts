@@ -404,7 +404,9 @@ const COMMANDS: Record<string, Command> = {
     ],
     summary:
       "Print the current lease: principal, created time (ISO 8601) and lease\n" +
-      "id, tab-separated. Exit 1 if the resource is free (--json prints null).",
+      "id, tab-separated. Exit 1 if the resource is free (--json prints null).\n" +
+      "--format takes the original Stormlock's formats; its json is the\n" +
+      "original's three fields, where --json is ours.",
     async run({ lock, args: [resource], flags }) {
       const format = flags.format as string | undefined;
       const known = ORIGINAL_FORMATS.find((name) => name === format);
