@@ -383,6 +383,8 @@ class MysqlStore implements Store {
     // A failure with no statement waiting (an idle connection the server
     // closed) would otherwise be an uncaught error event.
     connection.on("error", () => this.#drop(connection));
+    // Nor is an idle connection the server closed (wait_timeout) reused.
+    connection.on("end", () => this.#drop(connection));
     this.#busy.add(connection);
     try {
       // A wait for another transaction's row lock ends on the server too.

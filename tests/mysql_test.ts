@@ -21,6 +21,7 @@ import {
   backendTest,
   CliHome,
   rejectsCleanly,
+  sleep,
   uniqueResource,
 } from "./helpers.ts";
 
@@ -211,6 +212,26 @@ test("names that differ only by trailing spaces or case are separate locks", asy
         listed.map((lease) => lease.resource),
         ["r", "r\u0000", "r "],
       );
+    },
+  );
+});
+
+test("an idle connection the server closed is not used again", async () => {
+  await withMysql(
+    { table: uniqueTable(), create_table: "true" },
+    async (backend) => {
+      const lease = await backend.acquire("r", "ann@host", 60);
+      // Ends every other connection of the test user, as wait_timeout would.
+      await rawSql(
+        `BEGIN NOT ATOMIC
+           FOR c IN (SELECT ID FROM information_schema.PROCESSLIST
+                     WHERE USER = CURRENT_USER() OR USER = '${server.user}')
+           DO IF c.ID <> CONNECTION_ID() THEN KILL CONNECTION c.ID; END IF;
+           END FOR;
+         END`,
+      );
+      await sleep(500);
+      assert.equal((await backend.current("r"))?.id, lease.id);
     },
   );
 });
