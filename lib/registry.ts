@@ -49,7 +49,7 @@ export const builtinBackends: Record<string, () => Promise<BackendModule>> =
  * @example
  * ```ts
  * import { builtinBackendNames } from "@stormlock/stormlock";
- * console.log(builtinBackendNames()); // ["sqlite", "redis", "etcd", "postgres", "dynamodb"]
+ * console.log(builtinBackendNames()); // ["sqlite", "redis", "etcd", "postgres", "dynamodb", "mysql"]
  * ```
  */
 export function builtinBackendNames(): string[] {
