@@ -199,7 +199,7 @@ test("names that differ only by trailing spaces or case are separate locks", asy
   await withMysql(
     { table: uniqueTable(), create_table: "true" },
     async (backend) => {
-      const names = ["r", "r ", "R", "r\u0000", "ŕ"];
+      const names = ["r", "r ", "R", "r\u00a0", "ŕ"];
       const leases = [];
       for (const name of names) {
         leases.push(await backend.acquire(name, "ann@host", 60));
@@ -210,7 +210,7 @@ test("names that differ only by trailing spaces or case are separate locks", asy
       const listed = await backend.list("r");
       assert.deepEqual(
         listed.map((lease) => lease.resource),
-        ["r", "r\u0000", "r "],
+        ["r", "r ", "r\u00a0"],
       );
     },
   );
