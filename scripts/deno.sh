@@ -3,11 +3,14 @@
 # is made once and remembered in scripts/.deno/.deno-path, so a command
 # pays no `deno --version` probe.
 DENO_VERSION=2.9.6
-# No subshells on the common path: each fork costs a few ms at every start.
-case "$0" in
-/*/*) scripts_dir=${0%/*} ;;
-*) scripts_dir=$(cd "$(dirname "$0")" && pwd) ;;
-esac
+# The launcher sets scripts_dir (through a symbolic link, too); other
+# callers get it here, with no subshell when $0 is an absolute path.
+if [ -z "${scripts_dir:-}" ]; then
+  case "$0" in
+  /*/*) scripts_dir=${0%/*} ;;
+  *) scripts_dir=$(cd "$(dirname "$0")" && pwd) ;;
+  esac
+fi
 if [ -z "${DENO:-}" ]; then
   remembered="$scripts_dir/.deno/.deno-path-$DENO_VERSION"
   DENO=
