@@ -37,6 +37,7 @@ export {
   AcquireUnknownError,
   BackendUnavailableError,
   ConfigError,
+  ForbiddenError,
   LeaseNotHeldError,
   LockHeldError,
   StormlockError,

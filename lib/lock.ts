@@ -426,14 +426,16 @@ export class Lock {
    * compare-and-delete on `leaseId`, so it never ends a lease taken after
    * the caller looked.
    *
-   * @param leaseId The lease to break, as `current()` showed it.
+   * @param leaseId The lease to break, as `current()` showed it; `""`
+   * when it showed none because a lock server hides other principals' ids,
+   * for the server to break the lease that is current there.
    * @param reason Why; required.
    * @returns The lease that was broken.
    * @throws {LeaseNotHeldError} when `leaseId` is no longer the live lease.
    * @throws {UsageError} on a malformed id or an empty reason.
    */
   breakLease(leaseId: string, reason: string): Promise<Lease> {
-    const id = assertLeaseId(leaseId);
+    const id = leaseId === "" ? "" : assertLeaseId(leaseId);
     const why = checkText(reason, "reason");
     if (why === undefined) {
       throw new UsageError(

@@ -12,7 +12,14 @@ import { type BackendModule, definitionOf } from "./kit/backend.ts";
 import type { Backend, BackendContext, BackendOptions } from "./kit/types.ts";
 
 /** The built-in backends, each in `backends/NAME.ts`. */
-const BUILTIN_NAMES = ["sqlite", "redis", "etcd", "postgres", "dynamodb"];
+const BUILTIN_NAMES = [
+  "sqlite",
+  "redis",
+  "etcd",
+  "postgres",
+  "dynamodb",
+  "http",
+];
 
 /**
  * Every built-in backend, by name, as a lazy import. The specifier is a
@@ -36,7 +43,7 @@ export const builtinBackends: Record<string, () => Promise<BackendModule>> =
  * @example
  * ```ts
  * import { builtinBackendNames } from "@stormlock/stormlock";
- * console.log(builtinBackendNames()); // ["sqlite", "redis", "etcd", "postgres", "dynamodb"]
+ * console.log(builtinBackendNames()); // ["sqlite", "redis", "etcd", "postgres", "dynamodb", "http"]
  * ```
  */
 export function builtinBackendNames(): string[] {

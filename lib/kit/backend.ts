@@ -18,7 +18,7 @@ import {
   UsageError,
 } from "./errors.ts";
 import { type Bound, DeadlineError, within } from "./deadline.ts";
-import { isLeaseId, newLeaseId } from "./lease.ts";
+import { assertLeaseId, isLeaseId, newLeaseId } from "./lease.ts";
 import {
   formatTimeout,
   optionError,
@@ -877,10 +877,10 @@ class FramedBackend implements Backend {
   ): Promise<Lease> {
     const request: AcquireRequest = {
       resource,
-      id: newLeaseId(),
       principal,
       ttlSeconds,
       ...details,
+      id: details.id === undefined ? newLeaseId() : assertLeaseId(details.id),
     };
     try {
       const lease = await this.#run(
