@@ -685,6 +685,22 @@ export function createServeHandler(
     const ok = scope === "read-or-acquire"
       ? who.scopes.includes("read") || who.scopes.includes("acquire")
       : who.scopes.includes(scope);
+    if (!ok && scope === "break" && who.via === "shared") {
+      throw new HttpError(
+        403,
+        "Breaking leases is off for the shared token; start serve with --allow-break, or use a named token with the break scope",
+        {},
+        "FORBIDDEN",
+      );
+    }
+    if (!ok && who.via === "none") {
+      throw new HttpError(
+        403,
+        "This server is read-only without a token; start it with --tokens FILE (see docs/team-server.md) or --token",
+        {},
+        "FORBIDDEN",
+      );
+    }
     if (!ok) {
       const wanted = scope === "read-or-acquire" ? "read" : scope;
       throw new HttpError(
@@ -1398,7 +1414,7 @@ export function serveStatus(
     options.tokens !== undefined || (options.verifiers ?? []).length > 0;
   if (!isLoopback(hostname) && !guarded) {
     throw new UsageError(
-      `serve on ${hostname}, which is not loopback, needs tokens: a tokens file (--tokens or [serve] tokens), OIDC rules, or --token / STORMLOCK_SERVE_TOKEN`,
+      `serve on ${hostname}, which is not loopback, needs a token: name a tokens file (--tokens or tokens in [serve]), add [oidc.NAME] rules, or pass --token or STORMLOCK_SERVE_TOKEN`,
     );
   }
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {

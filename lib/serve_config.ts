@@ -163,7 +163,11 @@ export function openServer(
       ? [`${rules.length} OIDC rule${rules.length === 1 ? "" : "s"}`]
       : []),
     ...(flags.token
-      ? [`shared token${flags.allowBreak ? ", breaking allowed" : ""}`]
+      ? [
+        `shared token: ${
+          flags.allowBreak ? "read, acquire, break" : "read, acquire"
+        }`,
+      ]
       : []),
     ...(options.tlsCert ? ["TLS"] : []),
   ];
