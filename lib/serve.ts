@@ -949,8 +949,24 @@ export function createServeHandler(
         send("ready", { resource });
         return;
       }
+      // A quick take-and-release leaves the lease as it was, but not the
+      // history, so the latest event is part of what is compared.
+      const look = async () => {
+        const [lease, latest] = await Promise.all([
+          backend.current(resource),
+          backend.capabilities.history
+            ? backend.history(resource, 1).then((events) => events[0])
+            : undefined,
+        ]);
+        return JSON.stringify([
+          lease?.id,
+          latest?.kind,
+          latest?.id,
+          latest?.at.getTime(),
+        ]);
+      };
+      let last = await look();
       send("ready", { resource });
-      let last = (await backend.current(resource))?.id ?? null;
       const poll = async () => {
         while (!abort.signal.aborted) {
           await new Promise((done) =>
@@ -958,7 +974,7 @@ export function createServeHandler(
           );
           if (abort.signal.aborted) return;
           try {
-            const now = (await backend.current(resource))?.id ?? null;
+            const now = await look();
             if (now !== last) {
               last = now;
               changed();
