@@ -373,12 +373,27 @@ export class Lock {
   }
 
   /**
-   * Ends a lease.
+   * Ends a lease. When the lease belongs to another principal (a local
+   * store, where anyone with access may end it), it is ended as a break
+   * recorded under this lock's principal, so history never says the
+   * holder did it.
    * @throws {LeaseNotHeldError} when it is not the current lease.
    * @throws {UsageError} on a malformed lease id.
    */
-  release(leaseId: string): Promise<void> {
-    return this.backend.release(this.resource, assertLeaseId(leaseId));
+  async release(leaseId: string): Promise<void> {
+    const id = assertLeaseId(leaseId);
+    const holder = await this.backend.current(this.resource);
+    const principal = this.settings.principal;
+    if (holder?.id === id && holder.principal !== principal) {
+      await this.backend.breakLease(this.resource, id, {
+        principal,
+        host: localHost(),
+        reason:
+          `released by ${principal}, not by its holder ${holder.principal}`,
+      });
+      return;
+    }
+    await this.backend.release(this.resource, id);
   }
 
   /**
