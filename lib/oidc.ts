@@ -379,7 +379,8 @@ export class OidcVerifier implements TokenVerifier {
     }
     if (
       error instanceof joseErrors.JOSEError &&
-        error.code === "ERR_JWKS_INVALID" ||
+        (error.code === "ERR_JWKS_INVALID" ||
+          /^Expected 200 OK from the JSON Web Key Set/.test(error.message)) ||
       (error as Error)?.name === "TypeError" ||
       (error as Error)?.name === "AbortError"
     ) {
