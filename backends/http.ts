@@ -560,6 +560,7 @@ export const backend = defineBackend({
     history: true,
     fencing: true,
     events: true,
+    authenticated: true,
   },
   label: (settings) => `Lock server ${settings.url}`,
   open(settings, context) {

@@ -21,7 +21,7 @@ import {
   revokeToken,
   TokenStore,
 } from "../lib/identity.ts";
-import { CliHome, shown, uniqueResource } from "./helpers.ts";
+import { CliHome, repoPath, shown, uniqueResource } from "./helpers.ts";
 
 /** A server over a fresh SQLite file, with a tokens file. */
 class Team implements AsyncDisposable {
@@ -377,4 +377,119 @@ test("team: on a local store, a release by another principal is recorded with by
     await bob.close();
     Deno.removeSync(folder, { recursive: true });
   }
+});
+
+test("team: the command serves https with --tls-cert and --tls-key from the launcher, and the CLI's http backend works through it with ca_cert", async () => {
+  const { testCertificates } = await import("./certificates.ts");
+  using home = new CliHome();
+  const certs = await testCertificates(home.home);
+  const tokens = join(home.home, "tokens.json");
+  const cert = home.write("tls/cert.pem", certs.cert);
+  const key = home.write("tls/key.pem", certs.key);
+  const server = home.write(
+    "server.cfg",
+    `[default]\nbackend = sqlite\n[serve]\ntokens = ${tokens}\ntls_cert = ${cert}\ntls_key = ${key}\n`,
+  );
+  const make = async (name: string, scopes: string) => {
+    const made = await home.run([
+      "-c",
+      server,
+      "token",
+      "create",
+      name,
+      "--scopes",
+      scopes,
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    return made.stdout.trim();
+  };
+  const ann = await make("ann", "read,acquire");
+  const bob = await make("bob", "read,acquire");
+  const child = new Deno.Command("sh", {
+    args: [
+      repoPath("scripts", "stormlock"),
+      "-c",
+      server,
+      "serve",
+      "--listen",
+      "127.0.0.1:0",
+    ],
+    cwd: home.cwd,
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      DENO: Deno.execPath(),
+      ...home.env,
+    },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let stderr = "";
+  let url: string | undefined;
+  while (url === undefined) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    stderr += value;
+    url = /serving (https:\/\/\S+) \(([^)]*)\)/.exec(stderr)?.[1];
+  }
+  try {
+    assert.ok(url, stderr);
+    assert.match(stderr, /named tokens from .*tokens\.json, TLS/);
+    const client = home.write(
+      "client.cfg",
+      `[default]\nbackend = http\n[backend.http]\nurl = ${url}\nca_cert = ${certs.ca}\n`,
+    );
+    const as = (token: string, args: string[]) =>
+      home.run(["-c", client, ...args], { STORMLOCK_TOKEN: token });
+    const taken = await as(ann, ["acquire", "deploy", "--reason", "ship"]);
+    assert.equal(taken.code, 0, taken.stderr);
+    const id = taken.stdout.trim();
+    const held = await as(bob, ["acquire", "deploy"]);
+    assert.equal(held.code, 2);
+    assert.match(held.stderr, /held by ann/);
+    const shown = await as(bob, ["current", "deploy", "--json"]);
+    assert.equal(JSON.parse(shown.stdout).id, "");
+    const stolen = await as(bob, ["release", "deploy", id]);
+    assert.equal(stolen.code, 77, stolen.stderr);
+    assert.match(stolen.stderr, /belongs to ann, not bob/);
+    const released = await as(ann, ["release", "deploy", id]);
+    assert.equal(released.code, 0, released.stderr);
+    for (const result of [taken, held, shown, stolen, released]) {
+      for (const token of [ann, bob]) {
+        assert.ok(!result.stdout.includes(token));
+        assert.ok(!result.stderr.includes(token));
+      }
+    }
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      stderr += value;
+    }
+    for (const token of [ann, bob]) assert.ok(!stderr.includes(token));
+  }
+});
+
+test("team: serve warns off loopback without TLS, and refuses a cert without its key", async () => {
+  await using team = new Team();
+  const warnings: string[] = [];
+  const server = serveStatus(team.locks, {
+    listen: "0.0.0.0:0",
+    tokens: new TokenStore(team.tokens),
+    onWarn: (message) => warnings.push(message),
+  });
+  await server.shutdown();
+  assert.match(warnings.join("\n"), /plain http on 0\.0\.0\.0.*TLS/);
+  assert.throws(
+    () =>
+      serveStatus(team.locks, {
+        listen: "127.0.0.1:0",
+        tlsCert: "x",
+      }),
+    /both --tls-cert and --tls-key/,
+  );
 });

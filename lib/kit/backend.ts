@@ -393,6 +393,7 @@ const CAPABILITY_NAMES: readonly Capability[] = [
   "history",
   "fencing",
   "events",
+  "authenticated",
 ];
 
 /**

@@ -147,6 +147,12 @@ export interface Capabilities {
   fencing: boolean;
   /** Whether the store can announce changes to waiters. */
   events: boolean;
+  /**
+   * Whether the store names the principal itself from authentication (a
+   * lock server), so the principal a caller passes is not what is
+   * recorded, and it refuses other principals' releases on its own.
+   */
+  authenticated?: boolean;
 }
 
 /**
