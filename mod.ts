@@ -115,7 +115,20 @@ export type {
   ServeOptions,
   ServeStore,
   StatusServer,
+  TokenVerifier,
 } from "./lib/serve.ts";
+export {
+  createToken,
+  parsePatterns,
+  parseScopes,
+  readTokensFile,
+  resourceAllowed,
+  revokeToken,
+  SCOPES,
+  tokenHash,
+  TokenStore,
+} from "./lib/identity.ts";
+export type { Identity, Scope, TokenEntry } from "./lib/identity.ts";
 export { PAGE_CSS, PAGE_HTML, PAGE_JS } from "./lib/serve_page.ts";
 export { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 export { VERSION } from "./lib/kit/version.ts";

@@ -21,7 +21,14 @@ import { shorten } from "./kit/text.ts";
  */
 export type Scope = "read" | "acquire" | "break";
 
-/** Every scope, in the order help shows them. */
+/**
+ * Every scope, in the order help shows them.
+ * @example
+ * ```ts
+ * import { SCOPES } from "@stormlock/stormlock";
+ * console.log(SCOPES.join(",")); // "read,acquire,break"
+ * ```
+ */
 export const SCOPES: readonly Scope[] = ["read", "acquire", "break"];
 
 /**
@@ -189,7 +196,14 @@ function fileError(path: string, why: string): ConfigError {
   return new ConfigError(`Tokens file ${path}: ${why}`);
 }
 
-/** Reads and checks a tokens file; a missing file holds no tokens. */
+/**
+ * Reads and checks a tokens file; a missing file holds no tokens.
+ * @throws {ConfigError} when it can't be read or is malformed.
+ * @example
+ * ```ts ignore
+ * const names = readTokensFile("/etc/stormlock/tokens.json").map((t) => t.name);
+ * ```
+ */
 export function readTokensFile(path: string): TokenEntry[] {
   let text: string;
   try {
@@ -314,11 +328,16 @@ export function revokeToken(path: string, name: string): boolean {
  * ```
  */
 export class TokenStore {
+  /** The tokens file. */
   readonly path: string;
   #stamp = "";
   #entries: TokenEntry[] = [];
 
-  /** @param path The tokens file. */
+  /**
+   * Reads the tokens file once; later it is read again when it changes.
+   * @param path The tokens file; a missing one holds no tokens yet.
+   * @throws {ConfigError} when it can't be read or is malformed.
+   */
   constructor(path: string) {
     this.path = path;
     this.#reload();

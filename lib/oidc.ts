@@ -46,8 +46,8 @@ const ALGORITHMS = [
 /**
  * One `[oidc.NAME]` rule.
  * @example
- * ```ts
- * import type { OidcRule } from "@stormlock/stormlock";
+ * ```ts ignore
+ * import type { OidcRule } from "./oidc.ts";
  * const rule: OidcRule = {
  *   name: "github",
  *   issuer: "https://token.actions.githubusercontent.com",
@@ -86,8 +86,8 @@ export interface OidcRule {
 /**
  * How the verifier fetches keys.
  * @example
- * ```ts
- * import type { OidcOptions } from "@stormlock/stormlock";
+ * ```ts ignore
+ * import type { OidcOptions } from "./oidc.ts";
  * const options: OidcOptions = { timeoutMs: 5000, refetchCooldownMs: 10_000 };
  * ```
  */
@@ -123,8 +123,9 @@ const KNOWN_KEYS = new Set([
  * Reads the `[oidc.NAME]` sections of a config.
  * @throws {ConfigError} on a missing or bad key, naming the section.
  * @example
- * ```ts
- * import { oidcRules, parseConfig } from "@stormlock/stormlock";
+ * ```ts ignore
+ * import { oidcRules } from "./oidc.ts";
+ * import { parseConfig } from "@stormlock/stormlock";
  * const config = parseConfig("[oidc.gh]\nissuer = https://token.actions.githubusercontent.com\naudience = stormlock\nprincipal = github:{repository}\nscopes = acquire\nclaim.repository_owner = acme\n");
  * console.log(oidcRules(config.sections)[0].claims); // { repository_owner: "acme" }
  * ```
