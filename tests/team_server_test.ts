@@ -493,3 +493,48 @@ test("team: serve warns off loopback without TLS, and refuses a cert without its
     /both --tls-cert and --tls-key/,
   );
 });
+
+test("team: rate limits are per principal once authenticated, and per address for refused tokens", async () => {
+  const folder = Deno.makeTempDirSync({ prefix: "stormlock-rate-" });
+  const tokens = join(folder, "tokens.json");
+  const locks = new Stormlock(
+    parseConfig(
+      `[default]\n[backend.sqlite]\npath = ${join(folder, "locks.db")}\n`,
+    ),
+    { warn() {} },
+  );
+  const server = serveStatus(locks, {
+    listen: "127.0.0.1:0",
+    tokens: new TokenStore(tokens),
+    rate: { burst: 2, perSecond: 0.01 },
+  });
+  try {
+    const ann = await createToken(tokens, "ann", ["read"]);
+    const bob = await createToken(tokens, "bob", ["read"]);
+    const get = async (token: string) => {
+      const response = await fetch(`${server.url}/api/locks`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      await response.body?.cancel();
+      return response.status;
+    };
+    assert.deepEqual([await get(ann), await get(ann), await get(ann)], [
+      200,
+      200,
+      429,
+    ]);
+    // Same address, another principal: its own bucket.
+    assert.deepEqual([await get(bob), await get(bob)], [200, 200]);
+    // Refused tokens spend the address's bucket.
+    const wrong = `slk_${"0".repeat(64)}`;
+    assert.deepEqual([await get(wrong), await get(wrong), await get(wrong)], [
+      401,
+      401,
+      429,
+    ]);
+  } finally {
+    await server.shutdown();
+    await locks.close();
+    Deno.removeSync(folder, { recursive: true });
+  }
+});
