@@ -666,8 +666,8 @@ export function createServeHandler(
         via: "shared",
       };
     }
-    const named = await options.tokens?.identify(given);
-    if (named) return named;
+    const byName = await options.tokens?.identify(given);
+    if (byName) return byName;
     for (const verifier of options.verifiers ?? []) {
       const identity = await verifier.identify(given);
       if (identity) return identity;

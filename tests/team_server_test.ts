@@ -538,3 +538,58 @@ test("team: rate limits are per principal once authenticated, and per address fo
     Deno.removeSync(folder, { recursive: true });
   }
 });
+
+test("team: the CLI's run, --wait, renew, is-held and init work through the http backend with the same exit codes", async () => {
+  await using team = new Team();
+  using home = new CliHome();
+  const ann = (await team.client("ann", ["read", "acquire"])).token;
+  const bob = (await team.client("bob", ["read", "acquire"])).token;
+  const config = home.write(
+    "client.cfg",
+    `[default]\nbackend = http\n[backend.http]\nurl = ${team.server.url}\n`,
+  );
+  const as = (token: string, args: string[]) =>
+    home.run(["-c", config, ...args], { STORMLOCK_TOKEN: token });
+  const init = await as(ann, ["init", "--json"]);
+  assert.equal(init.code, 0, init.stderr);
+  const ran = await as(ann, [
+    "run",
+    "job",
+    "--ttl",
+    "3s",
+    "--",
+    "sh",
+    "-c",
+    'sleep 2; echo "$STORMLOCK_LEASE_ID"',
+  ]);
+  assert.equal(ran.code, 0, ran.stderr);
+  const events: { kind: string; id: string }[] = JSON.parse(
+    (await as(ann, ["history", "job", "--json"])).stdout,
+  );
+  const kinds = events.map((event) => event.kind);
+  assert.equal(kinds[0], "released");
+  assert.equal(kinds.at(-1), "acquired");
+  assert.ok(kinds.includes("renewed"), kinds.join());
+  assert.equal(events[0].id, ran.stdout.trim());
+  const taken = await as(ann, ["acquire", "gate"]);
+  const id = taken.stdout.trim();
+  assert.equal((await as(ann, ["is-held", "gate", id])).code, 0);
+  assert.equal((await as(ann, ["renew", "gate", id, "--ttl", "1h"])).code, 0);
+  assert.equal((await as(bob, ["renew", "gate", id])).code, 77);
+  const waiting = as(bob, ["acquire", "gate", "--wait", "1m"]);
+  // Release once bob is in the queue.
+  for (let tries = 0; tries < 500; tries++) {
+    const current = JSON.parse(
+      (await as(ann, ["current", "gate", "--json"])).stdout,
+    );
+    if (current.waiting.length > 0) break;
+  }
+  assert.equal((await as(ann, ["release", "gate", id])).code, 0);
+  const waited = await waiting;
+  assert.equal(waited.code, 0, waited.stderr);
+  const holder = JSON.parse(
+    (await as(bob, ["current", "gate", "--json"])).stdout,
+  );
+  assert.equal(holder.principal, "bob");
+  assert.equal(holder.id, waited.stdout.trim());
+});
