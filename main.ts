@@ -193,9 +193,9 @@ const FLAGS = {
   },
   resources: {
     type: "string",
-    value: "PATTERNS",
+    value: "LIST",
     help:
-      "the resources it may touch, e.g. 'deploy/*,db' (* is any\ntext; default all)",
+      "resource patterns it may touch, e.g. 'deploy/*,db' (* is\nany text; default all)",
   },
 } as const satisfies Record<string, Flag>;
 
@@ -698,7 +698,7 @@ const COMMANDS: Record<string, Command> = {
     summary:
       "Manage the lock server's named tokens, in the tokens file (--tokens, else\n" +
       "tokens in the config's [serve] section). create NAME --scopes LIST\n" +
-      "[--resources PATTERNS] prints a new random token once; only its hash is\n" +
+      "[--resources LIST] prints a new random token once; only its hash is\n" +
       "kept. list shows names, scopes and resources; revoke NAME removes it. A\n" +
       "running server sees changes at once. The principal is NAME.",
     async run({ locks, args: [action, name], flags }) {
