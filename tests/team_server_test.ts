@@ -450,7 +450,7 @@ test("team: the command serves https with --tls-cert and --tls-key from the laun
     assert.equal(held.code, 2);
     assert.match(held.stderr, /held by ann/);
     const shown = await as(bob, ["current", "deploy", "--json"]);
-    assert.equal(JSON.parse(shown.stdout).id, "");
+    assert.equal(JSON.parse(shown.stdout).id, null);
     const stolen = await as(bob, ["release", "deploy", id]);
     assert.equal(stolen.code, 77, stolen.stderr);
     assert.match(stolen.stderr, /belongs to ann, not bob/);
