@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { dirname } from "node:path";
 import type { Config } from "./config.ts";
 import { resolveConfigPath } from "./kit/paths.ts";
 import { UsageError } from "./kit/errors.ts";
@@ -74,7 +75,7 @@ export function tokensPath(config: Config, flag: string | undefined): string {
     name: "serve",
     section: "serve",
     configPath: config.path,
-    configDir: config.path?.replace(/[\\/][^\\/]*$/, ""),
+    configDir: config.path ? dirname(config.path) : undefined,
   });
 }
 
@@ -135,8 +136,18 @@ export function openServer(
     ? new TokenStore(tokensPath(config, tokensFile))
     : undefined;
   const rules = oidcRules(config.sections, config.path);
-  const certFile = flags.tlsCert ?? section.tls_cert?.trim();
-  const keyFile = flags.tlsKey ?? section.tls_key?.trim();
+  // Paths in [serve] are relative to the config file's folder.
+  const fromConfig = (value: string | undefined) =>
+    value?.trim()
+      ? resolveConfigPath(value.trim(), {
+        name: "serve",
+        section: "serve",
+        configPath: config.path,
+        configDir: config.path ? dirname(config.path) : undefined,
+      })
+      : undefined;
+  const certFile = flags.tlsCert ?? fromConfig(section.tls_cert);
+  const keyFile = flags.tlsKey ?? fromConfig(section.tls_key);
   const perSecond = Number(section.rate ?? 20);
   const burst = Number(section.burst ?? 120);
   if (!(perSecond > 0) || !(burst >= 1)) {

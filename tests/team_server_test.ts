@@ -593,3 +593,25 @@ test("team: the CLI's run, --wait, renew, is-held and init work through the http
   assert.equal(holder.principal, "bob");
   assert.equal(holder.id, waited.stdout.trim());
 });
+
+test("team: relative paths in [serve] are relative to the config file's folder", async () => {
+  using home = new CliHome();
+  const config = home.write(
+    "conf/server.cfg",
+    "[serve]\ntokens = tokens.json\n",
+  );
+  const created = await home.run([
+    "-c",
+    config,
+    "token",
+    "create",
+    "ann",
+    "--scopes",
+    "read",
+  ]);
+  assert.equal(created.code, 0, created.stderr);
+  assert.equal(
+    readTokensFile(join(home.home, "conf", "tokens.json"))[0].name,
+    "ann",
+  );
+});
