@@ -126,7 +126,20 @@ local ended = tonumber(old[4])
 if old[1] and ended and ended <= now then
   record(KEYS[3], 'expired', ended, old)
 end
-local fence = redis.call('HINCRBY', KEYS[2], 'last', 1)
+local fence
+if redis.call('HMGET', KEYS[2], 'last')[1] then
+  fence = redis.call('HINCRBY', KEYS[2], 'last', 1)
+else
+  -- No counter: a first acquire, or one evicted. Go on from the newest
+  -- fence on record, so a fence never goes back while any record remains.
+  local floor = tonumber(old[5]) or 0
+  local ok, e = pcall(cjson.decode, redis.call('LINDEX', KEYS[3], 0) or '')
+  if ok and type(e) == 'table' and tonumber(e.fence) then
+    floor = math.max(floor, tonumber(e.fence))
+  end
+  fence = floor + 1
+  redis.call('HSET', KEYS[2], 'last', fence)
+end
 local function given(s) if s == '' then return false end return s end
 local expires = ms(now + tonumber(ARGV[6]))
 f = {ARGV[4], ARGV[5], ms(now), expires, tostring(fence),
@@ -687,6 +700,29 @@ class RedisStore implements Store {
       }
       return this.#lease(resource, reply);
     });
+  }
+
+  /**
+   * Warns unless Redis is set never to evict keys: under memory pressure
+   * an evicting policy drops held leases, fence counters and history.
+   */
+  async checkSetup(op: Operation): Promise<string[]> {
+    let reply: unknown;
+    try {
+      reply = await this.#run(
+        op,
+        (client) => client.call("CONFIG", "GET", "maxmemory-policy"),
+      );
+    } catch {
+      return [
+        `could not read maxmemory-policy (CONFIG GET is not allowed); make sure it is noeviction, or Redis may evict held leases and reset fences (see "Redis" in the README)`,
+      ];
+    }
+    const policy = Array.isArray(reply) ? String(reply[1] ?? "") : "";
+    if (policy === "" || policy === "noeviction") return [];
+    return [
+      `maxmemory-policy is ${policy}, so under memory pressure Redis may evict held leases and reset fences; set maxmemory-policy noeviction (see "Redis" in the README)`,
+    ];
   }
 
   current(resource: string, op: Operation): Promise<Lease | null> {

@@ -6,6 +6,7 @@
  * @module
  */
 import { ConfigError } from "./kit/errors.ts";
+import { didYouMean, trailingComment } from "./kit/suggest.ts";
 import { optionError } from "./kit/options.ts";
 import { isPluginSpecifier, loadPlugin, pluginOptions } from "./plugin.ts";
 import { type BackendModule, definitionOf } from "./kit/backend.ts";
@@ -52,13 +53,19 @@ export function builtinBackendNames(): string[] {
 
 function unknownBackend(name: string, context: BackendContext): ConfigError {
   const where = context.configPath ? ` (in ${context.configPath})` : "";
+  const comment = trailingComment(name);
+  if (comment) {
+    return new ConfigError(
+      `Backend "${name}"${where} ends in what looks like a comment (${comment.comment}): a comment goes on a line of its own, since # or ; after a value is part of the value; write "backend = ${comment.value}"`,
+    );
+  }
   const hint = /\.(?:[cm]?js|[cm]?ts|jsx|tsx)$/i.test(name)
     ? `; for a plugin file write a path, e.g. "./${name}"`
     : `, name a plugin module (./my.js, file:///…, https://…), or add [${context.section}] with module = …`;
   return new ConfigError(
-    `Unknown backend "${name}"${where}; choose one of ${
-      builtinBackendNames().join(", ")
-    }${hint}`,
+    `Unknown backend "${name}"${where}${
+      didYouMean(name, builtinBackendNames())
+    }; choose one of ${builtinBackendNames().join(", ")}${hint}`,
   );
 }
 

@@ -26,7 +26,7 @@ import { assertLeaseId } from "./kit/lease.ts";
 import { INTERNAL_MARK } from "./kit/backend.ts";
 import { MAX_TTL_SECONDS } from "./kit/duration.ts";
 import type { Backend, Lease, LeaseEvent } from "./kit/types.ts";
-import { shorten } from "./kit/text.ts";
+import { resourceNameProblem, shorten } from "./kit/text.ts";
 import {
   type Identity,
   resourceAllowed,
@@ -48,6 +48,11 @@ export const MAX_BODY = 16 * 1024;
 
 /** The most event streams open at once; each costs a timer, not a poll. */
 const MAX_STREAMS = 256;
+
+/** The most event streams one client address may hold of them. */
+const MAX_STREAMS_PER_CLIENT = 16;
+/** The most header bytes a request may send (Deno's own limit is higher). */
+const MAX_HEADER_BYTES = 16 * 1024;
 
 /** The shortest token accepted: guessing it must be out of reach. */
 export const MIN_TOKEN_LENGTH = 16;
@@ -194,7 +199,49 @@ export function parseListen(text: string): ListenAddress {
       }": give ADDRESS:PORT, e.g. 127.0.0.1:7878, [::1]:7878 or 0.0.0.0:7878`,
     );
   }
-  return { hostname: match[1] || match[2] || "127.0.0.1", port };
+  const hostname = match[1] || match[2] || "127.0.0.1";
+  // Digits and dots are an IPv4 address, never a name to look up.
+  if (
+    /^[\d.]+$/.test(hostname) &&
+    !/^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/
+      .test(hostname)
+  ) {
+    throw new UsageError(
+      `Bad --listen "${
+        shorten(text, 60)
+      }": ${hostname} is not an IPv4 address (four numbers 0-255); give e.g. 127.0.0.1:7878`,
+    );
+  }
+  return { hostname, port };
+}
+
+/**
+ * Why `serve` can't listen on `where`, as one line with a fix; other
+ * errors (such as a Deno permission) are returned as they are.
+ */
+function listenError(error: unknown, where: string): unknown {
+  const start = `Can't listen on ${where}`;
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new UsageError(
+      `${start}: the port is in use by another program; stop it, or pick another port (port 0 picks a free one)`,
+    );
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    return new UsageError(
+      `${start}: this host has no such address; use one of its own addresses, 127.0.0.1, or 0.0.0.0 for all`,
+    );
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return new UsageError(
+      `${start}: the system refused it (ports below 1024 need privileges); pick a port from 1024 up`,
+    );
+  }
+  if (/lookup address|Name or service not known/i.test(String(error))) {
+    return new UsageError(
+      `${start}: the name does not resolve to an address of this host; give an IP address such as 127.0.0.1`,
+    );
+  }
+  return error;
 }
 
 /**
@@ -320,8 +367,9 @@ function resourceOf(segment: string): string {
   if (name === "") {
     throw new HttpError(400, "The resource name is empty; name a resource");
   }
-  if (name.includes("\0")) {
-    throw new HttpError(400, "The resource name contains a NUL (%00) byte");
+  const problem = resourceNameProblem(name);
+  if (problem) {
+    throw new HttpError(400, `The resource name ${problem}; use another name`);
   }
   return name;
 }
@@ -413,7 +461,12 @@ type Send = (event: string, data: unknown) => void;
 
 /** What the watcher tells each listener: the live locks, or an outage. */
 type WatchState =
-  | { event: "locks"; leases: ListedLease[] }
+  | {
+    event: "locks";
+    leases: ListedLease[];
+    /** Backends that were down: their locks are missing from `leases`. */
+    missing?: { backend: string; error: string }[];
+  }
   | { event: "unavailable"; error: string };
 
 /**
@@ -451,10 +504,20 @@ class Watcher {
 
   async #read(): Promise<{ state: WatchState; key: string }> {
     try {
-      const leases = await this.store.list();
+      // A backend that is down leaves the others' locks shown, with a
+      // "partial" event naming it after the "locks" one.
+      const missing: { backend: string; error: string }[] = [];
+      const leases = await this.store.list("", {
+        onUnavailable: (backend, error) =>
+          missing.push({ backend, error: errorText(error) }),
+      });
       return {
-        state: { event: "locks", leases },
-        key: JSON.stringify(leases.map(leaseJson)),
+        state: {
+          event: "locks",
+          leases,
+          ...(missing.length > 0 ? { missing } : {}),
+        },
+        key: JSON.stringify([leases.map(leaseJson), missing]),
       };
     } catch (error) {
       const text = errorText(error);
@@ -516,6 +579,8 @@ interface RouteContext {
   who: Identity;
   /** The decoded resource, on `/api/locks/{resource}/…` routes. */
   resource: string;
+  /** The client's address, for per-client limits. */
+  client: string;
 }
 
 /** One row of the routes table. */
@@ -619,6 +684,11 @@ export function createServeHandler(
       `The serve token is ${token.length} characters long; use at least ${MIN_TOKEN_LENGTH}, e.g. from "openssl rand -hex 32"`,
     );
   }
+  if (token !== undefined && /\s/.test(token)) {
+    throw new UsageError(
+      'The serve token contains whitespace, which an Authorization header can\'t carry, so no request would match it; use a token without spaces or line breaks, e.g. from "openssl rand -hex 32"',
+    );
+  }
   if (options.allowBreak && token === undefined) {
     throw new UsageError(
       "--allow-break needs a token (--token or STORMLOCK_SERVE_TOKEN): a break changes state, so callers must prove who may",
@@ -631,7 +701,11 @@ export function createServeHandler(
     options.rate ?? { burst: 120, perSecond: 20 },
   );
   const metrics = new Metrics();
-  const streams = new Set<ReadableStreamDefaultController<Uint8Array>>();
+  // Each live event stream, and the client address that opened it.
+  const streams = new Map<
+    ReadableStreamDefaultController<Uint8Array>,
+    string
+  >();
   const encoder = new TextEncoder();
   const challenge = { "www-authenticate": 'Bearer realm="stormlock"' };
 
@@ -854,6 +928,9 @@ export function createServeHandler(
   }
 
   function stream(
+    client: string,
+    /** Whether the per-client limit applies (pages, not waiters). */
+    limited: boolean,
     start: (
       send: Send,
       stop: () => void,
@@ -866,6 +943,17 @@ export function createServeHandler(
         `Too many live streams (${MAX_STREAMS}); close some, or poll /api/locks`,
         { "retry-after": "10" },
       );
+    }
+    if (limited) {
+      let mine = 0;
+      for (const owner of streams.values()) if (owner === client) mine++;
+      if (mine >= MAX_STREAMS_PER_CLIENT) {
+        throw new HttpError(
+          429,
+          `This client has ${mine} live pages open, the most one client may; close some, or poll /api/locks`,
+          { "retry-after": "10" },
+        );
+      }
     }
     let ping: ReturnType<typeof setInterval> | undefined;
     let control: ReadableStreamDefaultController<Uint8Array>;
@@ -883,7 +971,7 @@ export function createServeHandler(
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
         control = controller;
-        streams.add(controller);
+        streams.set(controller, client);
         const send: Send = (event, data) => {
           try {
             controller.enqueue(
@@ -913,9 +1001,11 @@ export function createServeHandler(
     });
   }
 
-  function events(who: Identity): Response {
+  function events(who: Identity, client: string): Response {
     let listener: ((state: WatchState) => void) | undefined;
     return stream(
+      client,
+      true,
       (send) => {
         listener = (state) => {
           if (state.event === "unavailable") {
@@ -928,6 +1018,7 @@ export function createServeHandler(
               .filter((lease) => resourceAllowed(lease.resource, who.resources))
               .map((lease) => view(lease, who)),
           );
+          if (state.missing) send("partial", { missing: state.missing });
         };
         return watcher.add(listener);
       },
@@ -939,9 +1030,9 @@ export function createServeHandler(
    * Change events of one lock, for waiters: from the store's own events
    * where it has them, else by polling the lease.
    */
-  function watchLock(resource: string): Response {
+  function watchLock(resource: string, client: string): Response {
     const abort = new AbortController();
-    return stream(async (send, stop) => {
+    return stream(client, false, async (send, stop) => {
       const backend = await backendOf(resource);
       const changed = () => send("change", { resource });
       if (backend.capabilities.events) {
@@ -1058,7 +1149,7 @@ export function createServeHandler(
       methods: ["GET"],
       path: "/api/events",
       scope: "read-or-acquire",
-      run: ({ who }) => events(who),
+      run: ({ who, client }) => events(who, client),
     },
     {
       name: "GET /api/locks",
@@ -1149,7 +1240,7 @@ export function createServeHandler(
       methods: ["GET"],
       path: lockRoute("watch"),
       scope: "read-or-acquire",
-      run: ({ resource }) => watchLock(resource),
+      run: ({ resource, client }) => watchLock(resource, client),
     },
     {
       name: "POST /api/locks/{resource}/acquire",
@@ -1304,6 +1395,18 @@ export function createServeHandler(
       if (rawPath.length > MAX_PATH || raw.length > 2 * MAX_PATH) {
         throw new HttpError(414, `The path is over ${MAX_PATH} bytes`);
       }
+      let headerBytes = 0;
+      for (const [name, value] of request.headers) {
+        headerBytes += name.length + value.length + 4;
+      }
+      if (headerBytes > MAX_HEADER_BYTES) {
+        throw new HttpError(
+          431,
+          `The request's headers are over ${
+            MAX_HEADER_BYTES / 1024
+          } KB; send fewer or shorter ones`,
+        );
+      }
       const client = (info?.remoteAddr as Deno.NetAddr | undefined)?.hostname ??
         "local";
       const url = new URL(raw);
@@ -1338,6 +1441,7 @@ export function createServeHandler(
         method,
         who: who ?? { principal: "", scopes: [], via: "none" },
         resource,
+        client,
       });
     } catch (error) {
       if (error instanceof HttpError) {
@@ -1368,7 +1472,7 @@ export function createServeHandler(
     handler,
     close() {
       watcher.close();
-      for (const stream of [...streams]) {
+      for (const stream of [...streams.keys()]) {
         try {
           stream.close();
         } catch { /* already closed */ }
@@ -1445,17 +1549,35 @@ export function serveStatus(
     );
   }
   const app = createServeHandler(store, options);
-  const server = Deno.serve({
-    hostname,
-    port,
-    ...(tls ? { cert: options.tlsCert!, key: options.tlsKey! } : {}),
-    onListen() {},
-    onError(error) {
-      options.onError?.(error);
-      return json({ error: "Internal error; see the server's log" }, 500);
-    },
-  }, app.handler);
+  const where = `${
+    hostname.includes(":") ? `[${hostname}]` : hostname
+  }:${port}`;
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname,
+      port,
+      ...(tls ? { cert: options.tlsCert!, key: options.tlsKey! } : {}),
+      onListen() {},
+      onError(error) {
+        options.onError?.(error);
+        return json({ error: "Internal error; see the server's log" }, 500);
+      },
+    }, app.handler);
+  } catch (error) {
+    app.close();
+    throw listenError(error, where);
+  }
   const addr = server.addr;
+  if (!guarded && !isLoopback(addr.hostname)) {
+    // A name such as x.localhost may resolve anywhere: the address bound
+    // is what counts.
+    app.close();
+    server.shutdown().catch(() => {});
+    throw new UsageError(
+      `serve on ${hostname} listens on ${addr.hostname}, which is not loopback, so it needs a token: name a tokens file (--tokens or tokens in [serve]), add [oidc.NAME] rules, or pass --token or STORMLOCK_SERVE_TOKEN`,
+    );
+  }
   const host = addr.hostname.includes(":")
     ? `[${addr.hostname}]`
     : addr.hostname;

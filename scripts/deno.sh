@@ -3,7 +3,8 @@
 # is made once and remembered in scripts/.deno/.deno-path, so a command
 # pays no `deno --version` probe.
 DENO_VERSION=2.9.6
-scripts_dir=$(cd "$(dirname "$0")" && pwd)
+# The launcher sets scripts_dir when it was called through a symbolic link.
+scripts_dir=${scripts_dir:-$(cd "$(dirname "$0")" && pwd)}
 if [ -z "${DENO:-}" ]; then
   remembered="$scripts_dir/.deno/.deno-path-$DENO_VERSION"
   DENO=$(cat "$remembered" 2>/dev/null || true)

@@ -7,7 +7,8 @@
  * @module
  */
 import { ConfigError } from "./errors.ts";
-import { parseTimeoutMs, parseTtl } from "./duration.ts";
+import { parseDurationMs, parseTtl } from "./duration.ts";
+import { commentNote } from "./suggest.ts";
 import { resolveConfigPath } from "./paths.ts";
 import type { BackendContext, BackendOptions } from "./types.ts";
 
@@ -184,7 +185,12 @@ function parseValue(
   context: BackendContext,
 ): unknown {
   const fail = (why: string, cause?: unknown) =>
-    optionError(context, key, why, cause ? { cause } : undefined);
+    optionError(
+      context,
+      key,
+      `${why}${commentNote(text)}`,
+      cause ? { cause } : undefined,
+    );
   const shown = JSON.stringify(
     text.length > 60 ? `${text.slice(0, 60)}…` : text,
   );
@@ -193,18 +199,21 @@ function parseValue(
       return text;
     case "duration":
       try {
-        return Math.min(parseTimeoutMs(text, key), MAX_TIMEOUT_MS);
-      } catch {
+        return Math.min(parseDurationMs(text), MAX_TIMEOUT_MS);
+      } catch (error) {
         throw fail(
-          `${shown} is not a duration; use forms like 500ms, 3s or 1m`,
+          (error as Error).message.replace(
+            /^Bad duration "[^]*?": /,
+            `${shown}: `,
+          ),
         );
       }
     case "ttl":
       try {
         return parseTtl(text);
-      } catch {
+      } catch (error) {
         throw fail(
-          `${shown} is not a duration; use forms like 30m, 12h or 30d`,
+          (error as Error).message.replace(/^Bad TTL "[^]*?": /, `${shown}: `),
         );
       }
     case "boolean":

@@ -186,6 +186,11 @@ export interface Backend {
   /** What it supports. */
   readonly capabilities: Capabilities;
   /**
+   * The store for people, with no secrets: `SQLite database /path`,
+   * `Redis at host:port`. Absent on backends that don't say.
+   */
+  readonly label?: string;
+  /**
    * Takes the lock if it is free or its lease expired.
    * @throws {LockHeldError} with the holder's lease when it is held.
    */
