@@ -23,7 +23,7 @@ import {
   UsageError,
 } from "./kit/errors.ts";
 import { assertLeaseId } from "./kit/lease.ts";
-import { INTERNAL_MARK } from "./kit/backend.ts";
+import { bookkeeping, INTERNAL_MARK, isBookkeeping } from "./kit/backend.ts";
 import { MAX_TTL_SECONDS } from "./kit/duration.ts";
 import type { Backend, Lease, LeaseEvent } from "./kit/types.ts";
 import { resourceNameProblem, shorten } from "./kit/text.ts";
@@ -367,11 +367,32 @@ function resourceOf(segment: string): string {
   if (name === "") {
     throw new HttpError(400, "The resource name is empty; name a resource");
   }
-  const problem = resourceNameProblem(name);
-  if (problem) {
-    throw new HttpError(400, `The resource name ${problem}; use another name`);
-  }
+  checkName(name, isBookkeeping(name), "resource name");
   return name;
+}
+
+/**
+ * Refuses reserved characters in a name, except in the waiting queue's own
+ * names (`bookkeeping`), which the http backend's queue sends: those may
+ * have them after a well-formed lock name.
+ */
+function checkName(name: string, bookkeeping: boolean, what: string): void {
+  const base = bookkeeping ? name.slice(0, name.indexOf(INTERNAL_MARK)) : name;
+  const problem = resourceNameProblem(base);
+  if (problem) {
+    throw new HttpError(
+      400,
+      `The ${what} ${problem}; use another name`,
+      {},
+      "USAGE",
+    );
+  }
+}
+
+/** The lock a name belongs to: itself, or the lock a queue name serves. */
+function lockOf(name: string): string {
+  const at = name.indexOf(INTERNAL_MARK);
+  return at === -1 ? name : name.slice(0, at);
 }
 
 function limitOf(text: string | null): number {
@@ -862,16 +883,21 @@ export function createServeHandler(
     return body;
   }
 
+  /** The backend of a lock, or of the lock a queue name serves. */
   async function backendOf(resource: string): Promise<Backend> {
-    return (await store.lock(resource)).backend;
+    const backend = (await store.lock(lockOf(resource))).backend;
+    return resource.includes(INTERNAL_MARK) ? bookkeeping(backend) : backend;
   }
 
   /** Every lease under `prefix` on every backend, queue entries included. */
   async function rawList(prefix: string): Promise<Lease[]> {
-    const at = prefix.indexOf(INTERNAL_MARK);
-    if (at !== -1 || !store.config || !store.backend) {
-      const base = at === -1 ? prefix || "default" : prefix.slice(0, at);
-      return await (await backendOf(base)).list(prefix, { internal: true });
+    // A waiter's prefix, "LOCK\u001fwait\u001f", reads that lock's queue.
+    const queue = prefix.endsWith(`${INTERNAL_MARK}wait${INTERNAL_MARK}`);
+    checkName(prefix, queue, "prefix");
+    if (queue || !store.config || !store.backend) {
+      return await (await backendOf(prefix || "default")).list(prefix, {
+        internal: true,
+      });
     }
     const leases: Lease[] = [];
     for (const name of backendsInUse(store.config)) {

@@ -15,6 +15,7 @@ import {
 } from "../mod.ts";
 import type { Backend } from "../mod.ts";
 import { serveStatus } from "../lib/serve.ts";
+import { bookkeeping } from "../lib/kit/backend.ts";
 import {
   createToken,
   readTokensFile,
@@ -278,7 +279,11 @@ test("team: GET /metrics is Prometheus text with live locks, held seconds, waite
   await backend.acquire(resource, "ann", 60);
   const { backend: bob } = await team.client("bob", ["acquire"]);
   // A waiter's registration, as the queue writes it.
-  await bob.acquire(`${resource}\u001fwait\u001f0000000000000001`, "bob", 60);
+  await bookkeeping(bob).acquire(
+    `${resource}\u001fwait\u001f0000000000000001`,
+    "bob",
+    10, // as a waiter registers
+  );
   const response = await fetch(`${team.server.url}/metrics`, {
     headers: { authorization: `Bearer ${token}` },
   });
