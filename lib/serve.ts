@@ -354,7 +354,7 @@ function sameSecret(given: string, expected: string): boolean {
 }
 
 /** Decodes one resource path segment, or refuses it clearly. */
-function resourceOf(segment: string): string {
+function resourceOf(segment: string, queue: boolean): string {
   let name: string;
   try {
     name = decodeURIComponent(segment);
@@ -367,7 +367,7 @@ function resourceOf(segment: string): string {
   if (name === "") {
     throw new HttpError(400, "The resource name is empty; name a resource");
   }
-  checkName(name, isBookkeeping(name), "resource name");
+  checkName(name, queue && isBookkeeping(name), "resource name");
   return name;
 }
 
@@ -613,6 +613,12 @@ interface Route {
   path: string | { action: string | undefined };
   /** What the caller needs; `undefined` for public routes. */
   scope?: Scope | "read-or-acquire";
+  /**
+   * Whether the waiting queue's own names (reserved characters after a
+   * lock name) are accepted: only where the http backend's queue needs
+   * them (acquire, renew, release), never on reading routes.
+   */
+  queue?: true;
   run(context: RouteContext): Promise<Response> | Response;
 }
 
@@ -1273,6 +1279,7 @@ export function createServeHandler(
       methods: ["POST"],
       path: lockRoute("acquire"),
       scope: "acquire",
+      queue: true,
       run: async ({ request, resource, who }) => {
         const body = await readJsonBody(request);
         const ttl = ttlField(body);
@@ -1297,6 +1304,7 @@ export function createServeHandler(
       methods: ["POST"],
       path: lockRoute("renew"),
       scope: "acquire",
+      queue: true,
       run: async ({ request, resource, who }) => {
         const body = await readJsonBody(request);
         const id = idField(body);
@@ -1319,6 +1327,7 @@ export function createServeHandler(
       methods: ["POST"],
       path: lockRoute("release"),
       scope: "acquire",
+      queue: true,
       run: async ({ request, resource, who }) => {
         const body = await readJsonBody(request);
         const id = idField(body);
@@ -1398,7 +1407,9 @@ export function createServeHandler(
       const route = routes.find((route) =>
         typeof route.path === "object" && route.path.action === action
       );
-      if (route) return { route, resource: resourceOf(parts[3]) };
+      if (route) {
+        return { route, resource: resourceOf(parts[3], route.queue === true) };
+      }
     }
     if (path === "/api" || path.startsWith("/api/")) {
       throw new HttpError(404, `No such API path: ${shorten(path, 100)}`);
