@@ -25,6 +25,8 @@ import {
   leaseJson,
   localOffset,
   localTime,
+  ORIGINAL_FORMATS,
+  originalFormat,
   relative,
   safeJson,
   span,
@@ -133,6 +135,13 @@ const FLAGS = {
       "an http(s) link for more (default: the CI run, from GitHub\nActions, GitLab, Jenkins, Buildkite or CircleCI variables)",
   },
   "id-only": { type: "boolean", short: "i", help: "print only the lease id" },
+  format: {
+    type: "string",
+    short: "f",
+    value: "FORMAT",
+    help:
+      "the original Stormlock's formats: id, json (its three\nfields), lines, oneline, cols or rows",
+  },
   long: {
     type: "boolean",
     short: "l",
@@ -552,12 +561,30 @@ const COMMANDS: Record<string, Command> = {
       "stormlock current -l deploy-prod",
       "stormlock current --id-only deploy-prod",
     ],
-    flags: ["id-only", "long", "json"],
-    excludes: [["id-only", "json"], ["id-only", "long"], ["long", "json"]],
+    flags: ["id-only", "long", "json", "format"],
+    excludes: [
+      ["id-only", "json"],
+      ["id-only", "long"],
+      ["long", "json"],
+      ["format", "id-only"],
+      ["format", "long"],
+      ["format", "json"],
+    ],
     summary:
       "Print the current lease: principal, created time (ISO 8601) and lease\n" +
-      "id, tab-separated. Exit 1 if the resource is free (--json prints null).",
+      "id, tab-separated. Exit 1 if the resource is free (--json prints null).\n" +
+      "--format takes the original Stormlock's formats; its json is the\n" +
+      "original's three fields, where --json is ours.",
     async run({ lock, args: [resource], flags }) {
+      const format = flags.format as string | undefined;
+      const known = ORIGINAL_FORMATS.find((name) => name === format);
+      if (format !== undefined && !known) {
+        throw new UsageError(
+          `--format ${
+            JSON.stringify(shorten(format))
+          } is not a format; use one of ${ORIGINAL_FORMATS.join(", ")}`,
+        );
+      }
       const opened = await lock();
       const lease = await opened.current();
       if (!lease) {
@@ -565,7 +592,8 @@ const COMMANDS: Record<string, Command> = {
         complain(`no current lease on "${shorten(resource)}"`);
         return EXIT.no;
       }
-      if (flags["id-only"]) print(lease.id);
+      if (known) print(originalFormat(lease, known));
+      else if (flags["id-only"]) print(lease.id);
       else if (flags.json || flags.long) {
         const waiting = await opened.waiting();
         if (flags.json) {

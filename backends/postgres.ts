@@ -587,8 +587,13 @@ class PostgresStore implements Store {
         await tx.unsafe(s.createTable);
       } else {
         const types = new Map(columns.map((c) => [c.name, c.type]));
+        // The original Stormlock's times had no zone; they read in the
+        // server's TimeZone, as the original wrote them.
+        const zoneless = ["created", "expires"].filter((name) =>
+          types.get(name) === "timestamp without time zone"
+        );
         const wrong = Object.entries(CORE_COLUMNS).filter(([name, type]) =>
-          types.get(name) !== type
+          types.get(name) !== type && !zoneless.includes(name)
         ).map(([name, type]) => `${name} ${type}`);
         if (wrong.length > 0) {
           const { table, section } = this.#place;
@@ -596,6 +601,14 @@ class PostgresStore implements Store {
             `Table ${table} in ${this.label} is not a Stormlock table (it lacks ${
               wrong.join(", ")
             }); set table in [${section}] to another name`,
+          );
+        }
+        if (zoneless.length > 0) {
+          await tx.unsafe(
+            `ALTER TABLE ${this.#quoted} ${
+              zoneless.map((name) => `ALTER COLUMN ${name} TYPE timestamptz`)
+                .join(", ")
+            }`,
           );
         }
         if (ADDED_COLUMNS.some((c) => !types.has(c.split(" ")[0]))) {
@@ -1019,6 +1032,86 @@ function parseUrl(
   };
 }
 
+/** libpq's conninfo keys that map onto the URL, and what each becomes. */
+const CONNINFO_KEYS = [
+  "host",
+  "hostaddr",
+  "port",
+  "dbname",
+  "user",
+  "password",
+  "sslmode",
+  "sslrootcert",
+  "sslcert",
+  "sslkey",
+  "application_name",
+  "connect_timeout",
+];
+
+/** Where libpq (as Debian builds it) looks for the server's socket. */
+const DEFAULT_SOCKET_DIR = "/var/run/postgresql";
+
+/**
+ * The original's `connection`: a URL, or libpq's `key=value …` conninfo
+ * (values may be single-quoted, with `\'` and `\\` inside), as a URL.
+ * `connect_timeout` is dropped: `timeout` bounds connecting.
+ */
+function connectionUrl(text: string, context: KitContext): URL {
+  const fail = (why: string) => context.optionError("connection", why);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text.trim())) {
+    let url: URL;
+    try {
+      url = new URL(text.trim());
+    } catch {
+      throw fail(`not a URL; use ${URL_FORM} or host=… dbname=…`);
+    }
+    if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
+      throw fail(`the scheme is "${url.protocol}"; use postgres://`);
+    }
+    return url;
+  }
+  const pairs = new Map<string, string>();
+  const pair = /\s*([a-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|([^\s']*))/y;
+  let rest = text.trim();
+  while (rest !== "") {
+    pair.lastIndex = 0;
+    const match = pair.exec(rest);
+    if (!match) {
+      throw fail(
+        `cannot read "${
+          rest.split(/\s/)[0].replace(/=.*/, "=…")
+        }"; write key=value pairs such as host=db dbname=ops, or a URL`,
+      );
+    }
+    const [all, key, quoted, bare] = match;
+    if (!CONNINFO_KEYS.includes(key)) {
+      throw fail(
+        `"${key}" is not a connection key Stormlock reads; use ${
+          CONNINFO_KEYS.join(", ")
+        }`,
+      );
+    }
+    pairs.set(key, quoted?.replace(/\\(.)/g, "$1") ?? bare);
+    rest = rest.slice(all.length).trim();
+  }
+  const host = pairs.get("hostaddr") || pairs.get("host") ||
+    DEFAULT_SOCKET_DIR;
+  const url = new URL("postgres://localhost");
+  url.hostname = host.startsWith("/") ? encodeURIComponent(host) : host;
+  if (host.includes(":") && !host.startsWith("/")) url.hostname = `[${host}]`;
+  if (pairs.get("port")) url.port = pairs.get("port")!;
+  url.username = encodeURIComponent(pairs.get("user") ?? "");
+  url.password = encodeURIComponent(pairs.get("password") ?? "");
+  url.pathname = `/${encodeURIComponent(pairs.get("dbname") ?? "")}`;
+  for (const key of ["sslmode", "sslrootcert", "sslcert", "sslkey"]) {
+    if (pairs.has(key)) url.searchParams.set(key, pairs.get(key)!);
+  }
+  if (pairs.has("application_name")) {
+    url.searchParams.set("application_name", pairs.get("application_name")!);
+  }
+  return url;
+}
+
 /** Checks `table` or `schema.table`; each part is quoted when used. */
 function checkTable(table: string, context: KitContext): string {
   const parts = table.split(".");
@@ -1196,9 +1289,10 @@ export const backend = defineBackend({
         `The server, as ${URL_FORM}; \`sslmode\`, \`sslrootcert\`, \`sslcert\` and \`sslkey\` work as in libpq, and a percent-encoded folder as the host means its unix socket. Required.`,
     },
     connection: {
-      kind: "url",
-      schemes: ["postgres:", "postgresql:"],
-      doc: "The original Stormlock's name for `url`; set one of them.",
+      kind: "text",
+      preferred: "url",
+      doc:
+        "The original Stormlock's name for `url`; also takes libpq's `key=value` form (`host=db dbname=ops user=ann`; no host means the socket in /var/run/postgresql). Set one of them.",
     },
     table: {
       kind: "text",
@@ -1233,7 +1327,9 @@ export const backend = defineBackend({
       );
     }
     const key = settings.connection ? "connection" : "url";
-    const url = settings.url ?? settings.connection;
+    const url = settings.connection
+      ? connectionUrl(settings.connection, context)
+      : settings.url;
     if (!url) {
       throw context.optionError("url", `required; set it to ${URL_FORM}`);
     }

@@ -343,3 +343,68 @@ export function tableTime(date: Date, now = Date.now()): string {
     relative(date, now)
   }`;
 }
+
+/**
+ * The original Stormlock's `current --format` names, in its order.
+ * @example
+ * ```ts
+ * import { ORIGINAL_FORMATS } from "./format.ts";
+ * console.log(ORIGINAL_FORMATS.join(", ")); // "id, json, lines, oneline, cols, rows"
+ * ```
+ */
+export const ORIGINAL_FORMATS = [
+  "id",
+  "json",
+  "lines",
+  "oneline",
+  "cols",
+  "rows",
+] as const;
+
+/** One of {@linkcode ORIGINAL_FORMATS}. */
+export type OriginalFormat = typeof ORIGINAL_FORMATS[number];
+
+/**
+ * A lease in one of the original Stormlock's `current` formats, with the
+ * original's field order (principal, created, id) and names; the created
+ * time is ISO 8601 with milliseconds, in UTC with its offset (the
+ * original's had no offset). `json` is the original's three-field object.
+ * @example
+ * ```ts
+ * import { originalFormat } from "./format.ts";
+ * const now = new Date(0);
+ * const lease = { resource: "r", id: "0".repeat(32), principal: "ann", fence: 1, created: now, expires: now };
+ * console.log(originalFormat(lease, "rows"));
+ * ```
+ */
+export function originalFormat(lease: Lease, format: OriginalFormat): string {
+  const fields = [printable(lease.principal), isoTime(lease.created), lease.id];
+  switch (format) {
+    case "id":
+      return lease.id;
+    case "json":
+      return safeJson({
+        id: lease.id,
+        created: fields[1],
+        principal: lease.principal,
+      });
+    case "lines":
+      return fields.join("\n");
+    case "oneline":
+      return fields.join("\t");
+    case "rows":
+      return [
+        `Principal: ${fields[0]}`,
+        `Created: ${fields[1]}`,
+        `Id: ${fields[2]}`,
+      ].join("\n");
+    case "cols": {
+      // Every column as wide as the widest field plus four, as before.
+      const width = Math.max(...fields.map((field) => [...field].length)) + 4;
+      const row = (cells: string[]) =>
+        cells.map((cell) => cell + " ".repeat(width - [...cell].length))
+          .join("").trimEnd();
+      return `${row(["PRINCIPAL", "CREATED", "ID"])}\n${row(fields)}`;
+    }
+  }
+}

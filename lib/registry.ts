@@ -19,8 +19,15 @@ const BUILTIN_NAMES = [
   "etcd",
   "postgres",
   "dynamodb",
+  "mysql",
   "http",
 ];
+
+/**
+ * The original Stormlock's names for built-in backends, where ours differ:
+ * a config that uses one works, with a note naming ours.
+ */
+const ORIGINAL_NAMES: Record<string, string> = { postgresql: "postgres" };
 
 /**
  * Every built-in backend, by name, as a lazy import. The specifier is a
@@ -44,7 +51,7 @@ export const builtinBackends: Record<string, () => Promise<BackendModule>> =
  * @example
  * ```ts
  * import { builtinBackendNames } from "@stormlock/stormlock";
- * console.log(builtinBackendNames()); // ["sqlite", "redis", "etcd", "postgres", "dynamodb", "http"]
+ * console.log(builtinBackendNames()); // ["sqlite", "redis", "etcd", "postgres", "dynamodb", "mysql", "http"]
  * ```
  */
 export function builtinBackendNames(): string[] {
@@ -75,6 +82,8 @@ interface Resolved {
   options: BackendOptions;
   origin: string;
   plugin: boolean;
+  /** The original Stormlock's name the config used for this built-in. */
+  renamedFrom?: string;
 }
 
 /**
@@ -88,8 +97,12 @@ async function resolveModule(
 ): Promise<Resolved> {
   const { name } = context;
   const split = pluginOptions(options);
-  const builtin = Object.hasOwn(builtinBackends, name)
-    ? builtinBackends[name]
+  const canonical = Object.hasOwn(ORIGINAL_NAMES, name) &&
+      split.module === undefined
+    ? ORIGINAL_NAMES[name]
+    : name;
+  const builtin = Object.hasOwn(builtinBackends, canonical)
+    ? builtinBackends[canonical]
     : undefined;
   if (builtin) {
     if (split.module !== undefined) {
@@ -102,8 +115,9 @@ async function resolveModule(
     return {
       module: await builtin(),
       options,
-      origin: `"${name}"`,
+      origin: `"${canonical}"`,
       plugin: false,
+      ...(canonical !== name ? { renamedFrom: name } : {}),
     };
   }
   if (split.module !== undefined) {
@@ -172,6 +186,12 @@ export async function openBackend(
 ): Promise<Backend> {
   const resolved = await resolveModule(options, context);
   const definition = definitionOf(resolved.module, context.name);
+  if (resolved.renamedFrom) {
+    const where = context.configPath ? `${context.configPath}: ` : "";
+    warn(
+      `${where}backend = ${resolved.renamedFrom} is the original Stormlock's name for ${definition.name}; it works the same, but prefer backend = ${definition.name} (options stay in [${context.section}])`,
+    );
+  }
   return await definition.createBackend(resolved.options, context, {
     warn,
     plugin: resolved.plugin ? resolved.origin : undefined,

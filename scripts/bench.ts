@@ -684,6 +684,114 @@ await sql.end();`,
   };
 }
 
+function mysqlSpec(env: Record<string, string>): Spec {
+  const server = {
+    host: env.STORMLOCK_TEST_MYSQL_HOST,
+    port: env.STORMLOCK_TEST_MYSQL_PORT,
+    user: env.STORMLOCK_TEST_MYSQL_USER,
+    password: env.STORMLOCK_TEST_MYSQL_PASSWORD,
+    database: env.STORMLOCK_TEST_MYSQL_DATABASE,
+  };
+  const connection = { ...server, port: Number(server.port), timezone: "Z" };
+  return {
+    name: "mysql",
+    options: server,
+    cliTarget: 4,
+    floorLabel: "mysql2 INSERT IGNORE",
+    floor: `import mysql from "npm:mysql2@^3.24.6/promise";
+const db = await mysql.createConnection(${JSON.stringify(connection)});
+await db.execute("INSERT IGNORE INTO floor (resource, lease, expires) VALUES (?, UNHEX(?), DATE_ADD(UTC_TIMESTAMP(3), INTERVAL 10 MINUTE))", [key, crypto.randomUUID().replaceAll("-", "")]);
+await db.end();`,
+    native: {
+      label: "mariadb -e INSERT IGNORE",
+      command: "mariadb",
+      args: (key) => [
+        "--no-defaults",
+        `--host=${server.host}`,
+        `--port=${server.port}`,
+        `--user=${server.user}`,
+        `--password=${server.password}`,
+        server.database,
+        "-e",
+        `INSERT IGNORE INTO floor (resource, lease, expires) VALUES ('${key}', UNHEX(REPLACE(UUID(), '-', '')), DATE_ADD(UTC_TIMESTAMP(3), INTERVAL 10 MINUTE))`,
+      ],
+    },
+    async setup() {
+      const { default: mysql } = await import("mysql2/promise");
+      const db = await mysql.createConnection(connection);
+      await db.query(`CREATE TABLE IF NOT EXISTS floor (resource VARCHAR(200)
+        PRIMARY KEY, lease BINARY(16), expires DATETIME(3))`);
+      await db.end();
+    },
+    async raw() {
+      // The very statements the backend sends, from its own file.
+      const { statements, quoteName, DEFAULT_TABLE } = await internals(
+        "mysql.ts",
+        ["statements", "quoteName"],
+      );
+      const s = statements(
+        quoteName(DEFAULT_TABLE),
+        quoteName(`${DEFAULT_TABLE}_events`),
+      );
+      const { default: mysql } = await import("mysql2/promise");
+      const db = await mysql.createConnection(connection);
+      type Row = { live?: number; events: number; fence: number; now: Date };
+      const run = async (sql: string, params: unknown[]) =>
+        (await db.execute(sql, params as never))[0] as Row[];
+      return {
+        label: "mysql2, the same statements",
+        async pair(resource) {
+          const key = new TextEncoder().encode(resource);
+          const id = crypto.randomUUID().replaceAll("-", "");
+          await db.query("START TRANSACTION");
+          let [row] = await run(s.lock, [key]);
+          if (!row) {
+            await db.query("COMMIT");
+            await run(s.makeRow, [key]);
+            await db.query("START TRANSACTION");
+            [row] = await run(s.lock, [key]);
+          }
+          if (row.live) throw new Error("held");
+          const { now } = row;
+          if (Number(row.events) === 0) [row] = await run(s.counts, [key]);
+          const n = Number(row.events) + 1;
+          const fence = Number(row.fence) + 1;
+          await run(s.take, [
+            id,
+            "bench@host",
+            "host",
+            null,
+            null,
+            fence,
+            n,
+            now,
+            now,
+            TTL,
+            key,
+          ]);
+          await run(s.recordRow, ["acquired", null, null, null, null, key]);
+          await db.query("COMMIT");
+          await db.query("START TRANSACTION");
+          const [live] = await run(s.liveLease, [key, id]);
+          if (!live) throw new Error("not held");
+          await run(s.recordOld, [
+            n + 1,
+            "released",
+            null,
+            null,
+            null,
+            null,
+            key,
+          ]);
+          await run(s.end, [key]);
+          await db.query("COMMIT");
+        },
+        close: () => db.end(),
+      };
+    },
+  };
+}
+
 function dynamodbSpec(env: Record<string, string>): Spec {
   const endpoint = env.STORMLOCK_TEST_DYNAMODB_ENDPOINT;
   const credentials = { accessKeyId: "AKIDBENCH", secretAccessKey: "bench" };
@@ -1200,6 +1308,7 @@ try {
     ...(env.STORMLOCK_TEST_ETCD_URL ? [etcdSpec(env)] : []),
     ...(env.STORMLOCK_TEST_POSTGRES_URL ? [postgresSpec(env)] : []),
     ...(env.STORMLOCK_TEST_DYNAMODB_ENDPOINT ? [dynamodbSpec(env)] : []),
+    ...(env.STORMLOCK_TEST_MYSQL_HOST ? [mysqlSpec(env)] : []),
   ].filter((spec) => !only || only.includes(spec.name));
   if (!only || only.includes("version")) {
     log("--version");

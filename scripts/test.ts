@@ -117,12 +117,14 @@ async function startServers(
 /**
  * Tests that read /proc, which Deno grants only with --allow-all: the
  * browser driver (playwright-core), and the tests that watch other
- * processes (`run`'s process group, the fault suite's servers). They run on
- * their own with it; nothing else does.
+ * processes (`run`'s process group, the servers of the fault suite and of
+ * the original's CLI test). They run on their own with it; nothing else
+ * does.
  */
 const ALL_ACCESS_TESTS = [
   "tests/browser_test.ts",
   "tests/faults_test.ts",
+  "tests/original_cli_test.ts",
   "tests/run_test.ts",
 ];
 

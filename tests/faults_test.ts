@@ -12,7 +12,7 @@
  * with bounded polls, and checks exit codes, messages and what the store
  * holds afterwards.
  */
-// test-servers: etcd redis postgres dynamodb
+// test-servers: etcd redis postgres dynamodb mysql
 // (it starts its own, but needs them installed as their starters do)
 import assert from "assert";
 import { join } from "node:path";
@@ -40,10 +40,12 @@ import {
   type EtcdCluster,
   type FaultServer,
   hasDynalite,
+  hasMysql,
   hasPostgres,
   type PostgresServer,
   startDynalite,
   startEtcd,
+  startMysql,
   startPostgres,
   startRedis,
   until,
@@ -583,6 +585,21 @@ Deno.test({
               await server.start();
             }),
         );
+      },
+    ),
+});
+
+Deno.test({
+  name: "faults: mysql (MariaDB), paused, killed and restarted",
+  ignore: !hasMysql(),
+  ...options,
+  fn: (t) =>
+    withServer(
+      (dir) => startMysql(join(dir, "mysql")),
+      async (server) => {
+        using harness = new Harness(server);
+        await harness.backend((backend) => backend.init());
+        await commonFaults(t, harness);
       },
     ),
 });

@@ -24,6 +24,7 @@ import {
   optionError,
   type OptionSchema,
   type OptionSpec,
+  originalNameNotes,
   parseOptions,
   type SettingsOf,
   unknownOptionWarnings,
@@ -650,6 +651,9 @@ async function createFramed(
 ): Promise<Backend> {
   for (const warning of unknownOptionWarnings(schema, options, context)) {
     how.warn?.(warning);
+  }
+  for (const note of originalNameNotes(schema, options, context)) {
+    how.warn?.(note);
   }
   const settings = parseOptions(schema, options, context);
   const who = how.plugin

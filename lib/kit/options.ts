@@ -25,6 +25,11 @@ export interface OptionBase {
   doc: string;
   /** Whether the option must be set. */
   required?: boolean;
+  /**
+   * Set when this is the original Stormlock's name for an option this
+   * backend calls otherwise: the preferred name, which a note points to.
+   */
+  preferred?: string;
 }
 
 /**
@@ -353,6 +358,36 @@ export function unknownOptionWarnings(
         key,
         `unknown option, ignored (known: ${known.join(", ")})`,
       ).message,
+  );
+}
+
+/**
+ * One note for each option set under the original Stormlock's name where
+ * the backend prefers another (see {@linkcode OptionBase.preferred}).
+ *
+ * @example
+ * ```ts
+ * import { originalNameNotes } from "./options.ts";
+ * originalNameNotes(
+ *   { options: { connection: { kind: "text", doc: "", preferred: "url" } } },
+ *   { connection: "postgres://db/ops" },
+ *   { name: "postgres", section: "backend.postgres" },
+ * ); // ['<config> [backend.postgres] connection: the original Stormlock's name for url; it works the same, but prefer url']
+ * ```
+ */
+export function originalNameNotes(
+  schema: OptionSchema,
+  options: BackendOptions,
+  context: BackendContext,
+): string[] {
+  return Object.entries(schema.options).filter(([key, spec]) =>
+    spec.preferred !== undefined && (options[key] ?? "").trim() !== ""
+  ).map(([key, spec]) =>
+    optionError(
+      context,
+      key,
+      `the original Stormlock's name for ${spec.preferred}; it works the same, but prefer ${spec.preferred}`,
+    ).message
   );
 }
 
