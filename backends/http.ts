@@ -27,11 +27,15 @@ import {
 } from "../lib/kit/backend.ts";
 import type { Breaker, Lease, LeaseEvent } from "../lib/kit/types.ts";
 
-/** Whether a host name only reaches this machine. */
+/**
+ * Whether a host name only reaches this machine: loopback addresses and
+ * `localhost` itself. A `*.localhost` name is not trusted here, since
+ * nothing checks what it resolves to before the token is sent.
+ */
 function loopbackHost(hostname: string): boolean {
   const host = hostname.toLowerCase().replace(/^\[(.*)\]$/, "$1");
-  return host === "localhost" || host.endsWith(".localhost") ||
-    host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  return host === "localhost" || host === "::1" ||
+    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 /** The server answered, but not as a lock server does. */
