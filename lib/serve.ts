@@ -1580,11 +1580,6 @@ export function serveStatus(
     );
   }
   const tls = options.tlsCert !== undefined;
-  if (!isLoopback(hostname) && !tls) {
-    options.onWarn?.(
-      `serving plain http on ${hostname}: tokens cross the network in the clear unless a TLS-terminating proxy is in front; give --tls-cert and --tls-key otherwise`,
-    );
-  }
   const app = createServeHandler(store, options);
   const where = `${
     hostname.includes(":") ? `[${hostname}]` : hostname
@@ -1613,6 +1608,12 @@ export function serveStatus(
     server.shutdown().catch(() => {});
     throw new UsageError(
       `serve on ${hostname} listens on ${addr.hostname}, which is not loopback, so it needs a token: name a tokens file (--tokens or tokens in [serve]), add [oidc.NAME] rules, or pass --token or STORMLOCK_SERVE_TOKEN`,
+    );
+  }
+  // Warned only once listening worked, so a listen error stays one line.
+  if (!tls && !isLoopback(addr.hostname)) {
+    options.onWarn?.(
+      `serving plain http on ${addr.hostname}: tokens cross the network in the clear unless a TLS-terminating proxy is in front; give --tls-cert and --tls-key otherwise`,
     );
   }
   const host = addr.hostname.includes(":")
