@@ -165,6 +165,34 @@ const FLAGS = {
     type: "boolean",
     help: "let the page and API break leases (needs a token)",
   },
+  events: {
+    type: "string",
+    value: "KINDS",
+    help:
+      "only these kinds, comma-separated: acquired, renewed,\nreason-changed, released, broken, expired, expiring,\nwaiting, requested (default: all but renewed)",
+  },
+  exec: {
+    type: "string",
+    value: "CMD",
+    help:
+      "run CMD (through the shell) once per event, with the event\nJSON on stdin and STORMLOCK_EVENT, STORMLOCK_RESOURCE, ... set",
+  },
+  since: {
+    type: "string",
+    value: "POINT",
+    help:
+      "also send recorded events from POINT on: an event id, a\ntime (2026-12-03T10:00:00Z) or a duration ago (30m)",
+  },
+  hooks: {
+    type: "boolean",
+    help: "also deliver the config's [hook.NAME] sections",
+  },
+  lead: {
+    type: "string",
+    value: "TIME",
+    help:
+      "send expiring this long before a lease's TTL ends (default:\n[notify] expiring_lead, else 10m)",
+  },
 } as const satisfies Record<string, Flag>;
 
 type FlagName = keyof typeof FLAGS;
@@ -373,12 +401,18 @@ const COMMANDS: Record<string, Command> = {
       "is given. Exit 3 if it is not the current lease.",
     async run({ lock, args: [, leaseId], flags }) {
       const reason = flags.reason as string | undefined;
-      const lease = await (await lock()).renew(
+      const opened = await lock();
+      const lease = await opened.renew(
         leaseId,
         flags.ttl as string | undefined,
         reason === undefined ? {} : { reason },
       );
-      if (flags.json) print(safeJson(leaseJson(lease)));
+      const request = await opened.handOverRequest(lease).catch(() => null);
+      if (request) {
+        const { requestNote } = await import("./lib/run.ts");
+        complain(requestNote(request));
+      }
+      if (flags.json) print(safeJson(leaseJson({ ...lease, request })));
       return EXIT.ok;
     },
   },
@@ -400,8 +434,9 @@ const COMMANDS: Record<string, Command> = {
       if (flags["id-only"]) print(lease.id);
       else if (flags.json || flags.long) {
         const waiting = await opened.waiting();
+        const request = await opened.handOverRequest(lease);
         if (flags.json) {
-          print(safeJson(leaseJson({ ...lease, waiting })));
+          print(safeJson(leaseJson({ ...lease, waiting, request })));
         } else {
           print(leaseDetails(lease));
           if (waiting.length > 0) {
@@ -409,6 +444,13 @@ const COMMANDS: Record<string, Command> = {
               `${"waiting:".padEnd(10)}${
                 waiting.map((w) => printable(w.principal)).join(", ")
               }`,
+            );
+          }
+          if (request) {
+            print(
+              `${"request:".padEnd(10)}${printable(request.principal)}${
+                request.reason ? `: ${printable(request.reason)}` : ""
+              } (${relative(request.created)})`,
             );
           }
         }
@@ -456,6 +498,7 @@ const COMMANDS: Record<string, Command> = {
       }
       const many = new Set(leases.map((lease) => lease.backend)).size > 1;
       const queued = leases.some((lease) => lease.waiting.length > 0);
+      const asked = leases.some((lease) => lease.request);
       const now = Date.now();
       print(table(
         [
@@ -467,6 +510,7 @@ const COMMANDS: Record<string, Command> = {
           "EXPIRES",
           "FENCE",
           ...(queued ? ["WAITING"] : []),
+          ...(asked ? ["REQUESTED BY"] : []),
         ],
         leases.map((lease) => [
           ...(many ? [lease.backend] : []),
@@ -477,6 +521,7 @@ const COMMANDS: Record<string, Command> = {
           `${localTime(lease.expires)} ${relative(lease.expires, now)}`,
           String(lease.fence),
           ...(queued ? [String(lease.waiting.length)] : []),
+          ...(asked ? [lease.request?.principal ?? ""] : []),
         ]),
       ));
       return EXIT.ok;
@@ -658,6 +703,69 @@ const COMMANDS: Record<string, Command> = {
         Deno.removeSignalListener("SIGTERM", stop);
       }
       return EXIT.ok;
+    },
+  },
+  watch: {
+    args: ["[PREFIX]"],
+    flags: ["events", "json", "exec", "since", "hooks", "lead"],
+    summary:
+      "Stream events of every lock whose name starts with PREFIX as they\n" +
+      "happen: one line each, or NDJSON with --json (see docs/notifications.md).\n" +
+      "Records an expiry it sees (expired), warns before one (expiring), and\n" +
+      "with --hooks delivers the config's hooks. Runs until SIGINT or SIGTERM.",
+    async run({ locks, args: [prefix = ""], flags }) {
+      const { watchCommand } = await import("./lib/watch_command.ts");
+      return await watchCommand(locks, prefix, {
+        events: flags.events as string | undefined,
+        json: flags.json === true,
+        exec: flags.exec as string | undefined,
+        since: flags.since as string | undefined,
+        hooks: flags.hooks === true,
+        lead: flags.lead as string | undefined,
+        print,
+        complain,
+      });
+    },
+  },
+  request: {
+    args: ["RESOURCE"],
+    flags: ["reason", "json"],
+    summary:
+      "Ask the holder to hand the lock over (--reason is required): records a\n" +
+      "requested event naming you, which current, list, the page, the holder's\n" +
+      "run and renew, hooks and watch show. Exit 1 if nobody holds it; exit 2\n" +
+      "if someone else has already asked (their request is shown).",
+    async run({ lock, args: [resource], flags }) {
+      const reason = flags.reason as string | undefined;
+      if (reason === undefined || reason.trim() === "") {
+        throw new UsageError(
+          `request needs --reason TEXT: say why you need it, e.g. stormlock request ${resource} --reason "hotfix"`,
+        );
+      }
+      const asked = await (await lock()).request(reason);
+      if (!asked) {
+        if (flags.json) print("null");
+        complain(
+          `nobody holds "${shorten(resource)}"; take it with stormlock acquire`,
+        );
+        return EXIT.no;
+      }
+      const { holder, request, mine } = asked;
+      if (flags.json) {
+        print(safeJson({ ...leaseJson({ ...holder, request }), asked: mine }));
+      }
+      complain(
+        mine
+          ? `asked ${shorten(holder.principal)} to hand over "${
+            shorten(resource)
+          }"`
+          : `${shorten(request.principal)} already asked ${
+            shorten(holder.principal)
+          } for "${shorten(resource)}"${
+            request.reason ? `: ${shorten(request.reason)}` : ""
+          }; yours was not recorded`,
+      );
+      return mine ? EXIT.ok : EXIT.held;
     },
   },
   completions: {

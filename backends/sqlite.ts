@@ -326,6 +326,18 @@ class SqliteStore implements Store {
     return Promise.resolve();
   }
 
+  expire(resource: string, leaseId: string): Promise<boolean> {
+    return Promise.resolve(this.#transaction(() => {
+      const row = this.#sql(
+        `DELETE FROM leases
+         WHERE resource = ? AND lease_id = ? AND expires_ms <= ?
+         RETURNING *`,
+      ).get(resource, leaseId, Date.now()) as Row | undefined;
+      if (row) this.#record("expired", row, row.expires_ms);
+      return row !== undefined;
+    }));
+  }
+
   breakLease(resource: string, leaseId: string, by: Breaker): Promise<Lease> {
     return Promise.resolve(this.#end(resource, leaseId, "broken", by));
   }

@@ -152,6 +152,17 @@ export interface Store {
     op: Operation,
   ): Promise<Lease> | Lease;
   /**
+   * Optional: ends the lease `leaseId` only if its TTL has passed,
+   * recording `expired` with the lease's expiry as its time, in one atomic
+   * step. Returns whether it ended it; a renewed or vanished lease is left
+   * alone and gives `false`.
+   */
+  expire?(
+    resource: string,
+    leaseId: string,
+    op: Operation,
+  ): Promise<boolean> | boolean;
+  /**
    * With the `events` capability: subscribes to changes of the resource's
    * lock, calling `onChange` soon after it is released, broken or taken.
    * Resolves once the subscription is in place (within `op`'s deadline);
@@ -1082,6 +1093,16 @@ class FramedBackend implements Backend {
     } catch (error) {
       throw await this.#notHeld(error, resource, leaseId);
     }
+  }
+
+  async expire(resource: string, leaseId: string): Promise<boolean> {
+    if (!this.#store.expire) return false;
+    const ended = await this.#run(
+      "expire",
+      resource,
+      (op) => this.#store.expire!(resource, leaseId, op),
+    );
+    return ended === true;
   }
 
   async watch(
