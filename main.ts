@@ -673,7 +673,8 @@ const COMMANDS: Record<string, Command> = {
     summary:
       "Serve a live status page and a JSON API of every lock (read-only unless\n" +
       "--allow-break). Loopback only unless a token is set; with a token,\n" +
-      "every /api call needs Authorization: Bearer TOKEN. Stops on Ctrl-C.",
+      "every /api call needs Authorization: Bearer TOKEN. Delivers the config's\n" +
+      "[hook.NAME] sections (one serve at a time does). Stops on Ctrl-C.",
     async run({ locks, flags }) {
       const { serveStatus } = await import("./lib/serve.ts");
       const given = flags.token as string | undefined;
@@ -693,11 +694,23 @@ const COMMANDS: Record<string, Command> = {
           flags["allow-break"] ? "breaking allowed" : "read-only"
         }${token ? ", token required" : ""}); Ctrl-C stops`,
       );
-      const stop = () => server.shutdown();
+      // Hooks: one active dispatcher across every serve on this store.
+      const { startDispatcher } = await import("./lib/dispatch.ts");
+      const { localHost } = await import("./lib/config.ts");
+      const dispatcher = startDispatcher(locks, {
+        principal: `stormlock serve ${server.url} on ${localHost() ?? "?"}`,
+        warn: (message) => complain(message),
+      });
+      server.finished.finally(() => dispatcher.stop());
+      const stop = () => {
+        server.shutdown();
+        dispatcher.stop();
+      };
       Deno.addSignalListener("SIGINT", stop);
       Deno.addSignalListener("SIGTERM", stop);
       try {
         await server.finished;
+        await dispatcher.stop();
       } finally {
         Deno.removeSignalListener("SIGINT", stop);
         Deno.removeSignalListener("SIGTERM", stop);

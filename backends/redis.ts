@@ -181,6 +181,22 @@ announce(ARGV[9], ARGV[5])
 return reply(ARGV[5], f)
 `;
 
+// KEYS as acquire; ARGV resource, kept, age, id, events channel. Records
+// the expiry of lease id (gone from KEYS[1], its shadow past its expiry)
+// and clears the shadow; 1 if it did, 0 when renewed, ended or not due.
+const EXPIRE = WRITER + `
+local f = lease(KEYS[1])
+if f then return 0 end
+local old = redis.call('HMGET', KEYS[2], unpack(FIELDS))
+local ended = tonumber(old[4])
+if old[1] ~= ARGV[4] or not ended or ended > now then return 0 end
+record(KEYS[3], 'expired', ended, old)
+redis.call('HDEL', KEYS[2], unpack(FIELDS))
+redis.call('ZREM', KEYS[4], ARGV[1])
+announce(ARGV[5], 'expired')
+return 1
+`;
+
 // KEYS lease. Redis never returns a key past its expiry.
 const READ = COMMON + `
 local f = lease(KEYS[1])
@@ -232,6 +248,7 @@ interface Scripts {
   stormlockAcquire(...args: (string | number)[]): Promise<Reply>;
   stormlockRenew(...args: (string | number)[]): Promise<Reply | null>;
   stormlockEnd(...args: (string | number)[]): Promise<Reply | null>;
+  stormlockExpire(...args: (string | number)[]): Promise<number>;
   stormlockRead(key: string): Promise<Reply | null>;
   stormlockHistory(key: string, limit: number): Promise<string[]>;
   stormlockList(
@@ -476,6 +493,7 @@ class RedisStore implements Store {
       stormlockAcquire: [4, ACQUIRE],
       stormlockRenew: [4, RENEW],
       stormlockEnd: [4, END],
+      stormlockExpire: [4, EXPIRE],
       stormlockRead: [1, READ],
       stormlockHistory: [1, HISTORY],
       stormlockList: [1, LIST],
@@ -664,6 +682,18 @@ class RedisStore implements Store {
     op: Operation,
   ): Promise<Lease> {
     return this.#end(op, resource, leaseId, "broken", by);
+  }
+
+  expire(resource: string, leaseId: string, op: Operation): Promise<boolean> {
+    const args = [
+      ...this.#writeKeys(resource),
+      leaseId,
+      this.#channel(resource),
+    ];
+    return this.#run(
+      op,
+      async (client) => await client.stormlockExpire(...args) === 1,
+    );
   }
 
   renew(
