@@ -287,6 +287,10 @@ function statements(table: string, events: string) {
       WHERE resource COLLATE "C" >= $1::text
         AND resource COLLATE "C" < $2::text AND expires > now()
       ORDER BY resource COLLATE "C"`,
+    // $1 prefix, $2 epoch ms: resources with an event since then.
+    recent: `SELECT DISTINCT resource FROM ${events}
+      WHERE at >= to_timestamp($2::bigint / 1000.0)
+        AND left(resource, char_length($1::text)) = $1::text`,
     history: `SELECT resource, kind, at, lease::text AS lease, principal,
         host, reason, link, fence, created, expires, by_principal, by_host,
         by_reason FROM ${events}
@@ -710,6 +714,21 @@ class PostgresStore implements Store {
     op: Operation,
   ): Promise<Lease> {
     return this.#end(resource, leaseId, op, "broken", by);
+  }
+
+  recentResources(
+    prefix: string,
+    sinceMs: number,
+    op: Operation,
+  ): Promise<string[]> {
+    return this.#run(op, async (sql) => {
+      const rows = await sql.unsafe<{ resource: string }[]>(
+        this.#sql.recent,
+        [prefix, sinceMs],
+        { prepare: true },
+      );
+      return rows.map((row) => row.resource);
+    });
   }
 
   expire(resource: string, leaseId: string, op: Operation): Promise<boolean> {

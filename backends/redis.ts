@@ -764,6 +764,41 @@ class RedisStore implements Store {
     });
   }
 
+  recentResources(
+    prefix: string,
+    sinceMs: number,
+    op: Operation,
+  ): Promise<string[]> {
+    const glob = (text: string) => text.replace(/[*?[\]\\]/g, "\\$&");
+    const head = `${this.#prefix}\0history\0`;
+    return this.#run(op, async (client) => {
+      const names: string[] = [];
+      let cursor = "0";
+      do {
+        const [next, keys] = await client.scan(
+          cursor,
+          "MATCH",
+          `${glob(head)}${glob(prefix)}*`,
+          "COUNT",
+          1000,
+        );
+        cursor = next;
+        if (keys.length === 0) continue;
+        const newest = await Promise.all(
+          keys.map((key) => client.lindex(key, 0)),
+        );
+        keys.forEach((key, i) => {
+          let at = NaN;
+          try {
+            at = Number(JSON.parse(newest[i] ?? "{}")?.at);
+          } catch { /* not Stormlock's: skipped */ }
+          if (at >= sinceMs) names.push(key.slice(head.length));
+        });
+      } while (cursor !== "0");
+      return names;
+    });
+  }
+
   /** One history entry; rejects one Stormlock did not write. */
   #event(resource: string, entry: string): LeaseEvent {
     let data: Record<string, unknown> | undefined;

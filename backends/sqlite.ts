@@ -387,6 +387,14 @@ class SqliteStore implements Store {
     return Promise.resolve(rows.map((row) => this.#lease(row)));
   }
 
+  recentResources(prefix: string, sinceMs: number): string[] {
+    const rows = this.#sql(
+      `SELECT DISTINCT resource FROM events
+       WHERE at_ms >= ?2 AND resource >= ?1 AND resource < ?1 || char(1114111)`,
+    ).all(prefix, sinceMs) as { resource: string }[];
+    return rows.map((row) => row.resource);
+  }
+
   history(resource: string, limit: number): Promise<LeaseEvent[]> {
     const rows = this.#sql(
       `SELECT * FROM events WHERE resource = ? AND at_ms >= ?

@@ -153,7 +153,7 @@ export function startDispatcher(
     names: string[],
   ): Promise<void> {
     let lease = taken;
-    const since = await checkpoint(home);
+    const since = await checkpoint(home, lease.id);
     setActive(true);
     warn(
       `dispatcher active: delivering to ${hooks.length} hook${
@@ -190,15 +190,24 @@ export function startDispatcher(
         warn(`dispatcher: backend "${backend}" answers again`),
     });
     const mark = () => {
-      const at = delivery.oldestPending() ?? last;
+      // Nothing pending: resume just after the last event sent.
+      const at = delivery.oldestPending() ??
+        (last && new Date(last.getTime() + 1));
       return at ? `checkpoint ${isoTime(at)}` : undefined;
     };
     let written: string | undefined;
-    // Renew every third of the TTL until the lease is lost or we stop.
+    let renewedAt = Date.now();
+    // Renew every third of the TTL, and within a second of a new
+    // checkpoint, until the lease is lost or we stop.
     while (!watching.signal.aborted) {
-      await pause(LEADER_TTL_SECONDS * 1000 / 3, watching.signal);
+      await pause(1000, watching.signal);
       if (watching.signal.aborted) break;
       const reason = mark();
+      if (
+        reason === written &&
+        Date.now() - renewedAt < LEADER_TTL_SECONDS * 1000 / 3
+      ) continue;
+      renewedAt = Date.now();
       try {
         lease = await home.renew(
           DISPATCHER_RESOURCE,
@@ -240,19 +249,27 @@ export function startDispatcher(
     }
   }
 
-  /** Where the last active dispatcher got to, from history. */
-  async function checkpoint(home: Backend): Promise<Date | undefined> {
+  /**
+   * Where the last active dispatcher got to, from history: its last
+   * checkpoint, or, when it died before writing one, when it became
+   * active. `undefined` (start from now) when there was none.
+   */
+  async function checkpoint(
+    home: Backend,
+    mine: string,
+  ): Promise<Date | undefined> {
     if (!home.capabilities.history) return undefined;
     try {
-      const events = await home.history(DISPATCHER_RESOURCE, 50);
-      for (const event of events) {
-        const match = CHECKPOINT.exec(event.reason ?? "");
-        if (match) return new Date(match[1]);
-      }
+      const events = (await home.history(DISPATCHER_RESOURCE, 200))
+        .filter((event) => event.id !== mine);
+      const previous = events[0];
+      if (!previous) return undefined;
+      const match = CHECKPOINT.exec(previous.reason ?? "");
+      if (match) return new Date(match[1]);
+      return previous.created;
     } catch {
-      // No checkpoint: start from now.
+      return undefined;
     }
-    return undefined;
   }
 
   async function retrying<T>(open: () => Promise<T>): Promise<T | undefined> {

@@ -92,6 +92,8 @@ export interface WatchOptions {
   onError?(error: Error, backend: string): void;
   /** Hears that a failing store answers again. */
   onRecover?(backend: string): void;
+  /** Called once, after the first look at every backend. */
+  onReady?(): void;
 }
 
 /** What the watcher remembers of one backend between passes. */
@@ -105,6 +107,8 @@ interface BackendState {
   live: Map<string, Lease>;
   subscriptions: Map<string, AbortController>;
   failing: boolean;
+  /** When the last pass began, in epoch ms. */
+  lastPass: number;
 }
 
 /**
@@ -143,6 +147,7 @@ export async function watchEvents(
     live: new Map(),
     subscriptions: new Map(),
     failing: false,
+    lastPass: Date.now(),
   }));
   const remember = (id: string) => {
     seen.add(id);
@@ -178,6 +183,7 @@ export async function watchEvents(
         state.subscriptions.clear();
       }
     }
+    if (first) options.onReady?.();
     first = false;
     found.sort((a, b) =>
       a.at.getTime() - b.at.getTime() ||
@@ -225,6 +231,17 @@ export async function watchEvents(
     const { locks, waiting } = splitQueue(leases);
     const live = new Map(locks.map((lease) => [lease.resource, lease]));
     for (const lease of locks) state.known.add(lease.resource);
+    // Locks taken and freed between two looks (or before a resumed
+    // watch) are found in history, where the store can search it.
+    const lookBack = first ? baseline : state.lastPass - DISCOVERY_MARGIN_MS;
+    if (lookBack !== undefined && backend.recentResources) {
+      // A store that refuses the search (an ACL, say) still has listing.
+      const names = await backend.recentResources(prefix, new Date(lookBack))
+        .catch(() => undefined);
+      for (const resource of names ?? []) {
+        if (!resource.includes(INTERNAL_MARK)) state.known.add(resource);
+      }
+    }
 
     // A lease seen live last time and gone past its TTL now: record it.
     for (const [resource, old] of state.live) {
@@ -365,6 +382,7 @@ export async function watchEvents(
     }
 
     state.live = live;
+    state.lastPass = now;
     if (backend.capabilities.events) subscribe(state);
     return nextDue;
   }

@@ -211,6 +211,16 @@ export async function watchCommand(
         ),
       onRecover: (backend) =>
         options.complain(`backend "${backend}" answers again`),
+      onReady: () =>
+        options.complain(
+          `watching ${prefix ? `"${shorten(prefix)}"` : "every lock"}${
+            hooks.length > 0
+              ? `, delivering to ${hooks.length} hook${
+                hooks.length === 1 ? "" : "s"
+              }`
+              : ""
+          }; Ctrl-C stops`,
+        ),
     });
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, onSignal);

@@ -60,6 +60,50 @@ async function until(check: () => boolean, what: string, tries = 400) {
   assert.fail(`timed out waiting for ${what}`);
 }
 
+/** A long-running CLI command in `home`, its output read as it comes. */
+function spawnCli(home: CliHome, args: string[]) {
+  const child = new Deno.Command("sh", {
+    args: [repoPath("scripts", "stormlock"), ...args],
+    cwd: home.cwd,
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      DENO: Deno.execPath(),
+      ...home.env,
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = { stdout: "", stderr: "" };
+  const read = async (
+    stream: ReadableStream<Uint8Array>,
+    key: "stdout" | "stderr",
+  ) => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      output[key] += decoder.decode(chunk, { stream: true });
+    }
+  };
+  const reading = Promise.all([
+    read(child.stdout, "stdout"),
+    read(child.stderr, "stderr"),
+  ]);
+  return {
+    output,
+    /** Waits for the watch's first look. */
+    ready: () => until(() => /watching/.test(output.stderr), "watch to start"),
+    /** Sends `signal` and waits for the end; returns the exit code. */
+    async stop(signal: Deno.Signal = "SIGTERM"): Promise<number> {
+      try {
+        child.kill(signal);
+      } catch { /* already ended */ }
+      const { code } = await child.status;
+      await reading;
+      return code;
+    },
+  };
+}
+
 function tempDb(): string {
   return join(Deno.makeTempDirSync({ prefix: "stormlock-notify-" }), "l.db");
 }
@@ -388,8 +432,11 @@ test("two serve instances: one dispatcher delivers each event once; kill it and 
     await until(
       () => hook.events().filter((e) => e.resource === one).length === 2,
       "the first cycle",
-    );
-    await sleep(1500);
+    ).catch((error) => {
+      throw new Error(`${error.message}\n${logs.join("\n")}`);
+    });
+    // Long enough for the checkpoint to be written (within a second).
+    await sleep(3000);
     assert.equal(hook.events().filter((e) => e.resource === one).length, 2);
 
     servers[active].kill("SIGKILL");
@@ -489,20 +536,9 @@ test("watch --hooks: slack and json hooks, retried, without the URL or secret in
     ".stormlock.cfg",
     `[default]\nprincipal = ann@a\n[hook.audit]\nurl = ${json.url}\nsecret_file = ${secretFile}\nevents = broken\n[hook.chat]\nurl = ${slack.url}\nformat = slack\nresources = prod/*\nevents = broken, released\n`,
   );
-  const child = new Deno.Command("sh", {
-    args: [repoPath("scripts", "stormlock"), "watch", "--hooks", "--json"],
-    cwd: home.cwd,
-    clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      DENO: Deno.execPath(),
-      ...home.env,
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const watch = spawnCli(home, ["watch", "--hooks", "--json"]);
   try {
-    await sleep(2500);
+    await watch.ready();
     const resource = `prod/${uniqueResource("db")}`;
     const taken = await home.run([
       "acquire",
@@ -525,7 +561,7 @@ test("watch --hooks: slack and json hooks, retried, without the URL or secret in
       "both hooks",
     );
     const message = JSON.parse(slack.received[0].body);
-    assert.match(message.text, /broken by \*tester@\S+\*: job died/);
+    assert.match(message.text, /broken by \*ann@a\*: job died/);
     assert.match(message.text, new RegExp(resource.replace(/[/-]/g, ".")));
     assert.ok(Array.isArray(message.blocks));
     assert.ok(
@@ -536,11 +572,9 @@ test("watch --hooks: slack and json hooks, retried, without the URL or secret in
     assert.ok(JSON.stringify(message.blocks).includes("migrate &lt;db&gt;"));
     assert.equal(JSON.parse(json.received[0].body).kind, "broken");
   } finally {
-    child.kill("SIGTERM");
-    const output = await child.output();
-    const text = new TextDecoder().decode(output.stdout) +
-      new TextDecoder().decode(output.stderr);
-    assert.equal(output.code, 0, text);
+    const code = await watch.stop();
+    const text = watch.output.stdout + watch.output.stderr;
+    assert.equal(code, 0, text);
     assert.ok(!text.includes(secret), "the secret leaked");
     assert.ok(!text.includes(json.url) && !text.includes(slack.url));
     assert.ok(!text.includes(new URL(json.url).pathname));
@@ -578,28 +612,16 @@ test("watch --exec runs once per event with the JSON on stdin and the environmen
   using home = new CliHome();
   const out = join(home.home, "exec.log");
   const resource = uniqueResource("exec");
-  const child = new Deno.Command("sh", {
-    args: [
-      repoPath("scripts", "stormlock"),
-      "watch",
-      resource,
-      "--events",
-      "acquired,released",
-      "--exec",
-      `printf '%s %s ' "$STORMLOCK_EVENT" "$STORMLOCK_RESOURCE" >> ${out}; cat >> ${out}`,
-    ],
-    cwd: home.cwd,
-    clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      DENO: Deno.execPath(),
-      ...home.env,
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const watch = spawnCli(home, [
+    "watch",
+    resource,
+    "--events",
+    "acquired,released",
+    "--exec",
+    `printf '%s %s ' "$STORMLOCK_EVENT" "$STORMLOCK_RESOURCE" >> ${out}; cat >> ${out}`,
+  ]);
   try {
-    await sleep(2500);
+    await watch.ready();
     const taken = await home.run(["acquire", resource]);
     await home.run(["release", resource, taken.stdout.trim()]);
     await until(() => {
@@ -610,10 +632,9 @@ test("watch --exec runs once per event with the JSON on stdin and the environmen
       }
     }, "two events");
   } finally {
-    child.kill("SIGINT");
-    const output = await child.output();
-    assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
-    const lines = new TextDecoder().decode(output.stdout).trim().split("\n");
+    const code = await watch.stop("SIGINT");
+    assert.equal(code, 0, watch.output.stderr);
+    const lines = watch.output.stdout.trim().split("\n");
     assert.equal(lines.length, 2);
     assert.match(lines[0], /acquired/);
   }

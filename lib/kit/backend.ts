@@ -163,6 +163,15 @@ export interface Store {
     op: Operation,
   ): Promise<boolean> | boolean;
   /**
+   * Optional, with the `history` capability: the resources under `prefix`
+   * with an event at or after `sinceMs` (epoch ms), in any order.
+   */
+  recentResources?(
+    prefix: string,
+    sinceMs: number,
+    op: Operation,
+  ): Promise<string[]> | string[];
+  /**
    * With the `events` capability: subscribes to changes of the resource's
    * lock, calling `onChange` soon after it is released, broken or taken.
    * Resolves once the subscription is in place (within `op`'s deadline);
@@ -1103,6 +1112,23 @@ class FramedBackend implements Backend {
       (op) => this.#store.expire!(resource, leaseId, op),
     );
     return ended === true;
+  }
+
+  async recentResources(
+    prefix: string,
+    since: Date,
+  ): Promise<string[] | undefined> {
+    if (!this.capabilities.history || !this.#store.recentResources) {
+      return undefined;
+    }
+    const names: unknown = await this.#run(
+      "read history",
+      undefined,
+      (op) => this.#store.recentResources!(prefix, since.getTime(), op),
+    );
+    return this.#array(names, "recentResources").filter((
+      name,
+    ): name is string => typeof name === "string" && name.startsWith(prefix));
   }
 
   async watch(

@@ -230,6 +230,12 @@ export interface Backend {
    */
   expire?(resource: string, leaseId: string): Promise<boolean>;
   /**
+   * The resources under `prefix` with an event recorded at or after
+   * `since`, so a watcher finds a lock taken and freed between two looks.
+   * @returns `undefined` when the store can't tell.
+   */
+  recentResources?(prefix: string, since: Date): Promise<string[] | undefined>;
+  /**
    * Calls `onChange` soon after the resource's lock is released, broken or
    * taken, until `signal` aborts; resolves once subscribed. Waiters use it
    * to wake at once instead of at their next poll.
