@@ -104,6 +104,39 @@ export function fromHistory(backend: string, event: LeaseEvent): Notification {
 }
 
 /**
+ * A notification as JSON: see docs/notifications.md for each field.
+ * @example
+ * ```ts ignore
+ * const json: NotificationJson = notificationJson(event);
+ * ```
+ */
+export interface NotificationJson {
+  /** The stable event id. */
+  event_id: string;
+  /** What happened. */
+  kind: NotificationKind;
+  /** When, as ISO 8601. */
+  at: string;
+  /** The backend's config name. */
+  backend: string;
+  /** The lock. */
+  resource: string;
+  /** The lease as it was. */
+  lease: {
+    id: string;
+    principal: string;
+    host: string | null;
+    reason: string | null;
+    link: string | null;
+    fence: number;
+    created: string;
+    expires: string;
+  };
+  /** Who acted, or `null`. */
+  by: { principal: string; host: string | null; reason: string | null } | null;
+}
+
+/**
  * The JSON shape of a notification, as `watch --json`, `--exec` and
  * hooks send it (documented in docs/notifications.md).
  * @example
@@ -111,7 +144,7 @@ export function fromHistory(backend: string, event: LeaseEvent): Notification {
  * console.log(JSON.stringify(notificationJson(event)));
  * ```
  */
-export function notificationJson(event: Notification) {
+export function notificationJson(event: Notification): NotificationJson {
   const { lease } = event;
   return {
     event_id: event.eventId,

@@ -282,7 +282,9 @@ const SLACK_VERBS: Record<NotificationKind, string> = {
  * await fetch(url, { method: "POST", body: JSON.stringify(slackMessage(event)) });
  * ```
  */
-export function slackMessage(event: Notification) {
+export function slackMessage(
+  event: Notification,
+): { text: string; blocks: unknown[] } {
   const { lease, by } = event;
   const resource = `\`${slackText(lease.resource)}\``;
   const holder = `*${slackText(lease.principal)}*`;
@@ -455,6 +457,8 @@ export class HookDelivery {
   #delivered = 0;
 
   /**
+   * Makes a delivery for `hooks`; nothing is sent until `send`.
+   *
    * @param hooks The hooks to deliver to.
    * @param options Where notes go, and the first retry delay.
    */
