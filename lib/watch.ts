@@ -33,6 +33,9 @@ export const DEFAULT_EXPIRING_LEAD_MS = 10 * 60_000;
 /** How far before the start a resource found later is read back, in ms. */
 const DISCOVERY_MARGIN_MS = 2000;
 
+/** How long after a TTL passed the watcher tries to record it, in ms. */
+const EXPIRE_RETRY_MS = 30_000;
+
 /** The most change subscriptions one watcher keeps. */
 const MAX_SUBSCRIPTIONS = 200;
 
@@ -81,7 +84,8 @@ export interface WatchOptions {
   expiringLeadMs?: number;
   /**
    * How often the store is read, in ms.
-   * @default 1000, or 5000 where the store announces changes
+   * @default 1000, or 5000 where the store announces changes and can be
+   * searched for recently changed locks
    */
   pollMs?: number;
   /** Stops the watch. */
@@ -105,10 +109,14 @@ interface BackendState {
   read: Set<string>;
   /** The live lock leases at the last pass, by resource. */
   live: Map<string, Lease>;
+  /** Leases past their TTL that the store has not ended yet. */
+  lapsed: Map<string, Lease>;
   subscriptions: Map<string, AbortController>;
   failing: boolean;
   /** When the last pass began, in epoch ms. */
   lastPass: number;
+  /** Whether the store answered a search for recently changed locks. */
+  searchable: boolean;
 }
 
 /**
@@ -145,9 +153,11 @@ export async function watchEvents(
     known: new Set(prefix ? [prefix] : []),
     read: new Set(),
     live: new Map(),
+    lapsed: new Map(),
     subscriptions: new Map(),
     failing: false,
     lastPass: Date.now(),
+    searchable: false,
   }));
   const remember = (id: string) => {
     seen.add(id);
@@ -196,10 +206,12 @@ export async function watchEvents(
       if (wanted(event.kind)) await options.onEvent(event);
     }
     backoffMs = failed ? Math.min(15_000, Math.max(1000, backoffMs * 2)) : 0;
-    const events = states.some((state) =>
-      state.source.backend.capabilities.events
+    // Only a store that announces changes and can search its history
+    // for new locks may be read less often.
+    const relaxed = states.every((state) =>
+      state.source.backend.capabilities.events && state.searchable
     );
-    const pollMs = options.pollMs ?? (events ? 5000 : 1000);
+    const pollMs = options.pollMs ?? (relaxed ? 5000 : 1000);
     const waitMs = backoffMs ||
       Math.max(50, Math.min(pollMs, nextDue - Date.now()));
     await new Promise<void>((resolve) => {
@@ -238,18 +250,31 @@ export async function watchEvents(
       // A store that refuses the search (an ACL, say) still has listing.
       const names = await backend.recentResources(prefix, new Date(lookBack))
         .catch(() => undefined);
+      state.searchable = names !== undefined;
       for (const resource of names ?? []) {
         if (!resource.includes(INTERNAL_MARK)) state.known.add(resource);
       }
     }
 
     // A lease seen live last time and gone past its TTL now: record it.
+    // A store may lag (etcd deletes expired keys in a sweep), so a lease
+    // not ended at once is tried again for a while.
     for (const [resource, old] of state.live) {
       if (live.get(resource)?.id === old.id) continue;
       if (old.expires.getTime() > now) continue;
+      state.lapsed.set(resource, old);
+    }
+    for (const [resource, old] of state.lapsed) {
+      if (live.get(resource)?.id === old.id) {
+        state.lapsed.delete(resource); // renewed after all
+        continue;
+      }
       const ended = backend.expire
         ? await backend.expire(resource, old.id)
         : false;
+      if (ended || now - old.expires.getTime() > EXPIRE_RETRY_MS) {
+        state.lapsed.delete(resource);
+      }
       // Not ended here: the store can't, or someone already did (and
       // recorded it under the same id), so name it as the store does.
       if (!ended) {
