@@ -216,7 +216,7 @@ export function parseRequestName(
  */
 export function notificationLine(
   event: Notification,
-  now = Date.now(),
+  now: number = Date.now(),
 ): string {
   const { lease, by } = event;
   const parts = [

@@ -656,14 +656,16 @@ export function createServeHandler(
       const action = parts[4];
       if (action === undefined) {
         allow(["GET", "HEAD"], method);
-        const lease = await (await store.lock(resource)).current();
+        const lock = await store.lock(resource);
+        const lease = await lock.current();
         if (!lease) {
           return json(
             { error: `No current lease on "${shorten(resource)}"`, resource },
             404,
           );
         }
-        return json(leaseJson(lease));
+        const request = await lock.handOverRequest(lease);
+        return json(leaseJson({ ...lease, request }));
       }
       if (action === "history") {
         allow(["GET", "HEAD"], method);
