@@ -246,13 +246,16 @@ export async function watchEvents(
     // Locks taken and freed between two looks (or before a resumed
     // watch) are found in history, where the store can search it.
     const lookBack = first ? baseline : state.lastPass - DISCOVERY_MARGIN_MS;
+    const recent = new Set<string>();
     if (lookBack !== undefined && backend.recentResources) {
       // A store that refuses the search (an ACL, say) still has listing.
       const names = await backend.recentResources(prefix, new Date(lookBack))
         .catch(() => undefined);
       state.searchable = names !== undefined;
       for (const resource of names ?? []) {
-        if (!resource.includes(INTERNAL_MARK)) state.known.add(resource);
+        if (resource.includes(INTERNAL_MARK)) continue;
+        state.known.add(resource);
+        recent.add(resource);
       }
     }
 
@@ -298,8 +301,21 @@ export async function watchEvents(
       }
     }
 
+    // Whether nothing can have happened to a lock since the last pass: a
+    // live lease with the same id, expiry and reason (every event changes
+    // one), or a free lock the store's search did not name.
+    const unchanged = (resource: string) => {
+      const before = state.live.get(resource);
+      const after = live.get(resource);
+      if (before && after) {
+        return before.id === after.id && before.reason === after.reason &&
+          before.expires.getTime() === after.expires.getTime();
+      }
+      return !before && !after && state.searchable && !recent.has(resource);
+    };
     if (backend.capabilities.history) {
       for (const resource of state.known) {
+        if (state.read.has(resource) && unchanged(resource)) continue;
         const events = await backend.history(resource, HISTORY_PAGE);
         const isNew = !state.read.has(resource);
         state.read.add(resource);
