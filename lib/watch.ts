@@ -36,6 +36,9 @@ const DISCOVERY_MARGIN_MS = 2000;
 /** How long after a TTL passed the watcher tries to record it, in ms. */
 const EXPIRE_RETRY_MS = 30_000;
 
+/** The least time between two passes a change wakes, in ms. */
+const MIN_GAP_MS = 250;
+
 /** The most change subscriptions one watcher keeps. */
 const MAX_SUBSCRIPTIONS = 200;
 
@@ -168,7 +171,9 @@ export async function watchEvents(
   let first = true;
   let backoffMs = 0;
 
+  let passStarted = 0;
   while (!signal.aborted) {
+    passStarted = Date.now();
     const found: Notification[] = [];
     let failed = false;
     let nextDue = Infinity;
@@ -215,13 +220,22 @@ export async function watchEvents(
     const waitMs = backoffMs ||
       Math.max(50, Math.min(pollMs, nextDue - Date.now()));
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, waitMs);
+      let timer = setTimeout(done, waitMs);
       function done() {
         clearTimeout(timer);
         signal.removeEventListener("abort", done);
+        wake = () => {};
         resolve();
       }
-      wake = done;
+      // A burst of changes makes one pass, not one each: the store's load
+      // stays bounded however busy the locks are.
+      wake = () => {
+        clearTimeout(timer);
+        timer = setTimeout(
+          done,
+          Math.max(0, passStarted + MIN_GAP_MS - Date.now()),
+        );
+      };
       signal.addEventListener("abort", done, { once: true });
     });
   }
