@@ -6,27 +6,39 @@
  *
  * @module
  */
-import { parseArgs } from "parse-args";
+// The argument parser (node:util) loads when parsing, so `--version` alone
+// answers without it: loading it costs about a fifth of an empty run.
+type ParseArgs = typeof import("parse-args").parseArgs;
 // Only what every command needs is imported up front; the store, `run`
 // and `serve` load when a command uses them, so --version and --help read
 // a handful of files.
 import { LockHeldError, StormlockError, UsageError } from "./lib/kit/errors.ts";
-import { printable, shorten } from "./lib/kit/text.ts";
+import { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 import { VERSION } from "./lib/kit/version.ts";
 import type { StormlockErrorCode } from "./lib/kit/errors.ts";
 import type { Lease } from "./lib/kit/types.ts";
 import type { Lock, Stormlock, WaitState } from "./lib/lock.ts";
 import {
   eventJson,
+  fitTable,
   heldMessage,
+  holderText,
   isoTime,
   leaseJson,
+  localOffset,
   localTime,
+  ORIGINAL_FORMATS,
+  originalFormat,
   relative,
   safeJson,
   span,
-  table,
+  tableTime,
+  when,
 } from "./lib/format.ts";
+import type { TableColumn } from "./lib/format.ts";
+import { didYouMean } from "./lib/kit/suggest.ts";
+import { timeZoneProblem } from "./lib/kit/time.ts";
+import { coloursFor } from "./lib/colour.ts";
 
 /** Exit statuses; documented in `--help` and the README. */
 const EXIT = {
@@ -62,7 +74,7 @@ const EXIT_HELP = `Exit codes:
   74  the answer could not be written to stdout (an acquired lease is
       released first)
   75  run: the lease was lost (broken, not renewed in time, or max_hold
-      reached) and the command was stopped
+      reached); the command was stopped if it still ran
   78  config error`;
 
 const ENVIRONMENT_HELP = `Environment:
@@ -120,6 +132,13 @@ const FLAGS = {
       "an http(s) link for more (default: the CI run, from GitHub\nActions, GitLab, Jenkins, Buildkite or CircleCI variables)",
   },
   "id-only": { type: "boolean", short: "i", help: "print only the lease id" },
+  format: {
+    type: "string",
+    short: "f",
+    value: "FORMAT",
+    help:
+      "the original Stormlock's formats: id, json (its three\nfields), lines, oneline, cols or rows",
+  },
   long: {
     type: "boolean",
     short: "l",
@@ -215,6 +234,8 @@ interface Command {
   /** Flags that exclude each other. */
   excludes?: [FlagName, FlagName][];
   summary: string;
+  /** Two command lines showing typical use, for `--help`. */
+  examples?: [string, string];
   /** Commands that need no config or backend. */
   offline?: boolean;
   run(context: Context): Promise<number>;
@@ -241,18 +262,92 @@ function print(line: string): void {
   writeOut(`${line}\n`);
 }
 
+/**
+ * One message style: a capital first letter, so the CLI's own messages,
+ * the library's errors and the backends' warnings read alike; names that
+ * are written in lower case (etcd) stay as they are.
+ */
+function sentence(message: string): string {
+  if (/^(?:etcd|dynalite|npm|deno|stormlock)\b/.test(message)) return message;
+  return message.replace(/^[a-z]/, (first) => first.toUpperCase());
+}
+
+const stderrColours = coloursFor(Deno.stderr);
+
 /** Writes one line to stderr; multi-line client messages are folded. */
-function complain(message: string): void {
+function complain(message: string, label = ""): void {
   try {
-    console.error(`stormlock: ${printable(message.replace(/\s*\n\s*/g, " "))}`);
+    console.error(
+      `stormlock: ${label}${
+        printable(sentence(message.replace(/\s*\n\s*/g, " ")))
+      }`,
+    );
   } catch {
     // Exit codes never depend on whether stderr can be written.
   }
 }
 
+/** A warning line, in yellow at a terminal. */
+function warn(message: string): void {
+  complain(message, `${stderrColours.yellow("Warning:")} `);
+}
+
+/** The terminal's width for stdout, or `Infinity` for a pipe or file. */
+function outputWidth(): number {
+  try {
+    if (!Deno.stdout.isTerminal()) return Infinity;
+    return Deno.consoleSize().columns || 80;
+  } catch {
+    return Infinity;
+  }
+}
+
+/** Prints a table to stdout and says on stderr what was cut to fit. */
+function printTable(
+  columns: TableColumn[],
+  paint?: (column: string, row: number, text: string) => string,
+): void {
+  const width = outputWidth();
+  const fitted = fitTable(columns, width, paint);
+  print(fitted.text);
+  const left = fitted.dropped.map((title) => title.toLowerCase());
+  if (fitted.cut > 0 || left.length > 0) {
+    complain(
+      `${
+        [
+          ...(fitted.cut > 0
+            ? [
+              `${fitted.cut} cell${
+                fitted.cut === 1 ? " was" : "s were"
+              } cut (…)`,
+            ]
+            : []),
+          ...(left.length > 0 ? [`left out: ${left.join(", ")}`] : []),
+        ].join("; ")
+      } to fit ${
+        Number.isFinite(width) ? `${width} columns` : "the table"
+      }; --json shows everything`,
+    );
+  }
+}
+
+/** A time column's header: the title and, when all agree, the offset. */
+function timeTitle(title: string, dates: Date[]): string {
+  const offsets = new Set(dates.map(localOffset));
+  return offsets.size === 1 ? `${title} (${[...offsets][0]})` : title;
+}
+
+/** A time column's cell: the offset is in the header when all agree. */
+function timeCell(date: Date, dates: Date[], now: number): string {
+  return new Set(dates.map(localOffset)).size === 1
+    ? tableTime(date, now)
+    : `${localTime(date, new Date(now))} ${relative(date, now)}`;
+}
+
 /**
  * Reports a wait on stderr: on a terminal, one status line updated in
- * place; elsewhere, a plain line only when something changes.
+ * place, what changes first (time waited, place in line) and cut to the
+ * width; elsewhere, a plain line only when something changes.
  */
 function waitReporter(wait: string) {
   const terminal = (() => {
@@ -266,10 +361,19 @@ function waitReporter(wait: string) {
   let drawn = false;
   const show = (key: string, line: string) => {
     if (terminal) {
-      const width = Deno.consoleSize?.().columns ?? 100;
-      const text = `stormlock: ${printable(line)}`.slice(0, width - 1);
+      const width = (() => {
+        try {
+          return Deno.consoleSize().columns || 80;
+        } catch {
+          return 80;
+        }
+      })();
+      const text = `stormlock: ${printable(sentence(line))}`;
+      const fitted = [...text].length < width
+        ? text
+        : `${[...text].slice(0, width - 2).join("")}…`;
       try {
-        Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${text}`));
+        Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${fitted}`));
         drawn = true;
       } catch { /* exit codes never depend on stderr */ }
     } else if (key !== said) complain(line);
@@ -279,15 +383,15 @@ function waitReporter(wait: string) {
     onWait(holder: Lease, state: WaitState) {
       const place = state.position === 0
         ? "next in line"
-        : `${state.position} ahead of you (${state.waiting} waiting)`;
+        : `${state.position} ahead of you`;
       const about = state.queued
-        ? `"${shorten(holder.resource)}" is free, but earlier waiters go first`
-        : heldMessage(holder).replace(/; if it is stale: .*$/, "");
+        ? `"${shorten(holder.resource, 60)}" is free, earlier waiters first`
+        : `held by ${shorten(holder.principal, 60)} until ${
+          when(holder.expires)
+        }${holder.reason ? ` for "${shorten(holder.reason, 60)}"` : ""}`;
       show(
         `${holder.id} ${state.position} ${state.queued}`,
-        `waiting up to ${wait}: ${about}; ${place}; waited ${
-          span(state.waitedMs)
-        }`,
+        `waited ${span(state.waitedMs)} of ${wait}; ${place}; ${about}`,
       );
     },
     onRetry(error: Error) {
@@ -352,6 +456,10 @@ function parseLimit(text: string | undefined): number {
 const COMMANDS: Record<string, Command> = {
   acquire: {
     args: ["RESOURCE"],
+    examples: [
+      'stormlock acquire -t 30m -r "db patch" deploy-prod',
+      "id=$(stormlock acquire --wait 10m deploy-prod)",
+    ],
     flags: ["ttl", "wait", "reason", "link", "json"],
     summary:
       "Take the lock and print only the lease id (or the lease, with --json).\n" +
@@ -361,13 +469,40 @@ const COMMANDS: Record<string, Command> = {
       const opened = await lock();
       const wait = flags.wait as string | undefined;
       const reporter = waitReporter(wait ?? "");
-      const lease = await opened.acquire(flags.ttl as string | undefined, {
-        wait,
-        reason: flags.reason as string | undefined,
-        link: (flags.link as string | undefined) ?? await ciLink(),
-        onWait: reporter.onWait,
-        onRetry: reporter.onRetry,
-      }).finally(reporter.done);
+      let lease: Lease;
+      try {
+        lease = await opened.acquire(flags.ttl as string | undefined, {
+          wait,
+          reason: flags.reason as string | undefined,
+          link: (flags.link as string | undefined) ?? await ciLink(),
+          onWait: reporter.onWait,
+          onRetry: reporter.onRetry,
+        }).finally(reporter.done);
+      } catch (error) {
+        if (!(error instanceof LockHeldError)) throw error;
+        const holder = error.holder;
+        if (
+          !error.queued && holder.principal === opened.settings.principal
+        ) {
+          complain(
+            `"${shorten(holder.resource)}" is held by ${
+              holderText(holder)
+            } (you already hold it) since ${when(holder.created)}, until ${
+              when(holder.expires)
+            }; your lease id: stormlock${
+              flags.config ? ` -c ${shellQuote(String(flags.config))}` : ""
+            } current --id-only ${shellQuote(holder.resource)}`,
+          );
+          return EXIT.held;
+        }
+        if (wait === undefined) throw error;
+        complain(
+          `Gave up after waiting ${wait}: ${
+            heldMessage(holder, Date.now(), error)
+          }`,
+        );
+        return EXIT.held;
+      }
       try {
         print(flags.json ? safeJson(leaseJson(lease)) : lease.id);
       } catch (error) {
@@ -383,6 +518,10 @@ const COMMANDS: Record<string, Command> = {
   },
   release: {
     args: ["RESOURCE", "LEASE_ID"],
+    examples: [
+      'stormlock release deploy-prod "$id"',
+      'stormlock release --json deploy-prod "$id"',
+    ],
     flags: ["json"],
     summary: "Release the lease. Exit 3 if it is not the current lease.",
     async run({ lock, args: [resource, leaseId], flags }) {
@@ -395,6 +534,10 @@ const COMMANDS: Record<string, Command> = {
   },
   renew: {
     args: ["RESOURCE", "LEASE_ID"],
+    examples: [
+      'stormlock renew -t 1h deploy-prod "$id"',
+      'stormlock renew -r "still patching" deploy-prod "$id"',
+    ],
     flags: ["ttl", "reason", "json"],
     summary:
       "Make the lease expire TTL from now, and change its reason if --reason\n" +
@@ -418,12 +561,34 @@ const COMMANDS: Record<string, Command> = {
   },
   current: {
     args: ["RESOURCE"],
-    flags: ["id-only", "long", "json"],
-    excludes: [["id-only", "json"], ["id-only", "long"], ["long", "json"]],
+    examples: [
+      "stormlock current -l deploy-prod",
+      "stormlock current --id-only deploy-prod",
+    ],
+    flags: ["id-only", "long", "json", "format"],
+    excludes: [
+      ["id-only", "json"],
+      ["id-only", "long"],
+      ["long", "json"],
+      ["format", "id-only"],
+      ["format", "long"],
+      ["format", "json"],
+    ],
     summary:
       "Print the current lease: principal, created time (ISO 8601) and lease\n" +
-      "id, tab-separated. Exit 1 if the resource is free (--json prints null).",
+      "id, tab-separated. Exit 1 if the resource is free (--json prints null).\n" +
+      "--format takes the original Stormlock's formats; its json is the\n" +
+      "original's three fields, where --json is ours.",
     async run({ lock, args: [resource], flags }) {
+      const format = flags.format as string | undefined;
+      const known = ORIGINAL_FORMATS.find((name) => name === format);
+      if (format !== undefined && !known) {
+        throw new UsageError(
+          `--format ${
+            JSON.stringify(shorten(format))
+          } is not a format; use one of ${ORIGINAL_FORMATS.join(", ")}`,
+        );
+      }
       const opened = await lock();
       const lease = await opened.current();
       if (!lease) {
@@ -431,7 +596,8 @@ const COMMANDS: Record<string, Command> = {
         complain(`no current lease on "${shorten(resource)}"`);
         return EXIT.no;
       }
-      if (flags["id-only"]) print(lease.id);
+      if (known) print(originalFormat(lease, known));
+      else if (flags["id-only"]) print(lease.id);
       else if (flags.json || flags.long) {
         const waiting = await opened.waiting();
         const request = await opened.handOverRequest(lease);
@@ -465,6 +631,10 @@ const COMMANDS: Record<string, Command> = {
   },
   "is-held": {
     args: ["RESOURCE", "LEASE_ID"],
+    examples: [
+      'stormlock is-held deploy-prod "$id" && echo still mine',
+      'stormlock is-held --json deploy-prod "$id"',
+    ],
     flags: ["json"],
     summary:
       "Exit 0 if the lease is the current one, else 1; exit 3 if it was\n" +
@@ -477,6 +647,10 @@ const COMMANDS: Record<string, Command> = {
   },
   list: {
     args: ["[PREFIX]"],
+    examples: [
+      "stormlock list",
+      "stormlock list --json deploy-",
+    ],
     flags: ["json"],
     summary:
       "List every live lock whose name starts with PREFIX, on every backend\n" +
@@ -487,48 +661,114 @@ const COMMANDS: Record<string, Command> = {
           "The prefix is not valid text (UTF-8); give the start of a resource name",
         );
       }
-      const leases = await locks.list(prefix);
+      const missing: string[] = [];
+      const leases = await locks.list(prefix, {
+        onUnavailable: (backend, error) => {
+          missing.push(backend);
+          warn(
+            `backend "${backend}" is down, so its locks are not listed: ${error.message}`,
+          );
+        },
+      });
       if (flags.json) {
         print(safeJson(leases.map(leaseJson)));
-        return EXIT.ok;
+        return EXIT.ok; // the warning names what is missing
       }
       if (leases.length === 0) {
-        complain(`no live locks${prefix ? ` under "${shorten(prefix)}"` : ""}`);
+        complain(
+          `No live locks${
+            prefix ? ` whose name starts with "${shorten(prefix)}"` : ""
+          }${
+            missing.length > 0
+              ? ` on the backends that answered (not ${missing.join(", ")})`
+              : ""
+          }`,
+        );
         return EXIT.ok;
       }
-      const many = new Set(leases.map((lease) => lease.backend)).size > 1;
-      const queued = leases.some((lease) => lease.waiting.length > 0);
-      const asked = leases.some((lease) => lease.request);
       const now = Date.now();
-      print(table(
+      const soon = (lease: Lease) => lease.expires.getTime() - now < 5 * 60_000;
+      const created = leases.map((lease) => lease.created);
+      const expires = leases.map((lease) => lease.expires);
+      const colours = coloursFor(Deno.stdout);
+      const many = new Set(leases.map((lease) => lease.backend)).size > 1;
+      printTable(
         [
-          ...(many ? ["BACKEND"] : []),
-          "RESOURCE",
-          "HOLDER",
-          "REASON",
-          "SINCE",
-          "EXPIRES",
-          "FENCE",
-          ...(queued ? ["WAITING"] : []),
-          ...(asked ? ["REQUESTED BY"] : []),
+          ...(many
+            ? [{ title: "BACKEND", cells: leases.map((l) => l.backend) }]
+            : []),
+          {
+            title: "RESOURCE",
+            cells: leases.map((l) => l.resource),
+            shrink: 12,
+          },
+          {
+            title: "HOLDER",
+            cells: leases.map((l) => l.principal),
+            shrink: 10,
+          },
+          {
+            title: "HOST",
+            cells: leases.map((l) =>
+              l.host && !l.principal.endsWith(`@${l.host}`) ? l.host : ""
+            ),
+            optional: 2,
+            shrink: 8,
+          },
+          {
+            title: "REASON",
+            cells: leases.map((l) => l.reason ?? ""),
+            shrink: 8,
+          },
+          {
+            title: timeTitle("SINCE", created),
+            cells: leases.map((l) => timeCell(l.created, created, now)),
+            optional: 1,
+          },
+          {
+            title: timeTitle("EXPIRES", expires),
+            cells: leases.map((l) => timeCell(l.expires, expires, now)),
+          },
+          {
+            title: "FENCE",
+            cells: leases.map((l) => String(l.fence)),
+            optional: 0,
+          },
+          {
+            title: "WAITING",
+            cells: leases.map((l) =>
+              l.waiting.length > 0 ? String(l.waiting.length) : ""
+            ),
+            optional: 3,
+          },
+          {
+            title: "REQUESTED BY",
+            cells: leases.map((l) => l.request?.principal ?? ""),
+            optional: 3,
+          },
+          {
+            title: "LINK",
+            cells: leases.map((l) => l.link ?? ""),
+            optional: 4,
+            shrink: 20,
+          },
         ],
-        leases.map((lease) => [
-          ...(many ? [lease.backend] : []),
-          lease.resource,
-          lease.principal,
-          lease.reason ?? "",
-          `${localTime(lease.created)} ${relative(lease.created, now)}`,
-          `${localTime(lease.expires)} ${relative(lease.expires, now)}`,
-          String(lease.fence),
-          ...(queued ? [String(lease.waiting.length)] : []),
-          ...(asked ? [lease.request?.principal ?? ""] : []),
-        ]),
-      ));
-      return EXIT.ok;
+        (column, row, text) =>
+          column === "HOLDER"
+            ? colours.bold(text)
+            : column.startsWith("EXPIRES") && soon(leases[row])
+            ? colours.yellow(text)
+            : text,
+      );
+      return EXIT.ok; // 69 only when every backend is down
     },
   },
   run: {
     args: ["RESOURCE", "-- COMMAND", "[ARGS...]"],
+    examples: [
+      "stormlock run -t 5m deploy-prod -- ./deploy.sh",
+      "stormlock run -w 30m -r nightly backup -- pg_dump -f dump.sql",
+    ],
     flags: ["ttl", "wait", "reason", "link", "kill-after", "max-hold"],
     summary:
       "Take the lock (waiting with --wait), run COMMAND with STORMLOCK_RESOURCE,\n" +
@@ -540,7 +780,8 @@ const COMMANDS: Record<string, Command> = {
       "SIGTERM, then SIGKILL after --kill-after, and run exits 75.\n" +
       "COMMAND's own status may also be 2, 64, 69, 75 or 78: when run itself\n" +
       'fails or loses the lease, stderr says so on a line starting "stormlock:".\n' +
-      "On Windows only COMMAND itself is stopped, not its children.",
+      "If run itself dies, even by SIGKILL, COMMAND's group is stopped too.\n" +
+      "On Windows neither holds: only COMMAND itself is stopped on a loss.",
     async run({ lock, args: [, ...command], flags }) {
       const wait = flags.wait as string | undefined;
       const reporter = waitReporter(wait ?? "");
@@ -567,6 +808,10 @@ const COMMANDS: Record<string, Command> = {
   },
   break: {
     args: ["RESOURCE", "[LEASE_ID]"],
+    examples: [
+      'stormlock break deploy-prod --reason "job died"',
+      'stormlock break -y -r "host gone" deploy-prod LEASE_ID',
+    ],
     flags: ["reason", "yes", "json"],
     summary:
       "End someone else's lease, recording who broke it and why (--reason is\n" +
@@ -576,7 +821,7 @@ const COMMANDS: Record<string, Command> = {
       const reason = flags.reason as string | undefined;
       if (reason === undefined || reason.trim() === "") {
         throw new UsageError(
-          `break needs --reason TEXT: say why the lease is stale, e.g. stormlock break ${resource} --reason "job died"`,
+          `"break" needs --reason TEXT: say why the lease is stale, e.g. stormlock break ${resource} --reason "job died"`,
         );
       }
       const opened = await lock();
@@ -618,11 +863,15 @@ const COMMANDS: Record<string, Command> = {
   },
   history: {
     args: ["RESOURCE"],
+    examples: [
+      "stormlock history deploy-prod",
+      "stormlock history -n 100 --json deploy-prod",
+    ],
     flags: ["limit", "json"],
     summary:
       "List the lock's events, newest first: acquired, renewed, released,\n" +
       "reason-changed, expired, broken.",
-    async run({ lock, flags }) {
+    async run({ lock, args: [resource], flags }) {
       const events = await (await lock()).history(
         parseLimit(flags.limit as string | undefined),
       );
@@ -630,23 +879,80 @@ const COMMANDS: Record<string, Command> = {
         print(safeJson(events.map(eventJson)));
         return EXIT.ok;
       }
+      if (events.length === 0) {
+        complain(
+          `No events for "${
+            shorten(resource)
+          }": it was never locked here, or its history has been pruned`,
+        );
+        return EXIT.ok;
+      }
       const now = Date.now();
-      print(table(
-        ["WHEN", "EVENT", "FENCE", "HOLDER", "REASON", "BY"],
-        events.map((event) => [
-          `${localTime(event.at)} ${relative(event.at, now)}`,
-          event.kind,
-          String(event.fence),
-          event.principal,
-          event.reason ?? "",
-          event.by ? `${event.by.principal}: ${event.by.reason}` : "",
-        ]),
-      ));
+      const at = events.map((event) => event.at);
+      const colours = coloursFor(Deno.stdout);
+      printTable(
+        [
+          {
+            title: timeTitle("WHEN", at),
+            cells: events.map((event) => timeCell(event.at, at, now)),
+          },
+          { title: "EVENT", cells: events.map((event) => event.kind) },
+          {
+            title: "FENCE",
+            cells: events.map((event) => String(event.fence)),
+            optional: 0,
+          },
+          {
+            title: "HOLDER",
+            cells: events.map((event) => event.principal),
+            shrink: 10,
+          },
+          {
+            title: "HOST",
+            cells: events.map((event) =>
+              event.host && !event.principal.endsWith(`@${event.host}`)
+                ? event.host
+                : ""
+            ),
+            optional: 1,
+            shrink: 8,
+          },
+          {
+            title: "REASON",
+            cells: events.map((event) => event.reason ?? ""),
+            shrink: 8,
+          },
+          {
+            title: "BY",
+            cells: events.map((event) =>
+              event.by ? `${event.by.principal}: ${event.by.reason}` : ""
+            ),
+            optional: 2,
+            shrink: 12,
+          },
+          {
+            title: "LINK",
+            cells: events.map((event) => event.link ?? ""),
+            optional: 3,
+            shrink: 20,
+          },
+        ],
+        (column, row, text) =>
+          column === "EVENT" && events[row].kind === "broken"
+            ? colours.red(text)
+            : column === "EVENT" && events[row].kind === "expired"
+            ? colours.yellow(text)
+            : text,
+      );
       return EXIT.ok;
     },
   },
   init: {
     args: ["[RESOURCE]"],
+    examples: [
+      "stormlock init",
+      "stormlock -c team.cfg init deploy-prod",
+    ],
     flags: ["json"],
     summary:
       "Create or upgrade what the backend needs on its server, such as a table,\n" +
@@ -669,6 +975,10 @@ const COMMANDS: Record<string, Command> = {
   },
   serve: {
     args: [],
+    examples: [
+      "stormlock serve",
+      "STORMLOCK_SERVE_TOKEN=… stormlock serve --listen 0.0.0.0:7878",
+    ],
     flags: ["listen", "token", "allow-break"],
     summary:
       "Serve a live status page and a JSON API of every lock (read-only unless\n" +
@@ -690,7 +1000,7 @@ const COMMANDS: Record<string, Command> = {
           ),
       });
       complain(
-        `serving ${server.url} (${
+        `Now serving ${server.url} (${
           flags["allow-break"] ? "breaking allowed" : "read-only"
         }${token ? ", token required" : ""}); Ctrl-C stops`,
       );
@@ -716,6 +1026,80 @@ const COMMANDS: Record<string, Command> = {
         Deno.removeSignalListener("SIGTERM", stop);
       }
       return EXIT.ok;
+    },
+  },
+  config: {
+    args: [],
+    flags: ["json"],
+    summary:
+      "Show the config in use, secrets masked: the file and why it was chosen,\n" +
+      "the search order, warnings, each resource section's backend, TTL and\n" +
+      "principal, and each backend's store and whether it answers (within 5s).\n" +
+      "Exit 69 if a backend does not answer.",
+    examples: ["stormlock config", "stormlock -c team.cfg config --json"],
+    async run({ locks, flags }) {
+      const { configReport } = await import("./lib/report.ts");
+      const report = await configReport(locks, {
+        path: flags.config as string | undefined,
+      });
+      const down = report.backends.some((backend) => !backend.answers);
+      if (flags.json) {
+        print(safeJson(report));
+        return down ? EXIT.unavailable : EXIT.ok;
+      }
+      const colours = coloursFor(Deno.stdout);
+      const p = printable;
+      const state = {
+        used: `  ${colours.green("<- used")}`,
+        none: "  (no such file)",
+        unset: "  (not set)",
+        "not reached": "",
+      };
+      print([
+        `Config file: ${p(report.file ?? "none")} (${report.why})`,
+        "Searched, in order:",
+        ...report.search.map((place, index) =>
+          `  ${index + 1}. ${place.place.padEnd(32)}${p(place.path ?? "")}${
+            state[place.state]
+          }`
+        ),
+        `Warnings: ${report.warnings.length === 0 ? "none" : ""}`,
+        ...report.warnings.map((warning) =>
+          `  - ${colours.yellow(p(warning))}`
+        ),
+        "Resources:",
+        ...report.resources.map((resource) =>
+          `  [${p(resource.section)}]  backend ${
+            p(resource.backend)
+          }, ttl ${resource.ttl}, principal ${p(resource.principal)}`
+        ),
+        "Backends:",
+        ...report.backends.flatMap((backend) => [
+          `  ${p(backend.name)}: ${p(backend.store ?? "(not opened)")}; ${
+            backend.answers
+              ? colours.green(`answers (${backend.ms} ms)`)
+              : colours.red(`does not answer: ${p(backend.error ?? "")}`)
+          }`,
+          ...Object.entries(backend.options).map(([key, value]) =>
+            `    ${p(key)} = ${p(value)}`
+          ),
+          ...Object.entries(backend.defaults).map(([key, value]) =>
+            `    ${p(key)} = ${p(value)}  ${colours.dim("(default)")}`
+          ),
+        ]),
+      ].join("\n"));
+      return down ? EXIT.unavailable : EXIT.ok;
+    },
+  },
+  version: {
+    args: [],
+    flags: [],
+    offline: true,
+    summary: "Print the version (the same as -V or --version).",
+    examples: ["stormlock version", "stormlock -V"],
+    run() {
+      print(VERSION);
+      return Promise.resolve(EXIT.ok);
     },
   },
   watch: {
@@ -783,6 +1167,10 @@ const COMMANDS: Record<string, Command> = {
   },
   completions: {
     args: ["SHELL"],
+    examples: [
+      'eval "$(stormlock completions bash)"',
+      "stormlock completions fish > ~/.config/fish/completions/stormlock.fish",
+    ],
     flags: [],
     offline: true,
     summary: "Print a completion script for bash, zsh or fish.",
@@ -794,6 +1182,10 @@ const COMMANDS: Record<string, Command> = {
   },
   help: {
     args: ["[COMMAND]"],
+    examples: [
+      "stormlock help acquire",
+      "stormlock --help",
+    ],
     flags: [],
     offline: true,
     summary: "Show help for every command, or for one.",
@@ -857,6 +1249,18 @@ function mainHelp(): string {
   ].join("\n");
 }
 
+/** The list of commands and their one-line usage, for bare `stormlock`. */
+function usageText(): string {
+  return [
+    "Usage:",
+    ...Object.keys(COMMANDS).map((name) => `  ${usageOf(name)}`),
+    "",
+    'Run "stormlock --help" for the options, environment and exit codes, and',
+    '"stormlock COMMAND --help" for one command.',
+  ].join("\n");
+}
+
+/** One command's help: short, with examples; the shared blocks are in --help. */
 function commandHelp(name: string): string {
   const command = COMMANDS[name];
   return [
@@ -867,48 +1271,92 @@ function commandHelp(name: string): string {
     ...(command.flags.length > 0
       ? ["Options:", flagHelp(command.flags), ""]
       : []),
-    "Options for every command:",
-    flagHelp(GLOBAL_FLAGS),
-    "",
-    ENVIRONMENT_HELP,
-    "",
-    EXIT_HELP,
+    ...(command.examples
+      ? ["Examples:", ...command.examples.map((line) => `  ${line}`), ""]
+      : []),
+    '-c FILE names the config file. Environment, exit codes and every command:\n"stormlock --help".',
   ].join("\n");
 }
 
 function commandNamed(name: string): string {
   if (!Object.hasOwn(COMMANDS, name)) {
     throw new UsageError(
-      `Unknown command "${shorten(name, 40)}"; choose one of ${
-        Object.keys(COMMANDS).join(", ")
-      }`,
+      `Unknown command "${shorten(name, 40)}"${
+        didYouMean(name, Object.keys(COMMANDS))
+      }; the commands are ${Object.keys(COMMANDS).join(", ")}`,
     );
   }
   return name;
 }
 
-/** A completion script for `shell`, from the command table. */
+/** Commands whose first argument is a resource name. */
+function takesResource(name: string): boolean {
+  return COMMANDS[name].args[0] === "RESOURCE" ||
+    COMMANDS[name].args[0] === "[RESOURCE]" ||
+    (name === "list" && COMMANDS[name].args[0] === "[PREFIX]");
+}
+
+/**
+ * A completion script for `shell`, from the command table: commands, each
+ * command's flags (only once "-" is typed, so an empty word never becomes
+ * "--"), files after -c, and resource names from `stormlock list --json`,
+ * bounded to 2 seconds.
+ */
 function completions(shell: string): string {
   const names = Object.keys(COMMANDS);
   const flagsOf = (name: string) =>
     [...COMMANDS[name].flags, ...GLOBAL_FLAGS].map((flag) => `--${flag}`);
+  const withResources = names.filter(takesResource);
+  const one = (text: string) => text.split(/[.\n]/)[0].replaceAll("'", "");
+  // The launcher that was completed, with -c if given; at most 2 s.
+  const resources = (launcher: string, config: string) =>
+    `{ if command -v timeout >/dev/null 2>&1; then timeout 2 ${launcher} \${${config}:+-c "\$${config}"} list --json; else ${launcher} \${${config}:+-c "\$${config}"} list --json; fi; } 2>/dev/null | grep -o '"resource":"[^"]*"' | cut -d'"' -f4`;
   switch (shell) {
     case "bash":
       return [
         '# stormlock completions for bash: eval "$(stormlock completions bash)"',
+        "_stormlock_resources() {",
+        `  local launcher=\${COMP_WORDS[0]} config=$1`,
+        `  ${resources('"$launcher"', "config")}`,
+        "}",
         "_stormlock() {",
-        '  local cur=${COMP_WORDS[COMP_CWORD]} cmd="" i',
+        '  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmd="" config="" i args=0',
         "  for ((i = 1; i < COMP_CWORD; i++)); do",
-        "    case ${COMP_WORDS[i]} in -c|--config) ((i++)) ;; -*) ;; *) cmd=${COMP_WORDS[i]}; break ;; esac",
+        "    case ${COMP_WORDS[i]} in",
+        "      -c|--config) config=${COMP_WORDS[i+1]}; ((i++)) ;;",
+        "      -*) ;;",
+        "      *) if [[ -z $cmd ]]; then cmd=${COMP_WORDS[i]}; else ((args++)); fi ;;",
+        "    esac",
         "  done",
-        '  case "$cmd" in',
-        ...names.map((name) =>
-          `    ${name}) COMPREPLY=($(compgen -W "${flagsOf(name).join(" ")}${
-            name === "completions" ? " bash zsh fish" : ""
-          }${name === "help" ? ` ${names.join(" ")}` : ""}" -- "$cur")) ;;`
-        ),
-        `    *) COMPREPLY=($(compgen -W "${names.join(" ")} ${
+        "  case $prev in",
+        '    -c|--config) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;',
+        "    -t|--ttl|-w|--wait|-r|--reason|--link|-n|--limit|--kill-after|--max-hold|--listen|--token) COMPREPLY=(); return ;;",
+        "  esac",
+        "  if [[ -z $cmd ]]; then",
+        `    if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "${
           GLOBAL_FLAGS.map((f) => `--${f}`).join(" ")
+        }" -- "$cur")); else COMPREPLY=($(compgen -W "${
+          names.join(" ")
+        }" -- "$cur")); fi`,
+        "    return",
+        "  fi",
+        "  if [[ $cur == -* ]]; then",
+        '    case "$cmd" in',
+        ...names.map((name) =>
+          `      ${name}) COMPREPLY=($(compgen -W "${
+            flagsOf(name).join(" ")
+          }" -- "$cur")) ;;`
+        ),
+        "    esac",
+        "    return",
+        "  fi",
+        '  case "$cmd" in',
+        `    ${
+          withResources.join("|")
+        }) if ((args == 0)); then local IFS=$'\\n'; COMPREPLY=($(compgen -W "$(_stormlock_resources "$config")" -- "$cur")); fi ;;`,
+        '    completions) ((args == 0)) && COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")) ;;',
+        `    help) ((args == 0)) && COMPREPLY=($(compgen -W "${
+          names.join(" ")
         }" -- "$cur")) ;;`,
         "  esac",
         "}",
@@ -918,22 +1366,42 @@ function completions(shell: string): string {
       return [
         "#compdef stormlock",
         "# stormlock completions for zsh: stormlock completions zsh > ~/.zfunc/_stormlock",
+        "_stormlock_resources() {",
+        "  local launcher=${words[1]} config=$1",
+        `  ${resources('"$launcher"', "config")}`,
+        "}",
         "_stormlock() {",
-        "  local -a commands",
+        '  local -a commands resources; local cmd="" config="" i args=0',
         `  commands=(${
-          names.map((name) =>
-            `'${name}:${
-              COMMANDS[name].summary.split(/[.\n]/)[0].replaceAll("'", "")
-            }'`
-          ).join(" ")
+          names.map((name) => `'${name}:${one(COMMANDS[name].summary)}'`)
+            .join(" ")
         })`,
-        "  if (( CURRENT == 2 )); then _describe command commands; return; fi",
-        "  case $words[2] in",
+        "  for ((i = 2; i < CURRENT; i++)); do",
+        "    case ${words[i]} in",
+        "      -c|--config) config=${words[i+1]}; ((i++)) ;;",
+        "      -*) ;;",
+        "      *) if [[ -z $cmd ]]; then cmd=${words[i]}; else ((args++)); fi ;;",
+        "    esac",
+        "  done",
+        "  case ${words[CURRENT-1]} in -c|--config) _files; return ;; esac",
+        "  if [[ -z $cmd ]]; then",
+        "    if [[ $PREFIX == -* ]]; then compadd -- --config --help --version; else _describe command commands; fi",
+        "    return",
+        "  fi",
+        "  if [[ $PREFIX == -* ]]; then",
+        "    case $cmd in",
         ...names.map((name) =>
-          `    ${name}) compadd -- ${flagsOf(name).join(" ")}${
-            name === "completions" ? " bash zsh fish" : ""
-          } ;;`
+          `      ${name}) compadd -- ${flagsOf(name).join(" ")} ;;`
         ),
+        "    esac",
+        "    return",
+        "  fi",
+        "  case $cmd in",
+        `    ${
+          withResources.join("|")
+        }) if ((args == 0)); then resources=(\${(f)"$(_stormlock_resources "$config")"}); compadd -a resources; fi ;;`,
+        "    completions) ((args == 0)) && compadd -- bash zsh fish ;;",
+        `    help) ((args == 0)) && compadd -- ${names.join(" ")} ;;`,
         "  esac",
         "}",
         'compdef _stormlock stormlock 2>/dev/null || _stormlock "$@"',
@@ -941,32 +1409,47 @@ function completions(shell: string): string {
     case "fish":
       return [
         "# stormlock completions for fish: stormlock completions fish > ~/.config/fish/completions/stormlock.fish",
+        "function __stormlock_resources",
+        "  set -l words (commandline -opc)",
+        "  set -l config",
+        "  set -l i (contains -i -- -c $words; or contains -i -- --config $words)",
+        "  and set config -c $words[(math $i + 1)]",
+        "  if command -q timeout",
+        "    timeout 2 $words[1] $config list --json 2>/dev/null",
+        "  else",
+        "    $words[1] $config list --json 2>/dev/null",
+        `  end | string match -ra '"resource":"[^"]*"' | string replace -r '^"resource":"(.*)"$' '$1'`,
+        "end",
         "complete -c stormlock -f",
+        "complete -c stormlock -s c -l config -r -F -d 'config file'",
         ...names.map((name) =>
           `complete -c stormlock -n __fish_use_subcommand -a ${name} -d '${
-            COMMANDS[name].summary.split(/[.\n]/)[0].replaceAll("'", "")
+            one(COMMANDS[name].summary)
           }'`
         ),
+        `complete -c stormlock -n '__fish_seen_subcommand_from ${
+          withResources.join(" ")
+        }' -a '(__stormlock_resources)'`,
         ...names.flatMap((name) =>
           COMMANDS[name].flags.map((flag) => {
             const spec: Flag = FLAGS[flag];
             return `complete -c stormlock -n '__fish_seen_subcommand_from ${name}' -l ${flag}${
               spec.short ? ` -s ${spec.short}` : ""
-            }${spec.value ? " -r" : ""} -d '${
-              spec.help.split("\n")[0].replaceAll("'", "")
-            }'`;
+            }${spec.value ? " -r" : ""} -d '${one(spec.help)}'`;
           })
         ),
         "complete -c stormlock -n '__fish_seen_subcommand_from completions' -a 'bash zsh fish'",
       ].join("\n");
     default:
       throw new UsageError(
-        `No completions for "${shorten(shell, 20)}"; choose bash, zsh or fish`,
+        `No completions for "${shorten(shell, 20)}"${
+          didYouMean(shell, ["bash", "zsh", "fish"])
+        }; choose bash, zsh or fish`,
       );
   }
 }
 
-function parse(argv: string[]) {
+function parse(argv: string[], parseArgs: ParseArgs) {
   try {
     return parseArgs({
       args: argv,
@@ -989,9 +1472,13 @@ function parse(argv: string[]) {
           ambiguous[1]
         }=VALUE for a value that starts with "-"`
         : unknown
-        ? `Unknown option "${
-          shorten(unknown[1], 40)
-        }"; run "stormlock --help" for the options (a value that starts with "-" goes as --flag=VALUE)`
+        ? `Unknown option "${shorten(unknown[1], 40)}"${
+          didYouMean(
+            unknown[1].replace(/^-+/, ""),
+            Object.keys(FLAGS),
+            (flag) => `--${flag}`,
+          )
+        }; run "stormlock --help" for the options (a value that starts with "-" goes as --flag=VALUE)`
         : `${message.replace(/\.$/, "")}; run "stormlock --help" for usage`,
     );
   }
@@ -1006,21 +1493,28 @@ function checkFlags(name: string, values: Values): void {
     }
     if (!command.flags.includes(flag as FlagName)) {
       throw new UsageError(
-        `${name} takes no --${flag}; see "stormlock ${name} --help"`,
+        `"${name}" takes no --${flag}${
+          didYouMean(flag, command.flags, (near) => `--${near}`)
+        }; see "stormlock ${name} --help"`,
       );
     }
   }
   for (const [first, second] of command.excludes ?? []) {
     if (values[first] && values[second]) {
       throw new UsageError(
-        `${name} takes --${first} or --${second}, not both`,
+        `"${name}" takes --${first} or --${second}, not both`,
       );
     }
   }
 }
 
 async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv) as {
+  if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-V")) {
+    print(VERSION);
+    return EXIT.ok;
+  }
+  const { parseArgs } = await import("parse-args");
+  const { values, positionals } = parse(argv, parseArgs) as {
     values: Values;
     positionals: string[];
   };
@@ -1034,7 +1528,11 @@ async function run(argv: string[]): Promise<number> {
       print(mainHelp());
       return EXIT.ok;
     }
-    throw new UsageError('No command given; run "stormlock --help" for usage');
+    complain("No command given");
+    try {
+      console.error(usageText());
+    } catch { /* the exit code still tells */ }
+    return EXIT.usage;
   }
   const name = commandNamed(given);
   const command = COMMANDS[name];
@@ -1050,13 +1548,15 @@ async function run(argv: string[]): Promise<number> {
     (!variadic && args.length > command.args.length)
   ) {
     throw new UsageError(
-      `${name} takes ${
-        command.args.join(" ")
+      `"${name}" takes ${
+        command.args.length > 0 ? command.args.join(" ") : "no arguments"
       }, but got ${args.length} argument${
         args.length === 1 ? "" : "s"
       }; usage: ${usageOf(name)}`,
     );
   }
+  const zone = timeZoneProblem(Deno.env.get("TZ"));
+  if (zone) warn(zone);
   if (command.offline) {
     return command.run({
       args,
@@ -1068,7 +1568,7 @@ async function run(argv: string[]): Promise<number> {
   const { openStormlock } = await import("./lib/lock.ts");
   const locks = await openStormlock({
     path: values.config,
-    warn: (message) => complain(`warning: ${message}`),
+    warn,
     allowPackagePlugins:
       Deno.env.get("STORMLOCK_ALLOW_PACKAGE_PLUGINS") === "1",
   });

@@ -21,6 +21,7 @@
  * @module
  */
 export type {
+  AcquireDetails,
   Backend,
   BackendContext,
   BackendOptions,
@@ -46,6 +47,7 @@ export type { StormlockErrorCode } from "./lib/kit/errors.ts";
 export {
   formatTtl,
   MAX_TTL_SECONDS,
+  parseDurationMs,
   parseTimeoutMs,
   parseTtl,
 } from "./lib/kit/duration.ts";
@@ -76,6 +78,7 @@ export type {
   AcquireOptions,
   HoldOptions,
   ListedLease,
+  ListOptions,
   OpenLockOptions,
   Ttl,
   WaitState,

@@ -16,6 +16,11 @@
  *   and writes on condition that `version` is unchanged (a 0.1 item, which
  *   has none, on condition that its lease is unchanged); a lost race reads
  *   again.
+ * - `waiting_until`: while anyone waits for the lock (see lib/queue.ts),
+ *   the latest expiry of a waiter's registration. Each registration and
+ *   heartbeat raises it (bumping `version`), so a plain acquire, which
+ *   reads the item anyway, sees the queue with no read of its own; only
+ *   then does it look for the waiters themselves (a scan).
  * - `events`: the resource's history, oldest first, each a JSON string,
  *   appended by the same write as the change it records and trimmed to
  *   `history` events, `history_age`, and 32 KB (`HISTORY_BYTES`).
@@ -55,6 +60,7 @@ import {
   type KitContext,
   type Operation,
   type Store,
+  WAIT_MARK,
 } from "../lib/kit/backend.ts";
 import { sleep } from "../lib/kit/deadline.ts";
 import { ConfigError, UsageError } from "../lib/kit/errors.ts";
@@ -68,6 +74,9 @@ import type {
 
 type Item = Record<string, AttributeValue>;
 type AnyCommand = Parameters<DynamoDBClient["send"]>[0];
+
+/** Thrown out of an acquire's step when the lock's queue is marked. */
+const QUEUE_MARKED = Symbol("queue marked");
 
 /** DynamoDB's limit on a partition key's size. */
 const MAX_KEY_BYTES = 2048;
@@ -502,7 +511,68 @@ class DynamoDbStore implements Store {
     return { set, remove };
   }
 
-  acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
+  async acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
+    let lease: Lease;
+    try {
+      lease = await this.#take(request, request.waiters !== undefined, op);
+    } catch (error) {
+      if (error !== QUEUE_MARKED || !request.waiters) throw error;
+      const live = await this.list(request.waiters, op);
+      if (live.length > 0) {
+        live.sort((a, b) => a.resource < b.resource ? -1 : 1);
+        throw new this.#context.errors.LockHeldError(
+          { ...live[0], resource: request.resource },
+          { waiting: live.length, queued: true },
+        );
+      }
+      // The mark outlived the last waiter, who left.
+      lease = await this.#take(request, false, op);
+    }
+    const mark = request.resource.lastIndexOf(WAIT_MARK);
+    if (mark !== -1) {
+      await this.#markWaiting(request.resource.slice(0, mark), lease, op);
+    }
+    return lease;
+  }
+
+  /**
+   * Raises the waited-for lock's `waiting_until` to a waiter's expiry, so
+   * plain acquires of it defer to the queue.
+   */
+  async #markWaiting(lock: string, waiter: Lease, op: Operation) {
+    const until = { N: String(waiter.expires.getTime()) };
+    try {
+      await this.#send(
+        new UpdateItemCommand({
+          TableName: this.#table,
+          Key: this.#key(lock),
+          UpdateExpression:
+            "SET #until = :until, #version = if_not_exists(#version, :zero) + :one",
+          ConditionExpression:
+            "attribute_not_exists(#until) OR #until < :until",
+          ExpressionAttributeNames: {
+            "#until": "waiting_until",
+            "#version": "version",
+          },
+          ExpressionAttributeValues: {
+            ":until": until,
+            ":zero": { N: "0" },
+            ":one": { N: "1" },
+          },
+        }),
+        op,
+      );
+    } catch (error) {
+      // Already marked until later.
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+    }
+  }
+
+  #take(
+    request: AcquireRequest,
+    deferring: boolean,
+    op: Operation,
+  ): Promise<Lease> {
     const { resource } = request;
     this.#key(resource);
     this.#checkText(
@@ -516,6 +586,9 @@ class DynamoDbStore implements Store {
       const old = this.#leaseOf(resource, item);
       if (old && old.expires.getTime() > now) {
         throw new this.#context.errors.LockHeldError(old);
+      }
+      if (deferring && Number(item?.waiting_until?.N) > now) {
+        throw QUEUE_MARKED;
       }
       const lease: Lease = {
         resource,
@@ -615,7 +688,22 @@ class DynamoDbStore implements Store {
     }
   }
 
-  renew(
+  async renew(
+    resource: string,
+    leaseId: string,
+    ttlSeconds: number,
+    op: Operation,
+    change: { reason?: string },
+  ): Promise<Lease> {
+    const lease = await this.#renew(resource, leaseId, ttlSeconds, op, change);
+    const mark = resource.lastIndexOf(WAIT_MARK);
+    if (mark !== -1) {
+      await this.#markWaiting(resource.slice(0, mark), lease, op);
+    }
+    return lease;
+  }
+
+  #renew(
     resource: string,
     leaseId: string,
     ttlSeconds: number,
@@ -919,6 +1007,7 @@ export const backend = defineBackend({
     history: true,
     fencing: true,
     events: false,
+    queue: true,
   },
   async open(settings, context) {
     const { table, endpoint, profile } = settings;

@@ -67,6 +67,9 @@ const CLOCK_SLACK_MS = 250;
 const PAGE = 500;
 /** The oldest events read with each change, to trim by count and age. */
 const OLDEST = 8;
+
+/** How many times an unneeded etcd lease's revoke is tried. */
+const REVOKE_ATTEMPTS = 4;
 /** gRPC status codes the gateway reports in `code`. */
 const CODE = { permissionDenied: 7, unavailable: 14, unauthenticated: 16 };
 
@@ -203,6 +206,8 @@ interface Compare {
   result: "EQUAL";
   create_revision?: string;
   mod_revision?: string;
+  /** Compares every key in [key, range_end) (none: the empty key's). */
+  range_end?: string;
 }
 
 /** One cluster member. */
@@ -704,6 +709,8 @@ class EtcdStore implements Store {
   readonly #prefix: Uint8Array;
   /** Open watches: aborting `stop` ends one; `done` when all is closed. */
   readonly #watches = new Set<{ stop: AbortController; done: Promise<void> }>();
+  /** Revokes under way in the background. */
+  readonly #settling = new Set<Promise<void>>();
 
   constructor(settings: EtcdSettings, context: KitContext) {
     this.label = `etcd at ${settings.members.map((m) => m.name).join(", ")}`;
@@ -809,7 +816,7 @@ class EtcdStore implements Store {
   async #commit(
     resource: string,
     state: State,
-    compare: Compare,
+    compare: Compare | Compare[],
     ops: RequestOp[],
     events: EventValue[],
     op: Operation,
@@ -834,7 +841,7 @@ class EtcdStore implements Store {
     }
     const shadowKey = b64(this.#shadowKey(resource));
     const reply = await this.#call<TxnReply>("/v3/kv/txn", {
-      compare: [compare, {
+      compare: [...[compare].flat(), {
         key: shadowKey,
         target: "MOD",
         result: "EQUAL",
@@ -880,7 +887,7 @@ class EtcdStore implements Store {
   // The server's lease clock.
 
   /** Grants an etcd lease; times come from our clock as we ask. */
-  async #grant(ttlSeconds: number, op: Operation) {
+  async #grant(ttlSeconds: number, op: Operation): Promise<Granted> {
     const asked = Date.now();
     const granted = await this.#call<{ ID: string; TTL: string }>(
       "/v3/lease/grant",
@@ -901,16 +908,21 @@ class EtcdStore implements Store {
    * the lease expires by itself.
    */
   async #revoke(leaseNo: string): Promise<void> {
-    const signal = AbortSignal.timeout(this.#settings.timeoutMs);
-    const deadline = Date.now() + this.#settings.timeoutMs;
-    try {
-      await this.#call("/v3/lease/revoke", { ID: leaseNo }, {
-        signal,
-        deadline,
-        onExpire() {},
-      });
-    } catch {
-      // Already gone, or the server is unreachable.
+    // A busy server may need more than one go; a lease left behind would
+    // live for its whole TTL.
+    for (let attempt = 0; attempt < REVOKE_ATTEMPTS; attempt++) {
+      try {
+        await this.#call(
+          "/v3/lease/revoke",
+          { ID: leaseNo },
+          ownDeadline(this.#settings.timeoutMs),
+        );
+        return;
+      } catch (error) {
+        // Already gone: done. Unreachable: try again after a pause.
+        if (/not found/i.test(String((error as Error)?.message))) return;
+        await sleep(100 * 2 ** attempt + Math.random() * 100);
+      }
     }
   }
 
@@ -965,24 +977,20 @@ class EtcdStore implements Store {
 
   async acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
     const { resource } = request;
-    // Both are needed; neither waits for the other.
-    const reading = this.#state(resource, op);
-    reading.catch(() => {});
-    const granted = await this.#grant(request.ttlSeconds, op);
-    const record: StoredLease = stripped({
-      id: request.id,
-      principal: request.principal,
-      host: request.host,
-      reason: request.reason,
-      link: request.link,
-      created: granted.created,
-      expires: granted.expires,
-    });
     const leaseKey = b64(this.#leaseKey(resource));
     const sweepEnd = Date.now() + SWEEP_WAIT_MS;
+    // The etcd lease is granted only once the lock reads as free, so a
+    // crowd refused by a holder leaves no leases behind it.
+    let granted: Granted | undefined;
     let won = false;
+    // Set while a commit is unanswered: it may land, or have landed.
+    let unsure = false;
+    // The queue: the transaction also asks that no waiter registration
+    // exists, so nobody waiting costs no read; only a refusal reads them.
+    const waiters = request.waiters && this.#leaseKey(request.waiters);
+    let deferring = waiters !== undefined;
     try {
-      let state = await reading;
+      let state = await this.#state(resource, op);
       for (;;) {
         const { holder } = state;
         if (holder?.record.id === request.id) {
@@ -1000,6 +1008,16 @@ class EtcdStore implements Store {
           state = await this.#state(resource, op);
           continue;
         }
+        granted ??= await this.#grant(request.ttlSeconds, op);
+        const record: StoredLease = stripped({
+          id: request.id,
+          principal: request.principal,
+          host: request.host,
+          reason: request.reason,
+          link: request.link,
+          created: granted.created,
+          expires: granted.expires,
+        });
         const events: EventValue[] = [];
         const last = state.shadow;
         if (last?.value.state === "held") {
@@ -1013,15 +1031,25 @@ class EtcdStore implements Store {
           });
         }
         events.push({ ...record, kind: "acquired", at: record.created });
+        const noWaiters: Compare[] = deferring && waiters
+          ? [{
+            key: b64(waiters),
+            range_end: b64(prefixEnd(waiters)),
+            target: "CREATE",
+            result: "EQUAL",
+            create_revision: "0",
+          }]
+          : [];
+        unsure = true;
         const result = await this.#commit(
           resource,
           state,
-          {
+          [{
             key: leaseKey,
             target: "CREATE",
             result: "EQUAL",
             create_revision: "0",
-          },
+          }, ...noWaiters],
           [
             {
               request_put: {
@@ -1035,16 +1063,56 @@ class EtcdStore implements Store {
           events,
           op,
         );
+        unsure = false;
         if (result.succeeded) {
           won = true;
           return this.#lease(resource, record, result.revision);
         }
+        if (deferring && request.waiters) {
+          const live = await this.list(request.waiters, op);
+          if (live.length > 0) {
+            live.sort((a, b) => a.resource < b.resource ? -1 : 1);
+            throw new this.#context.errors.LockHeldError(
+              { ...live[0], resource },
+              { waiting: live.length, queued: true },
+            );
+          }
+          // Only registrations that expired but are not yet swept.
+          deferring = false;
+        }
         state = await this.#state(resource, op);
       }
     } finally {
-      // A lost race must not leave its etcd lease behind.
-      if (!won) await this.#revoke(granted.leaseNo);
+      // A lost race must not leave its etcd lease behind; but one whose
+      // commit may have landed must not be revoked blindly: that would
+      // delete a lock nobody released (the kit settles it instead).
+      if (granted && !won) {
+        this.#settle(granted.leaseNo, unsure ? request : undefined);
+      }
     }
+  }
+
+  /**
+   * Revokes the etcd lease of an acquire that did not win, in the
+   * background (`close` waits for it). With `landed`, the acquire's commit
+   * went unanswered: the lease is revoked only once a read shows the key
+   * is not on it; if the read fails too, it is left to expire by its TTL.
+   */
+  #settle(leaseNo: string, landed?: AcquireRequest): void {
+    const work = (async () => {
+      if (landed) {
+        const op = ownDeadline(this.#settings.timeoutMs);
+        try {
+          const holder = await this.#read(landed.resource, op);
+          if (holder?.kv.lease === leaseNo) return;
+        } catch {
+          return;
+        }
+      }
+      await this.#revoke(leaseNo);
+    })();
+    this.#settling.add(work);
+    work.finally(() => this.#settling.delete(work));
   }
 
   #putShadow(resource: string, shadow: Shadow): RequestOp {
@@ -1135,8 +1203,8 @@ class EtcdStore implements Store {
       // Revoke only the etcd lease the key is known not to be on: revoking
       // the one it is on deletes it. Without an answer, both are left to
       // expire by their TTLs.
-      if (moved === false) await this.#revoke(granted.leaseNo);
-      if (moved === true && oldLeaseNo) await this.#revoke(oldLeaseNo);
+      if (moved === false) this.#settle(granted.leaseNo);
+      if (moved === true && oldLeaseNo) this.#settle(oldLeaseNo);
     }
   }
 
@@ -1187,7 +1255,7 @@ class EtcdStore implements Store {
         op,
       );
       if (result.succeeded) {
-        await this.#revoke(holder.kv.lease!);
+        this.#settle(holder.kv.lease!);
         return holder.lease;
       }
       tried = true;
@@ -1436,11 +1504,32 @@ class EtcdStore implements Store {
   }
 
   async close(): Promise<void> {
+    // Revokes still under way finish first (each is bounded).
+    await Promise.all([...this.#settling]);
     const watches = [...this.#watches];
     for (const watch of watches) watch.stop.abort();
     await Promise.all(watches.map((watch) => watch.done));
     this.#gateway.close();
   }
+}
+
+/** An etcd lease granted for a Stormlock lease. */
+interface Granted {
+  /** etcd's lease ID. */
+  leaseNo: string;
+  /** When it was asked for, epoch ms. */
+  created: number;
+  /** When it runs out, epoch ms. */
+  expires: number;
+}
+
+/** A deadline of its own, for clean-up that outlives the operation. */
+function ownDeadline(ms: number): Operation {
+  return {
+    signal: AbortSignal.timeout(ms),
+    deadline: Date.now() + ms,
+    onExpire() {},
+  };
 }
 
 /** The later of two revisions (decimal text). */
@@ -1656,6 +1745,7 @@ export const backend: DefinedBackend = defineBackend({
     history: true,
     fencing: true,
     events: true,
+    queue: true,
   },
   open(settings, context) {
     const { members } = parseMembers(settings, context);

@@ -156,6 +156,12 @@ function statements(table: string, events: string) {
     acquire: `
       WITH old AS (
         SELECT * FROM ${table} WHERE resource = $1::text FOR UPDATE
+      ), waiting AS (
+        SELECT * FROM ${table}
+        WHERE $11::text IS NOT NULL
+          AND resource COLLATE "C" > $11::text
+          AND resource COLLATE "C" < $12::text AND expires > now()
+          AND NOT EXISTS (SELECT 1 FROM old WHERE old.expires > now())
       ), base AS (
         SELECT
           COALESCE((SELECT fence FROM old),
@@ -174,6 +180,7 @@ function statements(table: string, events: string) {
           detail_lease = $2::uuid, created = now(), expires = ${later("$7")}
         FROM old, base
         WHERE t.resource = $1::text AND old.expires <= now()
+          AND NOT EXISTS (SELECT 1 FROM waiting)
         RETURNING t.*
       ), ins AS (
         INSERT INTO ${table} (resource, lease, principal, host, reason, link,
@@ -181,6 +188,7 @@ function statements(table: string, events: string) {
         SELECT $1::text, $2::uuid, $3::text, $4::text, $5::text, $6::text,
           base.fence + 1, base.n + 1, $2::uuid, now(), ${later("$7")}
         FROM base WHERE NOT EXISTS (SELECT 1 FROM old)
+          AND NOT EXISTS (SELECT 1 FROM waiting)
         ON CONFLICT (resource) DO NOTHING
         RETURNING *
       ), won AS (
@@ -199,11 +207,14 @@ function statements(table: string, events: string) {
         FROM won
       ), ${trim(events, "SELECT events FROM won", "$8", "$9")},
       ${notify("$10", "won")}
-      SELECT true AS won, ${leaseColumns("won")}
+      SELECT true AS won, ${leaseColumns("won")}, 0 AS waiting
       FROM won, (SELECT count(*) FROM notified) AS n
       UNION ALL
-      SELECT false, ${leaseColumns("old")} FROM old
-      WHERE old.expires > now() AND NOT EXISTS (SELECT 1 FROM won)`,
+      SELECT false, ${leaseColumns("old")}, 0 FROM old
+      WHERE old.expires > now() AND NOT EXISTS (SELECT 1 FROM won)
+      UNION ALL
+      SELECT false, ${leaseColumns("w")}, (SELECT count(*) FROM waiting)
+      FROM (SELECT * FROM waiting ORDER BY resource COLLATE "C" LIMIT 1) w`,
     // $1 resource, $2 id, $3 kind, $4-$6 breaker, $7 history, $8 age,
     // $9 the events channel.
     end: `
@@ -615,8 +626,13 @@ class PostgresStore implements Store {
         await tx.unsafe(s.createTable);
       } else {
         const types = new Map(columns.map((c) => [c.name, c.type]));
+        // The original Stormlock's times had no zone; they read in the
+        // server's TimeZone, as the original wrote them.
+        const zoneless = ["created", "expires"].filter((name) =>
+          types.get(name) === "timestamp without time zone"
+        );
         const wrong = Object.entries(CORE_COLUMNS).filter(([name, type]) =>
-          types.get(name) !== type
+          types.get(name) !== type && !zoneless.includes(name)
         ).map(([name, type]) => `${name} ${type}`);
         if (wrong.length > 0) {
           const { table, section } = this.#place;
@@ -624,6 +640,14 @@ class PostgresStore implements Store {
             `Table ${table} in ${this.label} is not a Stormlock table (it lacks ${
               wrong.join(", ")
             }); set table in [${section}] to another name`,
+          );
+        }
+        if (zoneless.length > 0) {
+          await tx.unsafe(
+            `ALTER TABLE ${this.#quoted} ${
+              zoneless.map((name) => `ALTER COLUMN ${name} TYPE timestamptz`)
+                .join(", ")
+            }`,
           );
         }
         if (ADDED_COLUMNS.some((c) => !types.has(c.split(" ")[0]))) {
@@ -646,7 +670,9 @@ class PostgresStore implements Store {
     const { resource } = request;
     return this.#run(op, async (sql) => {
       for (let attempt = 0; attempt < ACQUIRE_ATTEMPTS; attempt++) {
-        const [row] = await sql.unsafe<(Row & { won: boolean })[]>(
+        const [row] = await sql.unsafe<
+          (Row & { won: boolean; waiting: number | string })[]
+        >(
           this.#sql.acquire,
           [
             resource,
@@ -659,10 +685,20 @@ class PostgresStore implements Store {
             this.#keep,
             this.#age,
             this.#channel,
+            request.waiters ?? null,
+            // Above every name under the prefix, in "C" (byte) order.
+            request.waiters ? `${request.waiters}\u{10ffff}` : null,
           ],
           { prepare: true },
         );
         if (row?.won) return this.#lease(row);
+        if (row && Number(row.waiting) > 0) {
+          // The first waiter's registration, as a lease of this lock.
+          throw new this.#context.errors.LockHeldError(
+            this.#lease({ ...row, resource }),
+            { waiting: Number(row.waiting), queued: true },
+          );
+        }
         if (row) throw new this.#context.errors.LockHeldError(this.#lease(row));
         // A racing creator inserted the row first: read it afresh.
       }
@@ -1075,6 +1111,86 @@ function parseUrl(
   };
 }
 
+/** libpq's conninfo keys that map onto the URL, and what each becomes. */
+const CONNINFO_KEYS = [
+  "host",
+  "hostaddr",
+  "port",
+  "dbname",
+  "user",
+  "password",
+  "sslmode",
+  "sslrootcert",
+  "sslcert",
+  "sslkey",
+  "application_name",
+  "connect_timeout",
+];
+
+/** Where libpq (as Debian builds it) looks for the server's socket. */
+const DEFAULT_SOCKET_DIR = "/var/run/postgresql";
+
+/**
+ * The original's `connection`: a URL, or libpq's `key=value …` conninfo
+ * (values may be single-quoted, with `\'` and `\\` inside), as a URL.
+ * `connect_timeout` is dropped: `timeout` bounds connecting.
+ */
+function connectionUrl(text: string, context: KitContext): URL {
+  const fail = (why: string) => context.optionError("connection", why);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text.trim())) {
+    let url: URL;
+    try {
+      url = new URL(text.trim());
+    } catch {
+      throw fail(`not a URL; use ${URL_FORM} or host=… dbname=…`);
+    }
+    if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
+      throw fail(`the scheme is "${url.protocol}"; use postgres://`);
+    }
+    return url;
+  }
+  const pairs = new Map<string, string>();
+  const pair = /\s*([a-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|([^\s']*))/y;
+  let rest = text.trim();
+  while (rest !== "") {
+    pair.lastIndex = 0;
+    const match = pair.exec(rest);
+    if (!match) {
+      throw fail(
+        `cannot read "${
+          rest.split(/\s/)[0].replace(/=.*/, "=…")
+        }"; write key=value pairs such as host=db dbname=ops, or a URL`,
+      );
+    }
+    const [all, key, quoted, bare] = match;
+    if (!CONNINFO_KEYS.includes(key)) {
+      throw fail(
+        `"${key}" is not a connection key Stormlock reads; use ${
+          CONNINFO_KEYS.join(", ")
+        }`,
+      );
+    }
+    pairs.set(key, quoted?.replace(/\\(.)/g, "$1") ?? bare);
+    rest = rest.slice(all.length).trim();
+  }
+  const host = pairs.get("hostaddr") || pairs.get("host") ||
+    DEFAULT_SOCKET_DIR;
+  const url = new URL("postgres://localhost");
+  url.hostname = host.startsWith("/") ? encodeURIComponent(host) : host;
+  if (host.includes(":") && !host.startsWith("/")) url.hostname = `[${host}]`;
+  if (pairs.get("port")) url.port = pairs.get("port")!;
+  url.username = encodeURIComponent(pairs.get("user") ?? "");
+  url.password = encodeURIComponent(pairs.get("password") ?? "");
+  url.pathname = `/${encodeURIComponent(pairs.get("dbname") ?? "")}`;
+  for (const key of ["sslmode", "sslrootcert", "sslcert", "sslkey"]) {
+    if (pairs.has(key)) url.searchParams.set(key, pairs.get(key)!);
+  }
+  if (pairs.has("application_name")) {
+    url.searchParams.set("application_name", pairs.get("application_name")!);
+  }
+  return url;
+}
+
 /** Checks `table` or `schema.table`; each part is quoted when used. */
 function checkTable(table: string, context: KitContext): string {
   const parts = table.split(".");
@@ -1252,9 +1368,10 @@ export const backend = defineBackend({
         `The server, as ${URL_FORM}; \`sslmode\`, \`sslrootcert\`, \`sslcert\` and \`sslkey\` work as in libpq, and a percent-encoded folder as the host means its unix socket. Required.`,
     },
     connection: {
-      kind: "url",
-      schemes: ["postgres:", "postgresql:"],
-      doc: "The original Stormlock's name for `url`; set one of them.",
+      kind: "text",
+      preferred: "url",
+      doc:
+        "The original Stormlock's name for `url`; also takes libpq's `key=value` form (`host=db dbname=ops user=ann`; no host means the socket in /var/run/postgresql). Set one of them.",
     },
     table: {
       kind: "text",
@@ -1280,6 +1397,7 @@ export const backend = defineBackend({
     history: true,
     fencing: true,
     events: true,
+    queue: true,
   },
   open(settings, context) {
     if (settings.url && settings.connection) {
@@ -1289,7 +1407,9 @@ export const backend = defineBackend({
       );
     }
     const key = settings.connection ? "connection" : "url";
-    const url = settings.url ?? settings.connection;
+    const url = settings.connection
+      ? connectionUrl(settings.connection, context)
+      : settings.url;
     if (!url) {
       throw context.optionError("url", `required; set it to ${URL_FORM}`);
     }

@@ -35,8 +35,7 @@
  *
  * @module
  */
-import { Redis } from "ioredis";
-import { isIP } from "node:net";
+import { RedisConnection, type Script } from "./redis_client.ts";
 import {
   type AcquireRequest,
   defineBackend,
@@ -44,6 +43,7 @@ import {
   type LeaseRecord,
   type Operation,
   type Store,
+  WAIT_MARK,
 } from "../lib/kit/backend.ts";
 import { MAX_TIMER_MS } from "../lib/kit/deadline.ts";
 import type {
@@ -115,18 +115,53 @@ local function record(key, kind, at, f, by)
 end
 `;
 
-// KEYS lease, state, history, index; ARGV resource, kept, age, id,
-// principal, ttl ms, host, reason, link ('' for none), events channel.
+// KEYS lease, state, history, index, waiters; ARGV resource, kept, age,
+// id, principal, ttl ms, host, reason, link ('' for none), events
+// channel, and the queue role: 'check' to refuse a free lock while the
+// waiters set (KEYS[5], the lock's) has a live member, 'member' to join
+// it (KEYS[5] is then the waited-for lock's), '' for neither.
 const ACQUIRE = WRITER + `
 local f = lease(KEYS[1])
 if f == 'foreign' then return {'foreign'} end
 if f then return reply('held', f) end
+if ARGV[11] == 'check' then
+  local waiting, first = 0, nil
+  -- Every score is 0, so this is name (ticket) order; ZRANGEBYSCORE is
+  -- already in the least-privilege ACL.
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '+inf')) do
+    local w = lease(ARGV[12] .. name)
+    if type(w) == 'table' then
+      waiting = waiting + 1
+      first = first or w
+    else
+      redis.call('ZREM', KEYS[5], name)
+    end
+  end
+  if first then
+    local out = reply('queued', first)
+    out[#FIELDS + 2] = tostring(waiting)
+    return out
+  end
+end
 local old = redis.call('HMGET', KEYS[2], unpack(FIELDS))
 local ended = tonumber(old[4])
 if old[1] and ended and ended <= now then
   record(KEYS[3], 'expired', ended, old)
 end
-local fence = redis.call('HINCRBY', KEYS[2], 'last', 1)
+local fence
+if redis.call('HMGET', KEYS[2], 'last')[1] then
+  fence = redis.call('HINCRBY', KEYS[2], 'last', 1)
+else
+  -- No counter: a first acquire, or one evicted. Go on from the newest
+  -- fence on record, so a fence never goes back while any record remains.
+  local floor = tonumber(old[5]) or 0
+  local ok, e = pcall(cjson.decode, redis.call('LINDEX', KEYS[3], 0) or '')
+  if ok and type(e) == 'table' and tonumber(e.fence) then
+    floor = math.max(floor, tonumber(e.fence))
+  end
+  fence = floor + 1
+  redis.call('HSET', KEYS[2], 'last', fence)
+end
 local function given(s) if s == '' then return false end return s end
 local expires = ms(now + tonumber(ARGV[6]))
 f = {ARGV[4], ARGV[5], ms(now), expires, tostring(fence),
@@ -138,6 +173,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms(now))
 redis.call('ZADD', KEYS[4], expires, ARGV[1])
 record(KEYS[3], 'acquired', now, f)
 announce(ARGV[10], 'acquired')
+if ARGV[11] == 'member' then redis.call('ZADD', KEYS[5], 0, ARGV[1]) end
 return reply('acquired', f)
 `;
 
@@ -162,8 +198,9 @@ return reply(kind, f)
 `;
 
 // KEYS as acquire; ARGV resource, kept, age, id, kind ('released' or
-// 'broken'), then the breaker's principal, host and reason, and the events
-// channel. Returns nil when the id is not the live lease.
+// 'broken'), then the breaker's principal, host and reason, the events
+// channel, and 'member' for a waiter's registration (leaving KEYS[5]).
+// Returns nil when the id is not the live lease.
 const END = WRITER + `
 local f = lease(KEYS[1])
 if f == 'foreign' then return {'foreign'} end
@@ -171,6 +208,7 @@ if not f or f[1] ~= ARGV[4] then return false end
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], unpack(FIELDS))
 redis.call('ZREM', KEYS[4], ARGV[1])
+if ARGV[10] == 'member' then redis.call('ZREM', KEYS[5], ARGV[1]) end
 local by = nil
 if ARGV[5] == 'broken' then
   by = {principal = ARGV[6], reason = ARGV[8]}
@@ -243,22 +281,16 @@ const FIELD_COUNT = 8;
 /** A script's reply: a status, then the lease's fields in FIELDS order. */
 type Reply = (string | null)[];
 
-/** The scripts, as ioredis exposes them after `defineCommand`. */
-interface Scripts {
-  stormlockAcquire(...args: (string | number)[]): Promise<Reply>;
-  stormlockRenew(...args: (string | number)[]): Promise<Reply | null>;
-  stormlockEnd(...args: (string | number)[]): Promise<Reply | null>;
-  stormlockExpire(...args: (string | number)[]): Promise<number>;
-  stormlockRead(key: string): Promise<Reply | null>;
-  stormlockHistory(key: string, limit: number): Promise<string[]>;
-  stormlockList(
-    index: string,
-    keyPrefix: string,
-    namePrefix: string,
-  ): Promise<(string | null)[]>;
-}
-
-type Client = Redis & Scripts;
+/** The scripts, each sent by its SHA-1 (EVAL the first time). */
+const SCRIPTS = {
+  acquire: { lua: ACQUIRE, keys: 5 },
+  renew: { lua: RENEW, keys: 5 },
+  end: { lua: END, keys: 5 },
+  expire: { lua: EXPIRE, keys: 5 },
+  read: { lua: READ, keys: 1 },
+  history: { lua: HISTORY, keys: 1 },
+  list: { lua: LIST, keys: 1 },
+} satisfies Record<string, Script>;
 
 /** Where and how to connect, from `url` and `ca_cert`. */
 interface Target {
@@ -323,19 +355,6 @@ function replyRemedy(message: string): string {
 }
 
 /**
- * Removes the AUTH arguments ioredis attaches to a failed command's error,
- * so a password never reaches a printed `cause`.
- */
-function scrub<T>(error: T): T {
-  const command = (error as { command?: { name?: string; args?: unknown[] } })
-    ?.command;
-  if (command && /^(auth|hello)$/i.test(command.name ?? "")) {
-    command.args = ["(hidden)"];
-  }
-  return error;
-}
-
-/**
  * The target `url` names, checked beyond its scheme. Messages never repeat
  * the URL, which may hold a password.
  */
@@ -377,16 +396,19 @@ function parseTarget(url: URL, context: KitContext): Target {
 }
 
 /**
- * Sends AUTH, when there is a password. ioredis would send it too, but it
- * prints a warning of its own to stderr when the server needs none; a
- * password the server does not need is ignored here, as there, silently.
+ * Sends AUTH, when there is a password, then SELECT when the url names a
+ * database other than 0. A password the server does not need is ignored,
+ * silently.
  */
-async function login(client: Redis, target: Target): Promise<void> {
+async function login(client: RedisConnection, target: Target): Promise<void> {
   const { username, password } = target;
   if (password === undefined) return;
   try {
-    if (username === undefined) await client.auth(password);
-    else await client.auth(username, password);
+    await client.send(
+      username === undefined
+        ? ["AUTH", password]
+        : ["AUTH", username, password],
+    );
   } catch (error) {
     const message = (error as Error)?.message ?? "";
     // Redis 6 and later, and Redis 5 and earlier.
@@ -396,12 +418,6 @@ async function login(client: Redis, target: Target): Promise<void> {
   }
 }
 
-/** A connection and the last error its socket reported. */
-interface Connection {
-  client: Client;
-  lastError?: unknown;
-}
-
 /**
  * The store's subscriber: a connection in subscriber mode, and the
  * callbacks of the watches on each channel. Once its connection drops it
@@ -409,9 +425,10 @@ interface Connection {
  * watch opens a new one.
  */
 interface Subscriber {
-  client: Redis;
+  /** The connection, once it is open and logged in. */
+  client?: RedisConnection;
   /** Settles when it is connected and logged in. */
-  ready: Promise<void>;
+  ready: Promise<RedisConnection>;
   /** Per channel: its watches, and the SUBSCRIBE that serves them. */
   channels: Map<
     string,
@@ -430,8 +447,8 @@ class RedisStore implements Store {
   readonly #context: KitContext;
   /** Events kept, and their age in ms, as script arguments. */
   readonly #keep: [string, string];
-  #connection?: Connection;
-  #connecting?: Promise<Client>;
+  #client?: RedisConnection;
+  #connecting?: Promise<RedisConnection>;
   #subscriber?: Subscriber;
 
   constructor(
@@ -441,7 +458,7 @@ class RedisStore implements Store {
   ) {
     this.#target = target;
     this.#prefix = settings.prefix;
-    // ioredis sets a timer from it; one past the longest fires at once.
+    // One past the longest timer fires at once.
     this.#connectMs = Math.min(settings.timeout, MAX_TIMER_MS);
     this.#keep = [String(settings.keep), String(settings.ageMs)];
     this.#context = context;
@@ -449,71 +466,30 @@ class RedisStore implements Store {
     this.label = `Redis at ${host}:${target.port}`;
   }
 
-  /** A client, not yet connected, for the target. */
-  #client(): Redis {
-    const { host, port, tls, ca } = this.#target;
-    return new Redis({
-      host,
-      port,
-      // No username, password or db: login sends them, after connecting.
-      // SNI takes names only; an address is checked against the IP SANs.
-      tls: tls
-        ? { ...(isIP(host) ? {} : { servername: host }), ...(ca ? { ca } : {}) }
-        : undefined,
-      // ioredis otherwise queues commands and reconnects forever; we want
-      // one attempt per operation and a clear error. The kit's deadline
-      // bounds each command, so there is no per-command timer.
-      lazyConnect: true,
-      connectTimeout: this.#connectMs,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-      reconnectOnError: () => false,
-      enableOfflineQueue: false,
-      autoResubscribe: false,
-      disableClientInfo: true,
-      // Its INFO would come before login's AUTH, and fail.
-      enableReadyCheck: false,
-      // disconnect() half-closes and waits this long for the peer before
-      // destroying the socket; a dead peer would hold the process open.
-      disconnectTimeout: 0,
+  /** Opens a connection and logs in; used for commands and for watches. */
+  async #login(): Promise<RedisConnection> {
+    const client = await RedisConnection.open({
+      ...this.#target,
+      connectMs: this.#connectMs,
     });
+    try {
+      await login(client, this.#target);
+    } catch (error) {
+      client.close();
+      throw error;
+    }
+    return client;
   }
 
   /** Opens a fresh connection; a broken one is never reused. */
-  async #open(): Promise<Client> {
+  async #open(): Promise<RedisConnection> {
     const { db } = this.#target;
-    const client = this.#client() as Client;
-    const connection: Connection = { client };
-    // Connection errors arrive as events too; without a listener ioredis
-    // prints them. The last one names the real cause of a failure.
-    client.on("error", (error: unknown) => {
-      connection.lastError = error;
-    });
-    const scripts = {
-      stormlockAcquire: [4, ACQUIRE],
-      stormlockRenew: [4, RENEW],
-      stormlockEnd: [4, END],
-      stormlockExpire: [4, EXPIRE],
-      stormlockRead: [1, READ],
-      stormlockHistory: [1, HISTORY],
-      stormlockList: [1, LIST],
-    } as const;
-    for (const [name, [numberOfKeys, lua]] of Object.entries(scripts)) {
-      client.defineCommand(name, { numberOfKeys, lua });
-    }
-    this.#connection = connection;
-    try {
-      await client.connect();
-      await login(client, this.#target);
-    } catch (error) {
-      this.#discard(client);
-      throw connection.lastError ?? error;
-    }
+    const client = await this.#login();
     if (db !== 0) {
       try {
-        await client.select(db);
+        await client.send(["SELECT", db]);
       } catch (error) {
-        this.#discard(client);
+        client.close();
         throw this.#selectError(error, db);
       }
     }
@@ -533,14 +509,15 @@ class RedisStore implements Store {
   }
 
   /** The connected client, connecting first when needed. */
-  #connect(): Promise<Client> {
-    // A client is ready before #open has logged it in; #connecting says so.
-    const client = this.#connection?.client;
-    if (client?.status === "ready" && !this.#connecting) {
-      return Promise.resolve(client);
-    }
+  #connect(): Promise<RedisConnection> {
+    const client = this.#client;
+    if (client && !client.closed) return Promise.resolve(client);
     if (!this.#connecting) {
-      const connecting = this.#open().finally(() => {
+      const connecting = this.#open().then((client) => {
+        if (this.#connecting === connecting) this.#client = client;
+        else client.close(); // discarded while it connected
+        return client;
+      }).finally(() => {
         if (this.#connecting === connecting) this.#connecting = undefined;
       });
       this.#connecting = connecting;
@@ -548,36 +525,39 @@ class RedisStore implements Store {
     return this.#connecting;
   }
 
-  /** Drops a connection at once, even one to a server that never answers. */
-  #discard(client = this.#connection?.client): void {
-    if (!client) return;
-    if (this.#connection?.client === client) {
-      // The next operation starts a fresh connection instead of waiting on
-      // this one's failure.
-      this.#connection = undefined;
-      this.#connecting = undefined;
-    }
-    client.disconnect();
+  /** Drops the connection at once, even one to a server that never answers. */
+  #discard(): void {
+    const client = this.#client;
+    // The next operation starts a fresh connection instead of waiting on
+    // this one's failure.
+    this.#client = undefined;
+    this.#connecting?.then((late) => late.close(), () => {});
+    this.#connecting = undefined;
+    client?.close();
   }
 
   /**
-   * Runs one exchange with the server. When the kit's deadline passes, the
-   * connection's state is unknown: it is dropped, and the next operation
-   * connects afresh.
+   * Runs one script. When the kit's deadline passes, the connection's
+   * state is unknown: it is dropped, and the next operation connects
+   * afresh.
    */
-  async #run<T>(op: Operation, body: (client: Client) => Promise<T>) {
-    const connection = this.#connection;
+  async #run<T>(
+    op: Operation,
+    script: Script,
+    args: (string | number)[],
+    // deno-lint-ignore no-explicit-any
+    read: (reply: any) => T,
+  ): Promise<T> {
     op.onExpire(() => this.#discard());
-    try {
-      return await body(await this.#connect());
-    } catch (error) {
-      // A command on a socket that failed says only "Connection is
-      // closed"; the socket's own error says why.
-      const cause = /Connection is closed/.test((error as Error)?.message)
-        ? (this.#connection ?? connection)?.lastError ?? error
-        : error;
-      throw scrub(cause);
-    }
+    const client = await this.#connect();
+    return read(await client.evalScript(script, args));
+  }
+
+  /** Sends one plain command, under the same deadline rules as #run. */
+  async #command(op: Operation, args: (string | number)[]): Promise<unknown> {
+    op.onExpire(() => this.#discard());
+    const client = await this.#connect();
+    return await client.send(args);
   }
 
   /** The lease key; the side keys start with NUL after the prefix. */
@@ -604,9 +584,26 @@ class RedisStore implements Store {
       `${this.#prefix}\0state\0${resource}`,
       `${this.#prefix}\0history\0${resource}`,
       `${this.#prefix}\0index`,
+      this.#waitersKey(resource),
       resource,
       ...this.#keep,
     ];
+  }
+
+  /**
+   * The set of a lock's waiter registrations (by name), which its acquire
+   * reads in the same script: for a registration, its lock's set.
+   */
+  #waitersKey(resource: string): string {
+    const at = resource.lastIndexOf(WAIT_MARK);
+    const lock = at === -1 ? resource : resource.slice(0, at);
+    return `${this.#prefix}\0waiters\0${lock}`;
+  }
+
+  /** How a write touches the queue: see the scripts' comments. */
+  #queueRole(resource: string, check?: string): string {
+    if (resource.includes(WAIT_MARK)) return "member";
+    return check ? "check" : "";
   }
 
   /** The lease in a script's reply; rejects one Stormlock did not write. */
@@ -630,12 +627,19 @@ class RedisStore implements Store {
       request.reason ?? "",
       request.link ?? "",
       this.#channel(resource),
+      this.#queueRole(resource, request.waiters),
+      this.#prefix,
     ];
-    return this.#run(op, async (client) => {
-      const reply = await client.stormlockAcquire(...args);
+    return this.#run(op, SCRIPTS.acquire, args, (reply: Reply) => {
       const lease = this.#lease(resource, reply);
       if (reply[0] === "held") {
         throw new this.#context.errors.LockHeldError(lease);
+      }
+      if (reply[0] === "queued") {
+        throw new this.#context.errors.LockHeldError(lease, {
+          waiting: Number(reply[FIELD_COUNT + 1]),
+          queued: true,
+        });
       }
       return lease;
     });
@@ -657,9 +661,9 @@ class RedisStore implements Store {
       by?.host ?? "",
       by?.reason ?? "",
       this.#channel(resource),
+      this.#queueRole(resource),
     ];
-    return this.#run(op, async (client) => {
-      const reply = await client.stormlockEnd(...args);
+    return this.#run(op, SCRIPTS.end, args, (reply: Reply | null) => {
       if (!reply) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
@@ -690,10 +694,7 @@ class RedisStore implements Store {
       leaseId,
       this.#channel(resource),
     ];
-    return this.#run(
-      op,
-      async (client) => await client.stormlockExpire(...args) === 1,
-    );
+    return this.#run(op, SCRIPTS.expire, args, (reply: number) => reply === 1);
   }
 
   renew(
@@ -710,8 +711,7 @@ class RedisStore implements Store {
       change.reason === undefined ? "0" : "1",
       change.reason ?? "",
     ];
-    return this.#run(op, async (client) => {
-      const reply = await client.stormlockRenew(...args);
+    return this.#run(op, SCRIPTS.renew, args, (reply: Reply | null) => {
       if (!reply) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
@@ -719,21 +719,36 @@ class RedisStore implements Store {
     });
   }
 
+  /**
+   * Warns unless Redis is set never to evict keys: under memory pressure
+   * an evicting policy drops held leases, fence counters and history.
+   */
+  async checkSetup(op: Operation): Promise<string[]> {
+    let reply: unknown;
+    try {
+      reply = await this.#command(op, ["CONFIG", "GET", "maxmemory-policy"]);
+    } catch {
+      return [
+        `could not read maxmemory-policy (CONFIG GET is not allowed); make sure it is noeviction, or Redis may evict held leases and reset fences (see "Redis" in the README)`,
+      ];
+    }
+    const policy = Array.isArray(reply) ? String(reply[1] ?? "") : "";
+    if (policy === "" || policy === "noeviction") return [];
+    return [
+      `maxmemory-policy is ${policy}, so under memory pressure Redis may evict held leases and reset fences; set maxmemory-policy noeviction (see "Redis" in the README)`,
+    ];
+  }
+
   current(resource: string, op: Operation): Promise<Lease | null> {
     const key = this.#key(resource);
-    return this.#run(op, async (client) => {
-      const reply = await client.stormlockRead(key);
+    return this.#run(op, SCRIPTS.read, [key], (reply: Reply | null) => {
       return reply && this.#lease(resource, reply);
     });
   }
 
   list(prefix: string, op: Operation): Promise<Lease[]> {
-    return this.#run(op, async (client) => {
-      const flat = await client.stormlockList(
-        `${this.#prefix}\0index`,
-        this.#prefix,
-        prefix,
-      );
+    const args = [`${this.#prefix}\0index`, this.#prefix, prefix];
+    return this.#run(op, SCRIPTS.list, args, (flat: Reply) => {
       const leases: Lease[] = [];
       for (let i = 0; i < flat.length; i += FIELD_COUNT + 1) {
         const resource = flat[i] ?? "";
@@ -753,8 +768,8 @@ class RedisStore implements Store {
     this.#key(resource);
     const key = `${this.#prefix}\0history\0${resource}`;
     const ageMs = Number(this.#keep[1]);
-    return this.#run(op, async (client) => {
-      const [now, ...entries] = await client.stormlockHistory(key, limit);
+    return this.#run(op, SCRIPTS.history, [key, limit], (reply: Reply) => {
+      const [now, ...entries] = reply as string[];
       const events: LeaseEvent[] = [];
       for (const entry of entries) {
         const event = this.#event(resource, entry);
@@ -771,32 +786,30 @@ class RedisStore implements Store {
   ): Promise<string[]> {
     const glob = (text: string) => text.replace(/[*?[\]\\]/g, "\\$&");
     const head = `${this.#prefix}\0history\0`;
-    return this.#run(op, async (client) => {
+    return (async () => {
       const names: string[] = [];
       let cursor = "0";
       do {
-        const [next, keys] = await client.scan(
+        const [next, keys] = await this.#command(op, [
+          "SCAN",
           cursor,
           "MATCH",
           `${glob(head)}${glob(prefix)}*`,
           "COUNT",
           1000,
-        );
-        cursor = next;
-        if (keys.length === 0) continue;
-        const newest = await Promise.all(
-          keys.map((key) => client.lindex(key, 0)),
-        );
-        keys.forEach((key, i) => {
+        ]) as [string, string[]];
+        cursor = String(next);
+        for (const key of keys ?? []) {
+          const newest = await this.#command(op, ["LINDEX", key, 0]);
           let at = NaN;
           try {
-            at = Number(JSON.parse(newest[i] ?? "{}")?.at);
+            at = Number(JSON.parse(String(newest ?? "{}"))?.at);
           } catch { /* not Stormlock's: skipped */ }
-          if (at >= sinceMs) names.push(key.slice(head.length));
-        });
+          if (at >= sinceMs) names.push(String(key).slice(head.length));
+        }
       } while (cursor !== "0");
       return names;
-    });
+    })();
   }
 
   /** One history entry; rejects one Stormlock did not write. */
@@ -827,38 +840,39 @@ class RedisStore implements Store {
     return event;
   }
 
-  /** The live subscriber, opening one (connected lazily) when needed. */
+  /** The live subscriber, opening one when needed. */
   #subscribe(): Subscriber {
     const live = this.#subscriber;
     if (live && !live.dead) return live;
-    const client = this.#client();
     const subscriber: Subscriber = {
-      client,
-      ready: Promise.resolve(),
+      ready: this.#login(),
       channels: new Map(),
       dead: false,
     };
-    client.on("error", (error: unknown) => {
-      subscriber.lastError = error;
-    });
-    client.on("message", (channel: string) => {
-      for (const watch of subscriber.channels.get(channel)?.watches ?? []) {
-        try {
-          watch();
-        } catch { /* a watcher's failure is its own */ }
+    subscriber.ready = subscriber.ready.then((client) => {
+      subscriber.client = client;
+      if (subscriber.dead) {
+        client.close();
+        throw new Error("Connection is closed.");
       }
-    });
-    // No reconnecting: its watches go quiet, and their waiters poll.
-    client.on("close", () => this.#dropSubscriber(subscriber));
-    subscriber.ready = (async () => {
-      try {
-        await client.connect();
-        await login(client, this.#target);
-      } catch (error) {
+      client.onMessage = (channel) => {
+        for (const watch of subscriber.channels.get(channel)?.watches ?? []) {
+          try {
+            watch();
+          } catch { /* a watcher's failure is its own */ }
+        }
+      };
+      // No reconnecting: its watches go quiet, and their waiters poll.
+      client.onClose = () => {
+        subscriber.lastError ??= client.lastError;
         this.#dropSubscriber(subscriber);
-        throw subscriber.lastError ?? error;
-      }
-    })();
+      };
+      return client;
+    }, (error) => {
+      subscriber.lastError ??= error;
+      this.#dropSubscriber(subscriber);
+      throw error;
+    });
     this.#subscriber = subscriber;
     return subscriber;
   }
@@ -870,7 +884,9 @@ class RedisStore implements Store {
     if (subscriber.dead) return;
     subscriber.dead = true;
     subscriber.channels.clear();
-    subscriber.client.disconnect();
+    subscriber.client?.close();
+    // Still connecting: closed as soon as it is open.
+    subscriber.ready.catch(() => {});
   }
 
   /**
@@ -899,17 +915,17 @@ class RedisStore implements Store {
       if (!entry?.watches.delete(watch) || entry.watches.size > 0) return;
       subscriber.channels.delete(channel);
       if (!subscriber.dead) {
-        subscriber.client.unsubscribe(channel).catch(() => {});
+        subscriber.client?.send(["UNSUBSCRIBE", channel]).catch(() => {});
       }
     };
     try {
-      await subscriber.ready;
+      const client = await subscriber.ready;
       if (signal.aborted) return;
       let entry = subscriber.channels.get(channel);
       if (!entry) {
         entry = {
           watches: new Set(),
-          subscribed: subscriber.client.subscribe(channel),
+          subscribed: client.send(["SUBSCRIBE", channel]),
         };
         subscriber.channels.set(channel, entry);
       }
@@ -933,7 +949,7 @@ class RedisStore implements Store {
       const cause = /Connection is closed/.test((error as Error)?.message)
         ? subscriber.lastError ?? error
         : error;
-      throw scrub(cause);
+      throw cause;
     } finally {
       settled = true;
     }
@@ -989,6 +1005,7 @@ export const backend = defineBackend({
     history: true,
     fencing: true,
     events: true,
+    queue: true,
   },
   open(settings, context) {
     const target = parseTarget(settings.url, context);

@@ -247,6 +247,30 @@ class SqliteStore implements Store {
     ).run(row.resource, at - this.#keepMs, this.#keep);
   }
 
+  /**
+   * The lease row of `resource`, and the live waiter registrations under
+   * `waiters` (first come first) when given: one statement, as the lock's
+   * name sorts before its waiters' names.
+   */
+  #rows(
+    resource: string,
+    waiters: string | undefined,
+    now: number,
+  ): { old?: Row; waiting: Row[] } {
+    if (waiters === undefined) {
+      const old = this.#sql("SELECT * FROM leases WHERE resource = ?")
+        .get(resource) as Row | undefined;
+      return { old, waiting: [] };
+    }
+    const rows = this.#sql(
+      `SELECT * FROM leases WHERE resource = ?
+         OR (resource > ? AND resource < ? AND expires_ms > ?)
+       ORDER BY resource`,
+    ).all(resource, waiters, `${waiters}\u{10ffff}`, now) as unknown as Row[];
+    const old = rows[0]?.resource === resource ? rows.shift() : undefined;
+    return { old, waiting: rows };
+  }
+
   acquire(
     request: Parameters<Store["acquire"]>[0],
     _op: Operation,
@@ -254,10 +278,16 @@ class SqliteStore implements Store {
     return Promise.resolve(this.#transaction(() => {
       const now = Date.now();
       const { resource } = request;
-      const old = this.#sql("SELECT * FROM leases WHERE resource = ?")
-        .get(resource) as Row | undefined;
+      const { old, waiting } = this.#rows(resource, request.waiters, now);
       if (old && old.expires_ms > now) {
         throw new this.#context.errors.LockHeldError(this.#lease(old));
+      }
+      if (waiting.length > 0) {
+        // Free, but others wait: name the first, as a lease of this lock.
+        throw new this.#context.errors.LockHeldError(
+          this.#lease({ ...waiting[0], resource }),
+          { waiting: waiting.length, queued: true },
+        );
       }
       if (old) {
         this.#record("expired", old, old.expires_ms);
@@ -449,7 +479,13 @@ export const backend = defineBackend({
       doc: "How long to wait for another process's write lock.",
     },
   },
-  capabilities: { clock: "host", list: true, history: true, fencing: true },
+  capabilities: {
+    clock: "host",
+    list: true,
+    history: true,
+    fencing: true,
+    queue: true,
+  },
   label: (settings) =>
     `SQLite database ${settings.path ?? defaultDatabasePath()}`,
   open(settings, context) {

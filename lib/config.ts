@@ -6,7 +6,9 @@
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { ConfigError, UsageError } from "./kit/errors.ts";
 import { parseTtl } from "./kit/duration.ts";
+import { resourceNameProblem } from "./kit/text.ts";
 import { parseIni } from "./ini.ts";
+import { closest, commentNote, didYouMean } from "./kit/suggest.ts";
 import {
   type EnvReader,
   expandHome,
@@ -19,6 +21,9 @@ export type { EnvReader };
 export { expandHome, homeDir, resolveConfigPath };
 import type { IniSections } from "./ini.ts";
 import type { BackendContext, BackendOptions } from "./kit/types.ts";
+
+/** The longest reason or link, in characters, from a flag or the config. */
+export const MAX_TEXT = 4096;
 
 /**
  * The backend used when the config names none.
@@ -433,9 +438,77 @@ export function parseConfig(text: string, path?: string): Config {
  * ```
  */
 export function defaultPrincipal(env?: EnvReader): string {
-  const user = readEnv(env, "USER") ?? readEnv(env, "USERNAME") ??
-    readEnv(env, "LOGNAME") ?? "unknown";
-  return `${user}@${localHost() ?? "localhost"}`;
+  return `${principalUser(env) ?? "unknown"}@${localHost() ?? "localhost"}`;
+}
+
+/** The user name of the default principal, if the environment has one. */
+function principalUser(env?: EnvReader): string | undefined {
+  return readEnv(env, "USER") ?? readEnv(env, "USERNAME") ??
+    readEnv(env, "LOGNAME");
+}
+
+/** Unknown keys of a resource section, `[default]` included. */
+function unknownKeys(config: Config, section: string): string[] {
+  const file = config.path ?? "<config>";
+  return Object.keys(config.sections[section] ?? {})
+    .filter((key) => !LOCK_KEYS.has(key))
+    .map((key) =>
+      `${file} [${section}] ${key}: unknown key, ignored${
+        didYouMean(key, LOCK_KEYS)
+      } (known: ${[...LOCK_KEYS].join(", ")})`
+    );
+}
+
+/**
+ * Problems in the config as a whole, which every command reports: unknown
+ * keys in `[default]`, sections that look like a misspelt `[default]` or
+ * `[backend.NAME]`, and `[backend.NAME]` sections no `backend =` uses.
+ *
+ * @example
+ * ```ts
+ * import { configWarnings, parseConfig } from "./config.ts";
+ * configWarnings(parseConfig("[defualt]\nttl = 1h\n"));
+ * // ['<config> [defualt]: read as the section of a resource called "defualt" (did you mean [default]?)']
+ * ```
+ */
+export function configWarnings(config: Config): string[] {
+  const file = config.path ?? "<config>";
+  const warnings = unknownKeys(config, "default");
+  const names = Object.keys(config.sections);
+  const named = new Set([
+    DEFAULT_BACKEND,
+    ...Object.values(config.sections).map((section) => section.backend?.trim()),
+  ]);
+  const backendSections = [...named].filter(Boolean).map((name) =>
+    `backend.${name}`
+  );
+  for (const name of names) {
+    if (name === "default") continue;
+    if (name.startsWith("backend.")) {
+      const backendName = name.slice("backend.".length);
+      if (!named.has(backendName) && !config.sections[name].module) {
+        warnings.push(
+          `${file} [${name}]: no "backend = ${backendName}" uses this section${
+            didYouMean(name, backendSections, (near) => `[${near}]`)
+          }`,
+        );
+      }
+      continue;
+    }
+    // Resource sections may have any name; these only look like typos.
+    const [head, ...rest] = name.split(".");
+    const meant = closest(name, ["default"]) === "default"
+      ? "[default]"
+      : rest.length > 0 && closest(head, ["backend"]) === "backend"
+      ? `[backend.${rest.join(".")}]`
+      : undefined;
+    if (meant !== undefined) {
+      warnings.push(
+        `${file} [${name}]: read as the section of a resource called "${name}" (did you mean ${meant}?)`,
+      );
+    }
+  }
+  return warnings;
 }
 
 /**
@@ -521,16 +594,9 @@ export function resolveLockSettings(
     return undefined;
   };
 
-  for (const section of new Set([resource, "default"])) {
-    for (const key of Object.keys(config.sections[section] ?? {})) {
-      if (!LOCK_KEYS.has(key)) {
-        warnings.push(
-          `${file} [${section}] ${key}: unknown key, ignored (known: ${
-            [...LOCK_KEYS].join(", ")
-          })`,
-        );
-      }
-    }
+  warnings.push(...configWarnings(config));
+  if (resource !== "default") {
+    warnings.push(...unknownKeys(config, resource));
   }
   // A misspelt [default] would otherwise fall back silently to a private
   // SQLite lock, which another operator's lock never sees.
@@ -548,20 +614,12 @@ export function resolveLockSettings(
       }`,
     );
   }
-  const named = new Set([
-    DEFAULT_BACKEND,
-    ...Object.values(config.sections).map((section) => section.backend?.trim()),
-  ]);
-  for (const name of Object.keys(config.sections)) {
-    const backendName = name.slice("backend.".length);
-    if (
-      name.startsWith("backend.") && !named.has(backendName) &&
-      !config.sections[name].module
-    ) {
-      warnings.push(
-        `${file} [${name}]: no "backend = ${backendName}" uses this section; check the name`,
-      );
-    }
+  if (!lookup("principal") && principalUser(env) === undefined) {
+    warnings.push(
+      `USER is not set, so leases are held as ${
+        defaultPrincipal(env)
+      }; set USER, or "principal = NAME" under [default] in the config`,
+    );
   }
 
   let ttlSeconds = DEFAULT_TTL_SECONDS;
@@ -571,7 +629,9 @@ export function resolveLockSettings(
       ttlSeconds = parseTtl(ttl[0]);
     } catch (error) {
       throw new ConfigError(
-        `${file} [${ttl[1]}] ttl: ${(error as Error).message}`,
+        `${file} [${ttl[1]}] ttl: ${(error as Error).message}${
+          commentNote(ttl[0])
+        }`,
       );
     }
   }
@@ -593,15 +653,25 @@ export function resolveLockSettings(
       }] backend: it is empty; name a backend such as sqlite or redis`,
     );
   }
-  const reason = lookup("reason")?.[0].trim();
+  const reasonEntry = lookup("reason");
+  const reason = reasonEntry?.[0].trim();
+  if (reason && reason.length > MAX_TEXT) {
+    throw new ConfigError(
+      `${file} [${
+        reasonEntry![1]
+      }] reason: it is ${reason.length} characters long; keep it under ${MAX_TEXT}, and put the rest behind a link`,
+    );
+  }
   const maxHold = lookup("max_hold");
   let maxHoldSeconds: number | undefined;
   if (maxHold) {
     try {
-      maxHoldSeconds = parseTtl(maxHold[0]);
+      maxHoldSeconds = parseTtl(maxHold[0], "max_hold");
     } catch (error) {
       throw new ConfigError(
-        `${file} [${maxHold[1]}] max_hold: ${(error as Error).message}`,
+        `${file} [${maxHold[1]}] max_hold: ${(error as Error).message}${
+          commentNote(maxHold[0])
+        }`,
       );
     }
   }
@@ -623,6 +693,14 @@ export function resolveLockSettings(
  * would name one lock; a lone surrogate can't be stored as UTF-8 at all.
  */
 function assertWellFormedName(resource: string): void {
+  const problem = resourceNameProblem(resource);
+  if (problem) {
+    throw new UsageError(
+      `The resource name ${
+        JSON.stringify(resource.slice(0, 60))
+      } ${problem}; use another name`,
+    );
+  }
   if (resource.isWellFormed() && !resource.includes("\uFFFD")) return;
   const shown = JSON.stringify(resource.toWellFormed()).replaceAll(
     "\uFFFD",

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { INTERNAL_MARK } from "./kit/backend.ts";
+import { bookkeeping, INTERNAL_MARK } from "./kit/backend.ts";
 import { LeaseNotHeldError, LockHeldError } from "./kit/errors.ts";
 import type { Backend, Lease } from "./kit/types.ts";
 import { backendsInUse, type Config } from "./config.ts";
@@ -117,8 +117,10 @@ export function startDispatcher(
 
   async function lead(): Promise<void> {
     const names = backendsInUse(source.config);
-    const home = await retrying(() => source.backend(names[0]));
-    if (!home) return;
+    const opened = await retrying(() => source.backend(names[0]));
+    if (!opened) return;
+    // The dispatcher's lease lives under Stormlock's reserved names.
+    const home = bookkeeping(opened);
     let saidHeld = false;
     while (!stopping.signal.aborted) {
       let lease: Lease;

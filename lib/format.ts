@@ -10,86 +10,15 @@ import { printable, shellQuote, shorten } from "./kit/text.ts";
 import type { Lease, LeaseEvent } from "./kit/types.ts";
 import { historyEventId } from "./event_id.ts";
 
-/**
- * A time as ISO 8601 in UTC with an explicit `+00:00` offset.
- * @example
- * ```ts
- * import { isoTime } from "./format.ts";
- * isoTime(new Date(0)); // "1970-01-01T00:00:00.000+00:00"
- * ```
- */
-export function isoTime(date: Date): string {
-  return date.toISOString().replace("Z", "+00:00");
-}
-
-/**
- * The local UTC offset of `date` as `+01:00`; `TZ` is respected.
- * @example
- * ```ts
- * import { localOffset } from "./format.ts";
- * console.log(localOffset(new Date()));
- * ```
- */
-export function localOffset(date: Date): string {
-  const minutes = -date.getTimezoneOffset();
-  const sign = minutes < 0 ? "-" : "+";
-  const abs = Math.abs(minutes);
-  const pad = (n: number) => String(n).padStart(2, "0");
-  return `${sign}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`;
-}
-
-/**
- * A local time with its offset: `14:02 (+01:00)` today, else with the
- * date, `2026-11-29 14:02 (+01:00)`.
- * @example
- * ```ts
- * import { localTime } from "./format.ts";
- * console.log(localTime(new Date()));
- * ```
- */
-export function localTime(date: Date, now = new Date()): string {
-  const pad = (n: number) => String(n).padStart(2, "0");
-  const day = `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${
-    pad(date.getDate())
-  }`;
-  const today = `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${
-    pad(now.getDate())
-  }`;
-  const clock = `${pad(date.getHours())}:${pad(date.getMinutes())}`;
-  return `${day === today ? "" : `${day} `}${clock} (${localOffset(date)})`;
-}
-
-/**
- * A span as people say it: `45s`, `12m`, `3h5m`, `2d4h`.
- * @example
- * ```ts
- * import { span } from "./format.ts";
- * span(3_900_000); // "1h5m"
- * ```
- */
-export function span(ms: number): string {
-  const seconds = Math.round(Math.abs(ms) / 1000);
-  if (seconds < 60) return `${seconds}s`;
-  const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) return `${minutes}m`;
-  const hours = Math.floor(minutes / 60);
-  if (hours < 48) return `${hours}h${minutes % 60 ? `${minutes % 60}m` : ""}`;
-  const days = Math.floor(hours / 24);
-  return `${days}d${hours % 24 ? `${hours % 24}h` : ""}`;
-}
-
-/**
- * `12m ago` or `in 48m`.
- * @example
- * ```ts
- * import { relative } from "./format.ts";
- * relative(new Date(Date.now() - 60_000)); // "1m ago"
- * ```
- */
-export function relative(date: Date, now = Date.now()): string {
-  const ms = date.getTime() - now;
-  return ms < 0 ? `${span(ms)} ago` : `in ${span(ms)}`;
-}
+export {
+  isoTime,
+  localOffset,
+  localTime,
+  relative,
+  span,
+  when,
+} from "./kit/time.ts";
+import { isoTime, localTime, relative, when } from "./kit/time.ts";
 
 // Characters JSON.stringify leaves raw that a terminal would act on.
 const JSON_UNSAFE =
@@ -247,14 +176,14 @@ export function heldMessage(
       shorten(lease.resource)
     }" is free, but ${waiting} waiting got there first (the first is ${
       shorten(lease.principal)
-    }, since ${localTime(lease.created)}); join the queue with --wait`;
+    }, since ${when(lease.created, now)}); join the queue with --wait`;
   }
   const onOtherHost = lease.host && !lease.principal.endsWith(`@${lease.host}`);
   const parts = [
     `"${shorten(lease.resource)}" is held by ${shorten(lease.principal)}`,
     ...(lease.reason ? [`for "${shorten(lease.reason)}"`] : []),
-    `since ${localTime(lease.created)}, ${relative(lease.created, now)},`,
-    `until ${localTime(lease.expires)}, ${relative(lease.expires, now)}`,
+    `since ${when(lease.created, now)},`,
+    `until ${when(lease.expires, now)}`,
   ];
   const tail = [
     ...(onOtherHost ? [`on host ${shorten(lease.host!)}`] : []),
@@ -290,4 +219,219 @@ export function table(header: string[], rows: string[][]): string {
         : cell + " ".repeat(widths[i] - [...cell].length)
     ).join("  ").trimEnd()
   ).join("\n");
+}
+
+/**
+ * One column of a {@linkcode fitTable}: its title and cells, and what may
+ * give way when the table is wider than the terminal.
+ */
+export interface TableColumn {
+  /** The header. */
+  title: string;
+  /** One cell per row, as plain text; escaped when drawn. */
+  cells: string[];
+  /**
+   * Whether the column is left out when there is no room; columns with a
+   * higher number go first. Absent: always shown.
+   */
+  optional?: number;
+  /** Whether cells may be cut to fit, down to this many characters. */
+  shrink?: number;
+}
+
+/** A table drawn to a width, and what had to give way. */
+export interface FittedTable {
+  /** The lines, header first. */
+  text: string;
+  /** How many cells were cut (each ends in `…`). */
+  cut: number;
+  /** Titles of columns left out for lack of room. */
+  dropped: string[];
+}
+
+/**
+ * Draws columns as an aligned table no wider than `width`: optional
+ * columns that are empty, then those that don't fit, are left out; then
+ * the widest shrinkable cells are cut, ending in `…`. With an infinite
+ * width (no terminal) the layout does not depend on the environment, and
+ * only cells over 60 characters are cut, saying how much.
+ *
+ * @param columns The columns, left to right.
+ * @param width The terminal's width, or `Infinity`.
+ * @param paint Styles a drawn cell (colours); it must not change its width.
+ * @example
+ * ```ts
+ * import { fitTable } from "./format.ts";
+ * const { text } = fitTable([{ title: "A", cells: ["1"] }, { title: "B", cells: ["two"] }], 80);
+ * console.log(text); // "A  B\n1  two"
+ * ```
+ */
+export function fitTable(
+  columns: TableColumn[],
+  width = Infinity,
+  paint: (column: string, row: number, text: string) => string = (
+    _column,
+    _row,
+    text,
+  ) => text,
+): FittedTable {
+  const size = (text: string) => [...text].length;
+  let cut = 0;
+  const shown = columns
+    .filter((column) =>
+      column.optional === undefined || column.cells.some((cell) => cell !== "")
+    )
+    .map((column) => ({
+      ...column,
+      cells: column.cells.map((cell) => {
+        const text = Number.isFinite(width)
+          ? printable(cell)
+          : shorten(cell, 60);
+        if (text !== printable(cell)) cut++;
+        return text;
+      }),
+    }));
+  const widths = () =>
+    shown.map((column) =>
+      Math.max(size(column.title), ...column.cells.map(size))
+    );
+  let sizes = widths();
+  const total = () =>
+    sizes.reduce((sum, w) => sum + w, 0) + 2 * (sizes.length - 1);
+  const dropped: string[] = [];
+  // Optional columns give way only when cutting every cell as far as it
+  // may go would still not make the table fit.
+  const floors = () =>
+    shown.map((column, index) =>
+      column.shrink === undefined
+        ? sizes[index]
+        : Math.min(sizes[index], Math.max(column.shrink, size(column.title)))
+    );
+  const narrowest = () =>
+    floors().reduce((sum, w) => sum + w, 0) + 2 * (shown.length - 1);
+  while (narrowest() > width) {
+    const optional = shown
+      .map((column, index) => ({ column, index }))
+      .filter(({ column }) => column.optional !== undefined)
+      .sort((a, b) => b.column.optional! - a.column.optional!)[0];
+    if (!optional) break;
+    dropped.push(optional.column.title);
+    shown.splice(optional.index, 1);
+    sizes = widths();
+  }
+  while (total() > width) {
+    let widest = -1;
+    shown.forEach((column, index) => {
+      const floor = Math.max(column.shrink ?? Infinity, size(column.title));
+      if (
+        sizes[index] > floor && (widest < 0 || sizes[index] > sizes[widest])
+      ) {
+        widest = index;
+      }
+    });
+    if (widest < 0) break;
+    sizes[widest]--;
+  }
+  const fit = (text: string, w: number) => {
+    if (size(text) <= w) return text;
+    cut++;
+    return `${[...text].slice(0, Math.max(0, w - 1)).join("")}…`;
+  };
+  const rows = [
+    shown.map((column) => column.title),
+    ...(shown[0]?.cells ?? []).map((_, row) =>
+      shown.map((column) => column.cells[row])
+    ),
+  ];
+  const text = rows.map((row, r) =>
+    row.map((cell, i) => {
+      const drawn = fit(cell, sizes[i]);
+      const padded = i === row.length - 1
+        ? drawn
+        : drawn + " ".repeat(sizes[i] - size(drawn));
+      return r === 0 ? padded : paint(shown[i].title, r - 1, padded);
+    }).join("  ").trimEnd()
+  ).join("\n");
+  return { text, cut, dropped };
+}
+
+/**
+ * A time in a table cell: the local clock (with the date when not today)
+ * and the relative time; the offset goes once in the header
+ * ({@linkcode localOffset}).
+ * @example
+ * ```ts
+ * import { tableTime } from "./format.ts";
+ * console.log(tableTime(new Date())); // "14:02 0s ago"
+ * ```
+ */
+export function tableTime(date: Date, now = Date.now()): string {
+  return `${localTime(date, new Date(now)).replace(/ \([^)]*\)$/, "")} ${
+    relative(date, now)
+  }`;
+}
+
+/**
+ * The original Stormlock's `current --format` names, in its order.
+ * @example
+ * ```ts
+ * import { ORIGINAL_FORMATS } from "./format.ts";
+ * console.log(ORIGINAL_FORMATS.join(", ")); // "id, json, lines, oneline, cols, rows"
+ * ```
+ */
+export const ORIGINAL_FORMATS = [
+  "id",
+  "json",
+  "lines",
+  "oneline",
+  "cols",
+  "rows",
+] as const;
+
+/** One of {@linkcode ORIGINAL_FORMATS}. */
+export type OriginalFormat = typeof ORIGINAL_FORMATS[number];
+
+/**
+ * A lease in one of the original Stormlock's `current` formats, with the
+ * original's field order (principal, created, id) and names; the created
+ * time is ISO 8601 with milliseconds, in UTC with its offset (the
+ * original's had no offset). `json` is the original's three-field object.
+ * @example
+ * ```ts
+ * import { originalFormat } from "./format.ts";
+ * const now = new Date(0);
+ * const lease = { resource: "r", id: "0".repeat(32), principal: "ann", fence: 1, created: now, expires: now };
+ * console.log(originalFormat(lease, "rows"));
+ * ```
+ */
+export function originalFormat(lease: Lease, format: OriginalFormat): string {
+  const fields = [printable(lease.principal), isoTime(lease.created), lease.id];
+  switch (format) {
+    case "id":
+      return lease.id;
+    case "json":
+      return safeJson({
+        id: lease.id,
+        created: fields[1],
+        principal: lease.principal,
+      });
+    case "lines":
+      return fields.join("\n");
+    case "oneline":
+      return fields.join("\t");
+    case "rows":
+      return [
+        `Principal: ${fields[0]}`,
+        `Created: ${fields[1]}`,
+        `Id: ${fields[2]}`,
+      ].join("\n");
+    case "cols": {
+      // Every column as wide as the widest field plus four, as before.
+      const width = Math.max(...fields.map((field) => [...field].length)) + 4;
+      const row = (cells: string[]) =>
+        cells.map((cell) => cell + " ".repeat(width - [...cell].length))
+          .join("").trimEnd();
+      return `${row(["PRINCIPAL", "CREATED", "ID"])}\n${row(fields)}`;
+    }
+  }
 }

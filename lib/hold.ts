@@ -26,6 +26,7 @@ import {
 import { formatTtl, parseTtl, type Ttl } from "./kit/duration.ts";
 import { MAX_TIMER_MS, sleep } from "./kit/deadline.ts";
 import { shorten } from "./kit/text.ts";
+import { when } from "./kit/time.ts";
 import type { Lease, LeaseEvent } from "./kit/types.ts";
 
 /**
@@ -236,13 +237,7 @@ export function assertHoldTtl(seconds: number): void {
  * ```
  */
 export function durationSeconds(value: Ttl, what: string): number {
-  try {
-    return parseTtl(typeof value === "number" ? `${value}s` : value);
-  } catch (error) {
-    throw new UsageError(
-      (error as Error).message.replace(/^Bad TTL/, `Bad ${what}`),
-    );
-  }
+  return parseTtl(typeof value === "number" ? `${value}s` : value, what);
 }
 
 /** A timer that may be longer than `setTimeout` allows; returns a cancel. */
@@ -266,16 +261,16 @@ function notHeldLoss(lease: Lease, error: LeaseNotHeldError): LeaseLostError {
     return new LeaseLostError(
       "broken",
       lease,
-      `lease on ${where} was broken by ${shorten(by.principal)}${
+      `Lease on ${where} was broken by ${shorten(by.principal)}${
         by.host ? ` on ${shorten(by.host)}` : ""
-      } at ${error.broken.at.toISOString()}: ${shorten(by.reason)}`,
+      } at ${when(error.broken.at)}: ${shorten(by.reason)}`,
       { cause: error, broken: error.broken },
     );
   }
   return new LeaseLostError(
     "not-held",
     lease,
-    `lease on ${where} is no longer held: it expired or was released elsewhere`,
+    `Lease on ${where} is no longer held: it expired or was released elsewhere`,
     { cause: error },
   );
 }
@@ -365,8 +360,8 @@ export async function holdLease<T>(
         new LeaseLostError(
           "expired",
           lease,
-          `lease on ${where} is presumed lost: no renewal succeeded since ${
-            new Date(renewedAt).toISOString()
+          `Lease on ${where} is presumed lost: no renewal succeeded since ${
+            when(new Date(renewedAt))
           }, and it expires ${ttlSeconds}s after${
             lastError ? ` (last error: ${lastError.message})` : ""
           }`,
@@ -400,7 +395,7 @@ export async function holdLease<T>(
           new LeaseLostError(
             "failed",
             lease,
-            `lease on ${where} could not be renewed: ${
+            `Lease on ${where} could not be renewed: ${
               (error as Error)?.message ?? error
             }`,
             { cause: error },
@@ -423,7 +418,7 @@ export async function holdLease<T>(
         new LeaseLostError(
           "max-hold",
           lease,
-          `lease on ${where} reached max_hold (${
+          `Lease on ${where} reached max_hold (${
             formatTtl(maxHoldSeconds)
           }) and is given up`,
         ),

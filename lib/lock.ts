@@ -7,8 +7,10 @@
 import {
   backendSettings,
   backendsInUse,
+  configWarnings,
   loadConfig,
   localHost,
+  MAX_TEXT,
   resolveLockSettings,
 } from "./config.ts";
 import type { Config, ConfigSource, LockSettings } from "./config.ts";
@@ -24,14 +26,20 @@ import {
   LockHeldError,
   UsageError,
 } from "./kit/errors.ts";
-import { splitQueue, waiters, WaitTicket } from "./queue.ts";
+import { splitQueue, waiterPrefix, waiters, WaitTicket } from "./queue.ts";
+import { boundedBy } from "./kit/backend.ts";
 import { parseRequestName } from "./events.ts";
 import {
   type HandOverRequest,
   handOverRequest,
   requestHandOver,
 } from "./request.ts";
-import type { Backend, Lease, LeaseEvent } from "./kit/types.ts";
+import type {
+  AcquireDetails,
+  Backend,
+  Lease,
+  LeaseEvent,
+} from "./kit/types.ts";
 import { assertHoldTtl, durationSeconds, holdLease } from "./hold.ts";
 import type { HoldCallback, KeepOptions } from "./hold.ts";
 
@@ -101,13 +109,7 @@ export interface WaitState {
 
 /** Reads a wait like a TTL, naming it as a wait in errors. */
 function waitSeconds(wait: Ttl): number {
-  try {
-    return ttlSeconds(wait);
-  } catch (error) {
-    throw new UsageError(
-      (error as Error).message.replace(/^Bad TTL/, "Bad wait time"),
-    );
-  }
+  return parseTtl(typeof wait === "number" ? `${wait}s` : wait, "wait time");
 }
 
 function ttlSeconds(ttl: Ttl): number {
@@ -135,6 +137,9 @@ export class Lock {
   /** The resolved settings: resource, principal, TTL, backend. */
   readonly settings: LockSettings;
   readonly #owner?: { close(): Promise<void> };
+
+  /** Told just before each acquire is sent (see `hold`). */
+  #sending?: () => void;
 
   /**
    * Wraps an open backend for one resource.
@@ -181,14 +186,42 @@ export class Lock {
       reason: checkText(options.reason, "reason") ?? this.settings.reason,
       link: checkLink(options.link),
     };
-    const take = () =>
-      this.backend.acquire(
+    const take = (backend = this.backend, extra: AcquireDetails = {}) => {
+      this.#sending?.();
+      return backend.acquire(
         this.resource,
         this.settings.principal,
         seconds,
-        details,
+        { ...details, ...extra },
       );
+    };
     if (options.wait === undefined) {
+      // A store with the queue capability checks for waiters in the
+      // acquire's own atomic step: nobody waiting costs no extra read.
+      if (this.backend.capabilities.queue) {
+        try {
+          return await take(this.backend, {
+            waiters: waiterPrefix(this.resource),
+          });
+        } catch (error) {
+          if (!(error instanceof LockHeldError)) throw error;
+          // Refused: only now read the queue, to say who waits.
+          const queue = await waiters(this.backend, this.resource);
+          if (!error.queued) {
+            if (queue.length === 0) throw error;
+            throw new LockHeldError(error.holder, { waiting: queue.length });
+          }
+          if (queue.length > 0) {
+            throw new LockHeldError(queue[0], {
+              waiting: queue.length,
+              queued: true,
+            });
+          }
+          // The store saw registrations no waiter made (queue.ts ignores
+          // them): they don't hold a free lock.
+          return await take();
+        }
+      }
       const queue = await waiters(this.backend, this.resource);
       if (queue.length === 0) return await take();
       const holder = await this.backend.current(this.resource);
@@ -206,12 +239,15 @@ export class Lock {
    * retried with backoff until the deadline.
    */
   async #wait(
-    take: () => Promise<Lease>,
+    take: (backend: Backend) => Promise<Lease>,
     waitMs: number,
     options: AcquireOptions,
   ): Promise<Lease> {
     const started = Date.now();
     const deadline = started + waitMs;
+    // Each try gets at most the time left, so a busy store can't carry
+    // the wait far past its end.
+    const bounded = boundedBy(this.backend, deadline);
     let ticket: WaitTicket | undefined;
     let refused: LockHeldError | undefined;
     let failure: BackendUnavailableError | undefined;
@@ -242,7 +278,7 @@ export class Lock {
         let pause = 1000;
         try {
           ticket ??= await WaitTicket.take(
-            this.backend,
+            bounded,
             this.resource,
             this.settings.principal,
           );
@@ -252,7 +288,7 @@ export class Lock {
             watched ??= watch();
             pause = await watched ? 2000 : 250;
             try {
-              return await take();
+              return await take(bounded);
             } catch (error) {
               if (error instanceof AcquireUnknownError) {
                 unknown.set(error.leaseId, error);
@@ -261,13 +297,17 @@ export class Lock {
               holder = error.holder;
             }
           } else {
-            holder = await this.backend.current(this.resource);
+            holder = await bounded.current(this.resource);
           }
           if (holder && unknown.has(holder.id)) return holder;
           const queued = holder === null;
-          holder ??= (await waiters(this.backend, this.resource))[0] ?? null;
+          holder ??= (await waiters(bounded, this.resource))[0] ?? null;
           if (holder) {
-            refused = new LockHeldError(holder, { waiting, queued });
+            // This wait leaves the queue when it gives up: count the others.
+            refused = new LockHeldError(holder, {
+              waiting: Math.max(0, waiting - 1),
+              queued,
+            });
             options.onWait?.(holder, {
               position,
               waiting,
@@ -291,7 +331,12 @@ export class Lock {
           backoff = Math.min(backoff * 2, 5000);
         }
         const left = deadline - Date.now();
-        if (left <= 0) throw [...unknown.values()].at(-1) ?? failure ?? refused;
+        if (left <= 0) {
+          // A try the deadline cut short says less than a refusal before it.
+          const cut = failure && /the time left to wait/.test(failure.message);
+          throw [...unknown.values()].at(-1) ??
+            (cut && refused ? refused : failure ?? refused);
+        }
         if (!woken) {
           await new Promise<void>((resolve) => {
             const timer = setTimeout(
@@ -354,22 +399,9 @@ export class Lock {
     // The lease's life is counted from when its acquire was sent, which
     // only the backend call itself knows.
     let sentAt = Date.now();
-    const timed = new Proxy(this.backend, {
-      get(backend, key) {
-        if (key === "acquire") {
-          return (...args: Parameters<Backend["acquire"]>) => {
-            sentAt = Date.now();
-            return backend.acquire(...args);
-          };
-        }
-        const value = Reflect.get(backend, key, backend);
-        return typeof value === "function" ? value.bind(backend) : value;
-      },
-    });
-    const lease = await new Lock(timed, this.settings).acquire(
-      seconds,
-      options,
-    );
+    const timed = new Lock(this.backend, this.settings);
+    timed.#sending = () => sentAt = Date.now();
+    const lease = await timed.acquire(seconds, options);
     return await holdLease(this, lease, work, {
       ...options,
       maxHold,
@@ -545,9 +577,6 @@ export interface OpenLockOptions extends ConfigSource {
   allowPackagePlugins?: boolean;
 }
 
-/** The longest reason or link accepted: enough for a paragraph. */
-const MAX_TEXT = 4096;
-
 /** Checks a reason: not blank, not huge. */
 function checkText(text: string | undefined, what: string): string | undefined {
   if (text === undefined) return undefined;
@@ -594,6 +623,25 @@ export interface ListedLease extends Lease {
 }
 
 /**
+ * How {@linkcode Stormlock.list} treats a backend that is down.
+ * @example
+ * ```ts ignore
+ * import { openStormlock, type ListOptions } from "@stormlock/stormlock";
+ * const options: ListOptions = { onUnavailable: (name) => console.warn(`${name} is down`) };
+ * await using locks = await openStormlock();
+ * await locks.list("", options);
+ * ```
+ */
+export interface ListOptions {
+  /**
+   * Called for each backend that can't be reached; the others are still
+   * listed. Without it, the first such backend ends the list with its
+   * error. When every backend is down, the last error is thrown anyway.
+   */
+  onUnavailable?: (backend: string, error: BackendUnavailableError) => void;
+}
+
+/**
  * A handle on the whole configured store: every backend the config uses,
  * opened on first use and closed together.
  *
@@ -623,6 +671,7 @@ export class Stormlock {
     this.#options = options;
     // Config-search warnings concern every command, not only lock ones.
     for (const message of config.warnings ?? []) this.#warn(message);
+    for (const message of configWarnings(config)) this.#warn(message);
   }
 
   #warn(message: string): void {
@@ -679,16 +728,36 @@ export class Stormlock {
   /**
    * Every live lease whose resource starts with `prefix`, on every backend
    * the config uses, sorted by backend and resource.
+   * @param prefix The start of the names to list.
+   * @param options What to do when one backend is down.
    * @throws {ConfigError} when a backend can't list.
+   * @throws {BackendUnavailableError} when a backend is down, or, with
+   * `onUnavailable`, when every one is.
    */
-  async list(prefix = ""): Promise<ListedLease[]> {
+  async list(
+    prefix = "",
+    options: ListOptions = {},
+  ): Promise<ListedLease[]> {
     const rows: ListedLease[] = [];
-    for (const name of backendsInUse(this.config)) {
-      const backend = await this.backend(name);
-      const leases = await backend.list(prefix, { internal: true });
-      const { locks, waiting } = splitQueue(leases);
+    const names = backendsInUse(this.config);
+    let down = 0;
+    for (const name of names) {
+      let listed: Lease[];
+      try {
+        const backend = await this.backend(name);
+        listed = await backend.list(prefix, { internal: true });
+      } catch (error) {
+        // One store down need not hide the others' locks, if asked.
+        if (
+          !(error instanceof BackendUnavailableError) ||
+          !options.onUnavailable || ++down === names.length
+        ) throw error;
+        options.onUnavailable(name, error);
+        continue;
+      }
+      const { locks, waiting } = splitQueue(listed);
       const requests = new Map<string, Lease>();
-      for (const lease of leases) {
+      for (const lease of listed) {
         const named = parseRequestName(lease.resource);
         if (named) requests.set(named.leaseId, lease);
       }

@@ -12,12 +12,26 @@
  *
  * @module
  */
-import { INTERNAL_MARK } from "./kit/backend.ts";
-import { LeaseNotHeldError } from "./kit/errors.ts";
+import { bookkeeping, INTERNAL_MARK, isBookkeeping } from "./kit/backend.ts";
+import { LeaseNotHeldError, LockHeldError } from "./kit/errors.ts";
+import { sleep } from "./kit/deadline.ts";
 import type { Backend, Lease } from "./kit/types.ts";
 
 /** How long a waiter's registration lives without a heartbeat, in seconds. */
 export const WAITER_TTL_SECONDS = 10;
+/**
+ * A registration that claims to outlive this (seconds) was not made by a
+ * waiter, which registers for {@linkcode WAITER_TTL_SECONDS}: it is
+ * ignored, so it can't hold up a free lock. The margin covers clock skew
+ * between hosts.
+ */
+const WAITER_TTL_LIMIT_MS = (WAITER_TTL_SECONDS + 30) * 1000;
+
+/** Whether a registration can be a live waiter's (see above). */
+function isWaiter(lease: Lease, now = Date.now()): boolean {
+  return lease.expires.getTime() - now <= WAITER_TTL_LIMIT_MS;
+}
+
 /** How often a waiter renews its registration, in ms. */
 const HEARTBEAT_MS = 3000;
 
@@ -49,13 +63,13 @@ export function splitQueue(
   const mark = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
   for (const lease of leases) {
     const at = lease.resource.lastIndexOf(mark);
-    if (at === -1) {
-      if (!lease.resource.includes(INTERNAL_MARK)) locks.push(lease);
+    const ticket = lease.resource.slice(at + mark.length);
+    if (at === -1 || !/^\d{16}$/.test(ticket) || !isWaiter(lease)) {
+      // Anything a waiter did not make is shown: nothing live is hidden.
+      if (!isBookkeeping(lease.resource) || at !== -1) locks.push(lease);
       continue;
     }
     const resource = lease.resource.slice(0, at);
-    const ticket = lease.resource.slice(at + mark.length);
-    if (!/^\d{16}$/.test(ticket)) continue;
     const queue = waiting.get(resource) ?? [];
     queue.push({ ...lease, resource });
     waiting.set(resource, queue);
@@ -81,9 +95,11 @@ export async function waiters(
 ): Promise<Lease[]> {
   if (!backend.capabilities.list) return [];
   const prefix = waiterPrefix(resource);
-  const registrations = await backend.list(prefix);
+  const registrations = await bookkeeping(backend).list(prefix);
   return registrations
-    .filter((lease) => /^\d{16}$/.test(lease.resource.slice(prefix.length)))
+    .filter((lease) =>
+      /^\d{16}$/.test(lease.resource.slice(prefix.length)) && isWaiter(lease)
+    )
     .sort((a, b) => a.resource < b.resource ? -1 : 1)
     .map((lease) => ({ ...lease, resource }));
 }
@@ -132,16 +148,26 @@ export class WaitTicket {
     resource: string,
     principal: string,
   ): Promise<WaitTicket> {
+    backend = bookkeeping(backend);
     let ticket = 0;
     if (backend.capabilities.list) {
-      const counter = await backend.acquire(
-        counterName(resource),
-        principal,
-        1,
-      );
-      await backend.release(counter.resource, counter.id).catch(() => {});
+      // Waiters arriving together take turns on the counter; one held
+      // longer than its 1 s (not ours) must not stop the wait.
+      let counter: Lease | undefined;
+      for (let tries = 0; !counter && tries < 20; tries++) {
+        try {
+          counter = await backend.acquire(counterName(resource), principal, 1);
+        } catch (error) {
+          if (!(error instanceof LockHeldError)) throw error;
+          if (error.holder.expires.getTime() - Date.now() > 5000) break;
+          await sleep(20 + Math.random() * 80);
+        }
+      }
+      if (counter) {
+        await backend.release(counter.resource, counter.id).catch(() => {});
+      }
       // Without fencing, the host clock orders the tickets.
-      ticket = backend.capabilities.fencing && counter.fence > 0
+      ticket = backend.capabilities.fencing && counter && counter.fence > 0
         ? counter.fence
         : Date.now() * 1000 + Math.floor(Math.random() * 1000);
     }

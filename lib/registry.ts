@@ -6,13 +6,27 @@
  * @module
  */
 import { ConfigError } from "./kit/errors.ts";
+import { didYouMean, trailingComment } from "./kit/suggest.ts";
 import { optionError } from "./kit/options.ts";
 import { isPluginSpecifier, loadPlugin, pluginOptions } from "./plugin.ts";
 import { type BackendModule, definitionOf } from "./kit/backend.ts";
 import type { Backend, BackendContext, BackendOptions } from "./kit/types.ts";
 
 /** The built-in backends, each in `backends/NAME.ts`. */
-const BUILTIN_NAMES = ["sqlite", "redis", "etcd", "postgres", "dynamodb"];
+const BUILTIN_NAMES = [
+  "sqlite",
+  "redis",
+  "etcd",
+  "postgres",
+  "dynamodb",
+  "mysql",
+];
+
+/**
+ * The original Stormlock's names for built-in backends, where ours differ:
+ * a config that uses one works, with a note naming ours.
+ */
+const ORIGINAL_NAMES: Record<string, string> = { postgresql: "postgres" };
 
 /**
  * Every built-in backend, by name, as a lazy import. The specifier is a
@@ -36,7 +50,7 @@ export const builtinBackends: Record<string, () => Promise<BackendModule>> =
  * @example
  * ```ts
  * import { builtinBackendNames } from "@stormlock/stormlock";
- * console.log(builtinBackendNames()); // ["sqlite", "redis", "etcd", "postgres", "dynamodb"]
+ * console.log(builtinBackendNames()); // ["sqlite", "redis", "etcd", "postgres", "dynamodb", "mysql"]
  * ```
  */
 export function builtinBackendNames(): string[] {
@@ -45,13 +59,19 @@ export function builtinBackendNames(): string[] {
 
 function unknownBackend(name: string, context: BackendContext): ConfigError {
   const where = context.configPath ? ` (in ${context.configPath})` : "";
+  const comment = trailingComment(name);
+  if (comment) {
+    return new ConfigError(
+      `Backend "${name}"${where} ends in what looks like a comment (${comment.comment}): a comment goes on a line of its own, since # or ; after a value is part of the value; write "backend = ${comment.value}"`,
+    );
+  }
   const hint = /\.(?:[cm]?js|[cm]?ts|jsx|tsx)$/i.test(name)
     ? `; for a plugin file write a path, e.g. "./${name}"`
     : `, name a plugin module (./my.js, file:///…, https://…), or add [${context.section}] with module = …`;
   return new ConfigError(
-    `Unknown backend "${name}"${where}; choose one of ${
-      builtinBackendNames().join(", ")
-    }${hint}`,
+    `Unknown backend "${name}"${where}${
+      didYouMean(name, builtinBackendNames())
+    }; choose one of ${builtinBackendNames().join(", ")}${hint}`,
   );
 }
 
@@ -61,6 +81,8 @@ interface Resolved {
   options: BackendOptions;
   origin: string;
   plugin: boolean;
+  /** The original Stormlock's name the config used for this built-in. */
+  renamedFrom?: string;
 }
 
 /**
@@ -74,8 +96,12 @@ async function resolveModule(
 ): Promise<Resolved> {
   const { name } = context;
   const split = pluginOptions(options);
-  const builtin = Object.hasOwn(builtinBackends, name)
-    ? builtinBackends[name]
+  const canonical = Object.hasOwn(ORIGINAL_NAMES, name) &&
+      split.module === undefined
+    ? ORIGINAL_NAMES[name]
+    : name;
+  const builtin = Object.hasOwn(builtinBackends, canonical)
+    ? builtinBackends[canonical]
     : undefined;
   if (builtin) {
     if (split.module !== undefined) {
@@ -88,8 +114,9 @@ async function resolveModule(
     return {
       module: await builtin(),
       options,
-      origin: `"${name}"`,
+      origin: `"${canonical}"`,
       plugin: false,
+      ...(canonical !== name ? { renamedFrom: name } : {}),
     };
   }
   if (split.module !== undefined) {
@@ -158,6 +185,12 @@ export async function openBackend(
 ): Promise<Backend> {
   const resolved = await resolveModule(options, context);
   const definition = definitionOf(resolved.module, context.name);
+  if (resolved.renamedFrom) {
+    const where = context.configPath ? `${context.configPath}: ` : "";
+    warn(
+      `${where}backend = ${resolved.renamedFrom} is the original Stormlock's name for ${definition.name}; it works the same, but prefer backend = ${definition.name} (options stay in [${context.section}])`,
+    );
+  }
   return await definition.createBackend(resolved.options, context, {
     warn,
     plugin: resolved.plugin ? resolved.origin : undefined,

@@ -8,6 +8,7 @@
  * @module
  */
 import { LockHeldError } from "./kit/errors.ts";
+import { bookkeeping } from "./kit/backend.ts";
 import type { Backend, Lease } from "./kit/types.ts";
 import { requestName } from "./events.ts";
 
@@ -47,13 +48,15 @@ export async function requestHandOver(
 ): Promise<HandOverRequest | null> {
   const holder = await backend.current(resource);
   if (!holder) return null;
+  // Requests live under Stormlock's reserved names.
+  const store = bookkeeping(backend);
   const name = requestName(resource, holder.id);
   const ttl = Math.max(
     MIN_REQUEST_TTL_SECONDS,
     Math.ceil((holder.expires.getTime() - Date.now()) / 1000) + 60,
   );
   try {
-    const request = await backend.acquire(name, who.principal, ttl, {
+    const request = await store.acquire(name, who.principal, ttl, {
       ...(who.host ? { host: who.host } : {}),
       reason: who.reason,
     });
@@ -64,7 +67,7 @@ export async function requestHandOver(
     if (earlier.principal !== who.principal) {
       return { holder, request: { ...earlier, resource }, mine: false };
     }
-    const request = await backend.renew(name, earlier.id, ttl, {
+    const request = await store.renew(name, earlier.id, ttl, {
       reason: who.reason,
     });
     return { holder, request: { ...request, resource }, mine: true };
@@ -84,6 +87,8 @@ export async function handOverRequest(
   backend: Backend,
   lease: Lease,
 ): Promise<Lease | null> {
-  const request = await backend.current(requestName(lease.resource, lease.id));
+  const request = await bookkeeping(backend).current(
+    requestName(lease.resource, lease.id),
+  );
   return request ? { ...request, resource: lease.resource } : null;
 }

@@ -62,6 +62,71 @@ export interface RunCommandOptions {
   warn?: (message: string) => void;
 }
 
+/**
+ * The command's supervisor (POSIX sh), the leader of the command's process
+ * group: it starts the command with `run`'s stdin, waits for it, and exits
+ * with its status. Beside it a watcher checks every second that `run` (its
+ * parent) is still there; once `run` is gone, even killed with SIGKILL, it
+ * stops the group: SIGTERM, then SIGKILL after the kill-after time. The
+ * signals `run` passes on reach the whole group; the supervisor catches
+ * them (the command gets them with default handling) and keeps waiting.
+ * Its own stderr is closed, so the shell's job notes ("Terminated") never
+ * mix with the command's. Arguments: the kill-after seconds, the command.
+ */
+const SUPERVISOR = `run=$PPID after=$1
+shift
+trap : INT TERM HUP
+exec 3<&0 4>&2 2>/dev/null
+"$@" <&3 2>&4 3<&- 4>&- &
+child=$!
+exec 3<&- 4>&-
+(
+  trap '' INT TERM HUP
+  while kill -0 "$run" 2>/dev/null; do sleep 1; done
+  kill -TERM 0
+  sleep "$after"
+  kill -KILL 0
+) </dev/null >/dev/null 2>&1 &
+watcher=$!
+while :; do
+  wait "$child"
+  status=$?
+  kill -0 "$child" 2>/dev/null || break
+done
+kill -KILL "$watcher" 2>/dev/null
+exit "$status"`;
+
+/** Whether the supervisor's shell exists; unknown (no read access) counts as yes. */
+function hasShell(): boolean {
+  try {
+    return Deno.statSync("/bin/sh").isFile;
+  } catch (error) {
+    return error instanceof Deno.errors.NotCapable;
+  }
+}
+
+/**
+ * Whether `name` can be started: a path to a file, or found on PATH.
+ * `undefined` when that can't be told (no read permission).
+ */
+function commandExists(name: string): boolean | undefined {
+  const isFile = (path: string) => {
+    try {
+      return Deno.statSync(path).isFile;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      return false;
+    }
+  };
+  try {
+    if (name.includes("/")) return isFile(name);
+    const path = Deno.env.get("PATH") ?? "/usr/bin:/bin";
+    return path.split(":").some((dir) => isFile(`${dir || "."}/${name}`));
+  } catch {
+    return undefined;
+  }
+}
+
 /** The signals passed on to the command. */
 const FORWARDED: readonly Deno.Signal[] = Deno.build.os === "windows"
   ? ["SIGINT"]
@@ -90,7 +155,7 @@ export function commandArgv(argv: string[], positionals: string[]): string[] {
     tail.some((word, index) => word !== positionals[index])
   ) {
     throw new UsageError(
-      'run needs "--" between the resource and the command, e.g. stormlock run deploy -- make deploy',
+      '"run" needs "--" between the resource and the command, e.g. stormlock run deploy -- make deploy',
     );
   }
   return tail;
@@ -196,9 +261,23 @@ export async function runCommand(
   return await lock.hold(options.ttl, async (signal, lease) => {
     leaseId = lease.id;
     let child: Deno.ChildProcess;
+    // Under a supervisor where there are process groups and a shell (a
+    // scratch image has none), so that the command dies with run however
+    // run ends.
+    const supervised = Deno.build.os !== "windows" && hasShell();
     try {
-      child = new Deno.Command(command[0], {
-        args: command.slice(1),
+      if (supervised && commandExists(command[0]) === false) {
+        throw new Deno.errors.NotFound(command[0]);
+      }
+      const [program, args] = supervised
+        ? [
+          "/bin/sh",
+          ["-c", SUPERVISOR, "stormlock-run", String(killAfterMs / 1000)]
+            .concat(command),
+        ]
+        : [command[0], command.slice(1)];
+      child = new Deno.Command(program, {
+        args,
         env: {
           STORMLOCK_RESOURCE: lease.resource,
           STORMLOCK_LEASE_ID: lease.id,
@@ -213,7 +292,7 @@ export async function runCommand(
       if (error instanceof Deno.errors.NotCapable) throw error;
       const notFound = error instanceof Deno.errors.NotFound;
       warn(
-        `could not start ${printable(shorten(command[0], 80))}: ${
+        `Could not start ${printable(shorten(command[0], 80))}: ${
           notFound ? "command not found" : (error as Error).message
         }`,
       );

@@ -12,7 +12,7 @@ import { eventJson, leaseJson } from "./format.ts";
 import { Lock } from "./lock.ts";
 import type { ListedLease, Stormlock } from "./lock.ts";
 import { StormlockError, UsageError } from "./kit/errors.ts";
-import { shorten } from "./kit/text.ts";
+import { resourceNameProblem, shorten } from "./kit/text.ts";
 import { VERSION } from "./kit/version.ts";
 import { PAGE_CSS, PAGE_HTML, PAGE_JS } from "./serve_page.ts";
 
@@ -27,6 +27,10 @@ export const MAX_BODY = 16 * 1024;
 
 /** The most event streams open at once; each costs a timer, not a poll. */
 const MAX_STREAMS = 256;
+/** The most event streams one client address may hold of them. */
+const MAX_STREAMS_PER_CLIENT = 16;
+/** The most header bytes a request may send (Deno's own limit is higher). */
+const MAX_HEADER_BYTES = 16 * 1024;
 
 /** The shortest token accepted: guessing it must be out of reach. */
 export const MIN_TOKEN_LENGTH = 16;
@@ -144,7 +148,49 @@ export function parseListen(text: string): ListenAddress {
       }": give ADDRESS:PORT, e.g. 127.0.0.1:7878, [::1]:7878 or 0.0.0.0:7878`,
     );
   }
-  return { hostname: match[1] || match[2] || "127.0.0.1", port };
+  const hostname = match[1] || match[2] || "127.0.0.1";
+  // Digits and dots are an IPv4 address, never a name to look up.
+  if (
+    /^[\d.]+$/.test(hostname) &&
+    !/^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/
+      .test(hostname)
+  ) {
+    throw new UsageError(
+      `Bad --listen "${
+        shorten(text, 60)
+      }": ${hostname} is not an IPv4 address (four numbers 0-255); give e.g. 127.0.0.1:7878`,
+    );
+  }
+  return { hostname, port };
+}
+
+/**
+ * Why `serve` can't listen on `where`, as one line with a fix; other
+ * errors (such as a Deno permission) are returned as they are.
+ */
+function listenError(error: unknown, where: string): unknown {
+  const start = `Can't listen on ${where}`;
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new UsageError(
+      `${start}: the port is in use by another program; stop it, or pick another port (port 0 picks a free one)`,
+    );
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    return new UsageError(
+      `${start}: this host has no such address; use one of its own addresses, 127.0.0.1, or 0.0.0.0 for all`,
+    );
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return new UsageError(
+      `${start}: the system refused it (ports below 1024 need privileges); pick a port from 1024 up`,
+    );
+  }
+  if (/lookup address|Name or service not known/i.test(String(error))) {
+    return new UsageError(
+      `${start}: the name does not resolve to an address of this host; give an IP address such as 127.0.0.1`,
+    );
+  }
+  return error;
 }
 
 /**
@@ -265,8 +311,9 @@ function resourceOf(segment: string): string {
   if (name === "") {
     throw new HttpError(400, "The resource name is empty; name a resource");
   }
-  if (name.includes("\0")) {
-    throw new HttpError(400, "The resource name contains a NUL (%00) byte");
+  const problem = resourceNameProblem(name);
+  if (problem) {
+    throw new HttpError(400, `The resource name ${problem}; use another name`);
   }
   return name;
 }
@@ -375,6 +422,7 @@ class Watcher {
     if (this.#closed) return;
     this.#last ??= state.key;
     send(state.event, state.data);
+    if (state.missing) send("partial", { missing: state.missing });
     this.#listeners.add(send);
     this.#schedule();
   }
@@ -393,10 +441,23 @@ class Watcher {
     this.#listeners.clear();
   }
 
-  async #read(): Promise<{ event: string; data: unknown; key: string }> {
+  async #read(): Promise<
+    { event: string; data: unknown; key: string; missing?: unknown[] }
+  > {
     try {
-      const leases = (await this.store.list()).map(leaseJson);
-      return { event: "locks", data: leases, key: JSON.stringify(leases) };
+      // A backend that is down leaves the others' locks shown, with a
+      // "partial" event naming it after the "locks" one.
+      const missing: { backend: string; error: string }[] = [];
+      const leases = (await this.store.list("", {
+        onUnavailable: (backend, error) =>
+          missing.push({ backend, error: errorText(error) }),
+      })).map(leaseJson);
+      return {
+        event: "locks",
+        data: leases,
+        key: JSON.stringify([leases, missing]),
+        ...(missing.length > 0 ? { missing } : {}),
+      };
     } catch (error) {
       const data = { error: errorText(error) };
       return { event: "unavailable", data, key: `!${JSON.stringify(data)}` };
@@ -416,6 +477,7 @@ class Watcher {
           this.#last = state.key;
           for (const send of [...this.#listeners]) {
             send(state.event, state.data);
+            if (state.missing) send("partial", { missing: state.missing });
           }
         }
       } finally {
@@ -471,6 +533,11 @@ export function createServeHandler(
   options: ServeOptions = {},
 ): ServeHandler {
   const token = options.token;
+  if (token !== undefined && /\s/.test(token)) {
+    throw new UsageError(
+      'The serve token contains whitespace, which an Authorization header can\'t carry, so no request would match it; use a token without spaces or line breaks, e.g. from "openssl rand -hex 32"',
+    );
+  }
   if (token !== undefined && token.length < MIN_TOKEN_LENGTH) {
     throw new UsageError(
       `The serve token is ${token.length} characters long; use at least ${MIN_TOKEN_LENGTH}, e.g. from "openssl rand -hex 32"`,
@@ -485,7 +552,11 @@ export function createServeHandler(
   const limiter = new RateLimiter(
     options.rate ?? { burst: 120, perSecond: 20 },
   );
-  const streams = new Set<ReadableStreamDefaultController<Uint8Array>>();
+  // Each live event stream, and the client that opened it.
+  const streams = new Map<
+    ReadableStreamDefaultController<Uint8Array>,
+    string
+  >();
   const encoder = new TextEncoder();
 
   function checkAuth(request: Request): void {
@@ -532,7 +603,7 @@ export function createServeHandler(
     }
   }
 
-  function events(): Response {
+  function events(client: string): Response {
     let send: Send | undefined;
     let ping: ReturnType<typeof setInterval> | undefined;
     let control: ReadableStreamDefaultController<Uint8Array>;
@@ -544,7 +615,7 @@ export function createServeHandler(
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
         control = controller;
-        streams.add(controller);
+        streams.set(controller, client);
         send = (event, data) => {
           try {
             controller.enqueue(
@@ -603,6 +674,7 @@ export function createServeHandler(
     request: Request,
     url: URL,
     method: string,
+    client: string,
   ): Promise<Response> {
     const path = url.pathname;
     if (path === "/" || path === "/index.html") {
@@ -635,6 +707,15 @@ export function createServeHandler(
     }
     if (path === "/api/events") {
       allow(["GET"], method);
+      let mine = 0;
+      for (const owner of streams.values()) if (owner === client) mine++;
+      if (mine >= MAX_STREAMS_PER_CLIENT) {
+        throw new HttpError(
+          429,
+          `This client has ${mine} live pages open, the most one client may; close some, or poll /api/locks`,
+          { "retry-after": "10" },
+        );
+      }
       if (streams.size >= MAX_STREAMS) {
         throw new HttpError(
           503,
@@ -642,7 +723,7 @@ export function createServeHandler(
           { "retry-after": "10" },
         );
       }
-      return events();
+      return events(client);
     }
     if (path === "/api/locks") {
       allow(["GET", "HEAD"], method);
@@ -692,6 +773,18 @@ export function createServeHandler(
       if (rawPath.length > MAX_PATH || raw.length > 2 * MAX_PATH) {
         throw new HttpError(414, `The path is over ${MAX_PATH} bytes`);
       }
+      let headerBytes = 0;
+      for (const [name, value] of request.headers) {
+        headerBytes += name.length + value.length + 4;
+      }
+      if (headerBytes > MAX_HEADER_BYTES) {
+        throw new HttpError(
+          431,
+          `The request's headers are over ${
+            MAX_HEADER_BYTES / 1024
+          } KB; send fewer or shorter ones`,
+        );
+      }
       const client = (info?.remoteAddr as Deno.NetAddr | undefined)?.hostname ??
         "local";
       const wait = limiter.take(client);
@@ -705,7 +798,7 @@ export function createServeHandler(
       const url = new URL(raw);
       checkHost(request, url);
       const method = request.method === "HEAD" ? "HEAD" : request.method;
-      return await route(request, url, method);
+      return await route(request, url, method, client);
     } catch (error) {
       if (error instanceof HttpError) {
         return json({ error: error.message }, error.status, error.headers);
@@ -722,7 +815,7 @@ export function createServeHandler(
     handler,
     close() {
       watcher.close();
-      for (const stream of streams) {
+      for (const stream of streams.keys()) {
         try {
           stream.close();
         } catch { /* already closed */ }
@@ -778,16 +871,34 @@ export function serveStatus(
     );
   }
   const app = createServeHandler(store, options);
-  const server = Deno.serve({
-    hostname,
-    port,
-    onListen() {},
-    onError(error) {
-      options.onError?.(error);
-      return json({ error: "Internal error; see the server's log" }, 500);
-    },
-  }, app.handler);
+  const where = `${
+    hostname.includes(":") ? `[${hostname}]` : hostname
+  }:${port}`;
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname,
+      port,
+      onListen() {},
+      onError(error) {
+        options.onError?.(error);
+        return json({ error: "Internal error; see the server's log" }, 500);
+      },
+    }, app.handler);
+  } catch (error) {
+    app.close();
+    throw listenError(error, where);
+  }
   const addr = server.addr;
+  if (options.token === undefined && !isLoopback(addr.hostname)) {
+    // A name such as x.localhost may resolve anywhere: the address bound
+    // is what counts.
+    app.close();
+    server.shutdown().catch(() => {});
+    throw new UsageError(
+      `serve on ${hostname} listens on ${addr.hostname}, which is not loopback, so it needs a token: pass --token or set STORMLOCK_SERVE_TOKEN`,
+    );
+  }
   const host = addr.hostname.includes(":")
     ? `[${addr.hostname}]`
     : addr.hostname;

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { span } from "./kit/time.ts";
 
 /**
  * The HTML shell: no data, no inline script or style.
@@ -250,16 +251,7 @@ export const PAGE_JS: string = String.raw`"use strict";
     } catch (e) { return null; }
   }
 
-  function span(ms) {
-    var s = Math.round(Math.abs(ms) / 1000);
-    if (s < 60) return s + "s";
-    var m = Math.floor(s / 60);
-    if (m < 60) return m + "m";
-    var h = Math.floor(m / 60);
-    if (h < 48) return h + "h" + (m % 60 ? (m % 60) + "m" : "");
-    var d = Math.floor(h / 24);
-    return d + "d" + (h % 24 ? (h % 24) + "h" : "");
-  }
+  ${span.toString()}
   function pad(n) { return (n < 10 ? "0" : "") + n; }
   function countdown(ms) {
     if (ms <= 0) return "expired";
@@ -430,6 +422,11 @@ export const PAGE_JS: string = String.raw`"use strict";
       setStatus("Live", "live");
       render();
       if (state.history) loadHistory(state.history, false);
+    } else if (event === "partial") {
+      banner("Not shown: the locks of " + payload.missing.map(function (m) {
+        return "backend " + m.backend + " (" + m.error + ")";
+      }).join("; ") + ". Showing the other backends' locks; retrying every second.");
+      setStatus("Partly unavailable", "down");
     } else if (event === "unavailable") {
       banner("The lock store is unavailable: " + payload.error + ". Showing the last known locks; retrying every second.");
       setStatus("Store unavailable", "down");

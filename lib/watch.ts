@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { INTERNAL_MARK } from "./kit/backend.ts";
+import { bookkeeping, INTERNAL_MARK } from "./kit/backend.ts";
 import type { Backend, Lease } from "./kit/types.ts";
 import { splitQueue } from "./queue.ts";
 import {
@@ -481,6 +481,8 @@ async function exactLeases(
   if (resource === "") return [];
   const lease = await backend.current(resource);
   if (!lease) return [];
-  const request = await backend.current(requestName(resource, lease.id));
+  const request = await bookkeeping(backend).current(
+    requestName(resource, lease.id),
+  );
   return request ? [lease, request] : [lease];
 }

@@ -3,10 +3,18 @@
 # is made once and remembered in scripts/.deno/.deno-path, so a command
 # pays no `deno --version` probe.
 DENO_VERSION=2.9.6
-scripts_dir=$(cd "$(dirname "$0")" && pwd)
+# The launcher sets scripts_dir (through a symbolic link, too); other
+# callers get it here, with no subshell when $0 is an absolute path.
+if [ -z "${scripts_dir:-}" ]; then
+  case "$0" in
+  /*/*) scripts_dir=${0%/*} ;;
+  *) scripts_dir=$(cd "$(dirname "$0")" && pwd) ;;
+  esac
+fi
 if [ -z "${DENO:-}" ]; then
   remembered="$scripts_dir/.deno/.deno-path-$DENO_VERSION"
-  DENO=$(cat "$remembered" 2>/dev/null || true)
+  DENO=
+  [ -r "$remembered" ] && read -r DENO <"$remembered"
   if [ -z "$DENO" ] || ! [ -x "$DENO" ]; then
     if command -v deno >/dev/null 2>&1 &&
       deno --version 2>/dev/null | grep -q "^deno $DENO_VERSION "; then

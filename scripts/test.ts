@@ -3,8 +3,8 @@
  * servers in `scripts/servers/`, runs every test, stops the servers, and
  * ends with `N passed, N failed`.
  */
-import { join } from "node:path";
-import { log } from "./servers/_server.ts";
+import { dirname, join } from "node:path";
+import { log, machineChanges } from "./servers/_server.ts";
 import type { ServerModule, StartedServer } from "./servers/_server.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -31,15 +31,76 @@ async function step(name: string, args: string[]): Promise<void> {
   }
 }
 
-async function startServers(workDir: string): Promise<StartedServer[]> {
+/** Relative modules a file imports, as absolute paths. */
+function localImports(file: string, text: string): string[] {
+  const found = text.matchAll(
+    /(?:from|import)\s*\(?\s*["'](\.{1,2}\/[^"']+\.ts)["']/g,
+  );
+  return [...found].map((match) => join(dirname(file), match[1]));
+}
+
+/**
+ * The servers some test files need: a file (or a local module it imports)
+ * that reads `STORMLOCK_TEST_<NAME>` needs the server called `name`, and a
+ * line `// test-servers: NAME…` asks for servers a file starts itself.
+ */
+function serversNeeded(files: string[], names: string[]): Set<string> {
+  const needed = new Set<string>();
+  const seen = new Set<string>();
+  const queue = files.map((file) => join(root, file));
+  while (queue.length > 0) {
+    const file = queue.pop()!;
+    if (seen.has(file)) continue;
+    seen.add(file);
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(file);
+    } catch {
+      continue; // a folder or a missing file: deno test will say
+    }
+    for (const name of names) {
+      if (text.includes(`STORMLOCK_TEST_${name.toUpperCase()}`)) {
+        needed.add(name);
+      }
+    }
+    for (const line of text.matchAll(/^\/\/ test-servers: (.*)$/gm)) {
+      for (const name of line[1].split(/\s+/)) needed.add(name);
+    }
+    queue.push(...localImports(file, text));
+  }
+  return needed;
+}
+
+async function startServers(
+  workDir: string,
+  files: string[],
+): Promise<StartedServer[]> {
   const started: StartedServer[] = [];
   const folder = join(root, "scripts", "servers");
-  const files = [...Deno.readDirSync(folder)]
-    .map((entry) => entry.name)
-    .filter((name) => name.endsWith(".ts") && !name.startsWith("_"))
-    .sort();
-  for (const file of files) {
-    const module: ServerModule = await import(join(folder, file));
+  const modules: ServerModule[] = [];
+  for (
+    const file of [...Deno.readDirSync(folder)]
+      .map((entry) => entry.name)
+      .filter((name) => name.endsWith(".ts") && !name.startsWith("_"))
+      .sort()
+  ) {
+    modules.push(await import(join(folder, file)));
+  }
+  // Named files, or a folder: only what they need; no files: everything.
+  const wanted = files.length > 0 &&
+      files.every((file) => file.endsWith(".ts"))
+    ? serversNeeded(files, modules.map((module) => module.name))
+    : new Set(modules.map((module) => module.name));
+  const skipped = modules.filter((module) => !wanted.has(module.name));
+  if (skipped.length > 0) {
+    log(
+      `not starting ${
+        skipped.map((module) => module.name).join(", ")
+      }: the named files do not use them`,
+    );
+  }
+  for (const module of modules) {
+    if (!wanted.has(module.name)) continue;
     log(`starting ${module.name}`);
     try {
       const server = await module.start(join(workDir, module.name));
@@ -56,12 +117,14 @@ async function startServers(workDir: string): Promise<StartedServer[]> {
 /**
  * Tests that read /proc, which Deno grants only with --allow-all: the
  * browser driver (playwright-core), and the tests that watch other
- * processes (`run`'s process group, the fault suite's servers). They run on
- * their own with it; nothing else does.
+ * processes (`run`'s process group, the servers of the fault suite and of
+ * the original's CLI test). They run on their own with it; nothing else
+ * does.
  */
 const ALL_ACCESS_TESTS = [
   "tests/browser_test.ts",
   "tests/faults_test.ts",
+  "tests/original_cli_test.ts",
   "tests/run_test.ts",
 ];
 
@@ -112,7 +175,7 @@ if (filters.length === 0) {
     "examples/",
   ]);
 }
-const servers = await startServers(workDir);
+const servers = await startServers(workDir, filters);
 try {
   const env = Object.assign({}, ...servers.map((server) => server.env));
   const explicit = [
@@ -143,6 +206,9 @@ try {
   log("stopping servers");
   await Promise.all(servers.map((server) => server.stop().catch(() => {})));
   Deno.removeSync(workDir, { recursive: true });
+}
+if (machineChanges.length > 0) {
+  log(`this run changed the machine: ${machineChanges.join("; ")}`);
 }
 console.log(`${passed} passed, ${failed} failed`);
 Deno.exit(failed === 0 ? 0 : 1);

@@ -312,7 +312,7 @@ browserTest(
     assert.equal(renew.code, 3, renew.stderr);
     assert.match(
       renew.stderr,
-      /was broken by tester@\S+ via serve on .*: deploy job died/,
+      /was broken by tester@\S+ via serve at .*: deploy job died/,
     );
 
     assert.deepEqual(dialogs, [], "no alert, confirm or prompt opened");

@@ -55,7 +55,7 @@ Deno.test("cli: a held lock exits 2 with an empty stdout and the holder on stder
 Deno.test("cli: negative answers exit 1, stale leases exit 3", async () => {
   using home = new CliHome();
   const free = await home.run(["current", "free"]);
-  assertCleanExit(free, 1, /no current lease on "free"/);
+  assertCleanExit(free, 1, /No current lease on "free"/);
   const stranger = "0123456789abcdef0123456789abcdef";
   assert.equal((await home.run(["is-held", "free", stranger])).code, 1);
 
@@ -133,7 +133,7 @@ Deno.test("cli: bad input gets one line on stderr and a usage or config exit", a
     64,
     /Unknown command "frobnicate"/,
   );
-  assertCleanExit(await home.run(["acquire"]), 64, /acquire takes RESOURCE/);
+  assertCleanExit(await home.run(["acquire"]), 64, /"acquire" takes RESOURCE/);
   assertCleanExit(
     await home.run(["release", "r"]),
     64,
@@ -143,19 +143,21 @@ Deno.test("cli: bad input gets one line on stderr and a usage or config exit", a
   assertCleanExit(
     await home.run(["release", "--ttl", "1h", "r", id]),
     64,
-    /release takes no --ttl/,
+    /"release" takes no --ttl/,
   );
   assertCleanExit(
     await home.run(["acquire", "--id-only", "r"]),
     64,
-    /acquire takes no --id-only/,
+    /"acquire" takes no --id-only/,
   );
   assertCleanExit(
     await home.run(["current", "--json", "--id-only", "r"]),
     64,
     /--id-only or --json, not both/,
   );
-  assertCleanExit(await home.run([]), 64, /No command given/);
+  const bare = await home.run([]);
+  assert.equal(bare.code, 64);
+  assert.match(bare.stderr, /^stormlock: No command given\nUsage:/);
 });
 
 Deno.test("cli: config problems exit 78 and name the file", async () => {
@@ -216,7 +218,7 @@ Deno.test("cli: config is found in ./.stormlock.cfg and ~, and unknown keys warn
   assert.equal(fromCwd.code, 0);
   assert.match(
     fromCwd.stderr,
-    /^stormlock: warning: .*\.stormlock\.cfg \[default\] colour: unknown key/,
+    /^stormlock: Warning: .*\.stormlock\.cfg \[default\] colour: unknown key/,
   );
   assert.match((await home.run(["current", "b"])).stdout, /^cwd-config\t/);
 });
@@ -275,9 +277,10 @@ Deno.test("cli: --help works on every command and --version prints the version",
       help.stdout,
       new RegExp(`^Usage: stormlock \\[-c FILE\\] ${command}`),
     );
-    assert.match(help.stdout, /78 +config error/);
+    assert.match(help.stdout, /Examples:\n {2}\S/);
   }
   const main = await home.run(["--help"]);
+  assert.match(main.stdout, /78 +config error/);
   assert.match(main.stdout, /69 +backend unavailable/);
   assert.equal((await home.run(["--version"])).stdout, `${VERSION}\n`);
 });
@@ -358,7 +361,7 @@ Deno.test("cli: help for an unknown command is a usage error", async () => {
 
 Deno.test("cli: acquire --wait takes the lock once the holder's lease ends", async () => {
   using home = new CliHome();
-  await home.run(["acquire", "--ttl", "1s", "queue"], { USER: "ann" });
+  await home.run(["acquire", "--ttl", "4s", "queue"], { USER: "ann" });
   const waited = await home.run(["acquire", "--wait", "30s", "queue"], {
     USER: "bob",
   });
@@ -366,7 +369,7 @@ Deno.test("cli: acquire --wait takes the lock once the holder's lease ends", asy
   assert.match(waited.stdout, LEASE_LINE);
   assert.match(
     waited.stderr,
-    /^stormlock: waiting up to 30s: "queue" is held by ann@\S+ since /,
+    /^stormlock: Waited \d+s of 30s; next in line; held by ann@\S+ until /,
   );
   assert.equal(waited.stderr.trim().split("\n").length, 1, "said once");
   const current = await home.run(["current", "queue"]);
@@ -382,8 +385,11 @@ Deno.test("cli: acquire --wait gives up after its time with exit 2", async () =>
   assert.equal(result.code, 2);
   assert.equal(result.stdout, "");
   const lines = result.stderr.trim().split("\n");
-  assert.match(lines[0], /waiting up to 1s/);
-  assert.match(lines.at(-1)!, /^stormlock: "busy" is held by ann@/);
+  assert.match(lines[0], /Waited \d+s of 1s/);
+  assert.match(
+    lines.at(-1)!,
+    /^stormlock: Gave up after waiting 1s: "busy" is held by ann@/,
+  );
   assertCleanExit(
     await home.run(["acquire", "--wait", "0s", "busy"]),
     64,
@@ -392,7 +398,7 @@ Deno.test("cli: acquire --wait gives up after its time with exit 2", async () =>
   assertCleanExit(
     await home.run(["current", "--wait", "1s", "busy"]),
     64,
-    /current takes no --wait/,
+    /"current" takes no --wait/,
   );
 });
 

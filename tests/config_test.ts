@@ -25,6 +25,9 @@ function sandbox(vars: Record<string, string> = {}) {
   return { home, cwd, env, write };
 }
 
+/** An environment with USER set, so no principal warning is expected. */
+const withUser = (name: string) => name === "USER" ? "ann" : undefined;
+
 Deno.test("findConfigFile() searches cwd, then XDG_CONFIG_HOME, then ~", () => {
   const { cwd, env, write } = sandbox();
   assert.equal(findConfigFile({ env, cwd }), undefined);
@@ -155,7 +158,7 @@ Deno.test("resolveLockSettings() names file, section and key of a bad value", ()
 
 Deno.test("resolveLockSettings() warns about unknown keys instead of ignoring them", () => {
   const config = parseConfig("[default]\nttl = 1h\ntll = 2h\n", "/x/s.cfg");
-  const settings = resolveLockSettings(config, "r");
+  const settings = resolveLockSettings(config, "r", withUser);
   assert.equal(settings.warnings.length, 1);
   assert.match(
     settings.warnings[0],
@@ -238,9 +241,9 @@ Deno.test("resolveLockSettings() warns about a [backend.NAME] that nothing uses"
     "[default]\nbackend = redis\n[backend.reddis]\nurl = redis://h\n[backend.sqlite]\npath = x.db\n",
     "/x/s.cfg",
   );
-  const warnings = resolveLockSettings(config, "r").warnings;
+  const warnings = resolveLockSettings(config, "r", withUser).warnings;
   assert.deepEqual(warnings, [
-    '/x/s.cfg [backend.reddis]: no "backend = reddis" uses this section; check the name',
+    '/x/s.cfg [backend.reddis]: no "backend = reddis" uses this section (did you mean [backend.redis]?)',
   ]);
 });
 
@@ -437,7 +440,24 @@ Deno.test("resolveLockSettings() refuses resource names that are not valid text"
 
 Deno.test("resolveLockSettings() lists the known keys in balanced text", () => {
   const config = parseConfig("[default]\ncolour = blue\n", "/x/s.cfg");
-  assert.deepEqual(resolveLockSettings(config, "r").warnings, [
+  assert.deepEqual(resolveLockSettings(config, "r", withUser).warnings, [
     "/x/s.cfg [default] colour: unknown key, ignored (known: principal, backend, ttl, reason, max_hold)",
   ]);
+});
+
+Deno.test("a config reason over 4096 characters is refused like --reason, naming the key", () => {
+  const config = parseConfig(`[deploy]\nreason = ${"x".repeat(5000)}\n`);
+  assert.throws(
+    () => resolveLockSettings(config, "deploy"),
+    (error: Error) => {
+      assert.ok(error instanceof ConfigError, String(error));
+      assert.match(
+        error.message,
+        /\[deploy\] reason: it is 5000 characters long; keep it under 4096/,
+      );
+      return true;
+    },
+  );
+  const fine = parseConfig(`[deploy]\nreason = ${"x".repeat(4096)}\n`);
+  assert.equal(resolveLockSettings(fine, "deploy").reason?.length, 4096);
 });

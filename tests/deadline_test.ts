@@ -5,6 +5,14 @@ import {
   MAX_TIMER_MS,
   withDeadline,
 } from "../lib/kit/deadline.ts";
+import {
+  attemptMs,
+  defineBackend,
+  MAX_IN_FLIGHT,
+  MIN_ATTEMPT_MS,
+} from "../lib/kit/backend.ts";
+import { LeaseNotHeldError } from "../lib/kit/errors.ts";
+import { Lock } from "../lib/lock.ts";
 
 /** Runs `body`, returning the names of the process warnings it caused. */
 async function warningsOf(body: () => Promise<void>): Promise<string[]> {
@@ -76,4 +84,98 @@ Deno.test("withDeadline treats a negative or NaN bound as no time, without a war
     });
     assert.deepEqual(warnings, [], `no warning for ${ms}`);
   }
+});
+
+Deno.test("attemptMs() gives each try the time left, between the floor and the timeout", () => {
+  assert.equal(attemptMs(3000, undefined, 0), 3000);
+  assert.equal(attemptMs(3000, 10_000, 0), 3000);
+  assert.equal(attemptMs(10_000, 2_000, 0), 2000);
+  assert.equal(attemptMs(10_000, 100, 0), MIN_ATTEMPT_MS);
+  assert.equal(attemptMs(10_000, 0, 5000), MIN_ATTEMPT_MS);
+  assert.equal(attemptMs(200, 0, 5000), 200);
+});
+
+Deno.test("a wait ends near its deadline even when every try would take the whole timeout", async () => {
+  // A store that takes the lock's queue reads fine but never answers an
+  // acquire: each try runs to the per-operation timeout (30 s here).
+  const hung = defineBackend({
+    name: "hung",
+    options: { timeout: { kind: "duration", default: "30s", doc: "" } },
+    capabilities: { clock: "host" },
+    open: () => ({
+      label: "hung store",
+      acquire: () => new Promise<never>(() => {}),
+      release: () => Promise.reject(new LeaseNotHeldError("x", "y")),
+      renew: () => new Promise<never>(() => {}),
+      current: () => Promise.resolve(null),
+      close() {},
+    }),
+  });
+  const backend = await hung.createBackend({}, {
+    name: "hung",
+    section: "backend.hung",
+  });
+  const lock = new Lock(backend, {
+    resource: "deploy",
+    principal: "ann@host",
+    ttlSeconds: 60,
+    backend: "hung",
+    backendOptions: {},
+    backendContext: { name: "hung", section: "backend.hung" },
+    warnings: [],
+  });
+  const started = Date.now();
+  await assert.rejects(lock.acquire(undefined, { wait: 1 }));
+  const took = Date.now() - started;
+  await backend.close();
+  // Unbounded, the first try alone takes the 30 s timeout; bounded, the
+  // wait ends about a second after it was asked to. A third of the
+  // timeout leaves a loaded machine plenty of room.
+  assert.ok(took < 10_000, `the 1 s wait took ${took} ms`);
+});
+
+Deno.test("past 16 operations in flight, the rest wait their turn, and one that gets none is refused as busy, never sent", async () => {
+  let sent = 0;
+  const hung = defineBackend({
+    name: "hung",
+    options: { timeout: { kind: "duration", default: "1s", doc: "" } },
+    capabilities: { clock: "host" },
+    open: () => ({
+      label: "hung store",
+      acquire: () => {
+        sent++;
+        return new Promise<never>(() => {});
+      },
+      release: () => Promise.reject(new LeaseNotHeldError("x", "y")),
+      renew: () => new Promise<never>(() => {}),
+      current: () => Promise.resolve(null),
+      close() {},
+    }),
+  });
+  const backend = await hung.createBackend({}, {
+    name: "hung",
+    section: "backend.hung",
+  });
+  // Twice as many as may be in flight, and one more: the last can't get a
+  // turn before the first 32 have each had their second.
+  const count = 2 * MAX_IN_FLIGHT + 1;
+  const results = await Promise.allSettled(
+    Array.from(
+      { length: count },
+      (_, i) => backend.acquire(`r${i}`, "ann@host", 60),
+    ),
+  );
+  await backend.close();
+  const messages = results.map((result) =>
+    String((result as PromiseRejectedResult).reason?.message)
+  );
+  const busy = messages.filter((message) => / is busy: /.test(message));
+  assert.ok(busy.length >= 1, messages.join("\n"));
+  assert.match(messages[count - 1], / is busy: /);
+  assert.equal(sent, count - busy.length, "a busy refusal was never sent");
+  assert.equal(
+    messages.filter((message) => /did not answer within 1s/.test(message))
+      .length,
+    sent,
+  );
 });

@@ -1,6 +1,7 @@
 import assert from "assert";
 import { join } from "node:path";
 import {
+  AcquireUnknownError,
   BackendUnavailableError,
   ConfigError,
   LeaseNotHeldError,
@@ -23,6 +24,8 @@ import {
   sleep,
   uniqueResource,
 } from "./helpers.ts";
+
+import { base64Fragments, FaultProxy } from "./faults/proxy.ts";
 
 const url = Deno.env.get("STORMLOCK_TEST_ETCD_URL");
 const tlsUrl = Deno.env.get("STORMLOCK_TEST_ETCD_TLS_URL");
@@ -964,4 +967,51 @@ test("the CLI over TLS with a password never prints the password", async () => {
   );
   const result = await home.run(["acquire", uniqueResource("cli")]);
   assertCleanExit(result, 69, new RegExp(`etcd at ${tlsHost}`), [tlsPassword]);
+});
+
+test("an acquire whose commit landed but whose answer was lost is never revoked off the record", async () => {
+  // The proxy passes the commit on and loses every answer after it: the
+  // lock is taken, and the acquire can't know.
+  using proxy = new FaultProxy(Number(new URL(hosts).port));
+  const reason = `lost${crypto.randomUUID().replaceAll("-", "")}`;
+  proxy.armOnce([reason, ...base64Fragments(reason)], () => {});
+  const resource = uniqueResource("lost");
+  const viaProxy = await open({
+    hosts: `http://127.0.0.1:${proxy.port}`,
+    timeout: "1s",
+  });
+  let unknownId: string | undefined;
+  try {
+    await viaProxy.acquire(resource, "ann@host", 600, { reason });
+    assert.fail("the acquire's answer was lost, so it can't succeed");
+  } catch (error) {
+    if (error instanceof AcquireUnknownError) unknownId = error.leaseId;
+    else assert.ok(error instanceof BackendUnavailableError, String(error));
+  } finally {
+    proxy.disarm();
+    await viaProxy.close(); // Waits for its clean-up to finish.
+    proxy.heal();
+  }
+  const direct = await open({ hosts, timeout: "3s" });
+  try {
+    const [acquired] = (await direct.history(resource, 10))
+      .filter((event) => event.kind === "acquired");
+    assert.ok(acquired, "the commit reached etcd");
+    const ended = (await direct.history(resource, 10)).find((event) =>
+      event.id === acquired.id && event.kind !== "acquired"
+    );
+    const holder = await direct.current(resource);
+    // Either the lease is still held (and its id was handed out), or its
+    // end is on the record: nothing else may end it.
+    assert.ok(
+      holder?.id === acquired.id || ended,
+      `lease ${acquired.id} vanished with no release, break or expiry recorded (holder: ${holder?.id})`,
+    );
+    if (holder) {
+      assert.equal(unknownId, holder.id, "the caller was given the lease id");
+      await direct.release(resource, holder.id);
+    }
+  } finally {
+    await direct.close();
+  }
 });

@@ -12,6 +12,8 @@
  * with bounded polls, and checks exit codes, messages and what the store
  * holds afterwards.
  */
+// test-servers: etcd redis postgres dynamodb mysql
+// (it starts its own, but needs them installed as their starters do)
 import assert from "assert";
 import { join } from "node:path";
 import {
@@ -31,15 +33,19 @@ import {
   uniqueResource,
 } from "./helpers.ts";
 import { base64Fragments, FaultProxy } from "./faults/proxy.ts";
+import type { BurstReport } from "./faults/burst.ts";
 import {
   delay,
+  etcdCall,
   type EtcdCluster,
   type FaultServer,
   hasDynalite,
+  hasMysql,
   hasPostgres,
   type PostgresServer,
   startDynalite,
   startEtcd,
+  startMysql,
   startPostgres,
   startRedis,
   until,
@@ -493,7 +499,7 @@ async function runStopsBeforeExpiry(harness: Harness): Promise<void> {
     killedAt < expires,
     `stopped at ${killedAt}, but the lease ran until ${expires}`,
   );
-  assert.match((await stderr).trim(), /^stormlock: .*lease/m);
+  assert.match((await stderr).trim(), /^stormlock: .*lease/im);
 }
 
 /** Runs `body` with a server of its own, closing it whatever happens. */
@@ -579,6 +585,21 @@ Deno.test({
               await server.start();
             }),
         );
+      },
+    ),
+});
+
+Deno.test({
+  name: "faults: mysql (MariaDB), paused, killed and restarted",
+  ignore: !hasMysql(),
+  ...options,
+  fn: (t) =>
+    withServer(
+      (dir) => startMysql(join(dir, "mysql")),
+      async (server) => {
+        using harness = new Harness(server);
+        await harness.backend((backend) => backend.init());
+        await commonFaults(t, harness);
       },
     ),
 });
@@ -716,4 +737,192 @@ Deno.test({
         );
       },
     ),
+});
+
+/** Processes in a burst, and acquires each sends at once. */
+const BURST_PROCESSES = 10;
+const BURST_EACH = 100;
+
+/**
+ * 1,000 contenders (10 processes of 100, each process one backend through
+ * `openBackend`, at the store's default timeout) race for one free lock.
+ * Then the store is read: one lease holds it, and it is the reported
+ * winner's (or one whose id a caller was handed as unknown); every refusal
+ * named it; nothing else is left in the store.
+ *
+ * @returns The reports, and the holder's id.
+ */
+async function burst(
+  backend: string,
+  options: Record<string, string>,
+): Promise<{ reports: BurstReport[]; holder: string }> {
+  const dir = Deno.makeTempDirSync({ prefix: "stormlock-burst-" });
+  const resource = uniqueResource("burst");
+  const gate = join(dir, "gate");
+  try {
+    const children = Array.from(
+      { length: BURST_PROCESSES },
+      (_, i) =>
+        new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "--quiet",
+            "-A",
+            repoPath("tests", "faults", "burst.ts"),
+            backend,
+            JSON.stringify(options),
+            resource,
+            String(BURST_EACH),
+            join(dir, `ready${i}`),
+            gate,
+          ],
+          env: AWS_ENV,
+          stdout: "piped",
+          stderr: "piped",
+        }).output(),
+    );
+    await until("every process to be ready", () => {
+      const ready = [...Deno.readDirSync(dir)].length;
+      if (ready < BURST_PROCESSES) throw new Error(`${ready} ready`);
+      return true;
+    }, 100);
+    Deno.writeTextFileSync(gate, "");
+    const outputs = await Promise.all(children);
+    const reports = outputs.map((output) => {
+      const stderr = new TextDecoder().decode(output.stderr);
+      assert.equal(output.code, 0, stderr);
+      return JSON.parse(new TextDecoder().decode(output.stdout)) as BurstReport;
+    });
+    const all = (key: keyof BurstReport) => reports.flatMap((r) => r[key]);
+    const busy = all("failed").filter((m) => / is busy: /.test(m)).length;
+    const summary = `won ${all("won").length}, refused ${
+      all("heldBy").length
+    }, unknown ${all("unknown").length}, busy (never sent) ${busy}, timed out ${
+      all("failed").length - busy
+    }`;
+    console.log(
+      `${backend} burst of ${BURST_PROCESSES * BURST_EACH}: ${summary}`,
+    );
+    const holder = await until(
+      "reading the store",
+      () =>
+        withOpen(backend, options, (b) => b.list(resource, { internal: true })),
+      100,
+    );
+    assert.equal(holder.length, 1, `one lease is left: ${summary}`);
+    const [lease] = holder;
+    assert.equal(lease.resource, resource);
+    assert.ok(all("won").length <= 1, summary);
+    assert.ok(
+      all("won").includes(lease.id) || all("unknown").includes(lease.id),
+      `the holder ${lease.id} was reported: ${summary}`,
+    );
+    for (const id of all("heldBy")) {
+      assert.equal(id, lease.id, "every refusal named the holder");
+    }
+    await withOpen(backend, options, (b) => b.release(resource, lease.id));
+    return { reports, holder: lease.id };
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+/** Opens a backend with `options`, runs `body`, closes it. */
+async function withOpen<T>(
+  name: string,
+  options: Record<string, string>,
+  body: (backend: Backend) => Promise<T>,
+): Promise<T> {
+  const backend = await openBackend(options, {
+    name,
+    section: `backend.${name}`,
+  });
+  try {
+    return await body(backend);
+  } finally {
+    await backend.close();
+  }
+}
+
+/** etcd leases that no key is attached to. */
+async function keylessLeases(port: number): Promise<string[]> {
+  const { leases } = await etcdCall(port, "/v3/lease/leases") as {
+    leases?: { ID: string }[];
+  };
+  const keyless: string[] = [];
+  for (const { ID } of leases ?? []) {
+    const { keys, TTL } = await etcdCall(port, "/v3/lease/timetolive", {
+      ID,
+      keys: true,
+    }) as { keys?: string[]; TTL?: string };
+    if (!keys?.length && Number(TTL ?? 0) > 0) keyless.push(ID);
+  }
+  return keyless;
+}
+
+/** A burst's options for a fault server, at the store's default timeout. */
+function burstOptions(server: FaultServer): Record<string, string> {
+  const { timeout: _, ...rest } = server.options();
+  return rest;
+}
+
+Deno.test({
+  name:
+    "faults: a burst of 1,000 contenders (10 processes x 100) on every store",
+  ...options,
+  async fn(t) {
+    await t.step("sqlite", async () => {
+      const dir = Deno.makeTempDirSync({ prefix: "stormlock-burst-db-" });
+      try {
+        await burst("sqlite", { path: join(dir, "locks.db") });
+      } finally {
+        Deno.removeSync(dir, { recursive: true });
+      }
+    });
+    await t.step({
+      name: "redis",
+      ignore: !hasCommand("redis-server"),
+      fn: () =>
+        withServer(
+          (dir) => startRedis(join(dir, "redis"), false),
+          async (server) => {
+            await burst("redis", burstOptions(server));
+          },
+        ),
+    });
+    await t.step({
+      name: "postgres",
+      ignore: !hasPostgres(),
+      fn: () =>
+        withServer(
+          (dir) => startPostgres(join(dir, "postgres")),
+          async (server) => {
+            await withOpen("postgres", server.options(), (b) => b.init());
+            await burst("postgres", burstOptions(server));
+          },
+        ),
+    });
+    await t.step({
+      name: "dynamodb",
+      ignore: !hasDynalite(),
+      fn: () =>
+        withServer(
+          (dir) => startDynalite(join(dir, "dynalite")),
+          async (server) => {
+            await withOpen("dynamodb", server.options(), (b) => b.init());
+            await burst("dynamodb", burstOptions(server));
+          },
+        ),
+    });
+    await t.step({
+      name: "etcd: and no granted etcd lease is left without a key",
+      ignore: !hasCommand("etcd"),
+      fn: () =>
+        withServer((dir) => startEtcd(join(dir, "etcd"), 1), async (server) => {
+          assert.deepEqual(await keylessLeases(server.port), []);
+          await burst("etcd", burstOptions(server));
+          assert.deepEqual(await keylessLeases(server.port), []);
+        }),
+    });
+  },
 });

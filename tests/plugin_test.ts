@@ -1004,7 +1004,7 @@ Deno.test({
         config,
         "acquire",
         "r",
-      ]);
+      ], { env: { USER: "tester" } });
       assert.equal(output.stderr, "");
       assert.equal(output.code, 0);
       assert.match(output.stdout, /^[0-9a-f]{32}\n$/);

@@ -381,6 +381,61 @@ test("a stray % in the URL is a config error that does not echo it", async () =>
   assert.ok(!error.message.includes(secret));
 });
 
+test("init() upgrades a table made by the original's setup/postgresql.sql, keeping its lease", async () => {
+  const table = uniqueTable();
+  const sql = await rawSql();
+  try {
+    // The original's schema, and a lease as the original wrote it.
+    await sql.unsafe(`CREATE TABLE ${table} (
+      resource text PRIMARY KEY,
+      lease uuid NOT NULL,
+      principal text NOT NULL,
+      created timestamp without time zone NOT NULL DEFAULT CURRENT_TIMESTAMP,
+      expires timestamp without time zone NOT NULL)`);
+    await sql.unsafe(
+      `INSERT INTO ${table} (resource, lease, principal, expires) VALUES
+       ('old', '00112233-4455-6677-8899-aabbccddeeff', 'ann',
+        CURRENT_TIMESTAMP + interval '1 hour')`,
+    );
+  } finally {
+    await sql.end();
+  }
+  await withPostgres({ table }, async (backend) => {
+    await backend.init();
+    const lease = await backend.current("old");
+    assert.equal(lease?.id, "00112233445566778899aabbccddeeff");
+    const left = lease!.expires.getTime() - Date.now();
+    assert.ok(left > 50 * 60_000 && left <= 3600_000, `${left} ms left`);
+    await assert.rejects(backend.acquire("old", "bob@host", 60), LockHeldError);
+    await backend.release("old", lease!.id);
+    assert.ok((await backend.acquire("old", "bob@host", 60)).fence >= 1);
+  });
+});
+
+test("the original's connection option takes libpq's key=value form", async () => {
+  const at = new URL(url);
+  const conninfo = `host=${at.hostname} port=${at.port} dbname=${
+    at.pathname.slice(1)
+  } user='${decodeURIComponent(at.username)}' password='${
+    password.replaceAll("\\", "\\\\").replaceAll("'", "\\'")
+  }'`;
+  const backend = await openBackend(
+    { connection: conninfo, table: uniqueTable(), create_table: "true" },
+    context,
+  );
+  try {
+    const lease = await backend.acquire("r", "ann@host", 60);
+    await backend.release("r", lease.id);
+  } finally {
+    await backend.close();
+  }
+  const bad = await clean(
+    openBackend({ connection: "host=db sslfactory=x" }, context),
+    ConfigError,
+  );
+  assert.match(bad.message, /"sslfactory" is not a connection key/);
+});
+
 test("the original's connection option still works as url", async () => {
   const backend = await openBackend(
     { connection: url, table: uniqueTable(), create_table: "true" },

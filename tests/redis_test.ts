@@ -8,6 +8,7 @@ import {
   UsageError,
 } from "../mod.ts";
 import type { Backend, BackendOptions, Lease } from "../mod.ts";
+import { waiterPrefix, WaitTicket } from "../lib/queue.ts";
 import {
   testBackendContract,
   testUnavailableContract,
@@ -294,6 +295,20 @@ test("a least-privilege ACL user can do everything", async () => {
       ],
     );
     assert.ok(last.fence > next.fence && next.fence > lease.fence);
+    // The queue: a waiter's registration joins the lock's waiters set, and
+    // a queue-aware acquire reads it, with the same ACL.
+    const queued = uniqueResource();
+    const ticket = await WaitTicket.take(backend, queued, "ann");
+    try {
+      const refused = await backend.acquire(queued, "bob", 60, {
+        waiters: waiterPrefix(queued),
+      }).then(() => undefined, (error) => error);
+      assert.ok(refused instanceof LockHeldError, String(refused));
+      assert.equal(refused.queued, true);
+      assert.equal(refused.holder.principal, "ann");
+    } finally {
+      await ticket.leave();
+    }
   } finally {
     await backend.close();
   }
@@ -569,7 +584,7 @@ test("a resource name starting with NUL is refused, as it would share the side k
     await rejectsCleanly(
       backend.acquire("\0state\0x", "ann", 60),
       UsageError,
-      { mentions: ["NUL"] },
+      { mentions: ["U+0000", "reserves"] },
     );
   } finally {
     await backend.close();
@@ -849,5 +864,51 @@ test("a subscriber whose connection drops goes quiet; the next watch opens anoth
     stop.abort();
     raw.disconnect();
     await backend.close();
+  }
+});
+
+test("init warns unless maxmemory-policy is noeviction, and an evicted fence counter goes on from history", async () => {
+  await using server = await passwordlessServer();
+  const raw = new Redis({ host: "127.0.0.1", port: server.port });
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  const warnings: string[] = [];
+  const backend = await openBackend(
+    { url: `redis://127.0.0.1:${server.port}`, prefix },
+    { name: "redis", section: "backend.redis" },
+    (message) => warnings.push(message),
+  );
+  try {
+    await backend.init();
+    assert.deepEqual(warnings, [], "noeviction (the default) is fine");
+    await raw.config("SET", "maxmemory-policy", "allkeys-lru");
+    await backend.init();
+    assert.equal(warnings.length, 1, warnings.join("\n"));
+    assert.match(
+      warnings[0],
+      /maxmemory-policy is allkeys-lru, .*set maxmemory-policy noeviction/,
+    );
+    const resource = uniqueResource("evicted");
+    let fence = 0;
+    for (let i = 0; i < 4; i++) {
+      const lease = await backend.acquire(resource, "ann@host", 60);
+      assert.ok(lease.fence > fence);
+      fence = lease.fence;
+      await backend.release(resource, lease.id);
+    }
+    // What eviction does to the counter (it has no TTL, so allkeys-* can
+    // pick it): the key is gone, the history is still there.
+    assert.equal(await raw.del(sideKeys(prefix, resource).state), 1);
+    const after = await backend.acquire(resource, "ann@host", 60);
+    assert.ok(
+      after.fence > fence,
+      `the fence went back from ${fence} to ${after.fence}`,
+    );
+    await backend.release(resource, after.id);
+    const next = await backend.acquire(resource, "ann@host", 60);
+    assert.equal(next.fence, after.fence + 1);
+    await backend.release(resource, next.id);
+  } finally {
+    await backend.close();
+    raw.disconnect();
   }
 });

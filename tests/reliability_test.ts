@@ -197,7 +197,7 @@ Deno.test("cli: an XDG_CONFIG_HOME that can't be searched is skipped with a warn
   assert.match(result.stdout, LEASE_LINE);
   assert.match(
     result.stderr,
-    /^stormlock: warning: XDG_CONFIG_HOME \(.*\) can't be searched for a config file \(its symbolic links form a loop\), so it is skipped/,
+    /^stormlock: Warning: XDG_CONFIG_HOME \(.*\) can't be searched for a config file \(its symbolic links form a loop\), so it is skipped/,
   );
   // A relative one is ignored, as XDG says, without a word.
   const relative = await runMain(["current", "x"], home.cwd, {

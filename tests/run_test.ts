@@ -138,7 +138,7 @@ Deno.test("run releases the lease when the command fails or dies of a signal", a
     "no-such-command-here",
   ]);
   assert.equal(missing.code, 127);
-  assert.match(missing.stderr, /^stormlock: could not start .*not found/);
+  assert.match(missing.stderr, /^stormlock: Could not start .*not found/);
   await assertFree(home, "failing");
 });
 
@@ -146,7 +146,7 @@ Deno.test("run refuses a command without -- and a held lock, leaving it alone", 
   using home = new CliHome();
   const bare = await home.run(["run", "-t", "9s", "r", "true"]);
   assert.equal(bare.code, 64);
-  assert.match(bare.stderr, /^stormlock: run needs "--"/);
+  assert.match(bare.stderr, /^stormlock: "run" needs "--"/);
 
   const id = (await home.run(["acquire", "r"], { USER: "bob" })).stdout.trim();
   const held = await home.run(["run", "-t", "9s", "r", "--", "true"]);
@@ -184,7 +184,7 @@ Deno.test("a break stops the command and its grandchild, exits 75 and names the 
   assert.equal(lines.length, 1, result.stderr);
   assert.match(
     lines[0],
-    /^stormlock: lease on "broken" was broken by bob@\S+ .*: job looked dead$/,
+    /^stormlock: Lease on "broken" was broken by bob@\S+ .*: job looked dead$/,
   );
   await assertEnded(grandchild);
 });
@@ -230,7 +230,7 @@ Deno.test("max_hold from the config ends the command with 75, SIGKILL for what i
   assert.equal(result.code, 75, result.stderr);
   assert.match(
     result.stderr,
-    /^stormlock: lease on "capped" reached max_hold \(4s\) and is given up\n$/,
+    /^stormlock: Lease on "capped" reached max_hold \(4s\) and is given up\n$/,
   );
   await assertEnded(Number(Deno.readTextFileSync(pidFile)));
   await assertFree(home, "capped");
@@ -374,4 +374,47 @@ Deno.test("hold() releases when the work throws, and rethrows", async () => {
   } finally {
     await close();
   }
+});
+
+Deno.test("a SIGKILL of run stops its command and grandchild too, and stdin still reaches the command", async () => {
+  using home = new CliHome();
+  const pidFile = join(home.home, "command.pid");
+  const grandchildFile = join(home.home, "grandchild.pid");
+  const readFile = join(home.home, "stdin.txt");
+  const run = new Deno.Command("sh", {
+    args: [
+      repoPath("scripts", "stormlock"),
+      "run",
+      "-t",
+      "30s",
+      "--kill-after",
+      "2s",
+      "killed-run",
+      "--",
+      "sh",
+      "-c",
+      `read line; echo "$line" > "${readFile}"; sleep 600 & echo $! > "${grandchildFile}"; echo $$ > "${pidFile}"; wait`,
+    ],
+    cwd: home.cwd,
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      DENO: Deno.execPath(),
+      ...home.env,
+    },
+    stdin: "piped",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const writer = run.stdin.getWriter();
+  await writer.write(new TextEncoder().encode("hello\n"));
+  const command = Number(await waitForFile(pidFile));
+  const grandchild = Number(await waitForFile(grandchildFile));
+  assert.equal(await waitForFile(readFile), "hello");
+  // The launcher execs Deno, so this is run itself.
+  run.kill("SIGKILL");
+  await run.status;
+  await writer.close().catch(() => {});
+  await assertEnded(command);
+  await assertEnded(grandchild);
 });

@@ -237,8 +237,11 @@ Deno.test("serve: bad paths get clear 4xx JSON errors", async () => {
     ["/api/nope", {}, 404, /No such API path/],
     ["/api/locks/a/b/c", {}, 404, /No such API path/],
     ["/api/locks/a/unknown", {}, 404, /No such API path/],
-    ["/api/locks/%00", {}, 400, /NUL/],
-    ["/api/locks/a%00b/history", {}, 400, /NUL/],
+    ["/api/locks/%00", {}, 400, /U\+0000, which Stormlock reserves/],
+    ["/api/locks/a%00b/history", {}, 400, /U\+0000/],
+    ["/api/locks/deploy%1Fwait%1F0000000000000001", {}, 400, /U\+001F/],
+    ["/api/locks/a%1Fb/history", {}, 400, /U\+001F/],
+    ["/api/locks/a%0Ab", {}, 400, /U\+000A/],
     ["/api/locks/%E0%A4%A", {}, 400, /percent-encoded UTF-8/],
     ["/api/locks/%ff", {}, 400, /percent-encoded UTF-8/],
     ["/api/locks/" + "x".repeat(5000), {}, 414, /over 4096 bytes/],
@@ -419,7 +422,7 @@ Deno.test("serve: a break with the token is recorded, and the holder's next rene
   assert.equal(renew.code, 3, renew.stderr);
   assert.match(
     renew.stderr,
-    /was broken by pager@example via serve on .*: job died/,
+    /was broken by pager@example via serve at .*: job died/,
   );
   const history = await getJson(`${url}/api/locks/team%2Fdb/history`, {
     headers: { authorization: `Bearer ${TOKEN}` },
@@ -560,7 +563,7 @@ Deno.test("serve: the command refuses unsafe or bad options with exit 64", async
     [["--allow-break"], {}, /--allow-break needs a token/],
     [["--token", "short"], {}, /at least 16/],
     [["--listen", "nowhere"], {}, /Bad --listen "nowhere"/],
-    [["extra"], {}, /serve takes .*got 1 argument/],
+    [["extra"], {}, /"serve" takes no arguments, but got 1 argument/],
   ];
   for (const [args, env, pattern] of cases) {
     const result = await home.run(["serve", ...args], env);

@@ -17,21 +17,24 @@ import {
   StormlockError,
   UsageError,
 } from "./errors.ts";
-import { type Bound, DeadlineError, within } from "./deadline.ts";
+import { type Bound, DeadlineError, MAX_TIMER_MS, within } from "./deadline.ts";
 import { isLeaseId, newLeaseId } from "./lease.ts";
 import {
   formatTimeout,
   optionError,
   type OptionSchema,
   type OptionSpec,
+  originalNameNotes,
   parseOptions,
   type SettingsOf,
   unknownOptionWarnings,
 } from "./options.ts";
 import { deniedPermission, permissionAdvice } from "./permissions.ts";
 import { resolveConfigPath } from "./paths.ts";
+import { resourceNameProblem, shorten } from "./text.ts";
 import { VERSION } from "./version.ts";
 import type {
+  AcquireDetails,
   Backend,
   BackendContext,
   BackendOptions,
@@ -39,7 +42,6 @@ import type {
   Capabilities,
   Capability,
   Lease,
-  LeaseDetails,
   LeaseEvent,
 } from "./types.ts";
 
@@ -66,7 +68,7 @@ export type Operation = Bound;
  * };
  * ```
  */
-export interface AcquireRequest extends LeaseDetails {
+export interface AcquireRequest extends AcquireDetails {
   /** The resource to lock. */
   resource: string;
   /** The new lease's id. */
@@ -186,6 +188,11 @@ export interface Store {
   ): Promise<void>;
   /** With the `init` capability: creates tables and the like. */
   init?(op: Operation): Promise<void> | void;
+  /**
+   * Optional, run by `init`: what is wrong with the server's own settings
+   * for Stormlock (such as a Redis that evicts keys), one warning each.
+   */
+  checkSetup?(op: Operation): Promise<string[]> | string[];
   /** Closes connections; may be synchronous. */
   close(): void | Promise<void>;
 }
@@ -413,6 +420,7 @@ const CAPABILITY_NAMES: readonly Capability[] = [
   "history",
   "fencing",
   "events",
+  "queue",
 ];
 
 /**
@@ -425,6 +433,36 @@ const CAPABILITY_NAMES: readonly Capability[] = [
  * ```
  */
 export const INTERNAL_MARK = "\u001f";
+
+/**
+ * What separates a lock's name from a waiter's ticket in the name of the
+ * waiter's registration (`deploy\u001fwait\u001f0000000000000042`), so a
+ * store can keep a lock's waiters where its acquire can see them.
+ * @example
+ * ```ts
+ * import { WAIT_MARK } from "./backend.ts";
+ * console.log(JSON.stringify(WAIT_MARK)); // "\u001fwait\u001f"
+ * ```
+ */
+export const WAIT_MARK = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
+
+/**
+ * Whether `resource` is one of the waiting queue's own names (a waiter's
+ * registration or a ticket counter), which `list` leaves out. Any other
+ * name is a lock, and is listed even if an older version let it in with
+ * a reserved character.
+ * @example
+ * ```ts
+ * import { isBookkeeping } from "./backend.ts";
+ * isBookkeeping("deploy\u001fwait\u001f0000000000000001"); // true
+ * isBookkeeping("deploy\u001fqueue"); // true
+ * isBookkeeping("deploy\u001fx"); // false
+ * ```
+ */
+export function isBookkeeping(resource: string): boolean {
+  // deno-lint-ignore no-control-regex
+  return /\u001f(?:wait\u001f\d{16}|queue)$/.test(resource);
+}
 
 /** The longest a plugin without a `timeout` option may take per call. */
 const PLUGIN_DEFAULT_TIMEOUT_MS = 30_000;
@@ -593,6 +631,7 @@ function fullCapabilities(
     history: false,
     fencing: false,
     events: false,
+    queue: false,
   };
   for (const name of CAPABILITY_NAMES) full[name] = declared?.[name] === true;
   return full;
@@ -646,6 +685,9 @@ async function createFramed(
   for (const warning of unknownOptionWarnings(schema, options, context)) {
     how.warn?.(warning);
   }
+  for (const note of originalNameNotes(schema, options, context)) {
+    how.warn?.(note);
+  }
   const settings = parseOptions(schema, options, context);
   const who = how.plugin
     ? `Backend "${context.name}" (${how.plugin})`
@@ -688,6 +730,7 @@ async function createFramed(
   return new FramedBackend(definition, store, capabilities, context, {
     timeoutMs,
     plugin: how.plugin,
+    warn: how.warn,
   });
 }
 
@@ -772,6 +815,129 @@ function translate(error: unknown, input: TranslateInput): StormlockError {
   );
 }
 
+/**
+ * How a view of a framed backend differs from the backend: whether it may
+ * use Stormlock's reserved names, and a deadline every operation also
+ * keeps.
+ */
+interface FrameView {
+  /** The waiting queue's own names are allowed. */
+  bookkeeping?: boolean;
+  /** Epoch ms after which each operation gets only the minimum time. */
+  deadline?: number;
+}
+
+/** How views are made: reachable only from inside Stormlock. */
+const VIEW = Symbol("stormlock.frameView");
+
+/**
+ * The shortest bound an operation gets under a deadline, so one that
+ * starts just before it can still finish (and a lost acquire be settled).
+ */
+export const MIN_ATTEMPT_MS = 500;
+
+/**
+ * The same backend, allowed to use names with Stormlock's reserved
+ * characters: for the waiting queue, which keeps its registrations under
+ * them. Users' names never get this; other backends are returned as they
+ * are.
+ * @example
+ * ```ts ignore
+ * const queue = bookkeeping(backend);
+ * ```
+ */
+export function bookkeeping(backend: Backend): Backend {
+  return viewOf(backend, { bookkeeping: true });
+}
+
+/**
+ * The same backend, with every operation also bounded by the time left
+ * until `deadline` (epoch ms), though never below
+ * {@linkcode MIN_ATTEMPT_MS}: a wait's retries then end near its deadline
+ * however slow the store is.
+ * @example
+ * ```ts ignore
+ * const bounded = boundedBy(backend, Date.now() + 15_000);
+ * ```
+ */
+export function boundedBy(backend: Backend, deadline: number): Backend {
+  return viewOf(backend, { deadline });
+}
+
+function viewOf(backend: Backend, view: FrameView): Backend {
+  const make = (backend as { [VIEW]?: (view: FrameView) => Backend })[VIEW];
+  return typeof make === "function" ? make.call(backend, view) : backend;
+}
+
+/**
+ * The time one operation gets: the backend's timeout, or less when a
+ * deadline is nearer, but at least {@linkcode MIN_ATTEMPT_MS}.
+ * @example
+ * ```ts
+ * import { attemptMs } from "./backend.ts";
+ * attemptMs(3000, 1000, 0); // 1000
+ * ```
+ */
+export function attemptMs(
+  timeoutMs: number,
+  deadline: number | undefined,
+  now: number,
+): number {
+  if (deadline === undefined) return timeoutMs;
+  return Math.min(timeoutMs, Math.max(deadline - now, MIN_ATTEMPT_MS));
+}
+
+/**
+ * How many operations one backend instance has on its store at once. A
+ * burst beyond it waits its turn here, first come first, instead of
+ * piling onto a store that then answers nobody in time.
+ */
+export const MAX_IN_FLIGHT = 16;
+
+/** At most `size` holders at once; the others wait, first come first. */
+class Turns {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(size: number) {
+    this.#free = size;
+  }
+
+  /** A turn at once, as its release, or `undefined` if none is free. */
+  tryTake(): (() => void) | undefined {
+    if (this.#free === 0) return undefined;
+    this.#free--;
+    return this.#releaser();
+  }
+
+  /** A turn within `ms`, as its release, or `undefined` if none came. */
+  take(ms: number): Promise<(() => void) | undefined> {
+    return new Promise((resolve) => {
+      const turn = () => {
+        clearTimeout(timer);
+        resolve(this.#releaser());
+      };
+      const timer = setTimeout(() => {
+        const at = this.#waiting.indexOf(turn);
+        if (at !== -1) this.#waiting.splice(at, 1);
+        resolve(undefined);
+      }, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+      this.#waiting.push(turn);
+    });
+  }
+
+  #releaser(): () => void {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free++;
+    };
+  }
+}
+
 /** The frame around a store: what every backend's operations share. */
 class FramedBackend implements Backend {
   readonly name: string;
@@ -781,14 +947,23 @@ class FramedBackend implements Backend {
   readonly #context: BackendContext;
   readonly #timeoutMs: number;
   readonly #plugin?: string;
-  #closed = false;
+  readonly #warn?: (message: string) => void;
+  readonly #view: FrameView;
+  // Shared by the backend and its views: closing one closes all.
+  readonly #state: { closed: boolean; turns: Turns };
 
   constructor(
     definition: BackendDefinition,
     store: Store,
     capabilities: Capabilities,
     context: BackendContext,
-    how: { timeoutMs: number; plugin?: string },
+    how: {
+      timeoutMs: number;
+      plugin?: string;
+      warn?: (message: string) => void;
+      view?: FrameView;
+      state?: { closed: boolean; turns: Turns };
+    },
   ) {
     this.name = context.name;
     this.capabilities = {
@@ -803,6 +978,46 @@ class FramedBackend implements Backend {
     this.#context = context;
     this.#timeoutMs = how.timeoutMs;
     this.#plugin = how.plugin;
+    this.#warn = how.warn;
+    this.#view = how.view ?? {};
+    this.#state = how.state ?? {
+      closed: false,
+      turns: new Turns(MAX_IN_FLIGHT),
+    };
+  }
+
+  [VIEW](view: FrameView): Backend {
+    return new FramedBackend(
+      this.#definition,
+      this.#store,
+      this.capabilities,
+      this.#context,
+      {
+        timeoutMs: this.#timeoutMs,
+        plugin: this.#plugin,
+        warn: this.#warn,
+        view: { ...this.#view, ...view },
+        state: this.#state,
+      },
+    );
+  }
+
+  /** Refuses a name with reserved characters, unless this is the queue. */
+  #name(resource: string, what = "resource name"): void {
+    if (this.#view.bookkeeping && typeof resource === "string") return;
+    const problem = resourceNameProblem(resource);
+    if (problem) {
+      throw new UsageError(
+        `The ${what} ${
+          typeof resource === "string" ? shorten(resource, 60) : ""
+        } ${problem}; use another name`.replace("  ", " "),
+      );
+    }
+  }
+
+  /** The store's own label, for `stormlock config`. */
+  get label(): string {
+    return this.#label;
   }
 
   get #label(): string {
@@ -828,15 +1043,42 @@ class FramedBackend implements Backend {
     resource: string | undefined,
     body: (op: Operation) => Promise<T> | T,
   ): Promise<T> {
-    if (this.#closed) {
+    if (this.#state.closed) {
       throw new UsageError(
         `The ${this.name} backend is closed; open a new one`,
       );
     }
+    const ms = attemptMs(this.#timeoutMs, this.#view.deadline, Date.now());
+    const turns = this.#state.turns;
+    const done = turns.tryTake() ?? await turns.take(ms);
+    if (!done) {
+      // Never sent: the store was not asked, so this is no timeout of its.
+      throw new BackendUnavailableError(
+        `${this.#label} is busy: this process already has ${MAX_IN_FLIGHT} operations on it and more waiting, and this one got no turn within ${
+          formatTimeout(ms)
+        }; send fewer at once, or raise timeout`,
+      );
+    }
+    // Once sent, the store gets its whole time (a wait for a turn is not
+    // the store's slowness), but never more than a caller's deadline left.
+    const storeMs = this.#view.deadline === undefined
+      ? ms
+      : attemptMs(ms, this.#view.deadline, Date.now());
     try {
-      return await within(this.#timeoutMs, body);
+      return await within(storeMs, body);
     } catch (error) {
+      if (storeMs < this.#timeoutMs && error instanceof DeadlineError) {
+        // Cut short by the caller's deadline: say so, not "down".
+        throw new BackendUnavailableError(
+          `${this.#label} did not answer within ${
+            formatTimeout(storeMs)
+          }, the time left to wait (timeout); the store is slow or busy`,
+          { cause: error },
+        );
+      }
       throw this.#fail(error, action, resource);
+    } finally {
+      done();
     }
   }
 
@@ -893,8 +1135,9 @@ class FramedBackend implements Backend {
     resource: string,
     principal: string,
     ttlSeconds: number,
-    details: LeaseDetails = {},
+    details: AcquireDetails = {},
   ): Promise<Lease> {
+    this.#name(resource);
     const request: AcquireRequest = {
       resource,
       id: newLeaseId(),
@@ -968,6 +1211,7 @@ class FramedBackend implements Backend {
   }
 
   async release(resource: string, leaseId: string): Promise<void> {
+    this.#name(resource);
     try {
       await this.#run(
         "release",
@@ -985,6 +1229,7 @@ class FramedBackend implements Backend {
     ttlSeconds: number,
     change: { reason?: string } = {},
   ): Promise<Lease> {
+    this.#name(resource);
     try {
       const lease = await this.#run(
         "renew",
@@ -998,6 +1243,7 @@ class FramedBackend implements Backend {
   }
 
   async current(resource: string): Promise<Lease | null> {
+    this.#name(resource);
     const lease = await this.#run(
       "read",
       resource,
@@ -1007,6 +1253,7 @@ class FramedBackend implements Backend {
   }
 
   async isHeld(resource: string, leaseId: string): Promise<boolean> {
+    this.#name(resource);
     const held = await this.#run("read", resource, async (op) => {
       if (this.#store.isHeld) {
         return await this.#store.isHeld(resource, leaseId, op) === true;
@@ -1025,6 +1272,7 @@ class FramedBackend implements Backend {
     prefix = "",
     options: { internal?: boolean } = {},
   ): Promise<Lease[]> {
+    if (prefix !== "") this.#name(prefix, "prefix");
     requireCapability(this, "list");
     const leases: unknown = await this.#run(
       "list",
@@ -1044,7 +1292,7 @@ class FramedBackend implements Backend {
       .filter((lease) =>
         lease.resource.startsWith(prefix) && lease.expires.getTime() > now &&
         (options.internal || prefix.includes(INTERNAL_MARK) ||
-          !lease.resource.includes(INTERNAL_MARK))
+          !isBookkeeping(lease.resource))
       )
       .sort((a, b) =>
         a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0
@@ -1052,6 +1300,7 @@ class FramedBackend implements Backend {
   }
 
   async history(resource: string, limit = 100): Promise<LeaseEvent[]> {
+    this.#name(resource);
     requireCapability(this, "history");
     const events: unknown = await this.#run(
       "read history",
@@ -1083,6 +1332,7 @@ class FramedBackend implements Backend {
     leaseId: string,
     by: Breaker,
   ): Promise<Lease> {
+    this.#name(resource);
     if (!this.#store.breakLease) {
       // Without a recorded break, a compare-and-delete is still safe.
       const holder = await this.current(resource);
@@ -1136,6 +1386,7 @@ class FramedBackend implements Backend {
     onChange: () => void,
     signal: AbortSignal,
   ): Promise<void> {
+    this.#name(resource);
     requireCapability(this, "events");
     await this.#run(
       "watch",
@@ -1147,20 +1398,30 @@ class FramedBackend implements Backend {
   async init(): Promise<boolean> {
     if (this.capabilities.init) {
       await this.#run("init", undefined, (op) => this.#store.init!(op));
-      return true;
+    } else {
+      // Nothing to create, but "ready" must mean the store answers.
+      await this.#run(
+        "read",
+        PROBE_RESOURCE,
+        (op) => this.#store.current(PROBE_RESOURCE, op),
+      );
     }
-    // Nothing to create, but "ready" must mean the store answers.
-    await this.#run(
-      "read",
-      PROBE_RESOURCE,
-      (op) => this.#store.current(PROBE_RESOURCE, op),
-    );
-    return false;
+    if (typeof this.#store.checkSetup === "function") {
+      const warnings = await this.#run(
+        "check",
+        undefined,
+        (op) => this.#store.checkSetup!(op),
+      );
+      for (const warning of Array.isArray(warnings) ? warnings : []) {
+        this.#warn?.(`${this.#label}: ${warning}`);
+      }
+    }
+    return this.capabilities.init;
   }
 
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.#state.closed) return;
+    this.#state.closed = true;
     try {
       await this.#store.close();
     } catch {

@@ -1,9 +1,11 @@
 /**
- * TTL parsing and formatting. Granularity is one second.
+ * Durations: one rule for every TTL, wait, timeout and limit, in the CLI
+ * and the config. A lease's granularity is one second.
  *
  * @module
  */
 import { UsageError } from "./errors.ts";
+import { didYouMean } from "./suggest.ts";
 
 /**
  * The longest TTL accepted: 365 days, in seconds.
@@ -23,35 +25,60 @@ const UNITS: ReadonlyArray<readonly [name: string, seconds: number]> = [
   ["seconds", 1],
 ];
 
-const PART = /(\d+)\s*([a-z]+)\s*/y;
+/** Every unit spelling offered when a unit is mistyped. */
+const UNIT_SPELLINGS = [
+  "ms",
+  "s",
+  "sec",
+  "seconds",
+  "m",
+  "min",
+  "minutes",
+  "h",
+  "hours",
+  "d",
+  "days",
+  "w",
+  "weeks",
+];
+
+const PART = /(\d+)\s*([a-z]*)\s*/y;
+
+/** The forms every duration message shows. */
+const FORMS = "use forms like 30s, 10m, 1h30m, 2 days or 1w";
 
 /**
- * Parses a TTL such as `1 days`, `30 minutes`, `2 h`, `1 sec`, `1d`,
- * `1h30m` or `2w` into whole seconds. A unit is any prefix of `weeks`,
- * `days`, `hours`, `minutes` or `seconds`.
+ * Parses a duration, the one rule shared by the CLI (`--ttl`, `--wait`,
+ * `--max-hold`, `--kill-after`) and the config (`ttl`, `max_hold`,
+ * `timeout`): one or more `NUMBER UNIT` parts, where a unit is `ms` or any
+ * prefix of `weeks`, `days`, `hours`, `minutes` or `seconds`, and a bare
+ * number is seconds (`90` is `90s`).
  *
- * @param text The TTL as the user wrote it.
- * @returns The TTL in seconds, from 1 to {@linkcode MAX_TTL_SECONDS}.
- * @throws {UsageError} when the text is not a TTL, or is zero, negative,
- * fractional or longer than 365 days.
+ * @param text The duration as the user wrote it.
+ * @param what Names the value in the error, e.g. `TTL` or `wait time`.
+ * @returns The duration in milliseconds, at least 1.
+ * @throws {UsageError} when the text is not a duration, or is zero,
+ * negative or fractional; a mistyped unit gets the nearest one suggested.
  *
  * @example
  * ```ts
- * import { parseTtl } from "@stormlock/stormlock";
- * parseTtl("1h30m"); // 5400
- * parseTtl("30 minutes"); // 1800
+ * import { parseDurationMs } from "@stormlock/stormlock";
+ * parseDurationMs("1h30m"); // 5400000
+ * parseDurationMs("90"); // 90000
+ * parseDurationMs("500ms"); // 500
  * ```
  */
-export function parseTtl(text: string): number {
+export function parseDurationMs(text: string, what = "duration"): number {
   const input = text.trim();
   const bad = (why: string) =>
-    new UsageError(
-      `Bad TTL "${text}": ${why}; use forms like 30s, 10m, 1h30m, 2 days or 1w`,
-    );
+    new UsageError(`Bad ${what} "${text}": ${why}; ${FORMS}`);
   if (input === "") throw bad("it is empty");
   if (input.startsWith("-")) throw bad("it is negative");
-  if (/\d[.,]\d/.test(input)) throw bad("use whole numbers");
-  if (/^\d+$/.test(input)) throw bad("it needs a unit");
+  if (/\d[.,]\d/.test(input)) throw bad("use whole numbers (500ms, not 0.5s)");
+  if (/^\d+$/.test(input)) {
+    if (Number(input) === 0) throw bad("it must be more than zero");
+    return Number(input) * 1000;
+  }
   if (/[A-Z]/.test(input)) throw bad("units are lowercase");
 
   let total = 0;
@@ -61,13 +88,57 @@ export function parseTtl(text: string): number {
     const match = PART.exec(input);
     if (!match) throw bad(`cannot read "${input.slice(start)}"`);
     const [, digits, unitText] = match;
+    if (unitText === "") {
+      throw bad(`"${digits}" needs a unit after a first part`);
+    }
+    if (
+      unitText === "ms" ||
+      (unitText.length > 2 && "milliseconds".startsWith(unitText))
+    ) {
+      total += Number(digits);
+      continue;
+    }
     const unit = UNITS.find(([name]) => name.startsWith(unitText));
-    if (!unit) throw bad(`"${unitText}" is not a unit`);
-    total += Number(digits) * unit[1];
+    if (!unit) {
+      throw bad(
+        `"${unitText}" is not a unit${didYouMean(unitText, UNIT_SPELLINGS)}`,
+      );
+    }
+    total += Number(digits) * unit[1] * 1000;
   }
-  if (total === 0) throw bad("it must be at least 1 second");
-  if (total > MAX_TTL_SECONDS) throw bad("it must be at most 365 days");
+  if (total === 0) throw bad("it must be more than zero");
   return total;
+}
+
+/**
+ * Parses a TTL with {@linkcode parseDurationMs}'s rule (`1 days`,
+ * `30 minutes`, `1h30m`, `2w`, or `90` for 90 seconds) into whole seconds.
+ *
+ * @param text The TTL as the user wrote it.
+ * @returns The TTL in seconds, from 1 to {@linkcode MAX_TTL_SECONDS}.
+ * @throws {UsageError} when the text is not a duration, is not whole
+ * seconds, or is zero, negative or longer than 365 days.
+ *
+ * @example
+ * ```ts
+ * import { parseTtl } from "@stormlock/stormlock";
+ * parseTtl("1h30m"); // 5400
+ * parseTtl("30 minutes"); // 1800
+ * ```
+ */
+export function parseTtl(text: string, what = "TTL"): number {
+  const ms = parseDurationMs(text, what);
+  if (ms % 1000 !== 0) {
+    throw new UsageError(
+      `Bad ${what} "${text}": it must be whole seconds; ${FORMS}`,
+    );
+  }
+  if (ms > MAX_TTL_SECONDS * 1000) {
+    throw new UsageError(
+      `Bad ${what} "${text}": it must be at most 365 days; ${FORMS}`,
+    );
+  }
+  return ms / 1000;
 }
 
 /**
@@ -97,13 +168,13 @@ export function formatTtl(seconds: number): string {
 }
 
 /**
- * Parses a network timeout: `500ms`, `3s`, `1m`, or a bare number of
- * seconds (as the original's `timeout` option was).
+ * Parses a network timeout with the one duration rule
+ * ({@linkcode parseDurationMs}): `500ms`, `3s`, `1m`, or `3` for 3 seconds.
  *
  * @param text The timeout as configured.
  * @param where Names the config key in the error, e.g. `[backend.redis] timeout`.
  * @returns Milliseconds, at least 1.
- * @throws {UsageError} when the text is not a positive timeout.
+ * @throws {UsageError} when the text is not a positive duration.
  *
  * @example
  * ```ts
@@ -113,15 +184,11 @@ export function formatTtl(seconds: number): string {
  * ```
  */
 export function parseTimeoutMs(text: string, where: string): number {
-  const input = text.trim();
-  const millis = /^(\d+)\s*ms$/.exec(input);
-  if (millis && Number(millis[1]) > 0) return Number(millis[1]);
-  if (/^\d+$/.test(input) && Number(input) > 0) return Number(input) * 1000;
   try {
-    return parseTtl(input) * 1000;
-  } catch {
+    return parseDurationMs(text);
+  } catch (error) {
     throw new UsageError(
-      `${where}: "${text}" is not a timeout; use forms like 500ms, 3s or 1m`,
+      `${where}: ${(error as Error).message.replace(/^Bad duration /, "")}`,
     );
   }
 }

@@ -6,6 +6,7 @@
  */
 import type { Lease, LeaseEvent } from "./types.ts";
 import { printable, shellQuote, shorten } from "./text.ts";
+import { when } from "./time.ts";
 
 /**
  * Stable machine-readable error codes, one per error class.
@@ -104,7 +105,7 @@ export class LockHeldError extends StormlockError {
         }); use --wait to join the queue`
         : `Lock "${shorten(holder.resource)}" is held by ${
           shorten(holder.principal)
-        } since ${holder.created.toISOString()}, until ${holder.expires.toISOString()}${
+        } since ${when(holder.created)}, until ${when(holder.expires)}${
           waiting ? `; ${waiting} waiting` : ""
         }`,
     );
@@ -147,7 +148,7 @@ export class LeaseNotHeldError extends StormlockError {
       broken?.by
         ? `Lease ${leaseId} on "${shorten(resource)}" was broken by ${
           shorten(broken.by.principal)
-        } on ${broken.at.toISOString()}: ${shorten(broken.by.reason)}`
+        } at ${when(broken.at)}: ${shorten(broken.by.reason)}`
         : `Lease ${leaseId} does not hold "${
           shorten(resource)
         }": it expired, was released or belongs to another resource`,

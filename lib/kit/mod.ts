@@ -74,7 +74,7 @@ export {
   resolveConfigPath,
   stateDir,
 } from "./paths.ts";
-export { printable, shellQuote, shorten } from "./text.ts";
+export { printable, resourceNameProblem, shellQuote, shorten } from "./text.ts";
 export {
   AcquireUnknownError,
   BackendUnavailableError,

@@ -7,7 +7,8 @@
  * @module
  */
 import { ConfigError } from "./errors.ts";
-import { parseTimeoutMs, parseTtl } from "./duration.ts";
+import { parseDurationMs, parseTtl } from "./duration.ts";
+import { commentNote } from "./suggest.ts";
 import { resolveConfigPath } from "./paths.ts";
 import type { BackendContext, BackendOptions } from "./types.ts";
 
@@ -24,6 +25,11 @@ export interface OptionBase {
   doc: string;
   /** Whether the option must be set. */
   required?: boolean;
+  /**
+   * Set when this is the original Stormlock's name for an option this
+   * backend calls otherwise: the preferred name, which a note points to.
+   */
+  preferred?: string;
 }
 
 /**
@@ -184,7 +190,12 @@ function parseValue(
   context: BackendContext,
 ): unknown {
   const fail = (why: string, cause?: unknown) =>
-    optionError(context, key, why, cause ? { cause } : undefined);
+    optionError(
+      context,
+      key,
+      `${why}${commentNote(text)}`,
+      cause ? { cause } : undefined,
+    );
   const shown = JSON.stringify(
     text.length > 60 ? `${text.slice(0, 60)}…` : text,
   );
@@ -193,18 +204,21 @@ function parseValue(
       return text;
     case "duration":
       try {
-        return Math.min(parseTimeoutMs(text, key), MAX_TIMEOUT_MS);
-      } catch {
+        return Math.min(parseDurationMs(text), MAX_TIMEOUT_MS);
+      } catch (error) {
         throw fail(
-          `${shown} is not a duration; use forms like 500ms, 3s or 1m`,
+          (error as Error).message.replace(
+            /^Bad duration "[^]*?": /,
+            `${shown}: `,
+          ),
         );
       }
     case "ttl":
       try {
         return parseTtl(text);
-      } catch {
+      } catch (error) {
         throw fail(
-          `${shown} is not a duration; use forms like 30m, 12h or 30d`,
+          (error as Error).message.replace(/^Bad TTL "[^]*?": /, `${shown}: `),
         );
       }
     case "boolean":
@@ -344,6 +358,36 @@ export function unknownOptionWarnings(
         key,
         `unknown option, ignored (known: ${known.join(", ")})`,
       ).message,
+  );
+}
+
+/**
+ * One note for each option set under the original Stormlock's name where
+ * the backend prefers another (see {@linkcode OptionBase.preferred}).
+ *
+ * @example
+ * ```ts
+ * import { originalNameNotes } from "./options.ts";
+ * originalNameNotes(
+ *   { options: { connection: { kind: "text", doc: "", preferred: "url" } } },
+ *   { connection: "postgres://db/ops" },
+ *   { name: "postgres", section: "backend.postgres" },
+ * ); // ['<config> [backend.postgres] connection: the original Stormlock's name for url; it works the same, but prefer url']
+ * ```
+ */
+export function originalNameNotes(
+  schema: OptionSchema,
+  options: BackendOptions,
+  context: BackendContext,
+): string[] {
+  return Object.entries(schema.options).filter(([key, spec]) =>
+    spec.preferred !== undefined && (options[key] ?? "").trim() !== ""
+  ).map(([key, spec]) =>
+    optionError(
+      context,
+      key,
+      `the original Stormlock's name for ${spec.preferred}; it works the same, but prefer ${spec.preferred}`,
+    ).message
   );
 }
 

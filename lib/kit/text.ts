@@ -61,3 +61,30 @@ export function shellQuote(text: string): string {
   if (/^[\w@%+=:,./-]+$/.test(text)) return text;
   return `'${text.replaceAll("'", `'\\''`)}'`;
 }
+
+// Control characters: U+001F marks the waiting queue's bookkeeping, NUL
+// starts the redis backend's side keys, and none belongs in a lock's name.
+// deno-lint-ignore no-control-regex
+const RESERVED = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * Why `resource` can't name a lock, or `undefined` when it can. Control
+ * characters (C0, DEL, C1) are reserved: the waiting queue and the stores
+ * use them to keep their bookkeeping apart from locks.
+ *
+ * @example
+ * ```ts
+ * import { resourceNameProblem } from "./text.ts";
+ * resourceNameProblem("deploy"); // undefined
+ * resourceNameProblem("deploy\u001fwait"); // "contains the control character U+001F, …"
+ * ```
+ */
+export function resourceNameProblem(resource: string): string | undefined {
+  if (typeof resource !== "string") return "is not text";
+  const found = RESERVED.exec(resource);
+  if (!found) return undefined;
+  const code = found[0].charCodeAt(0).toString(16).toUpperCase();
+  return `contains the control character U+${
+    code.padStart(4, "0")
+  }, which Stormlock reserves for its own bookkeeping`;
+}

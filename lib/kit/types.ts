@@ -65,6 +65,25 @@ export interface LeaseDetails {
 }
 
 /**
+ * What an acquire may carry beyond the lease's details.
+ * @example
+ * ```ts
+ * import type { AcquireDetails } from "@stormlock/stormlock";
+ * const details: AcquireDetails = { reason: "deploy", waiters: "deploy\u001fwait\u001f" };
+ * ```
+ */
+export interface AcquireDetails extends LeaseDetails {
+  /**
+   * The prefix of the lock's waiter registrations. A backend with the
+   * `queue` capability then takes nothing while the lock is free but a
+   * live lease under this prefix exists, and throws `LockHeldError` with
+   * `queued` set, naming the first one (as a lease of this resource), in
+   * the same atomic step as the acquire. Others ignore it.
+   */
+  waiters?: string;
+}
+
+/**
  * Who broke a lease, and why; recorded in history.
  * @example
  * ```ts
@@ -124,7 +143,7 @@ export interface LeaseEvent extends Lease {
  * @example
  * ```ts
  * import type { Capabilities } from "@stormlock/stormlock";
- * const caps: Capabilities = { clock: "server", init: true, list: true, history: true, fencing: true, events: false };
+ * const caps: Capabilities = { clock: "server", init: true, list: true, history: true, fencing: true, events: false, queue: false };
  * ```
  */
 export interface Capabilities {
@@ -140,6 +159,11 @@ export interface Capabilities {
   fencing: boolean;
   /** Whether the store can announce changes to waiters. */
   events: boolean;
+  /**
+   * Whether acquire honours `AcquireDetails.waiters` in its own atomic
+   * step, so a plain acquire pays no queue read when nobody waits.
+   */
+  queue: boolean;
 }
 
 /**
@@ -173,6 +197,11 @@ export interface Backend {
   /** What it supports. */
   readonly capabilities: Capabilities;
   /**
+   * The store for people, with no secrets: `SQLite database /path`,
+   * `Redis at host:port`. Absent on backends that don't say.
+   */
+  readonly label?: string;
+  /**
    * Takes the lock if it is free or its lease expired.
    * @throws {LockHeldError} with the holder's lease when it is held.
    */
@@ -180,7 +209,7 @@ export interface Backend {
     resource: string,
     principal: string,
     ttlSeconds: number,
-    details?: LeaseDetails,
+    details?: AcquireDetails,
   ): Promise<Lease>;
   /**
    * Ends the lease if it is the current one.

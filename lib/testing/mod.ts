@@ -27,7 +27,8 @@ import {
 import { newLeaseId } from "../kit/lease.ts";
 import type { Backend, BackendOptions, Lease } from "../kit/types.ts";
 import { Lock } from "../lock.ts";
-import { waiters } from "../queue.ts";
+import { splitQueue, waiterPrefix, waiters, WaitTicket } from "../queue.ts";
+import { bookkeeping } from "../kit/backend.ts";
 import {
   backendTest,
   closedPort,
@@ -266,6 +267,68 @@ export function testBackendContract(name: string, open: BackendFactory): void {
     }
   });
 
+  test("names with reserved (control) characters are refused before the store", async (b) => {
+    const base = uniqueResource();
+    for (const bad of ["\u001f", "\u0000", "\n", "\u007f", "\u0085"]) {
+      const resource = `${base}${bad}wait${bad}0000000000000001`;
+      const lease = await b.acquire(base, "ann@host", 60);
+      for (
+        const operation of [
+          () => b.acquire(resource, "ann@host", 60),
+          () => b.release(resource, lease.id),
+          () => b.renew(resource, lease.id, 60),
+          () => b.current(resource),
+          () => b.isHeld(resource, lease.id),
+          () =>
+            b.breakLease(resource, lease.id, {
+              principal: "ann@host",
+              reason: "test",
+            }),
+        ]
+      ) {
+        await assert.rejects(operation(), (error: Error) => {
+          assert.ok(error instanceof UsageError, String(error));
+          assert.match(error.message, /reserves/);
+          return true;
+        });
+      }
+      await b.release(base, lease.id);
+    }
+  });
+
+  {
+    test("a queue entry no waiter made can't hold up a free lock", async (b) => {
+      if (!b.capabilities.list) return;
+      const resource = uniqueResource();
+      // As an older version let anyone make it: a year-long "waiter".
+      const forged = await bookkeeping(b).acquire(
+        `${waiterPrefix(resource)}0000000000000001`,
+        "mallory@host",
+        365 * 86400,
+      );
+      try {
+        assert.deepEqual(await waiters(b, resource), []);
+        const lock = new Lock(b, {
+          resource,
+          principal: "ann@host",
+          ttlSeconds: 60,
+          backend: b.name,
+          backendOptions: {},
+          backendContext: { name: b.name, section: `backend.${b.name}` },
+          warnings: [],
+        });
+        const lease = await lock.acquire();
+        await b.release(resource, lease.id);
+        // And it is listed, so an operator can see it.
+        const listed = splitQueue(await b.list(resource, { internal: true }))
+          .locks.map((lease) => lease.resource);
+        assert.ok(listed.includes(forged.resource), JSON.stringify(listed));
+      } finally {
+        await bookkeeping(b).release(forged.resource, forged.id);
+      }
+    });
+  }
+
   /** Races every racer for `resource`: exactly one wins, the rest see it. */
   async function race(racers: Backend[], resource: string, label: string) {
     const results = await Promise.allSettled(
@@ -419,6 +482,33 @@ function testWaitQueue(name: string, open: BackendFactory): void {
           [],
           "list never shows the queue",
         );
+      });
+    },
+  );
+
+  register(
+    "a plain acquire of a free lock defers to a live waiter, naming it, and takes the lock once the queue is empty",
+    async () => {
+      await withBackend(open, async (b) => {
+        if (!b.capabilities.list) return;
+        const resource = uniqueResource("queued");
+        const ticket = await WaitTicket.take(b, resource, "first");
+        try {
+          const refused = await lockOn(b, resource, "late").acquire().then(
+            () => undefined,
+            (error) => error,
+          );
+          assert.ok(refused instanceof LockHeldError, String(refused));
+          assert.equal(refused.queued, true);
+          assert.equal(refused.waiting, 1);
+          assert.equal(refused.holder.principal, "first");
+          assert.equal(refused.holder.resource, resource);
+          assert.equal(await b.current(resource), null, "nothing was taken");
+        } finally {
+          await ticket.leave();
+        }
+        const lease = await lockOn(b, resource, "late").acquire();
+        await b.release(resource, lease.id);
       });
     },
   );

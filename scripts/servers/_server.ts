@@ -74,13 +74,25 @@ export async function run(
 
 let aptUpdated = false;
 
+/** What this run changed on the machine, for the summary at its end. */
+export const machineChanges: string[] = [];
+
+/**
+ * Says, before it happens, that the run is about to change the machine
+ * (install a package, create a user), and remembers it for the summary.
+ */
+export function announceChange(change: string): void {
+  log(`about to change this machine: ${change}`);
+  machineChanges.push(change);
+}
+
 /** Installs Debian packages with apt-get when `command` is missing. */
 export async function ensureApt(
   command: string,
   packages: string[],
 ): Promise<void> {
   if (hasCommand(command)) return;
-  log(`installing ${packages.join(", ")} with apt-get`);
+  announceChange(`install ${packages.join(", ")} with apt-get`);
   const env = { DEBIAN_FRONTEND: "noninteractive" };
   if (!aptUpdated) {
     await run("apt-get", ["update", "-qq"], { env });

@@ -8,6 +8,7 @@
  */
 import { join } from "node:path";
 import {
+  announceChange,
   ensureApt,
   freePort,
   log,
@@ -51,7 +52,7 @@ async function ensureServerUser(): Promise<void> {
   try {
     await run("id", ["-u", SERVER_USER]);
   } catch {
-    log(`creating system user ${SERVER_USER} to run PostgreSQL`);
+    announceChange(`create system user ${SERVER_USER} to run PostgreSQL`);
     await run("useradd", [
       "--system",
       "--no-create-home",

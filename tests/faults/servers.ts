@@ -1,7 +1,7 @@
 /**
  * Dedicated servers for the fault tests: a Redis with AOF, etcd (one
  * member, or a three-member cluster), a PostgreSQL cluster run with
- * `pg_ctl`, and dynalite on disk. Each runs in its own process group on
+ * `pg_ctl`, dynalite on disk, and MariaDB. Each runs in its own process group on
  * free loopback ports, so pausing, killing and restarting them never
  * touches the servers other test files share. Every process started here
  * is killed when the test process unloads, even after a failure.
@@ -11,6 +11,13 @@
 import { dynalite as dynaliteCommand } from "../../scripts/servers/dynamodb.ts";
 import { join } from "node:path";
 import { freePort, hasCommand, run } from "../../scripts/servers/_server.ts";
+import {
+  installDb,
+  mariadbPrograms,
+  rootSql,
+  serverArgs,
+  serverDir as mysqlServerDir,
+} from "../../scripts/servers/mysql.ts";
 
 /** Kills left behind by a failed test, run when the process unloads. */
 const cleanups = new Set<() => void>();
@@ -246,7 +253,7 @@ export class Daemon {
 
 /** A server the fault tests can pause, kill and restart. */
 export interface FaultServer {
-  /** The backend's name in a config: `redis`, `etcd`, `postgres`, `dynamodb`. */
+  /** The backend's name in a config: `redis`, `etcd`, `postgres`, `dynamodb`, `mysql`. */
   readonly backend: string;
   /** The port clients connect to. */
   readonly port: number;
@@ -743,6 +750,83 @@ export async function startDynalite(dir: string): Promise<FaultServer> {
       table: "stormlock_faults",
       access_key_id: "AKIAFAULTTESTS000000",
       secret_access_key: "fault-tests-secret",
+    }),
+    pause: () => daemon.pause(),
+    resume: () => daemon.resume(),
+    kill: () => daemon.kill(),
+    start,
+    close: async () => {
+      await daemon.kill();
+      Deno.removeSync(dir, { recursive: true });
+    },
+  };
+}
+
+/** Whether the fault tests can run MariaDB here. */
+export function hasMysql(): boolean {
+  return hasCommand("mariadbd") || hasCommand("/usr/sbin/mariadbd");
+}
+
+/**
+ * Starts a MariaDB of its own on loopback (scripts/servers/mysql.ts makes
+ * its folder and arguments), with the account the original Stormlock's CI
+ * used: user `root` with password `test` over TCP, and a database `test`.
+ *
+ * @param workDir A folder for scratch files (the server's own files live
+ * under /tmp, where its user can reach them).
+ * @returns The running server.
+ */
+export async function startMysql(workDir: string): Promise<FaultServer> {
+  Deno.mkdirSync(workDir, { recursive: true });
+  const programs = await mariadbPrograms();
+  const dir = await mysqlServerDir("stormlock-myf-");
+  await installDb(programs.installDb, dir);
+  const port = freePort();
+  const server = hasCommand(programs.server)
+    ? programs.server
+    : `/usr/sbin/${programs.server}`;
+  const daemon = new Daemon(
+    "mariadb",
+    server,
+    serverArgs(dir, port),
+    join(dir, "mariadb.log"),
+  );
+  const start = async () => {
+    daemon.start();
+    try {
+      await until(
+        "mariadb answering",
+        () => rootSql(programs.client, dir, "SELECT 1"),
+        300,
+      );
+    } catch (error) {
+      await daemon.kill();
+      throw new Error(`${(error as Error).message}\n${daemon.logTail()}`);
+    }
+  };
+  try {
+    await start();
+    await rootSql(
+      programs.client,
+      dir,
+      `CREATE DATABASE test CHARACTER SET utf8mb4;
+       CREATE USER 'root'@'127.0.0.1' IDENTIFIED BY 'test';
+       GRANT ALL ON *.* TO 'root'@'127.0.0.1';`,
+    );
+  } catch (error) {
+    await daemon.kill();
+    Deno.removeSync(dir, { recursive: true });
+    throw error;
+  }
+  return {
+    backend: "mysql",
+    port,
+    options: (at = port) => ({
+      host: "127.0.0.1",
+      port: String(at),
+      user: "root",
+      password: "test",
+      database: "test",
     }),
     pause: () => daemon.pause(),
     resume: () => daemon.resume(),

@@ -1,0 +1,379 @@
+/**
+ * The mysql backend against a real MariaDB (scripts/servers/mysql.ts): the
+ * shared contract, init and its upgrade of the original Stormlock's table,
+ * TLS, and the errors users see.
+ */
+import assert from "assert";
+import {
+  BackendUnavailableError,
+  ConfigError,
+  LockHeldError,
+  openBackend,
+  UsageError,
+} from "../mod.ts";
+import type { Backend, BackendOptions } from "../mod.ts";
+import {
+  testBackendContract,
+  testUnavailableContract,
+} from "../lib/testing/mod.ts";
+import {
+  assertCliLockCycle,
+  backendTest,
+  CliHome,
+  rejectsCleanly,
+  sleep,
+  uniqueResource,
+} from "./helpers.ts";
+
+const env = (name: string) => {
+  const value = Deno.env.get(`STORMLOCK_TEST_MYSQL_${name}`);
+  if (value === undefined) {
+    throw new Error(
+      `set STORMLOCK_TEST_MYSQL_${name} (and the other STORMLOCK_TEST_MYSQL_* variables) or run scripts/test.sh`,
+    );
+  }
+  return value;
+};
+const server = {
+  host: env("HOST"),
+  port: env("PORT"),
+  user: env("USER"),
+  password: env("PASSWORD"),
+  database: env("DATABASE"),
+};
+const ca = env("CA");
+const context = { name: "mysql", section: "backend.mysql" };
+
+/** A table name no other test run uses. */
+function uniqueTable(): string {
+  return `stormlock_test_${crypto.randomUUID().replaceAll("-", "")}`;
+}
+
+function open(options: BackendOptions): Promise<Backend> {
+  return openBackend({ ...server, ...options }, context);
+}
+
+/** Runs `body` on a fresh backend and closes it. */
+async function withMysql<T>(
+  options: BackendOptions,
+  body: (backend: Backend) => Promise<T>,
+): Promise<T> {
+  const backend = await open(options);
+  try {
+    return await body(backend);
+  } finally {
+    await backend.close();
+  }
+}
+
+/** Runs SQL as the test user, through the same client the backend uses. */
+async function rawSql(sql: string): Promise<unknown> {
+  const { default: mysql } = await import("mysql2/promise");
+  const connection = await mysql.createConnection({
+    ...server,
+    port: Number(server.port),
+    timezone: "Z",
+    multipleStatements: true,
+  });
+  try {
+    const [rows] = await connection.query(sql);
+    return rows;
+  } finally {
+    await connection.end();
+  }
+}
+
+/** Asserts that `promise` fails with `type` and shows no password. */
+function clean<T extends Error>(
+  promise: Promise<unknown>,
+  type: abstract new (...args: never[]) => T,
+): Promise<T> {
+  return rejectsCleanly(promise, type, { secrets: [server.password] });
+}
+
+// The contract creates its table on first use, exercising create_table.
+const contractTable = uniqueTable();
+testBackendContract(
+  "mysql",
+  (extra) => open({ table: contractTable, create_table: "true", ...extra }),
+);
+
+testUnavailableContract(
+  "mysql",
+  (host, port) => open({ host, port: String(port), timeout: "500ms" }),
+  {
+    secret: server.password,
+    address: (host, port) => `${host}:${port}/${server.database}`,
+    silent: /did not answer within 500ms/,
+  },
+);
+
+const test = backendTest("mysql");
+
+test("a missing table is a config error that says how to create it", async () => {
+  const table = uniqueTable();
+  await withMysql({ table }, async (backend) => {
+    const error = await clean(
+      backend.acquire(uniqueResource(), "ann@host", 60),
+      ConfigError,
+    );
+    assert.match(error.message, /stormlock init/);
+    assert.match(error.message, /create_table = true/);
+    assert.ok(error.message.includes(table));
+  });
+});
+
+test("init() creates the tables, and running it again changes nothing", async () => {
+  const table = uniqueTable();
+  await withMysql({ table }, async (backend) => {
+    assert.ok(backend.init);
+    await backend.init();
+    const lease = await backend.acquire("r", "ann@host", 60);
+    await backend.init();
+    assert.equal((await backend.current("r"))?.id, lease.id);
+    assert.equal((await backend.history("r", 10)).length, 1);
+  });
+});
+
+test("init() upgrades a table made by the original's setup/mysql.sql, keeping its lease", async () => {
+  const table = uniqueTable();
+  // The original's schema, and a lease as the original wrote it.
+  await rawSql(
+    `CREATE TABLE ${table} (
+       resource VARCHAR(128) PRIMARY KEY,
+       lease BINARY(16) NOT NULL,
+       principal VARCHAR(128) NOT NULL,
+       created TIMESTAMP NOT NULL DEFAULT NOW(),
+       expires TIMESTAMP NOT NULL);
+     INSERT INTO ${table} VALUES ('old', UNHEX('00112233445566778899AABBCCDDEEFF'),
+       'ann', NOW(), DATE_ADD(NOW(), INTERVAL 1 HOUR));`,
+  );
+  await withMysql({ table }, async (backend) => {
+    await backend.init();
+    const lease = await backend.current("old");
+    assert.equal(lease?.id, "00112233445566778899aabbccddeeff");
+    assert.equal(lease?.principal, "ann");
+    const left = lease!.expires.getTime() - Date.now();
+    assert.ok(left > 50 * 60_000 && left <= 3600_000, `${left} ms left`);
+    await assert.rejects(backend.acquire("old", "bob@host", 60), LockHeldError);
+    await backend.release("old", lease!.id);
+    const next = await backend.acquire("old", "bob@host", 60);
+    assert.equal(next.fence, 1);
+  });
+});
+
+test("init() refuses a table that is not shaped like Stormlock's", async () => {
+  const table = uniqueTable();
+  await rawSql(`CREATE TABLE ${table} (id INT PRIMARY KEY, name TEXT)`);
+  await withMysql({ table }, async (backend) => {
+    const error = await clean(backend.init!(), ConfigError);
+    assert.match(error.message, /not a Stormlock table/);
+    assert.match(error.message, /set table in \[backend\.mysql\]/);
+  });
+});
+
+test("fences survive closing every connection and starting afresh", async () => {
+  const options = { table: uniqueTable(), create_table: "true" };
+  const first = await withMysql(options, async (backend) => {
+    const lease = await backend.acquire("r", "ann@host", 60);
+    await backend.release("r", lease.id);
+    return lease;
+  });
+  await withMysql(options, async (backend) => {
+    const second = await backend.acquire("r", "bob@host", 60);
+    assert.ok(second.fence > first.fence);
+  });
+});
+
+test("a row deleted by hand keeps its fence from history", async () => {
+  const table = uniqueTable();
+  await withMysql({ table, create_table: "true" }, async (backend) => {
+    const first = await backend.acquire("r", "ann@host", 60);
+    await rawSql(`DELETE FROM ${table}`);
+    const second = await backend.acquire("r", "bob@host", 60);
+    assert.ok(second.fence > first.fence, `${second.fence} > ${first.fence}`);
+  });
+});
+
+test("names that differ only by trailing spaces or case are separate locks", async () => {
+  await withMysql(
+    { table: uniqueTable(), create_table: "true" },
+    async (backend) => {
+      const names = ["r", "r ", "R", "r\u00a0", "ŕ"];
+      const leases = [];
+      for (const name of names) {
+        leases.push(await backend.acquire(name, "ann@host", 60));
+      }
+      for (const [i, name] of names.entries()) {
+        assert.equal((await backend.current(name))?.id, leases[i].id);
+      }
+      const listed = await backend.list("r");
+      assert.deepEqual(
+        listed.map((lease) => lease.resource),
+        ["r", "r ", "r\u00a0"],
+      );
+    },
+  );
+});
+
+test("an idle connection the server closed is not used again", async () => {
+  await withMysql(
+    { table: uniqueTable(), create_table: "true" },
+    async (backend) => {
+      const lease = await backend.acquire("r", "ann@host", 60);
+      // Ends every other connection of the test user, as wait_timeout would.
+      await rawSql(
+        `BEGIN NOT ATOMIC
+           FOR c IN (SELECT ID FROM information_schema.PROCESSLIST
+                     WHERE USER = CURRENT_USER() OR USER = '${server.user}')
+           DO IF c.ID <> CONNECTION_ID() THEN KILL CONNECTION c.ID; END IF;
+           END FOR;
+         END`,
+      );
+      await sleep(500);
+      assert.equal((await backend.current("r"))?.id, lease.id);
+    },
+  );
+});
+
+test("a resource name over 3000 bytes is a usage error naming the limit", async () => {
+  await withMysql(
+    { table: uniqueTable(), create_table: "true" },
+    async (backend) => {
+      const fits = "x".repeat(3000);
+      await backend.release(fits, (await backend.acquire(fits, "a", 60)).id);
+      const error = await clean(
+        backend.acquire("x".repeat(3001), "ann@host", 60),
+        UsageError,
+      );
+      assert.match(error.message, /3000 bytes/);
+    },
+  );
+});
+
+test("20 instances creating the table at once all succeed", async () => {
+  const table = uniqueTable();
+  const backends = await Promise.all(
+    Array.from({ length: 20 }, () => open({ table, create_table: "yes" })),
+  );
+  try {
+    const leases = await Promise.all(
+      backends.map((backend, i) => backend.acquire(`r${i}`, "ann@host", 60)),
+    );
+    assert.equal(new Set(leases.map((lease) => lease.id)).size, 20);
+  } finally {
+    await Promise.all(backends.map((backend) => backend.close()));
+  }
+});
+
+test("table = DATABASE.NAME works without database, and odd names are quoted", async () => {
+  const table = `${server.database}.odd \`name\` ${crypto.randomUUID()}`
+    .slice(0, 60);
+  const { database: _, ...noDatabase } = server;
+  const backend = await openBackend(
+    { ...noDatabase, table, create_table: "true" },
+    context,
+  );
+  try {
+    const lease = await backend.acquire("r", "ann@host", 60);
+    await assert.rejects(backend.acquire("r", "bob@host", 60), LockHeldError);
+    await backend.release("r", lease.id);
+  } finally {
+    await backend.close();
+  }
+});
+
+test("bad option values are config errors", async () => {
+  const cases: BackendOptions[] = [
+    { table: "a.b.c" },
+    { table: "x".repeat(60) },
+    { timeout: "soon" },
+    { create_table: "maybe" },
+    { port: "99999" },
+    { ssl_ca: "/nonexistent/ca.pem" },
+    { ssl_cert: ca },
+  ];
+  for (const options of cases) {
+    await clean(open(options), ConfigError);
+  }
+  const { database: _, ...noDatabase } = server;
+  const error = await clean(openBackend(noDatabase, context), ConfigError);
+  assert.match(error.message, /database: required/);
+});
+
+test("a wrong password is a clean BackendUnavailableError", async () => {
+  await withMysql({ password: "wrong-password-42" }, async (backend) => {
+    const error = await rejectsCleanly(
+      backend.current("r"),
+      BackendUnavailableError,
+      { secrets: ["wrong-password-42"] },
+    );
+    assert.match(error.message, /refused the login/);
+  });
+});
+
+test("a missing database is a config error naming the option", async () => {
+  await withMysql({ database: "no_such_db" }, async (backend) => {
+    const error = await clean(backend.current("r"), ConfigError);
+    assert.match(error.message, /database in \[backend\.mysql\]/);
+  });
+});
+
+test("TLS with ssl_ca verifies the server and its name", async () => {
+  const table = uniqueTable();
+  await withMysql(
+    { ssl_ca: ca, table, create_table: "true" },
+    async (backend) => {
+      const lease = await backend.acquire("r", "ann@host", 60);
+      await backend.release("r", lease.id);
+    },
+  );
+  // The system's CAs don't know the test CA.
+  await withMysql({ tls: "true" }, async (backend) => {
+    const error = await clean(backend.current("r"), BackendUnavailableError);
+    assert.match(error.message, /TLS/);
+  });
+});
+
+test("the session really is encrypted with ssl_ca", async () => {
+  const backend = await open({ ssl_ca: ca, table: uniqueTable() });
+  await backend.close();
+  const { default: mysql } = await import("mysql2/promise");
+  const connection = await mysql.createConnection({
+    ...server,
+    port: Number(server.port),
+    ssl: { ca: Deno.readTextFileSync(ca) },
+  });
+  try {
+    const [rows] = await connection.query(
+      "SHOW SESSION STATUS LIKE 'Ssl_cipher'",
+    );
+    const cipher = (rows as { Value: string }[])[0]?.Value ?? "";
+    assert.ok(cipher.length > 0, "a cipher is in use");
+  } finally {
+    await connection.end();
+  }
+});
+
+test("the CLI acquires, refuses and releases through the launcher", async () => {
+  using home = new CliHome();
+  const table = uniqueTable();
+  const config = home.write(
+    "mysql.cfg",
+    [
+      "[default]",
+      "backend = mysql",
+      "[backend.mysql]",
+      ...Object.entries({ ...server, table, create_table: "true" }).map((
+        [key, value],
+      ) => `${key} = ${value}`),
+      "",
+    ].join("\n"),
+  );
+  const runs = await assertCliLockCycle(home, uniqueResource(), {
+    args: ["-c", config],
+  });
+  for (const run of runs) {
+    assert.ok(!run.stderr.includes(server.password));
+  }
+});
