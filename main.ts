@@ -1156,7 +1156,7 @@ const COMMANDS: Record<string, Command> = {
           ? `asked ${shorten(holder.principal)} to hand over "${
             shorten(resource)
           }"`
-          : `${shorten(request.principal)} already asked ${
+          : `Already requested: ${shorten(request.principal)} asked ${
             shorten(holder.principal)
           } for "${shorten(resource)}"${
             request.reason ? `: ${shorten(request.reason)}` : ""

@@ -377,7 +377,9 @@ function tellRequests(
  * ```
  */
 export function requestNote(request: Lease): string {
-  return `${printable(shorten(request.principal, 80))} asks you to hand over "${
-    printable(shorten(request.resource))
-  }"${request.reason ? `: ${printable(shorten(request.reason, 300))}` : ""}`;
+  return `Hand-over requested: ${
+    printable(shorten(request.principal, 80))
+  } asks you to hand over "${printable(shorten(request.resource))}"${
+    request.reason ? `: ${printable(shorten(request.reason, 300))}` : ""
+  }`;
 }

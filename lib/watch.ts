@@ -254,7 +254,12 @@ export async function watchEvents(
     const leases = backend.capabilities.list
       ? await backend.list(prefix, { internal: true })
       : await exactLeases(backend, prefix);
-    const { locks, waiting } = splitQueue(leases);
+    const split = splitQueue(leases);
+    // Stormlock's own bookkeeping (requests, the dispatcher) is not a lock.
+    const locks = split.locks.filter((lease) =>
+      !lease.resource.includes(INTERNAL_MARK)
+    );
+    const { waiting } = split;
     const live = new Map(locks.map((lease) => [lease.resource, lease]));
     for (const lease of locks) state.known.add(lease.resource);
     // Locks taken and freed between two looks (or before a resumed

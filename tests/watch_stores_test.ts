@@ -87,7 +87,7 @@ for (const [store, section] of Object.entries(STORES)) {
       output.stdout.split("\n").filter(Boolean).map((line) => JSON.parse(line))
         .filter((event) => event.resource === resource);
     try {
-      await until(() => /watching/.test(output.stderr), "watch to start");
+      await until(() => /watching/i.test(output.stderr), "watch to start");
       const cli = async (args: string[]) => {
         const result = await home.run(args, extra);
         assert.equal(result.code, 0, result.stderr);
