@@ -460,8 +460,10 @@ export const WAIT_MARK = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
  * ```
  */
 export function isBookkeeping(resource: string): boolean {
+  // Hand-over requests and the hook dispatcher's lease too (notifications).
   // deno-lint-ignore no-control-regex
-  return /\u001f(?:wait\u001f\d{16}|queue)$/.test(resource);
+  return /\u001f(?:wait\u001f\d{16}|queue|request\u001f[0-9a-f]{32}|dispatcher)$/
+    .test(resource);
 }
 
 /** The longest a plugin without a `timeout` option may take per call. */
