@@ -51,6 +51,7 @@ const EXIT = {
   unavailable: 69,
   output: 74,
   lost: 75,
+  forbidden: 77,
   config: 78,
 } as const;
 
@@ -60,6 +61,7 @@ const EXIT_BY_CODE: Record<StormlockErrorCode, number> = {
   USAGE: EXIT.usage,
   BACKEND_UNAVAILABLE: EXIT.unavailable,
   CONFIG: EXIT.config,
+  FORBIDDEN: EXIT.forbidden,
 };
 
 const EXIT_HELP = `Exit codes:
@@ -75,6 +77,8 @@ const EXIT_HELP = `Exit codes:
       released first)
   75  run: the lease was lost (broken, not renewed in time, or max_hold
       reached); the command was stopped if it still ran
+  77  refused by the lock server: no or a bad token, a missing scope or
+      resource, or another principal's lease (only break ends it)
   78  config error`;
 
 const ENVIRONMENT_HELP = `Environment:
@@ -84,6 +88,7 @@ const ENVIRONMENT_HELP = `Environment:
   STORMLOCK_ALLOW_PACKAGE_PLUGINS=1  let npm: and jsr: plugins load
   STORMLOCK_PLUGIN_LOADER=data       load plugins as the compiled binary does
   STORMLOCK_SERVE_TOKEN=TOKEN        the token serve requires (instead of --token)
+  STORMLOCK_TOKEN=TOKEN              the token the http backend sends
   TZ                                 the time zone of times shown to people`;
 
 /** One flag: its parser type, short name, value name and help line. */
@@ -182,7 +187,34 @@ const FLAGS = {
   },
   "allow-break": {
     type: "boolean",
-    help: "let the page and API break leases (needs a token)",
+    help: "let the shared --token break leases",
+  },
+  tokens: {
+    type: "string",
+    value: "FILE",
+    help:
+      "the named tokens file (default: tokens in the config's\n[serve] section)",
+  },
+  "tls-cert": {
+    type: "string",
+    value: "FILE",
+    help: "serve https with this PEM certificate chain",
+  },
+  "tls-key": {
+    type: "string",
+    value: "FILE",
+    help: "the PEM private key of --tls-cert",
+  },
+  scopes: {
+    type: "string",
+    value: "LIST",
+    help: "what the token may do: read, acquire, break (comma-separated)",
+  },
+  resources: {
+    type: "string",
+    value: "LIST",
+    help:
+      "resource patterns it may touch, e.g. 'deploy/*,db' (* is\nany text; default all)",
   },
   events: {
     type: "string",
@@ -977,33 +1009,33 @@ const COMMANDS: Record<string, Command> = {
     args: [],
     examples: [
       "stormlock serve",
-      "STORMLOCK_SERVE_TOKEN=… stormlock serve --listen 0.0.0.0:7878",
+      "stormlock serve --listen 0.0.0.0:7878 --tokens tokens.json --tls-cert cert.pem --tls-key key.pem",
     ],
-    flags: ["listen", "token", "allow-break"],
+    flags: ["listen", "token", "allow-break", "tokens", "tls-cert", "tls-key"],
     summary:
-      "Serve a live status page and a JSON API of every lock (read-only unless\n" +
-      "--allow-break). Loopback only unless a token is set; with a token,\n" +
-      "every /api call needs Authorization: Bearer TOKEN. Delivers the config's\n" +
-      "[hook.NAME] sections (one serve at a time does). Stops on Ctrl-C.",
+      "Run the lock server: a live status page, and a JSON API that the http\n" +
+      "backend uses to take, renew, release and break leases on the configured\n" +
+      "store. Callers are named by tokens (--tokens FILE, or tokens in [serve])\n" +
+      "or OIDC rules ([oidc.NAME]); a shared --token names nobody. Loopback\n" +
+      "only unless one of those is set. Delivers the config's [hook.NAME]\n" +
+      "sections (one serve at a time does). Stops on Ctrl-C.",
     async run({ locks, flags }) {
-      const { serveStatus } = await import("./lib/serve.ts");
+      const { openServer } = await import("./lib/serve_config.ts");
       const given = flags.token as string | undefined;
-      const token = given ??
-        (Deno.env.get("STORMLOCK_SERVE_TOKEN") || undefined);
-      const server = serveStatus(locks, {
+      const server = await openServer(locks, {
         listen: flags.listen as string | undefined,
-        token,
+        token: given ?? (Deno.env.get("STORMLOCK_SERVE_TOKEN") || undefined),
         allowBreak: flags["allow-break"] === true,
+        tokens: flags.tokens as string | undefined,
+        tlsCert: flags["tls-cert"] as string | undefined,
+        tlsKey: flags["tls-key"] as string | undefined,
+        warn: (message) => complain(`warning: ${message}`),
         onError: (error) =>
           complain(
             `internal error in serve: ${(error as Error)?.message ?? error}`,
           ),
       });
-      complain(
-        `Now serving ${server.url} (${
-          flags["allow-break"] ? "breaking allowed" : "read-only"
-        }${token ? ", token required" : ""}); Ctrl-C stops`,
-      );
+      complain(`Now serving ${server.url} (${server.describe}); Ctrl-C stops`);
       // Hooks: one active dispatcher across every serve on this store.
       const { startDispatcher } = await import("./lib/dispatch.ts");
       const { localHost } = await import("./lib/config.ts");
@@ -1025,6 +1057,80 @@ const COMMANDS: Record<string, Command> = {
         Deno.removeSignalListener("SIGINT", stop);
         Deno.removeSignalListener("SIGTERM", stop);
       }
+      return EXIT.ok;
+    },
+  },
+  token: {
+    args: ["create|list|revoke", "[NAME]"],
+    flags: ["tokens", "scopes", "resources", "json"],
+    examples: [
+      "stormlock token create ci-deploy --scopes acquire --resources 'deploy/*'",
+      "stormlock token revoke ci-deploy",
+    ],
+    summary:
+      "Manage the lock server's named tokens, in the tokens file (--tokens, else\n" +
+      "tokens in the config's [serve] section). create NAME --scopes LIST\n" +
+      "[--resources LIST] prints a new random token once; only its hash is\n" +
+      "kept. list shows names, scopes and resources; revoke NAME removes it. A\n" +
+      "running server sees changes at once. The principal is NAME.",
+    async run({ locks, args: [action, name], flags }) {
+      const { tokensPath } = await import("./lib/serve_config.ts");
+      const identity = await import("./lib/identity.ts");
+      const path = tokensPath(locks.config, flags.tokens as string | undefined);
+      if (action === "list") {
+        const tokens = identity.readTokensFile(path);
+        if (flags.json) {
+          print(safeJson(tokens.map(({ sha256: _, ...entry }) => entry)));
+        } else if (tokens.length === 0) complain(`no tokens in ${path}`);
+        else {
+          printTable([
+            { title: "NAME", cells: tokens.map((entry) => entry.name) },
+            {
+              title: "SCOPES",
+              cells: tokens.map((entry) => entry.scopes.join(",")),
+            },
+            {
+              title: "RESOURCES",
+              cells: tokens.map((entry) => entry.resources?.join(",") ?? "*"),
+            },
+            {
+              title: "CREATED",
+              cells: tokens.map((entry) => tableTime(new Date(entry.created))),
+            },
+          ]);
+        }
+        return EXIT.ok;
+      }
+      if (name === undefined || !["create", "revoke"].includes(action)) {
+        throw new UsageError(
+          'token takes "create NAME --scopes LIST", "list" or "revoke NAME"',
+        );
+      }
+      if (action === "revoke") {
+        if (!identity.revokeToken(path, name)) {
+          complain(`no token named "${shorten(name)}" in ${path}`);
+          return EXIT.no;
+        }
+        complain(`revoked "${shorten(name)}" in ${path}`);
+        return EXIT.ok;
+      }
+      const scopes = flags.scopes as string | undefined;
+      if (scopes === undefined) {
+        throw new UsageError(
+          "token create needs --scopes, e.g. --scopes read,acquire",
+        );
+      }
+      const resources = flags.resources as string | undefined;
+      const token = await identity.createToken(
+        path,
+        name,
+        identity.parseScopes(scopes),
+        resources === undefined ? undefined : identity.parsePatterns(resources),
+      );
+      print(flags.json ? safeJson({ name, token }) : token);
+      complain(
+        `token "${shorten(name)}" added to ${path}; it is shown only now`,
+      );
       return EXIT.ok;
     },
   },

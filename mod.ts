@@ -38,6 +38,7 @@ export {
   AcquireUnknownError,
   BackendUnavailableError,
   ConfigError,
+  ForbiddenError,
   LeaseNotHeldError,
   LockHeldError,
   StormlockError,
@@ -117,7 +118,20 @@ export type {
   ServeOptions,
   ServeStore,
   StatusServer,
+  TokenVerifier,
 } from "./lib/serve.ts";
+export {
+  createToken,
+  parsePatterns,
+  parseScopes,
+  readTokensFile,
+  resourceAllowed,
+  revokeToken,
+  SCOPES,
+  tokenHash,
+  TokenStore,
+} from "./lib/identity.ts";
+export type { Identity, Scope, TokenEntry } from "./lib/identity.ts";
 export { PAGE_CSS, PAGE_HTML, PAGE_JS } from "./lib/serve_page.ts";
 export { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 export { VERSION } from "./lib/kit/version.ts";

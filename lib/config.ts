@@ -551,6 +551,11 @@ export function ciLink(env?: EnvReader): string | undefined {
   return link && /^https?:\/\//i.test(link) ? link : undefined;
 }
 
+/** Whether a section configures the lock server, not a resource. */
+function isServerSection(name: string): boolean {
+  return name === "serve" || name.startsWith("oidc.");
+}
+
 /**
  * Resolves one resource's settings: `principal`, `backend` and `ttl` from
  * `[RESOURCE]`, falling back to `[default]` and then to the embedded
@@ -601,8 +606,8 @@ export function resolveLockSettings(
   // A misspelt [default] would otherwise fall back silently to a private
   // SQLite lock, which another operator's lock never sees.
   const resourceSections = Object.keys(config.sections).filter((name) =>
-    !name.startsWith("backend.") && !name.startsWith("hook.") &&
-    name !== "notify"
+    !name.startsWith("backend.") && !isServerSection(name) &&
+    !name.startsWith("hook.") && name !== "notify"
   );
   if (
     !config.sections[resource] && !config.sections.default &&

@@ -60,7 +60,8 @@ export function leaseJson(
   return {
     ...(lease.backend !== undefined ? { backend: lease.backend } : {}),
     resource: lease.resource,
-    id: lease.id,
+    // A lock server hides other principals' lease ids: shown as null.
+    id: lease.id || null,
     principal: lease.principal,
     host: lease.host ?? null,
     reason: lease.reason ?? null,

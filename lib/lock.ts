@@ -119,6 +119,21 @@ function ttlSeconds(ttl: Ttl): number {
 }
 
 /**
+ * Leases this process took, by id, with their principal, so that releasing
+ * one needs no read to tell whether another principal holds it. Bounded:
+ * the oldest are forgotten first (they are then read, as any other).
+ */
+const takenHere = new Map<string, string>();
+const TAKEN_HERE_LIMIT = 1024;
+
+function rememberOwn(lease: Lease): void {
+  takenHere.set(lease.id, lease.principal);
+  if (takenHere.size > TAKEN_HERE_LIMIT) {
+    takenHere.delete(takenHere.keys().next().value!);
+  }
+}
+
+/**
  * One resource's lock on a backend, with the principal and TTL from
  * config. Lease ids and TTLs are validated before the backend is touched.
  *
@@ -186,14 +201,16 @@ export class Lock {
       reason: checkText(options.reason, "reason") ?? this.settings.reason,
       link: checkLink(options.link),
     };
-    const take = (backend = this.backend, extra: AcquireDetails = {}) => {
+    const take = async (backend = this.backend, extra: AcquireDetails = {}) => {
       this.#sending?.();
-      return backend.acquire(
+      const lease = await backend.acquire(
         this.resource,
         this.settings.principal,
         seconds,
         { ...details, ...extra },
       );
+      rememberOwn(lease);
+      return lease;
     };
     if (options.wait === undefined) {
       // A store with the queue capability checks for waiters in the
@@ -411,12 +428,36 @@ export class Lock {
   }
 
   /**
-   * Ends a lease.
+   * Ends a lease. When the lease belongs to another principal (a local
+   * store, where anyone with access may end it), it is ended as a break
+   * recorded under this lock's principal, so history never says the
+   * holder did it.
    * @throws {LeaseNotHeldError} when it is not the current lease.
    * @throws {UsageError} on a malformed lease id.
    */
-  release(leaseId: string): Promise<void> {
-    return this.backend.release(this.resource, assertLeaseId(leaseId));
+  async release(leaseId: string): Promise<void> {
+    const id = assertLeaseId(leaseId);
+    // A lock server knows who calls, and refuses others' releases itself.
+    if (this.backend.capabilities.authenticated) {
+      return await this.backend.release(this.resource, id);
+    }
+    const principal = this.settings.principal;
+    // A lease this process took under the same principal needs no read.
+    if (takenHere.get(id) === principal) {
+      takenHere.delete(id);
+      return await this.backend.release(this.resource, id);
+    }
+    const holder = await this.backend.current(this.resource);
+    if (holder?.id === id && holder.principal !== principal) {
+      await this.backend.breakLease(this.resource, id, {
+        principal,
+        host: localHost(),
+        reason:
+          `released by ${principal}, not by its holder ${holder.principal}`,
+      });
+      return;
+    }
+    await this.backend.release(this.resource, id);
   }
 
   /**
@@ -464,14 +505,16 @@ export class Lock {
    * compare-and-delete on `leaseId`, so it never ends a lease taken after
    * the caller looked.
    *
-   * @param leaseId The lease to break, as `current()` showed it.
+   * @param leaseId The lease to break, as `current()` showed it; `""`
+   * when it showed none because a lock server hides other principals' ids,
+   * for the server to break the lease that is current there.
    * @param reason Why; required.
    * @returns The lease that was broken.
    * @throws {LeaseNotHeldError} when `leaseId` is no longer the live lease.
    * @throws {UsageError} on a malformed id or an empty reason.
    */
   breakLease(leaseId: string, reason: string): Promise<Lease> {
-    const id = assertLeaseId(leaseId);
+    const id = leaseId === "" ? "" : assertLeaseId(leaseId);
     const why = checkText(reason, "reason");
     if (why === undefined) {
       throw new UsageError(

@@ -20,6 +20,7 @@ const BUILTIN_NAMES = [
   "postgres",
   "dynamodb",
   "mysql",
+  "http",
 ];
 
 /**
@@ -50,7 +51,7 @@ export const builtinBackends: Record<string, () => Promise<BackendModule>> =
  * @example
  * ```ts
  * import { builtinBackendNames } from "@stormlock/stormlock";
- * console.log(builtinBackendNames()); // ["sqlite", "redis", "etcd", "postgres", "dynamodb", "mysql"]
+ * console.log(builtinBackendNames()); // ["sqlite", "redis", "etcd", "postgres", "dynamodb", "mysql", "http"]
  * ```
  */
 export function builtinBackendNames(): string[] {

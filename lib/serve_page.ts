@@ -327,7 +327,9 @@ export const PAGE_JS: string = String.raw`"use strict";
     var many = new Set(state.locks.map(function (l) { return l.backend; })).size > 1;
     $("actions-head").hidden = !canBreak;
     var fresh = state.seen;
-    state.seen = new Set(state.locks.map(function (l) { return l.id; }));
+    // Others' lease ids are hidden (null): a lease is also known by its start.
+    var key = function (l) { return l.id || l.resource + "\u0000" + l.created; };
+    state.seen = new Set(state.locks.map(key));
     var rows = shown.map(function (item) {
       var cells = [
         el("td", { class: "resource", "data-label": "Resource" }, [
@@ -345,8 +347,8 @@ export const PAGE_JS: string = String.raw`"use strict";
         button.addEventListener("click", function () { openBreak(item, button); });
         cells.push(el("td", { "data-label": "" }, [button]));
       }
-      var row = el("tr", { "data-resource": item.resource, "data-id": item.id }, cells);
-      if (fresh && !fresh.has(item.id)) row.classList.add("fresh");
+      var row = el("tr", { "data-resource": item.resource, "data-id": item.id || "" }, cells);
+      if (fresh && !fresh.has(key(item))) row.classList.add("fresh");
       return row;
     });
     $("rows").replaceChildren.apply($("rows"), rows);
@@ -476,7 +478,9 @@ export const PAGE_JS: string = String.raw`"use strict";
   function start() {
     api("/api/info").then(function (info) {
       state.info = info;
-      $("version").textContent = "Stormlock " + info.version + (info.allowBreak ? " · breaking allowed" : " · read-only");
+      $("version").textContent = "Stormlock " + info.version +
+        (info.principal ? " · signed in as " + info.principal : "") +
+        (info.allowBreak ? " · breaking allowed" : " · read-only");
       $("token-form").hidden = true;
       $("locks-section").hidden = false;
       route();

@@ -410,3 +410,100 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "page with named tokens: shows who you are, hides others' lease ids, and offers break only to the break scope",
+  async () => {
+    const { createToken, TokenStore } = await import("../lib/identity.ts");
+    const { openBackend } = await import("../mod.ts");
+    const folder = Deno.makeTempDirSync({ prefix: "stormlock-team-page-" });
+    const tokens = join(folder, "tokens.json");
+    const locks = new Stormlock(
+      parseConfig(
+        `[default]\n[backend.sqlite]\npath = ${join(folder, "locks.db")}\n`,
+      ),
+      { warn() {} },
+    );
+    const server = serveStatus(locks, {
+      listen: "127.0.0.1:0",
+      tokens: new TokenStore(tokens),
+      pollMs: 100,
+    });
+    const ann = await createToken(tokens, "ann", ["read", "acquire"]);
+    const ops = await createToken(tokens, "ops", ["read", "break"]);
+    const viewer = await createToken(tokens, "viewer", ["read"]);
+    const annFile = join(folder, "ann.token");
+    Deno.writeTextFileSync(annFile, ann);
+    const client = await openBackend(
+      { url: server.url, token_file: annFile },
+      { name: "http", section: "backend.http" },
+    );
+    try {
+      const lease = await client.acquire("deploy/web", "ann", 600, {
+        reason: "ship",
+      });
+      const pageAs = async (token: string) => {
+        const browser = await openBrowser();
+        await browser.page.goto(server.url);
+        await browser.page.locator("#token-input").waitFor({
+          state: "visible",
+        });
+        await browser.page.locator("#token-input").fill(token);
+        await browser.page.keyboard.press("Enter");
+        await browser.page.locator("#status.live").waitFor();
+        await row(browser.page, "deploy/web").waitFor();
+        return browser;
+      };
+      {
+        await using browser = await pageAs(ops);
+        const { page } = browser;
+        assert.match(
+          await page.locator("#version").innerText(),
+          /signed in as ops/,
+        );
+        assert.equal(await row(page, "deploy/web").getAttribute("data-id"), "");
+        assert.ok(!(await page.content()).includes(lease.id));
+        const button = row(page, "deploy/web").locator("button");
+        assert.equal(await button.count(), 1);
+        await button.click();
+        await page.locator("#break-dialog[open]").waitFor();
+        await page.locator("#break-reason").fill("stuck deploy");
+        await page.locator("#break-confirm").click();
+        await page.locator("#break-dialog[open]").waitFor({
+          state: "detached",
+        });
+        await row(page, "deploy/web").waitFor({ state: "detached" });
+        const [event] = await client.history("deploy/web", 1);
+        assert.equal(event.kind, "broken");
+        assert.equal(event.by?.principal, "ops");
+      }
+      const again = await client.acquire("deploy/web", "ann", 600);
+      {
+        await using browser = await pageAs(viewer);
+        const { page } = browser;
+        assert.match(
+          await page.locator("#version").innerText(),
+          /signed in as viewer · read-only/,
+        );
+        assert.equal(
+          await row(page, "deploy/web").locator("button").count(),
+          0,
+        );
+        assert.ok(!(await page.content()).includes(again.id));
+      }
+      {
+        await using browser = await pageAs(ann);
+        const { page } = browser;
+        assert.equal(
+          await row(page, "deploy/web").getAttribute("data-id"),
+          again.id,
+        );
+      }
+    } finally {
+      await client.close();
+      await server.shutdown();
+      await locks.close();
+      Deno.removeSync(folder, { recursive: true });
+    }
+  },
+);

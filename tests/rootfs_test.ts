@@ -255,3 +255,89 @@ Deno.test("the Dockerfile builds its scratch stage from scripts/rootfs.ts's fold
   );
   assert.deepEqual(env, IMAGE_ENV);
 });
+
+Deno.test({
+  name:
+    "the scratch root filesystem runs serve with a tokens file, and the http backend works through it",
+  ignore: !permitted,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { openBackend } = await import("../mod.ts");
+    const folder = Deno.makeTempDirSync({ prefix: "stormlock-rootfs-" });
+    try {
+      const root = await buildRootfs(folder);
+      const tokens = `${IMAGE_USER.home}/tokens.json`;
+      const created = await inRootfs(
+        root,
+        cli(
+          "token",
+          "create",
+          "ann",
+          "--scopes",
+          "read,acquire",
+          "--tokens",
+          tokens,
+        ),
+      );
+      assert.equal(created.code, 0, created.stderr);
+      const token = created.stdout.trim();
+      const { uid, gid } = IMAGE_USER;
+      const quoted = [
+        BINARY_PATH,
+        ...cli("serve", "--listen", "127.0.0.1:0", "--tokens", tokens),
+      ]
+        .map((arg) => `'${arg}'`).join(" ");
+      const child = new Deno.Command(tools.unshare, {
+        args: [
+          "--mount",
+          tools.sh,
+          "-c",
+          `${tools.mount} -t proc proc '${root}/proc' && exec ${tools.chroot} --userspec=${uid}:${gid} '${root}' ${quoted}`,
+        ],
+        clearEnv: true,
+        env: {
+          ...IMAGE_ENV,
+          DENO_DIR: `${IMAGE_USER.home}/.cache/deno`,
+          NO_COLOR: "1",
+        },
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      const reader = child.stderr.pipeThrough(new TextDecoderStream())
+        .getReader();
+      let stderr = "";
+      let url: string | undefined;
+      try {
+        while (url === undefined) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          stderr += value;
+          url = /serving (http:\/\/\S+)/.exec(stderr)?.[1];
+        }
+        assert.ok(url, stderr);
+        const file = join(folder, "token");
+        Deno.writeTextFileSync(file, token);
+        const backend = await openBackend(
+          { url, token_file: file, timeout: "5s" },
+          { name: "http", section: "backend.http" },
+        );
+        try {
+          const lease = await backend.acquire("deploy", "claimed", 60);
+          assert.equal(lease.principal, "ann");
+          await backend.release("deploy", lease.id);
+        } finally {
+          await backend.close();
+        }
+      } finally {
+        child.kill("SIGTERM");
+        await child.status;
+        await reader.cancel().catch(() => {});
+      }
+      assert.ok(!stderr.includes(token));
+    } finally {
+      Deno.removeSync(folder, { recursive: true });
+    }
+  },
+});

@@ -295,7 +295,14 @@ Deno.test("serve: with a token every /api call needs it, the shell and /healthz 
   const info = await getJson(`${url}/api/info`, bearer());
   assert.deepEqual(
     { ...(info.body as object), version: "" },
-    { version: "", allowBreak: false, token: true },
+    {
+      version: "",
+      allowBreak: false,
+      token: true,
+      principal: null,
+      scopes: ["read", "acquire"],
+      resources: null,
+    },
   );
 });
 
@@ -489,7 +496,10 @@ Deno.test("serve: a store that is down gets 503 JSON and an event, and recovers"
   for (const path of ["/api/locks", "/api/locks/x", "/api/locks/x/history"]) {
     const result = await getJson(url + path);
     assert.equal(result.status, 503, path);
-    assert.deepEqual(result.body, { error: "Redis at 10.0.0.9 is down" });
+    assert.deepEqual(result.body, {
+      error: "Redis at 10.0.0.9 is down",
+      code: "BACKEND_UNAVAILABLE",
+    });
   }
   assert.equal((await getJson(`${url}/healthz`)).status, 200);
   const response = await fetch(`${url}/api/events`);
@@ -598,7 +608,7 @@ Deno.test("serve: the command serves /healthz, takes the token from the environm
     await events.body?.cancel().catch(() => {});
     assert.equal(ended.code, 0, ended.stderr);
     assert.equal(ended.stdout, "");
-    assert.match(ended.stderr, /read-only, token required/);
+    assert.match(ended.stderr, /shared token: read, acquire\)/);
     assert.ok(!ended.stderr.includes(TOKEN), "the token leaked");
   } finally {
     await server.stop();

@@ -18,7 +18,7 @@ import {
   UsageError,
 } from "./errors.ts";
 import { type Bound, DeadlineError, MAX_TIMER_MS, within } from "./deadline.ts";
-import { isLeaseId, newLeaseId } from "./lease.ts";
+import { assertLeaseId, isLeaseId, newLeaseId } from "./lease.ts";
 import {
   formatTimeout,
   optionError,
@@ -421,6 +421,7 @@ const CAPABILITY_NAMES: readonly Capability[] = [
   "fencing",
   "events",
   "queue",
+  "authenticated",
 ];
 
 /**
@@ -1142,10 +1143,10 @@ class FramedBackend implements Backend {
     this.#name(resource);
     const request: AcquireRequest = {
       resource,
-      id: newLeaseId(),
       principal,
       ttlSeconds,
       ...details,
+      id: details.id === undefined ? newLeaseId() : assertLeaseId(details.id),
     };
     try {
       const lease = await this.#run(

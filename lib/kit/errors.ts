@@ -22,7 +22,8 @@ export type StormlockErrorCode =
   | "LEASE_NOT_HELD"
   | "BACKEND_UNAVAILABLE"
   | "CONFIG"
-  | "USAGE";
+  | "USAGE"
+  | "FORBIDDEN";
 
 /**
  * Base class of every error Stormlock raises on purpose.
@@ -269,5 +270,30 @@ export class UsageError extends StormlockError {
   constructor(message: string, options?: ErrorOptions) {
     super("USAGE", message, options);
     this.name = "UsageError";
+  }
+}
+
+/**
+ * The caller is not allowed to do this: a lock server refused its token,
+ * or its token lacks the scope or resource, or the lease belongs to
+ * another principal (only a break ends someone else's lease).
+ *
+ * @example
+ * ```ts
+ * import { ForbiddenError } from "@stormlock/stormlock";
+ * const error = new ForbiddenError('Lease on "deploy" belongs to ann, not bob; only "stormlock break" ends it');
+ * console.log(error.code); // "FORBIDDEN"
+ * ```
+ */
+export class ForbiddenError extends StormlockError {
+  /**
+   * Creates the error.
+   *
+   * @param message What was refused, and what would be allowed.
+   * @param options Standard error options.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super("FORBIDDEN", message, options);
+    this.name = "ForbiddenError";
   }
 }

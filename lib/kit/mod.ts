@@ -79,6 +79,7 @@ export {
   AcquireUnknownError,
   BackendUnavailableError,
   ConfigError,
+  ForbiddenError,
   LeaseNotHeldError,
   LockHeldError,
   StormlockError,

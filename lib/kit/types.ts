@@ -62,6 +62,13 @@ export interface LeaseDetails {
   reason?: string;
   /** A link for more. */
   link?: string;
+  /**
+   * The new lease's id, when the caller must know it before the answer
+   * (the `http` backend makes it, so that a lost answer or a retry on
+   * another server still names the right lease). 32 lowercase hex digits;
+   * by default the kit makes one.
+   */
+  id?: string;
 }
 
 /**
@@ -164,6 +171,12 @@ export interface Capabilities {
    * step, so a plain acquire pays no queue read when nobody waits.
    */
   queue: boolean;
+  /**
+   * Whether the store names the principal itself from authentication (a
+   * lock server), so the principal a caller passes is not what is
+   * recorded, and it refuses other principals' releases on its own.
+   */
+  authenticated?: boolean;
 }
 
 /**
