@@ -43,7 +43,7 @@ Deno.test("cli: acquire records reason, link and host; current, list and history
   const current = JSON.parse(
     (await home.run(["current", "--json", "deploy"])).stdout,
   );
-  assert.deepEqual(current, { ...lease, waiting: [] });
+  assert.deepEqual(current, { ...lease, waiting: [], request: null });
   const long = await home.run(["current", "--long", "deploy"], {
     TZ: "Asia/Kolkata",
   });
@@ -66,6 +66,7 @@ Deno.test("cli: acquire records reason, link and host; current, list and history
     "backend",
     ...LEASE_FIELDS,
     "waiting",
+    "request",
   ]);
   assert.equal(listed[0].id, lease.id);
   const table = await home.run(["list"]);
@@ -97,6 +98,7 @@ Deno.test("cli: acquire records reason, link and host; current, list and history
     "acquired",
   ]);
   assert.deepEqual(Object.keys(history[0]), [
+    "event_id",
     "kind",
     "at",
     ...LEASE_FIELDS,

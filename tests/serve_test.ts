@@ -189,7 +189,7 @@ Deno.test("serve: /api/locks and /api/locks/{resource} match the CLI's --json", 
     const one = await getJson(`${url}/api/locks/${encodeURIComponent(name)}`);
     assert.equal(one.status, 200, name);
     // The lease's fields are the CLI's; `current` may add its own extras.
-    const { waiting: _, ...cli } = JSON.parse(
+    const { waiting: _, request: _request, ...cli } = JSON.parse(
       (await home.run(["current", "--json", name])).stdout,
     );
     assert.deepEqual(one.body, cli);
