@@ -13,6 +13,7 @@
  * @module
  */
 import { eventJson, leaseJson } from "./format.ts";
+import { handOverRequest } from "./request.ts";
 import type { ListedLease, Stormlock } from "./lock.ts";
 import { backendsInUse } from "./config.ts";
 import {
@@ -1231,14 +1232,17 @@ export function createServeHandler(
       path: lockRoute(undefined),
       scope: "read-or-acquire",
       run: async ({ resource, who }) => {
-        const lease = await (await backendOf(resource)).current(resource);
+        const backend = await backendOf(resource);
+        const lease = await backend.current(resource);
         if (!lease) {
           return json(
             { error: `No current lease on "${shorten(resource)}"`, resource },
             404,
           );
         }
-        return json(view(lease, who));
+        // The open hand-over request, as `current --json` shows it.
+        const request = await handOverRequest(backend, lease);
+        return json(view({ ...lease, request }, who));
       },
     },
     {
