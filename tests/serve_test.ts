@@ -174,6 +174,9 @@ Deno.test("serve: /api/locks and /api/locks/{resource} match the CLI's --json", 
     const acquired = await home.run(["acquire", "-r", `for ${name}`, name]);
     assert.equal(acquired.code, 0, acquired.stderr);
   }
+  // One lock with an open hand-over request, which both must show.
+  const asked = await home.run(["request", "plain", "--reason", "hotfix"]);
+  assert.equal(asked.code, 0, asked.stderr);
   const list = await getJson(`${url}/api/locks`);
   assert.equal(list.status, 200);
   assert.deepEqual(
@@ -194,6 +197,12 @@ Deno.test("serve: /api/locks and /api/locks/{resource} match the CLI's --json", 
       (await home.run(["current", "--json", name])).stdout,
     );
     assert.deepEqual(one.body, cli);
+    if (name === "plain") {
+      assert.equal(
+        (one.body as { request: { reason: string } }).request.reason,
+        "hotfix",
+      );
+    }
   }
   const free = await getJson(`${url}/api/locks/free%2Fone`);
   assert.equal(free.status, 404);
