@@ -421,6 +421,26 @@ class HttpStore implements Store {
     return leaseOf(json as unknown as LeaseJson);
   }
 
+  async expire(
+    resource: string,
+    leaseId: string,
+    op: Operation,
+  ): Promise<boolean> {
+    // Another principal's lease id is hidden, so only our own can be named.
+    if (!leaseId) return false;
+    const { status, json } = await this.#call(
+      "POST",
+      this.#lockPath(resource, "expire"),
+      op,
+      { id: leaseId },
+    );
+    if (status >= 200 && status < 300) return json.expired === true;
+    // A token without the acquire scope, or a server without the route:
+    // the watcher reports the expiry without recording it.
+    if (status === 403 || status === 404) return false;
+    throw this.#error(status, json);
+  }
+
   async watch(
     resource: string,
     onChange: () => void,

@@ -1343,6 +1343,23 @@ export function createServeHandler(
       },
     },
     {
+      // A watcher that saw a TTL pass ends that lease here, recording
+      // `expired` even when nobody acquires afterwards. Only a lapsed lease
+      // ends, so anyone who may acquire the lock may ask.
+      name: "POST /api/locks/{resource}/expire",
+      methods: ["POST"],
+      path: lockRoute("expire"),
+      scope: "acquire",
+      run: async ({ request, resource }) => {
+        const id = idField(await readJsonBody(request));
+        const backend = await backendOf(resource);
+        const expired = backend.expire
+          ? await backend.expire(resource, id)
+          : false;
+        return json({ resource, id, expired });
+      },
+    },
+    {
       name: "POST /api/locks/{resource}/break",
       methods: ["POST"],
       path: lockRoute("break"),

@@ -22,7 +22,7 @@ import {
   revokeToken,
   TokenStore,
 } from "../lib/identity.ts";
-import { CliHome, repoPath, shown, uniqueResource } from "./helpers.ts";
+import { CliHome, repoPath, shown, sleep, uniqueResource } from "./helpers.ts";
 
 /** A server over a fresh SQLite file, with a tokens file. */
 class Team implements AsyncDisposable {
@@ -186,6 +186,26 @@ test("team: a missing scope and a resource outside the token's patterns are refu
     (await deployer.list(`deploy/`)).map((l) => l.id),
     [lease.id],
   );
+});
+
+test("team: expire ends only a lapsed lease and records it; a token without acquire, or a hidden id, gets false", async () => {
+  await using team = new Team();
+  const { backend: ann } = await team.client("ann", ["read", "acquire"]);
+  const { backend: reader } = await team.client("reader", ["read"]);
+  const resource = uniqueResource();
+  const lease = await ann.acquire(resource, "x", 1);
+  assert.equal(await ann.expire!(resource, lease.id), false, "still live");
+  for (let i = 0; i < 200 && Date.now() <= lease.expires.getTime(); i++) {
+    await sleep(50);
+  }
+  assert.equal(await reader.expire!(resource, lease.id), false);
+  assert.equal(await reader.expire!(resource, ""), false);
+  assert.equal((await ann.history(resource, 1))[0].kind, "acquired");
+  assert.equal(await ann.expire!(resource, lease.id), true);
+  const [recorded] = await ann.history(resource, 1);
+  assert.equal(recorded.kind, "expired");
+  assert.equal(recorded.id, lease.id);
+  assert.equal(await ann.expire!(resource, lease.id), false, "already ended");
 });
 
 test("team: a revoked token is refused at once, without a restart", async () => {

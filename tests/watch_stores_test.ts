@@ -1,9 +1,11 @@
 /**
  * `stormlock watch --json` on every built-in store, through the CLI as a
  * user runs it: it sees acquire, release, break and an expiry that nobody
- * follows with an acquire, in order, and the expiry is recorded.
+ * follows with an acquire, in order, and the expiry is recorded. The
+ * `http` case watches as a client of a real `stormlock serve`.
  */
 import assert from "assert";
+import { join } from "node:path";
 import { backendTest, CliHome, repoPath, sleep } from "./helpers.ts";
 
 const test = backendTest("watch");
@@ -37,6 +39,78 @@ const STORES: Record<string, () => string> = {
     }\nregion = us-east-1\naccess_key_id = AKIDDUMMY\nsecret_access_key = dummy-secret\ntable = watch-${unique()}\ncreate_table = true\n`,
 };
 
+/**
+ * Starts `stormlock serve` over SQLite in the home, with a named token for
+ * ann that may read, acquire and break, and gives its client config.
+ */
+async function serve(home: CliHome) {
+  const tokens = join(home.home, "tokens.json");
+  const server = home.write(
+    "server.cfg",
+    `[default]\nbackend = sqlite\n[serve]\ntokens = ${tokens}\n`,
+  );
+  const made = await home.run([
+    "-c",
+    server,
+    "token",
+    "create",
+    "ann",
+    "--scopes",
+    "read,acquire,break",
+  ]);
+  assert.equal(made.code, 0, made.stderr);
+  const token = made.stdout.trim();
+  const child = new Deno.Command("sh", {
+    args: [
+      repoPath("scripts", "stormlock"),
+      "-c",
+      server,
+      "serve",
+      "--listen",
+      "127.0.0.1:0",
+    ],
+    cwd: home.cwd,
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      DENO: Deno.execPath(),
+      ...home.env,
+    },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let stderr = "";
+  let url: string | undefined;
+  while (url === undefined) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    stderr += value;
+    url = /serving (http:\/\/\S+) \(/.exec(stderr)?.[1];
+  }
+  const draining = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      stderr += value;
+    }
+  })();
+  return {
+    url,
+    token,
+    stderr: () => stderr,
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already ended */ }
+      await child.status;
+      await draining;
+      assert.ok(!stderr.includes(token), "the token shows in serve's stderr");
+    },
+  };
+}
+
 async function until(check: () => boolean, what: string, tries = 600) {
   for (let i = 0; i < tries; i++) {
     if (check()) return;
@@ -52,7 +126,35 @@ for (const [store, section] of Object.entries(STORES)) {
       ".stormlock.cfg",
       `[default]\nbackend = ${store}\nprincipal = ann@a\n${section()}`,
     );
-    const extra = { AWS_EC2_METADATA_DISABLED: "true" };
+    await watchesInOrder(home, store, { AWS_EC2_METADATA_DISABLED: "true" });
+  });
+}
+
+test("watch --json through http sees acquire, release, break and expiry in order, and the server records the expiry", async () => {
+  using home = new CliHome();
+  await using server = await serve(home);
+  assert.ok(server.url, server.stderr());
+  home.write(
+    ".stormlock.cfg",
+    `[default]\nbackend = http\n[backend.http]\nurl = ${server.url}\n`,
+  );
+  const output = await watchesInOrder(home, "http", {
+    STORMLOCK_TOKEN: server.token,
+  });
+  assert.ok(!output.includes(server.token), "the token shows in watch output");
+});
+
+/**
+ * Runs `watch --json w/` as a user would, does acquire, release, acquire,
+ * break and an unfollowed expiry, and checks what it printed and recorded.
+ * Gives everything the watch printed.
+ */
+async function watchesInOrder(
+  home: CliHome,
+  store: string,
+  extra: Record<string, string>,
+): Promise<string> {
+  {
     const init = await home.run(["init"], extra);
     assert.equal(init.code, 0, init.stderr);
     const resource = `w/${unique()}`;
@@ -135,5 +237,6 @@ for (const [store, section] of Object.entries(STORES)) {
       await reading;
       assert.equal(code, 0, output.stderr);
     }
-  });
+    return output.stdout + output.stderr;
+  }
 }
