@@ -301,17 +301,7 @@ export async function watchEvents(
       // recorded it under the same id), so name it as the store does.
       if (!ended) {
         found.push({
-          eventId: eventId(
-            [
-              resource,
-              "expired",
-              old.id,
-              old.expires.getTime(),
-              old.expires
-                .getTime(),
-            ],
-            old.expires.getTime(),
-          ),
+          eventId: expiredId(resource, old),
           kind: "expired",
           at: old.expires,
           backend: name,
@@ -336,6 +326,21 @@ export async function watchEvents(
       for (const resource of state.known) {
         if (state.read.has(resource) && unchanged(resource)) continue;
         const events = await backend.history(resource, HISTORY_PAGE);
+        const newest = events[0];
+        // A lease taken and lapsed between two looks was never seen live;
+        // its history ends with it still on. End it as a seen one.
+        if (
+          newest && newest.kind !== "released" && newest.kind !== "broken" &&
+          newest.kind !== "expired" && !live.has(resource) &&
+          !state.live.has(resource) && !state.lapsed.has(resource) &&
+          newest.expires.getTime() <= now &&
+          newest.expires.getTime() >= (baseline ?? start) &&
+          !seen.has(expiredId(resource, newest))
+        ) {
+          const { kind: _kind, at: _at, by: _by, ...lease } = newest;
+          state.lapsed.set(resource, lease);
+          nextDue = now;
+        }
         const isNew = !state.read.has(resource);
         state.read.add(resource);
         const from = baseline ??
@@ -445,6 +450,12 @@ export async function watchEvents(
     state.lastPass = now;
     if (backend.capabilities.events) subscribe(state);
     return nextDue;
+  }
+
+  /** The id of a lease's `expired` event, as the store records it. */
+  function expiredId(resource: string, lease: Lease): string {
+    const expires = lease.expires.getTime();
+    return eventId([resource, "expired", lease.id, expires, expires], expires);
   }
 
   /** Whether a derived event happened before what this watch sends. */

@@ -659,3 +659,53 @@ test("notification lines and the watch flags fail cleanly on bad input", async (
   assert.equal(noReason.code, 64);
   assert.match(noReason.stderr, /request needs --reason/i);
 });
+
+test("watch: a lease taken and lapsed between two passes, never seen live, is still expired and recorded", async () => {
+  const backend = await sqlite(tempDb());
+  const stop = new AbortController();
+  const prefix = uniqueResource("between");
+  const kinds: string[] = [];
+  let unblock = () => {};
+  const blocked = new Promise<void>((resolve) => unblock = resolve);
+  let holding = false;
+  const watching = watchEvents([{ name: "sqlite", backend }], {
+    prefix,
+    pollMs: 100,
+    signal: stop.signal,
+    onEvent: async (event) => {
+      kinds.push(`${event.lease.resource}:${event.kind}`);
+      // The watcher waits for this: no pass runs while a lease lives.
+      if (event.lease.resource === `${prefix}/a`) {
+        holding = true;
+        await blocked;
+      }
+    },
+  });
+  try {
+    await sleep(300);
+    await backend.acquire(`${prefix}/a`, "ann@a", 60);
+    for (let i = 0; i < 600 && !holding; i++) await sleep(50);
+    assert.ok(holding, "the watcher saw the first lease");
+    const short = await backend.acquire(`${prefix}/b`, "ann@a", 1);
+    for (let i = 0; i < 200 && Date.now() <= short.expires.getTime(); i++) {
+      await sleep(50);
+    }
+    unblock();
+    for (let i = 0; i < 600; i++) {
+      if (kinds.includes(`${prefix}/b:expired`)) break;
+      await sleep(50);
+    }
+    assert.deepEqual(kinds.filter((kind) => kind.startsWith(`${prefix}/b`)), [
+      `${prefix}/b:acquired`,
+      `${prefix}/b:expired`,
+    ]);
+    const [recorded] = await backend.history(`${prefix}/b`, 1);
+    assert.equal(recorded.kind, "expired");
+    assert.equal(recorded.id, short.id);
+  } finally {
+    unblock();
+    stop.abort();
+    await watching;
+    await backend.close();
+  }
+});
