@@ -25,12 +25,19 @@ import type { OidcRule } from "../lib/oidc.ts";
 import { serveStatus } from "../lib/serve.ts";
 import { uniqueResource } from "./helpers.ts";
 
+/** A private key as jose makes it (whose CryptoKey type may be Node's). */
+type SigningKey = Awaited<ReturnType<typeof generateKeyPair>>["privateKey"];
+
 /** A loopback OIDC issuer with rotating RSA keys. */
 class Issuer implements AsyncDisposable {
   jwksFetches = 0;
   /** `answer`, or `hang` (accept and never reply), or `fail` (HTTP 500). */
   jwksMode: "answer" | "hang" | "fail" = "answer";
-  keys: { kid: string; privateKey: CryptoKey; publicJwk: JsonWebKey }[] = [];
+  keys: {
+    kid: string;
+    privateKey: SigningKey;
+    publicJwk: JsonWebKey;
+  }[] = [];
   readonly #server: Deno.HttpServer;
   readonly #hanging: (() => void)[] = [];
 
