@@ -219,6 +219,34 @@ const FLAGS = {
     help:
       "resource patterns it may touch, e.g. 'deploy/*,db' (* is\nany text; default all)",
   },
+  events: {
+    type: "string",
+    value: "KINDS",
+    help:
+      "only these kinds, comma-separated: acquired, renewed,\nreason-changed, released, broken, expired, expiring,\nwaiting, requested (default: all but renewed)",
+  },
+  exec: {
+    type: "string",
+    value: "CMD",
+    help:
+      "run CMD (through the shell) once per event, with the event\nJSON on stdin and STORMLOCK_EVENT, STORMLOCK_RESOURCE, ... set",
+  },
+  since: {
+    type: "string",
+    value: "POINT",
+    help:
+      "also send recorded events from POINT on: an event id, a\ntime (2026-12-03T10:00:00Z) or a duration ago (30m)",
+  },
+  hooks: {
+    type: "boolean",
+    help: "also deliver the config's [hook.NAME] sections",
+  },
+  lead: {
+    type: "string",
+    value: "TIME",
+    help:
+      "send expiring this long before a lease's TTL ends (default:\n[notify] expiring_lead, else 10m)",
+  },
 } as const satisfies Record<string, Flag>;
 
 type FlagName = keyof typeof FLAGS;
@@ -551,12 +579,18 @@ const COMMANDS: Record<string, Command> = {
       "is given. Exit 3 if it is not the current lease.",
     async run({ lock, args: [, leaseId], flags }) {
       const reason = flags.reason as string | undefined;
-      const lease = await (await lock()).renew(
+      const opened = await lock();
+      const lease = await opened.renew(
         leaseId,
         flags.ttl as string | undefined,
         reason === undefined ? {} : { reason },
       );
-      if (flags.json) print(safeJson(leaseJson(lease)));
+      const request = await opened.handOverRequest(lease).catch(() => null);
+      if (request) {
+        const { requestNote } = await import("./lib/run.ts");
+        complain(requestNote(request));
+      }
+      if (flags.json) print(safeJson(leaseJson({ ...lease, request })));
       return EXIT.ok;
     },
   },
@@ -601,8 +635,9 @@ const COMMANDS: Record<string, Command> = {
       else if (flags["id-only"]) print(lease.id);
       else if (flags.json || flags.long) {
         const waiting = await opened.waiting();
+        const request = await opened.handOverRequest(lease);
         if (flags.json) {
-          print(safeJson(leaseJson({ ...lease, waiting })));
+          print(safeJson(leaseJson({ ...lease, waiting, request })));
         } else {
           print(leaseDetails(lease));
           if (waiting.length > 0) {
@@ -610,6 +645,13 @@ const COMMANDS: Record<string, Command> = {
               `${"waiting:".padEnd(10)}${
                 waiting.map((w) => printable(w.principal)).join(", ")
               }`,
+            );
+          }
+          if (request) {
+            print(
+              `${"request:".padEnd(10)}${printable(request.principal)}${
+                request.reason ? `: ${printable(request.reason)}` : ""
+              } (${relative(request.created)})`,
             );
           }
         }
@@ -732,6 +774,11 @@ const COMMANDS: Record<string, Command> = {
             cells: leases.map((l) =>
               l.waiting.length > 0 ? String(l.waiting.length) : ""
             ),
+            optional: 3,
+          },
+          {
+            title: "REQUESTED BY",
+            cells: leases.map((l) => l.request?.principal ?? ""),
             optional: 3,
           },
           {
@@ -973,7 +1020,8 @@ const COMMANDS: Record<string, Command> = {
       "backend uses to take, renew, release and break leases on the configured\n" +
       "store. Callers are named by tokens (--tokens FILE, or tokens in [serve])\n" +
       "or OIDC rules ([oidc.NAME]); a shared --token names nobody. Loopback\n" +
-      "only unless one of those is set. Stops on Ctrl-C.",
+      "only unless one of those is set. Delivers the config's [hook.NAME]\n" +
+      "sections (one serve at a time does). Stops on Ctrl-C.",
     async run({ locks, flags }) {
       const { openServer } = await import("./lib/serve_config.ts");
       const given = flags.token as string | undefined;
@@ -991,11 +1039,23 @@ const COMMANDS: Record<string, Command> = {
           ),
       });
       complain(`Now serving ${server.url} (${server.describe}); Ctrl-C stops`);
-      const stop = () => server.shutdown();
+      // Hooks: one active dispatcher across every serve on this store.
+      const { startDispatcher } = await import("./lib/dispatch.ts");
+      const { localHost } = await import("./lib/config.ts");
+      const dispatcher = startDispatcher(locks, {
+        principal: `stormlock serve ${server.url} on ${localHost() ?? "?"}`,
+        warn: (message) => complain(message),
+      });
+      server.finished.finally(() => dispatcher.stop());
+      const stop = () => {
+        server.shutdown();
+        dispatcher.stop();
+      };
       Deno.addSignalListener("SIGINT", stop);
       Deno.addSignalListener("SIGTERM", stop);
       try {
         await server.finished;
+        await dispatcher.stop();
       } finally {
         Deno.removeSignalListener("SIGINT", stop);
         Deno.removeSignalListener("SIGTERM", stop);
@@ -1149,6 +1209,69 @@ const COMMANDS: Record<string, Command> = {
     run() {
       print(VERSION);
       return Promise.resolve(EXIT.ok);
+    },
+  },
+  watch: {
+    args: ["[PREFIX]"],
+    flags: ["events", "json", "exec", "since", "hooks", "lead"],
+    summary:
+      "Stream events of every lock whose name starts with PREFIX as they\n" +
+      "happen: one line each, or NDJSON with --json (see docs/notifications.md).\n" +
+      "Records an expiry it sees (expired), warns before one (expiring), and\n" +
+      "with --hooks delivers the config's hooks. Runs until SIGINT or SIGTERM.",
+    async run({ locks, args: [prefix = ""], flags }) {
+      const { watchCommand } = await import("./lib/watch_command.ts");
+      return await watchCommand(locks, prefix, {
+        events: flags.events as string | undefined,
+        json: flags.json === true,
+        exec: flags.exec as string | undefined,
+        since: flags.since as string | undefined,
+        hooks: flags.hooks === true,
+        lead: flags.lead as string | undefined,
+        print,
+        complain,
+      });
+    },
+  },
+  request: {
+    args: ["RESOURCE"],
+    flags: ["reason", "json"],
+    summary:
+      "Ask the holder to hand the lock over (--reason is required): records a\n" +
+      "requested event naming you, which current, list, the page, the holder's\n" +
+      "run and renew, hooks and watch show. Exit 1 if nobody holds it; exit 2\n" +
+      "if someone else has already asked (their request is shown).",
+    async run({ lock, args: [resource], flags }) {
+      const reason = flags.reason as string | undefined;
+      if (reason === undefined || reason.trim() === "") {
+        throw new UsageError(
+          `request needs --reason TEXT: say why you need it, e.g. stormlock request ${resource} --reason "hotfix"`,
+        );
+      }
+      const asked = await (await lock()).request(reason);
+      if (!asked) {
+        if (flags.json) print("null");
+        complain(
+          `nobody holds "${shorten(resource)}"; take it with stormlock acquire`,
+        );
+        return EXIT.no;
+      }
+      const { holder, request, mine } = asked;
+      if (flags.json) {
+        print(safeJson({ ...leaseJson({ ...holder, request }), asked: mine }));
+      }
+      complain(
+        mine
+          ? `asked ${shorten(holder.principal)} to hand over "${
+            shorten(resource)
+          }"`
+          : `Already requested: ${shorten(request.principal)} asked ${
+            shorten(holder.principal)
+          } for "${shorten(resource)}"${
+            request.reason ? `: ${shorten(request.reason)}` : ""
+          }; yours was not recorded`,
+      );
+      return mine ? EXIT.ok : EXIT.held;
     },
   },
   completions: {

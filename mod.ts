@@ -136,3 +136,37 @@ export { PAGE_CSS, PAGE_HTML, PAGE_JS } from "./lib/serve_page.ts";
 export { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 export { VERSION } from "./lib/kit/version.ts";
 export type { PluginContext } from "./lib/plugin.ts";
+export {
+  eventId,
+  eventIdTime,
+  fromHistory,
+  NOTIFICATION_KINDS,
+  notificationJson,
+  notificationLine,
+} from "./lib/events.ts";
+export type {
+  Actor,
+  Notification,
+  NotificationJson,
+  NotificationKind,
+} from "./lib/events.ts";
+export { DEFAULT_EXPIRING_LEAD_MS, watchEvents } from "./lib/watch.ts";
+export type { WatchedBackend, WatchOptions } from "./lib/watch.ts";
+export {
+  DEFAULT_HOOK_EVENTS,
+  globMatches,
+  HookDelivery,
+  parseHooks,
+  signature,
+  SIGNATURE_HEADER,
+  slackMessage,
+} from "./lib/hooks.ts";
+export type { DeliveryOptions, Hook } from "./lib/hooks.ts";
+export { DISPATCHER_RESOURCE, startDispatcher } from "./lib/dispatch.ts";
+export type {
+  Dispatcher,
+  DispatcherOptions,
+  DispatchSource,
+} from "./lib/dispatch.ts";
+export { handOverRequest, requestHandOver } from "./lib/request.ts";
+export type { HandOverRequest } from "./lib/request.ts";

@@ -660,6 +660,34 @@ class DynamoDbStore implements Store {
     return this.#end(resource, leaseId, "broken", op, by);
   }
 
+  /** Marks lease `leaseId` free if its TTL has passed, recording it. */
+  async expire(
+    resource: string,
+    leaseId: string,
+    op: Operation,
+  ): Promise<boolean> {
+    this.#key(resource);
+    const notDue = new Error("not due");
+    try {
+      return await this.#change(resource, op, (item, now) => {
+        const old = this.#leaseOf(resource, item);
+        if (old?.id !== leaseId || old.expires.getTime() > now) throw notDue;
+        const added = [encodeEvent("expired", old, old.expires.getTime())];
+        return {
+          set: {
+            fence: { N: String(old.fence) },
+            events: this.#appended(this.#eventsOf(resource, item), added, now),
+          },
+          remove: LEASE_ATTRIBUTES,
+          result: true,
+        };
+      });
+    } catch (error) {
+      if (error === notDue) return false;
+      throw error;
+    }
+  }
+
   async renew(
     resource: string,
     leaseId: string,

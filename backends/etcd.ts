@@ -658,7 +658,7 @@ interface StoredLease {
 
 /** The shadow's value: the last lease, and how it ended. */
 interface Shadow extends StoredLease {
-  state: "held" | "released" | "broken";
+  state: "held" | "released" | "broken" | "expired";
 }
 
 /** An event's value. */
@@ -1260,6 +1260,39 @@ class EtcdStore implements Store {
       }
       tried = true;
     }
+  }
+
+  /**
+   * Records the expiry of lease `leaseId` once etcd has deleted its key:
+   * the shadow still says `held`, so nobody recorded its end yet.
+   */
+  async expire(
+    resource: string,
+    leaseId: string,
+    op: Operation,
+  ): Promise<boolean> {
+    const state = await this.#state(resource, op);
+    const last = state.shadow;
+    if (
+      state.holder || last?.value.state !== "held" ||
+      last.value.id !== leaseId || last.value.expires > Date.now()
+    ) return false;
+    const { state: _, ...old } = last.value;
+    const record = { ...old, fence: old.fence ?? Number(last.kv.mod_revision) };
+    const result = await this.#commit(
+      resource,
+      state,
+      {
+        key: b64(this.#leaseKey(resource)),
+        target: "CREATE",
+        result: "EQUAL",
+        create_revision: "0",
+      },
+      [this.#putShadow(resource, { ...record, state: "expired" })],
+      [{ ...record, kind: "expired", at: old.expires }],
+      op,
+    );
+    return result.succeeded;
   }
 
   async release(resource: string, leaseId: string, op: Operation) {

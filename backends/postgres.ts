@@ -237,6 +237,30 @@ function statements(table: string, events: string) {
       ${notify("$9", "ended")}
       SELECT ${leaseColumns("old")}
       FROM old, (SELECT count(*) FROM notified) AS n`,
+    // $1 resource, $2 id, $3 history, $4 age, $5 the events channel.
+    // Ends lease $2 only if its TTL has passed, recording "expired" at its
+    // expiry; returns how many it ended (0 or 1).
+    expire: `
+      WITH old AS (
+        SELECT * FROM ${table}
+        WHERE resource = $1::text AND lease = $2::uuid
+          AND expires <= now() AND expires > '-infinity'
+        FOR UPDATE
+      ), ended AS (
+        UPDATE ${table} AS t
+        SET expires = '-infinity', events = t.events + 1
+        FROM old WHERE t.resource = old.resource
+        RETURNING t.events
+      ), recorded AS (
+        INSERT INTO ${events} ${EVENT_COLUMNS}
+        SELECT o.resource, ended.events, 'expired', o.expires, o.lease::uuid,
+          o.principal, o.host, o.reason, o.link, o.fence, o.created,
+          o.expires, NULL, NULL, NULL
+        FROM (SELECT ${leaseColumns("old")} FROM old) o, ended
+      ), ${trim(events, "SELECT events FROM ended", "$3", "$4")},
+      ${notify("$5", "ended")}
+      SELECT count(*)::integer AS ended
+      FROM ended, (SELECT count(*) FROM notified) AS n`,
     // $1 resource, $2 id, $3 ttl, $4 new reason or null, $5 history,
     // $6 age.
     renew: `
@@ -274,6 +298,10 @@ function statements(table: string, events: string) {
       WHERE resource COLLATE "C" >= $1::text
         AND resource COLLATE "C" < $2::text AND expires > now()
       ORDER BY resource COLLATE "C"`,
+    // $1 prefix, $2 epoch ms: resources with an event since then.
+    recent: `SELECT DISTINCT resource FROM ${events}
+      WHERE at >= to_timestamp($2::bigint / 1000.0)
+        AND left(resource, char_length($1::text)) = $1::text`,
     history: `SELECT resource, kind, at, lease::text AS lease, principal,
         host, reason, link, fence, created, expires, by_principal, by_host,
         by_reason FROM ${events}
@@ -722,6 +750,34 @@ class PostgresStore implements Store {
     op: Operation,
   ): Promise<Lease> {
     return this.#end(resource, leaseId, op, "broken", by);
+  }
+
+  recentResources(
+    prefix: string,
+    sinceMs: number,
+    op: Operation,
+  ): Promise<string[]> {
+    return this.#run(op, async (sql) => {
+      const rows = await sql.unsafe<{ resource: string }[]>(
+        this.#sql.recent,
+        [prefix, sinceMs],
+        { prepare: true },
+      );
+      return rows.map((row) => row.resource);
+    });
+  }
+
+  expire(resource: string, leaseId: string, op: Operation): Promise<boolean> {
+    return this.#run(op, async (sql) => {
+      const [row] = await sql.unsafe<{ ended: number }[]>(this.#sql.expire, [
+        resource,
+        leaseId,
+        this.#keep,
+        this.#age,
+        this.#channel,
+      ], { prepare: true });
+      return Number(row?.ended ?? 0) > 0;
+    });
   }
 
   renew(

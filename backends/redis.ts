@@ -219,6 +219,22 @@ announce(ARGV[9], ARGV[5])
 return reply(ARGV[5], f)
 `;
 
+// KEYS as acquire; ARGV resource, kept, age, id, events channel. Records
+// the expiry of lease id (gone from KEYS[1], its shadow past its expiry)
+// and clears the shadow; 1 if it did, 0 when renewed, ended or not due.
+const EXPIRE = WRITER + `
+local f = lease(KEYS[1])
+if f then return 0 end
+local old = redis.call('HMGET', KEYS[2], unpack(FIELDS))
+local ended = tonumber(old[4])
+if old[1] ~= ARGV[4] or not ended or ended > now then return 0 end
+record(KEYS[3], 'expired', ended, old)
+redis.call('HDEL', KEYS[2], unpack(FIELDS))
+redis.call('ZREM', KEYS[4], ARGV[1])
+announce(ARGV[5], 'expired')
+return 1
+`;
+
 // KEYS lease. Redis never returns a key past its expiry.
 const READ = COMMON + `
 local f = lease(KEYS[1])
@@ -270,6 +286,7 @@ const SCRIPTS = {
   acquire: { lua: ACQUIRE, keys: 5 },
   renew: { lua: RENEW, keys: 5 },
   end: { lua: END, keys: 5 },
+  expire: { lua: EXPIRE, keys: 5 },
   read: { lua: READ, keys: 1 },
   history: { lua: HISTORY, keys: 1 },
   list: { lua: LIST, keys: 1 },
@@ -671,6 +688,15 @@ class RedisStore implements Store {
     return this.#end(op, resource, leaseId, "broken", by);
   }
 
+  expire(resource: string, leaseId: string, op: Operation): Promise<boolean> {
+    const args = [
+      ...this.#writeKeys(resource),
+      leaseId,
+      this.#channel(resource),
+    ];
+    return this.#run(op, SCRIPTS.expire, args, (reply: number) => reply === 1);
+  }
+
   renew(
     resource: string,
     leaseId: string,
@@ -751,6 +777,39 @@ class RedisStore implements Store {
       }
       return events;
     });
+  }
+
+  recentResources(
+    prefix: string,
+    sinceMs: number,
+    op: Operation,
+  ): Promise<string[]> {
+    const glob = (text: string) => text.replace(/[*?[\]\\]/g, "\\$&");
+    const head = `${this.#prefix}\0history\0`;
+    return (async () => {
+      const names: string[] = [];
+      let cursor = "0";
+      do {
+        const [next, keys] = await this.#command(op, [
+          "SCAN",
+          cursor,
+          "MATCH",
+          `${glob(head)}${glob(prefix)}*`,
+          "COUNT",
+          1000,
+        ]) as [string, string[]];
+        cursor = String(next);
+        for (const key of keys ?? []) {
+          const newest = await this.#command(op, ["LINDEX", key, 0]);
+          let at = NaN;
+          try {
+            at = Number(JSON.parse(String(newest ?? "{}"))?.at);
+          } catch { /* not Stormlock's: skipped */ }
+          if (at >= sinceMs) names.push(String(key).slice(head.length));
+        }
+      } while (cursor !== "0");
+      return names;
+    })();
   }
 
   /** One history entry; rejects one Stormlock did not write. */

@@ -356,6 +356,18 @@ class SqliteStore implements Store {
     return Promise.resolve();
   }
 
+  expire(resource: string, leaseId: string): Promise<boolean> {
+    return Promise.resolve(this.#transaction(() => {
+      const row = this.#sql(
+        `DELETE FROM leases
+         WHERE resource = ? AND lease_id = ? AND expires_ms <= ?
+         RETURNING *`,
+      ).get(resource, leaseId, Date.now()) as Row | undefined;
+      if (row) this.#record("expired", row, row.expires_ms);
+      return row !== undefined;
+    }));
+  }
+
   breakLease(resource: string, leaseId: string, by: Breaker): Promise<Lease> {
     return Promise.resolve(this.#end(resource, leaseId, "broken", by));
   }
@@ -403,6 +415,14 @@ class SqliteStore implements Store {
        ORDER BY resource`,
     ).all(prefix, Date.now()) as unknown as Row[];
     return Promise.resolve(rows.map((row) => this.#lease(row)));
+  }
+
+  recentResources(prefix: string, sinceMs: number): string[] {
+    const rows = this.#sql(
+      `SELECT DISTINCT resource FROM events
+       WHERE at_ms >= ?2 AND resource >= ?1 AND resource < ?1 || char(1114111)`,
+    ).all(prefix, sinceMs) as { resource: string }[];
+    return rows.map((row) => row.resource);
   }
 
   history(resource: string, limit: number): Promise<LeaseEvent[]> {

@@ -606,7 +606,8 @@ export function resolveLockSettings(
   // A misspelt [default] would otherwise fall back silently to a private
   // SQLite lock, which another operator's lock never sees.
   const resourceSections = Object.keys(config.sections).filter((name) =>
-    !name.startsWith("backend.") && !isServerSection(name)
+    !name.startsWith("backend.") && !isServerSection(name) &&
+    !name.startsWith("hook.") && name !== "notify"
   );
   if (
     !config.sections[resource] && !config.sections.default &&

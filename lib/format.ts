@@ -8,6 +8,7 @@
  */
 import { printable, shellQuote, shorten } from "./kit/text.ts";
 import type { Lease, LeaseEvent } from "./kit/types.ts";
+import { historyEventId } from "./event_id.ts";
 
 export {
   isoTime,
@@ -50,7 +51,11 @@ export function safeJson(value: unknown): string {
  * ```
  */
 export function leaseJson(
-  lease: Lease & { backend?: string; waiting?: Lease[] },
+  lease: Lease & {
+    backend?: string;
+    waiting?: Lease[];
+    request?: Lease | null;
+  },
 ) {
   return {
     ...(lease.backend !== undefined ? { backend: lease.backend } : {}),
@@ -67,6 +72,28 @@ export function leaseJson(
     ...(lease.waiting !== undefined
       ? { waiting: lease.waiting.map(waiterJson) }
       : {}),
+    ...(lease.request !== undefined
+      ? { request: lease.request ? requestJson(lease.request) : null }
+      : {}),
+  };
+}
+
+/**
+ * The JSON shape of a hand-over request: who asks, from where, why, and
+ * since when.
+ * @example
+ * ```ts
+ * import { requestJson } from "./format.ts";
+ * const now = new Date(0);
+ * requestJson({ resource: "r", id: "0".repeat(32), principal: "bob", reason: "hotfix", fence: 0, created: now, expires: now });
+ * ```
+ */
+export function requestJson(request: Lease) {
+  return {
+    principal: request.principal,
+    host: request.host ?? null,
+    reason: request.reason ?? null,
+    since: isoTime(request.created),
   };
 }
 
@@ -88,8 +115,8 @@ export function waiterJson(waiter: Lease) {
 }
 
 /**
- * The JSON shape of a history event: the lease's fields plus `kind`, `at`
- * and, for a break, `by`.
+ * The JSON shape of a history event: its stable `event_id`, the lease's
+ * fields plus `kind`, `at` and, for a break, `by`.
  * @example
  * ```ts
  * import { eventJson } from "./format.ts";
@@ -99,6 +126,7 @@ export function waiterJson(waiter: Lease) {
  */
 export function eventJson(event: LeaseEvent) {
   return {
+    event_id: historyEventId(event),
     kind: event.kind,
     at: isoTime(event.at),
     ...leaseJson(event),

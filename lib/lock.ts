@@ -28,6 +28,12 @@ import {
 } from "./kit/errors.ts";
 import { splitQueue, waiterPrefix, waiters, WaitTicket } from "./queue.ts";
 import { boundedBy } from "./kit/backend.ts";
+import { parseRequestName } from "./events.ts";
+import {
+  type HandOverRequest,
+  handOverRequest,
+  requestHandOver,
+} from "./request.ts";
 import type {
   AcquireDetails,
   Backend,
@@ -522,6 +528,35 @@ export class Lock {
     });
   }
 
+  /**
+   * Asks the holder to hand the lock over, recording a `requested` event
+   * that names this lock's principal; the holder's `run` and `renew` show
+   * it, and hooks and `watch` send it.
+   *
+   * @param reason Why you need it; required.
+   * @returns The request on record (someone else's, when they asked
+   * first), or `null` when nobody holds the lock.
+   * @throws {UsageError} on an empty reason.
+   */
+  request(reason: string): Promise<HandOverRequest | null> {
+    const why = checkText(reason, "reason");
+    if (why === undefined) {
+      throw new UsageError(
+        "A hand-over request needs a reason; say why you need the lock, e.g. --reason 'hotfix'",
+      );
+    }
+    return requestHandOver(this.backend, this.resource, {
+      principal: this.settings.principal,
+      host: localHost(),
+      reason: why,
+    });
+  }
+
+  /** The open hand-over request of `lease`, or `null`. */
+  handOverRequest(lease: Lease): Promise<Lease | null> {
+    return handOverRequest(this.backend, lease);
+  }
+
   /** Who waits for the lock, first come first. */
   waiting(): Promise<Lease[]> {
     return waiters(this.backend, this.resource);
@@ -626,6 +661,8 @@ export interface ListedLease extends Lease {
   backend: string;
   /** Who waits for the lock, first come first. */
   waiting: Lease[];
+  /** The open hand-over request, or `null`. */
+  request: Lease | null;
 }
 
 /**
@@ -762,11 +799,18 @@ export class Stormlock {
         continue;
       }
       const { locks, waiting } = splitQueue(listed);
+      const requests = new Map<string, Lease>();
+      for (const lease of listed) {
+        const named = parseRequestName(lease.resource);
+        if (named) requests.set(named.leaseId, lease);
+      }
       for (const lease of locks) {
+        const request = requests.get(lease.id);
         rows.push({
           backend: name,
           ...lease,
           waiting: waiting.get(lease.resource) ?? [],
+          request: request ? { ...request, resource: lease.resource } : null,
         });
       }
     }

@@ -16,6 +16,7 @@ import { sleep } from "./kit/deadline.ts";
 import { printable, shorten } from "./kit/text.ts";
 import type { AcquireOptions, Lock, Ttl } from "./lock.ts";
 import { durationSeconds } from "./hold.ts";
+import type { Lease } from "./kit/types.ts";
 
 /**
  * How {@linkcode runCommand} takes the lock and stops the command.
@@ -302,6 +303,7 @@ export async function runCommand(
       Deno.addSignalListener(name, listener);
       return () => Deno.removeSignalListener(name, listener);
     });
+    const stopAsking = tellRequests(lock, lease, warn);
     let stopping: Promise<void> | undefined;
     const onLoss = () => stopping = stopGroup(child, killAfterMs);
     if (signal.aborted) onLoss();
@@ -313,6 +315,7 @@ export async function runCommand(
     } finally {
       signal.removeEventListener("abort", onLoss);
       forward.forEach((remove) => remove());
+      stopAsking();
     }
   }, {
     wait: options.wait,
@@ -337,4 +340,46 @@ export async function runCommand(
       );
     },
   });
+}
+
+/** How often a running command's lease is checked for hand-over requests. */
+const REQUEST_CHECK_MS = 10_000;
+
+/**
+ * Tells the holder, on stderr, of each hand-over request made of its
+ * lease while the command runs; returns what stops the checks.
+ */
+function tellRequests(
+  lock: Lock,
+  lease: Lease,
+  warn: (message: string) => void,
+): () => void {
+  const told = new Set<string>();
+  const check = () =>
+    lock.handOverRequest(lease).then((request) => {
+      if (!request || told.has(`${request.id} ${request.reason}`)) return;
+      told.add(`${request.id} ${request.reason}`);
+      warn(requestNote(request));
+    }, () => {/* the next check will tell */});
+  const ttlMs = lease.expires.getTime() - lease.created.getTime();
+  const timer = setInterval(
+    check,
+    Math.max(1000, Math.min(REQUEST_CHECK_MS, ttlMs / 3)),
+  );
+  return () => clearInterval(timer);
+}
+
+/**
+ * The line that tells a holder someone asks for the lock.
+ * @example
+ * ```ts ignore
+ * console.error(requestNote(request));
+ * ```
+ */
+export function requestNote(request: Lease): string {
+  return `Hand-over requested: ${
+    printable(shorten(request.principal, 80))
+  } asks you to hand over "${printable(shorten(request.resource))}"${
+    request.reason ? `: ${printable(shorten(request.reason, 300))}` : ""
+  }`;
 }

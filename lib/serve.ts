@@ -13,6 +13,7 @@
  * @module
  */
 import { eventJson, leaseJson } from "./format.ts";
+import { handOverRequest } from "./request.ts";
 import type { ListedLease, Stormlock } from "./lock.ts";
 import { backendsInUse } from "./config.ts";
 import {
@@ -1231,14 +1232,17 @@ export function createServeHandler(
       path: lockRoute(undefined),
       scope: "read-or-acquire",
       run: async ({ resource, who }) => {
-        const lease = await (await backendOf(resource)).current(resource);
+        const backend = await backendOf(resource);
+        const lease = await backend.current(resource);
         if (!lease) {
           return json(
             { error: `No current lease on "${shorten(resource)}"`, resource },
             404,
           );
         }
-        return json(view(lease, who));
+        // The open hand-over request, as `current --json` shows it.
+        const request = await handOverRequest(backend, lease);
+        return json(view({ ...lease, request }, who));
       },
     },
     {
@@ -1580,11 +1584,6 @@ export function serveStatus(
     );
   }
   const tls = options.tlsCert !== undefined;
-  if (!isLoopback(hostname) && !tls) {
-    options.onWarn?.(
-      `serving plain http on ${hostname}: tokens cross the network in the clear unless a TLS-terminating proxy is in front; give --tls-cert and --tls-key otherwise`,
-    );
-  }
   const app = createServeHandler(store, options);
   const where = `${
     hostname.includes(":") ? `[${hostname}]` : hostname
@@ -1613,6 +1612,12 @@ export function serveStatus(
     server.shutdown().catch(() => {});
     throw new UsageError(
       `serve on ${hostname} listens on ${addr.hostname}, which is not loopback, so it needs a token: name a tokens file (--tokens or tokens in [serve]), add [oidc.NAME] rules, or pass --token or STORMLOCK_SERVE_TOKEN`,
+    );
+  }
+  // Warned only once listening worked, so a listen error stays one line.
+  if (!tls && !isLoopback(addr.hostname)) {
+    options.onWarn?.(
+      `serving plain http on ${addr.hostname}: tokens cross the network in the clear unless a TLS-terminating proxy is in front; give --tls-cert and --tls-key otherwise`,
     );
   }
   const host = addr.hostname.includes(":")

@@ -283,6 +283,13 @@ export const PAGE_JS: string = String.raw`"use strict";
         text: waiting.length + " waiting: " + waiting.map(function (w) { return w.principal; }).join(", "),
       }));
     }
+    if (item.request) {
+      nodes.push(el("span", {
+        class: "queue request",
+        title: "Hand-over requested by " + item.request.principal + (item.request.reason ? ": " + item.request.reason : ""),
+        text: item.request.principal + " asks for it" + (item.request.reason ? ": " + item.request.reason : ""),
+      }));
+    }
     return nodes;
   }
   function reasonNodes(item) {

@@ -43,13 +43,22 @@ Deno.test("cli: acquire records reason, link and host; current, list and history
   const current = JSON.parse(
     (await home.run(["current", "--json", "deploy"])).stdout,
   );
-  assert.deepEqual(current, { ...lease, waiting: [] });
+  assert.deepEqual(current, { ...lease, waiting: [], request: null });
   const long = await home.run(["current", "--long", "deploy"], {
     TZ: "Asia/Kolkata",
   });
   assert.match(long.stdout, /reason: +deploy 4\.2/);
-  assert.match(long.stdout, /since: +\d\d:\d\d \(\+05:30\), \d+s ago/);
-  assert.match(long.stdout, /expires: +\d\d:\d\d \(\+05:30\), in 1h/);
+  // A time on another day than today carries its date (the hour before
+  // midnight in Kolkata, the expiry does).
+  const day = String.raw`(?:\d{4}-\d\d-\d\d )?`;
+  assert.match(
+    long.stdout,
+    new RegExp(String.raw`since: +${day}\d\d:\d\d \(\+05:30\), \d+s ago`),
+  );
+  assert.match(
+    long.stdout,
+    new RegExp(String.raw`expires: +${day}\d\d:\d\d \(\+05:30\), in 1h`),
+  );
 
   const listed = JSON.parse((await home.run(["list", "--json"])).stdout);
   assert.equal(listed.length, 1);
@@ -57,6 +66,7 @@ Deno.test("cli: acquire records reason, link and host; current, list and history
     "backend",
     ...LEASE_FIELDS,
     "waiting",
+    "request",
   ]);
   assert.equal(listed[0].id, lease.id);
   const table = await home.run(["list"]);
@@ -88,6 +98,7 @@ Deno.test("cli: acquire records reason, link and host; current, list and history
     "acquired",
   ]);
   assert.deepEqual(Object.keys(history[0]), [
+    "event_id",
     "kind",
     "at",
     ...LEASE_FIELDS,

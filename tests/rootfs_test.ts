@@ -115,16 +115,21 @@ async function buildRootfs(folder: string): Promise<string> {
   // What denort would find embedded in a compiled binary.
   Deno.mkdirSync(join(root, "src"));
   Deno.mkdirSync(join(root, "proc"));
-  const copy = await new Deno.Command("cp", {
-    args: [
-      "-a",
-      ...["main.ts", "mod.ts", "deno.json", "deno.lock", "lib", "backends"]
-        .map((name) => repoPath(name)),
-      repoPath("node_modules"),
-      join(root, "src"),
-    ],
-  }).output();
-  assert.ok(copy.success, decoder.decode(copy.stderr));
+  // Deno running beside this test may add and remove a lock file in
+  // node_modules while it is copied; such a copy is tried again.
+  let copy: Deno.CommandOutput | undefined;
+  for (let attempt = 0; attempt < 5 && !copy?.success; attempt++) {
+    copy = await new Deno.Command("cp", {
+      args: [
+        "-a",
+        ...["main.ts", "mod.ts", "deno.json", "deno.lock", "lib", "backends"]
+          .map((name) => repoPath(name)),
+        repoPath("node_modules"),
+        join(root, "src"),
+      ],
+    }).output();
+  }
+  assert.ok(copy!.success, decoder.decode(copy!.stderr));
   return root;
 }
 

@@ -174,6 +174,9 @@ Deno.test("serve: /api/locks and /api/locks/{resource} match the CLI's --json", 
     const acquired = await home.run(["acquire", "-r", `for ${name}`, name]);
     assert.equal(acquired.code, 0, acquired.stderr);
   }
+  // One lock with an open hand-over request, which both must show.
+  const asked = await home.run(["request", "plain", "--reason", "hotfix"]);
+  assert.equal(asked.code, 0, asked.stderr);
   const list = await getJson(`${url}/api/locks`);
   assert.equal(list.status, 200);
   assert.deepEqual(
@@ -188,11 +191,18 @@ Deno.test("serve: /api/locks and /api/locks/{resource} match the CLI's --json", 
   for (const name of names) {
     const one = await getJson(`${url}/api/locks/${encodeURIComponent(name)}`);
     assert.equal(one.status, 200, name);
-    // The lease's fields are the CLI's; `current` may add its own extras.
+    // The lease's fields and its hand-over request are the CLI's;
+    // `current` adds the waiters.
     const { waiting: _, ...cli } = JSON.parse(
       (await home.run(["current", "--json", name])).stdout,
     );
     assert.deepEqual(one.body, cli);
+    if (name === "plain") {
+      assert.equal(
+        (one.body as { request: { reason: string } }).request.reason,
+        "hotfix",
+      );
+    }
   }
   const free = await getJson(`${url}/api/locks/free%2Fone`);
   assert.equal(free.status, 404);

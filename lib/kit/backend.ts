@@ -154,6 +154,26 @@ export interface Store {
     op: Operation,
   ): Promise<Lease> | Lease;
   /**
+   * Optional: ends the lease `leaseId` only if its TTL has passed,
+   * recording `expired` with the lease's expiry as its time, in one atomic
+   * step. Returns whether it ended it; a renewed or vanished lease is left
+   * alone and gives `false`.
+   */
+  expire?(
+    resource: string,
+    leaseId: string,
+    op: Operation,
+  ): Promise<boolean> | boolean;
+  /**
+   * Optional, with the `history` capability: the resources under `prefix`
+   * with an event at or after `sinceMs` (epoch ms), in any order.
+   */
+  recentResources?(
+    prefix: string,
+    sinceMs: number,
+    op: Operation,
+  ): Promise<string[]> | string[];
+  /**
    * With the `events` capability: subscribes to changes of the resource's
    * lock, calling `onChange` soon after it is released, broken or taken.
    * Resolves once the subscription is in place (within `op`'s deadline);
@@ -441,8 +461,10 @@ export const WAIT_MARK = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
  * ```
  */
 export function isBookkeeping(resource: string): boolean {
+  // Hand-over requests and the hook dispatcher's lease too (notifications).
   // deno-lint-ignore no-control-regex
-  return /\u001f(?:wait\u001f\d{16}|queue)$/.test(resource);
+  return /\u001f(?:wait\u001f\d{16}|queue|request\u001f[0-9a-f]{32}|dispatcher)$/
+    .test(resource);
 }
 
 /** The longest a plugin without a `timeout` option may take per call. */
@@ -1333,6 +1355,33 @@ class FramedBackend implements Backend {
     } catch (error) {
       throw await this.#notHeld(error, resource, leaseId);
     }
+  }
+
+  async expire(resource: string, leaseId: string): Promise<boolean> {
+    if (!this.#store.expire) return false;
+    const ended = await this.#run(
+      "expire",
+      resource,
+      (op) => this.#store.expire!(resource, leaseId, op),
+    );
+    return ended === true;
+  }
+
+  async recentResources(
+    prefix: string,
+    since: Date,
+  ): Promise<string[] | undefined> {
+    if (!this.capabilities.history || !this.#store.recentResources) {
+      return undefined;
+    }
+    const names: unknown = await this.#run(
+      "read history",
+      undefined,
+      (op) => this.#store.recentResources!(prefix, since.getTime(), op),
+    );
+    return this.#array(names, "recentResources").filter((
+      name,
+    ): name is string => typeof name === "string" && name.startsWith(prefix));
   }
 
   async watch(

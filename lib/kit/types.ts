@@ -263,6 +263,21 @@ export interface Backend {
    */
   breakLease(resource: string, leaseId: string, by: Breaker): Promise<Lease>;
   /**
+   * Ends the lease `leaseId` if its TTL has passed, recording `expired` at
+   * its expiry: a compare-and-delete on the id and the expiry, so a lease
+   * renewed in time is never ended. Watchers use it so that an expiry is
+   * recorded even when nobody acquires the lock afterwards.
+   * @returns Whether this call ended it; `false` when it is gone, renewed,
+   * not yet expired, or the store can't end it this way.
+   */
+  expire?(resource: string, leaseId: string): Promise<boolean>;
+  /**
+   * The resources under `prefix` with an event recorded at or after
+   * `since`, so a watcher finds a lock taken and freed between two looks.
+   * @returns `undefined` when the store can't tell.
+   */
+  recentResources?(prefix: string, since: Date): Promise<string[] | undefined>;
+  /**
    * Calls `onChange` soon after the resource's lock is released, broken or
    * taken, until `signal` aborts; resolves once subscribed. Waiters use it
    * to wake at once instead of at their next poll.
