@@ -87,6 +87,9 @@ export async function handOverRequest(
   backend: Backend,
   lease: Lease,
 ): Promise<Lease | null> {
+  // A lock server hides other principals' lease ids, and with them the
+  // name their request is kept under.
+  if (!/^[0-9a-f]{32}$/.test(lease.id)) return null;
   const request = await bookkeeping(backend).current(
     requestName(lease.resource, lease.id),
   );

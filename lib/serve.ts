@@ -14,6 +14,7 @@
  */
 import { eventJson, leaseJson } from "./format.ts";
 import { handOverRequest } from "./request.ts";
+import { parseRequestName } from "./events.ts";
 import type { ListedLease, Stormlock } from "./lock.ts";
 import { backendsInUse } from "./config.ts";
 import {
@@ -355,7 +356,10 @@ function sameSecret(given: string, expected: string): boolean {
 }
 
 /** Decodes one resource path segment, or refuses it clearly. */
-function resourceOf(segment: string, queue: boolean): string {
+function resourceOf(
+  segment: string,
+  queue: boolean | "requests",
+): string {
   let name: string;
   try {
     name = decodeURIComponent(segment);
@@ -368,7 +372,10 @@ function resourceOf(segment: string, queue: boolean): string {
   if (name === "") {
     throw new HttpError(400, "The resource name is empty; name a resource");
   }
-  checkName(name, queue && isBookkeeping(name), "resource name");
+  const own = queue === "requests"
+    ? parseRequestName(name) !== undefined && isBookkeeping(name)
+    : queue && isBookkeeping(name);
+  checkName(name, own, "resource name");
   return name;
 }
 
@@ -615,11 +622,12 @@ interface Route {
   /** What the caller needs; `undefined` for public routes. */
   scope?: Scope | "read-or-acquire";
   /**
-   * Whether the waiting queue's own names (reserved characters after a
-   * lock name) are accepted: only where the http backend's queue needs
-   * them (acquire, renew, release), never on reading routes.
+   * Whether Stormlock's own names (reserved characters after a lock
+   * name: the queue, hand-over requests) are accepted: only where the
+   * http backend needs them (acquire, renew, release, and reading one
+   * lease), never on listing or history routes.
    */
-  queue?: true;
+  queue?: true | "requests";
   run(context: RouteContext): Promise<Response> | Response;
 }
 
@@ -1231,6 +1239,8 @@ export function createServeHandler(
       methods: ["GET", "HEAD"],
       path: lockRoute(undefined),
       scope: "read-or-acquire",
+      // The http backend reads a lease's hand-over request by its name.
+      queue: "requests",
       run: async ({ resource, who }) => {
         const backend = await backendOf(resource);
         const lease = await backend.current(resource);
@@ -1412,7 +1422,7 @@ export function createServeHandler(
         typeof route.path === "object" && route.path.action === action
       );
       if (route) {
-        return { route, resource: resourceOf(parts[3], route.queue === true) };
+        return { route, resource: resourceOf(parts[3], route.queue ?? false) };
       }
     }
     if (path === "/api" || path.startsWith("/api/")) {
