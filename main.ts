@@ -149,7 +149,10 @@ const FLAGS = {
     short: "l",
     help: "print the lease for people: holder, reason, times, fence",
   },
-  json: { type: "boolean", help: "print the answer as JSON (see the README)" },
+  json: {
+    type: "boolean",
+    help: "print the answer as JSON (see docs/commands.md)",
+  },
   limit: {
     type: "string",
     short: "n",

@@ -729,13 +729,13 @@ class RedisStore implements Store {
       reply = await this.#command(op, ["CONFIG", "GET", "maxmemory-policy"]);
     } catch {
       return [
-        `could not read maxmemory-policy (CONFIG GET is not allowed); make sure it is noeviction, or Redis may evict held leases and reset fences (see "Redis" in the README)`,
+        `could not read maxmemory-policy (CONFIG GET is not allowed); make sure it is noeviction, or Redis may evict held leases and reset fences (see docs/backends/redis.md)`,
       ];
     }
     const policy = Array.isArray(reply) ? String(reply[1] ?? "") : "";
     if (policy === "" || policy === "noeviction") return [];
     return [
-      `maxmemory-policy is ${policy}, so under memory pressure Redis may evict held leases and reset fences; set maxmemory-policy noeviction (see "Redis" in the README)`,
+      `maxmemory-policy is ${policy}, so under memory pressure Redis may evict held leases and reset fences; set maxmemory-policy noeviction (see docs/backends/redis.md)`,
     ];
   }
 
@@ -1051,7 +1051,7 @@ export const backend = defineBackend({
     if (/\bNOPERM\b/.test(message)) {
       return {
         unavailable:
-          `denied the user permission to ${failed.action}: ${message}; grant it the commands and keys (~PREFIX*) listed in the README`,
+          `denied the user permission to ${failed.action}: ${message}; grant it the commands and keys (~PREFIX*) listed in docs/backends/redis.md`,
       };
     }
     // SELECT's own failure is caught where it is sent, naming the option.

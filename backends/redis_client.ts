@@ -8,7 +8,7 @@
  * Why not ioredis: loading it (and the Node compatibility modules it
  * needs) cost about 150 ms at every start, 2.7× an empty `deno run` and
  * most of a CLI `acquire`; a bundle of it still cost 125 ms. This file and
- * `Deno.connect` cost about 5 ms. See README, Performance.
+ * `Deno.connect` cost about 5 ms. See docs/performance.md.
  *
  * @module
  */

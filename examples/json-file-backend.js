@@ -1,6 +1,6 @@
 /**
  * A Stormlock plugin backend that keeps leases in one JSON file, and the
- * template for writing your own (see "Writing a backend" in the README).
+ * template for writing your own (see docs/writing-a-backend.md).
  *
  * Use it from a config file:
  *

@@ -653,7 +653,7 @@ function checkLink(link: string | undefined): string | undefined {
  * ```ts
  * import type { ListedLease } from "@stormlock/stormlock";
  * const now = new Date();
- * const row: ListedLease = { backend: "sqlite", resource: "x", id: "0".repeat(32), principal: "ann", fence: 1, created: now, expires: now, waiting: [] };
+ * const row: ListedLease = { backend: "sqlite", resource: "x", id: "0".repeat(32), principal: "ann", fence: 1, created: now, expires: now, waiting: [], request: null };
  * ```
  */
 export interface ListedLease extends Lease {

@@ -281,7 +281,7 @@ export async function loadPlugin(
       typeof definition.open !== "function"
     ) {
       throw new ConfigError(
-        `Backend module ${shown} exports backend, but not as a definition with an open(settings, context) function; see "Writing a backend" in the README`,
+        `Backend module ${shown} exports backend, but not as a definition with an open(settings, context) function; see "Writing a backend" in docs/writing-a-backend.md`,
       );
     }
     return module as BackendModule;

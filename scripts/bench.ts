@@ -22,13 +22,16 @@
  * It prints one markdown table of medians and ratios, with the date and the
  * machine. The machines here are noisy, so only ratios taken in the same
  * rounds mean anything; each ratio is the median of per-round ratios.
+ * `--write` also puts that table into docs/performance.md (between
+ * `<!-- bench -->` and `<!-- /bench -->`), for a full run only.
  *
  *   deno run -A scripts/bench.ts [--quick] [--only=version,sqlite,redis]
- *     [--cases=cli,throughput,list,wake-up,burst] [--rate-rounds=N]
+ *     [--cases=cli,throughput,list,wake-up,burst] [--rate-rounds=N] [--write]
  *
  * @module
  */
 import { join } from "node:path";
+import { withBlock } from "./doc_blocks.ts";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { Redis } from "ioredis";
 import postgres from "postgres";
@@ -56,6 +59,16 @@ const only = onlyArg?.slice("--only=".length).split(",");
 const casesArg = Deno.args.find((arg) => arg.startsWith("--cases="));
 const cases = casesArg?.slice("--cases=".length).split(",");
 const rateRoundsArg = Deno.args.find((arg) => arg.startsWith("--rate-rounds="));
+/** The page whose `bench` block `--write` replaces with the results. */
+const performancePage = join(root, "docs", "performance.md");
+const write = Deno.args.includes("--write");
+if (write && (quick || only || cases || rateRoundsArg)) {
+  console.error(
+    "--write records a full run only; drop --quick, --only, --cases and --rate-rounds, or drop --write",
+  );
+  Deno.exit(64);
+}
+if (write) withBlock(readPerformancePage(), "bench", "", "docs/performance.md");
 /** Interleaved rounds of the whole-process cases. */
 const ROUNDS = quick ? 3 : 21;
 /** Rounds of the in-process throughput cases, and each one's length. */
@@ -1533,6 +1546,11 @@ async function benchBackend(spec: Spec): Promise<void> {
   await backend.close();
 }
 
+/** docs/performance.md, where `--write` puts the results. */
+function readPerformancePage(): string {
+  return Deno.readTextFileSync(performancePage);
+}
+
 // ------------------------------------------------------------ main
 
 try {
@@ -1550,18 +1568,24 @@ try {
     await startup();
   }
   for (const spec of specs) await benchBackend(spec);
-  console.log(
+  const report = [
     `Measured ${
       new Date().toISOString().slice(0, 16).replace("T", " ")
     } UTC on ${machine()}; ${ROUNDS} interleaved rounds per process case, ${RATE_ROUNDS} × ${RATE_MS} ms per throughput case${
       quick ? " (--quick)" : ""
     }. Ratios are medians of per-round ratios.\n`,
-  );
-  console.log(
     "| backend | measure | median | against (median) | ratio | target | note |",
-  );
-  console.log("| --- | --- | --- | --- | --- | --- | --- |");
-  for (const row of rows) console.log(cell(row));
+    "| --- | --- | --- | --- | --- | --- | --- |",
+    ...rows.map(cell),
+  ].join("\n");
+  console.log(report);
+  if (write) {
+    Deno.writeTextFileSync(
+      performancePage,
+      withBlock(readPerformancePage(), "bench", report, "docs/performance.md"),
+    );
+    log("wrote the table into docs/performance.md; run deno fmt on it");
+  }
 } finally {
   log("stopping servers");
   await stopServers();

@@ -1,30 +1,34 @@
 /**
- * Writes each built-in backend's option table into the README, between
- * `<!-- options: NAME -->` and `<!-- /options -->`, from its schema. Run
+ * Writes each built-in backend's option table into its docs page,
+ * `docs/backends/NAME.md`, between `<!-- options: NAME -->` and
+ * `<!-- /options -->`, from its schema. Run
  * `deno run --allow-read --allow-write scripts/readme_tables.ts` after
  * changing a schema; `tests/readme_test.ts` checks they agree.
  */
 import { builtinBackends } from "../lib/registry.ts";
 import { definitionOf } from "../lib/kit/backend.ts";
 import { optionTable } from "../lib/kit/options.ts";
+import { withBlock } from "./doc_blocks.ts";
 
-/** The README with every backend's table regenerated. */
-export async function withTables(readme: string): Promise<string> {
-  let text = readme;
-  for (const [name, load] of Object.entries(builtinBackends)) {
-    const table = optionTable(definitionOf(await load(), name).schema);
-    const pattern = new RegExp(
-      `(<!-- options: ${name} -->\\n)[\\s\\S]*?(<!-- /options -->)`,
-    );
-    if (!pattern.test(text)) {
-      throw new Error(`README.md has no <!-- options: ${name} --> block`);
-    }
-    text = text.replace(pattern, `$1\n${table}\n\n$2`);
-  }
-  return text;
+/** Where a built-in backend's docs page is, relative to the repository. */
+export function backendPage(name: string): string {
+  return `docs/backends/${name}.md`;
+}
+
+/** A built-in backend's docs page with its option table regenerated. */
+export async function withTable(name: string, page: string): Promise<string> {
+  const load = builtinBackends[name];
+  if (!load) throw new Error(`${name} is not a built-in backend`);
+  const table = optionTable(definitionOf(await load(), name).schema);
+  return withBlock(page, `options: ${name}`, table, backendPage(name));
 }
 
 if (import.meta.main) {
-  const path = new URL("../README.md", import.meta.url);
-  Deno.writeTextFileSync(path, await withTables(Deno.readTextFileSync(path)));
+  for (const name of Object.keys(builtinBackends)) {
+    const path = new URL(`../${backendPage(name)}`, import.meta.url);
+    Deno.writeTextFileSync(
+      path,
+      await withTable(name, Deno.readTextFileSync(path)),
+    );
+  }
 }

@@ -26,7 +26,7 @@ export const IMAGE_USER = {
 
 /**
  * The default state folder (`$HOME/.local/state`): the SQLite backend keeps
- * `stormlock/locks.db` in it, and the README mounts a volume there.
+ * `stormlock/locks.db` in it, and docs/install.md mounts a volume there.
  */
 export const STATE_DIR = `${IMAGE_USER.home}/.local/state`;
 

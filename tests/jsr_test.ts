@@ -4,6 +4,7 @@
  */
 import assert from "assert";
 import { repoPath, runDeno } from "./helpers.ts";
+import { linksOf } from "../scripts/doc_links.ts";
 
 /** Runs deno in the repository; `output` is stdout then stderr. */
 async function deno(
@@ -27,9 +28,15 @@ Deno.test("deno publish --dry-run passes and publishes only the library", async 
   for (const file of files) {
     assert.match(
       file,
-      /^(mod\.ts|deno\.json|README\.md|LICENSE|lib\/|backends\/)/,
+      /^(mod\.ts|deno\.json|README\.md|CONTRIBUTING\.md|LICENSE|lib\/|backends\/|docs\/)/,
     );
     assert.doesNotMatch(file, /_test\.ts$/);
+  }
+  // The package page is the README: the pages it links to are published too.
+  const readme = Deno.readTextFileSync(repoPath("README.md"));
+  for (const { target } of linksOf(readme)) {
+    const linked = target.replace(/#.*/, "");
+    if (linked) assert.ok(files.includes(linked), `${linked} is published`);
   }
 });
 

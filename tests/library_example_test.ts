@@ -1,5 +1,5 @@
 /**
- * The README's library example, `examples/acquire.ts`, runs as written:
+ * The library example of docs/library.md, `examples/acquire.ts`, runs as written:
  * inside this repository `jsr:@stormlock/stormlock` resolves to the local
  * package, so the very script a JSR user copies runs against `mod.ts`.
  */
@@ -10,7 +10,7 @@ import type { CliResult } from "./helpers.ts";
 
 const SCRIPT = repoPath("examples", "acquire.ts");
 
-/** Runs the example as the README says, in the temporary HOME. */
+/** Runs the example as docs/library.md says, in the temporary HOME. */
 function runExample(home: CliHome): Promise<CliResult> {
   return home.deno([
     "run",
@@ -48,15 +48,15 @@ Deno.test("the library example exits 2 and names the holder when the lock is hel
   assert.match(result.stderr, /^Busy: tester@\S+ holds it\n$/);
 });
 
-Deno.test("the README shows the library example as it is in examples/acquire.ts", () => {
-  const readme = Deno.readTextFileSync(repoPath("README.md"));
+Deno.test("docs/library.md shows the library example as it is in examples/acquire.ts", () => {
+  const page = Deno.readTextFileSync(repoPath("docs", "library.md"));
   // The lint directive is for this repository, not for readers.
   const script = Deno.readTextFileSync(SCRIPT).replace(
     /^\/\/ deno-lint-ignore-file.*\n/,
     "",
   );
   assert.ok(
-    readme.includes(script),
-    "README.md should contain examples/acquire.ts verbatim (minus its lint directive)",
+    page.includes(script),
+    "docs/library.md should contain examples/acquire.ts verbatim (minus its lint directive)",
   );
 });

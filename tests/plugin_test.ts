@@ -733,7 +733,7 @@ Deno.test("the import scan finds what a data: module can't resolve", () => {
   ]);
 });
 
-Deno.test("the example and the README's minimal plugin import only node: built-ins", () => {
+Deno.test("the example and the docs' minimal plugin import only node: built-ins", () => {
   for (const path of [EXAMPLE, MINIMAL]) {
     assert.deepEqual(foreignImports(Deno.readTextFileSync(path)), [], path);
   }

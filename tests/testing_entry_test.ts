@@ -1,6 +1,6 @@
 /**
- * The `./testing` entry point as a plugin author uses it: the README's
- * minimal plugin, loaded the ways Stormlock loads plugins, passes the
+ * The `./testing` entry point as a plugin author uses it: the minimal
+ * plugin of docs/writing-a-backend.md, loaded the ways Stormlock loads plugins, passes the
  * published contract. (`plugin_test.ts` runs the example template.)
  */
 import assert from "assert";
@@ -19,7 +19,7 @@ const context: BackendContext = {
   configDir: repoPath("tests", "fixtures"),
 };
 
-// As the README's "Writing a backend" shows it.
+// As docs/writing-a-backend.md shows it.
 testBackendContract(
   "minimal plugin",
   (extra) => openBackend({ module: MINIMAL, ...extra }, context),
@@ -49,10 +49,10 @@ Deno.test("the testing entry point exports the contract and its helpers", () => 
   assert.ok(testing.AWKWARD_NAMES.length > 0);
 });
 
-Deno.test("the README's minimal plugin listing is the tested fixture", () => {
-  const readme = Deno.readTextFileSync(repoPath("README.md"));
+Deno.test("docs/writing-a-backend.md's minimal plugin listing is the tested fixture", () => {
+  const page = Deno.readTextFileSync(repoPath("docs", "writing-a-backend.md"));
   const fixture = Deno.readTextFileSync(MINIMAL);
-  const listings = [...readme.matchAll(/```js\n([\s\S]*?)```/g)]
+  const listings = [...page.matchAll(/```js\n([\s\S]*?)```/g)]
     .map((match) => match[1])
     .filter((listing) => listing.includes("A complete, minimal Stormlock"));
   assert.equal(listings.length, 1, "one listing of the minimal plugin");

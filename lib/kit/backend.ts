@@ -1455,7 +1455,7 @@ export function requireCapability(
 ): void {
   if (!backend.capabilities[capability]) {
     throw new ConfigError(
-      `Backend "${backend.name}" does not support ${capability}; use a backend that does (see "Capabilities" in the README)`,
+      `Backend "${backend.name}" does not support ${capability}; use a backend that does (see "Capabilities" in docs/writing-a-backend.md)`,
     );
   }
 }

@@ -2,7 +2,7 @@
  * Option schemas: each backend declares its `[backend.NAME]` options once,
  * as plain data, and from that come parsing and validation (every message
  * names the file, section and key), the list of option names, the
- * unknown-key warning, and the option tables in the README.
+ * unknown-key warning, and the option tables in docs/backends/.
  *
  * @module
  */
@@ -21,7 +21,7 @@ import type { BackendContext, BackendOptions } from "./types.ts";
  * ```
  */
 export interface OptionBase {
-  /** One line for the README table: what the option does. */
+  /** One line for the option table in the docs: what the option does. */
   doc: string;
   /** Whether the option must be set. */
   required?: boolean;
@@ -392,7 +392,7 @@ export function originalNameNotes(
 }
 
 /**
- * The README's Markdown table of a schema's options.
+ * The Markdown table of a schema's options, as each backend's docs page shows it.
  *
  * @example
  * ```ts
