@@ -17,7 +17,7 @@ import { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 import { VERSION } from "./lib/kit/version.ts";
 import type { StormlockErrorCode } from "./lib/kit/errors.ts";
 import type { Lease } from "./lib/kit/types.ts";
-import type { Lock, Stormlock, WaitState } from "./lib/lock.ts";
+import type { Lock, Stormlock, WaitState } from "./lib/composition/lock.ts";
 import {
   eventJson,
   fitTable,
@@ -34,11 +34,11 @@ import {
   span,
   tableTime,
   when,
-} from "./lib/format.ts";
-import type { TableColumn } from "./lib/format.ts";
+} from "./lib/apps/output/format.ts";
+import type { TableColumn } from "./lib/apps/output/format.ts";
 import { didYouMean } from "./lib/kit/suggest.ts";
 import { timeZoneProblem } from "./lib/kit/time.ts";
-import { coloursFor } from "./lib/colour.ts";
+import { coloursFor } from "./lib/apps/output/colour.ts";
 
 /** Exit statuses; documented in `--help` and the README. */
 const EXIT = {
@@ -278,7 +278,7 @@ interface Command {
 
 /** The CI run's link, from the environment. */
 async function ciLink(): Promise<string | undefined> {
-  return (await import("./lib/config.ts")).ciLink();
+  return (await import("./lib/composition/config.ts")).ciLink();
 }
 
 /** Writes all of `text` to stdout, or throws an {@linkcode OutputError}. */
@@ -587,7 +587,7 @@ const COMMANDS: Record<string, Command> = {
       );
       const request = await opened.handOverRequest(lease).catch(() => null);
       if (request) {
-        const { requestNote } = await import("./lib/run.ts");
+        const { requestNote } = await import("./lib/apps/run.ts");
         complain(requestNote(request));
       }
       if (flags.json) print(safeJson(leaseJson({ ...lease, request })));
@@ -821,7 +821,7 @@ const COMMANDS: Record<string, Command> = {
       const wait = flags.wait as string | undefined;
       const reporter = waitReporter(wait ?? "");
       try {
-        const { commandArgv, runCommand } = await import("./lib/run.ts");
+        const { commandArgv, runCommand } = await import("./lib/apps/run.ts");
         return await runCommand(await lock(), commandArgv(Deno.args, command), {
           ttl: flags.ttl as string | undefined,
           wait,
@@ -834,7 +834,7 @@ const COMMANDS: Record<string, Command> = {
           onRetry: reporter.onRetry,
         });
       } catch (error) {
-        const { LeaseLostError } = await import("./lib/hold.ts");
+        const { LeaseLostError } = await import("./lib/composition/hold.ts");
         if (!(error instanceof LeaseLostError)) throw error;
         complain(error.message);
         return EXIT.lost;
@@ -1023,7 +1023,7 @@ const COMMANDS: Record<string, Command> = {
       "only unless one of those is set. Delivers the config's [hook.NAME]\n" +
       "sections (one serve at a time does). Stops on Ctrl-C.",
     async run({ locks, flags }) {
-      const { openServer } = await import("./lib/serve_config.ts");
+      const { openServer } = await import("./lib/apps/serve/config.ts");
       const given = flags.token as string | undefined;
       const server = await openServer(locks, {
         listen: flags.listen as string | undefined,
@@ -1040,8 +1040,8 @@ const COMMANDS: Record<string, Command> = {
       });
       complain(`Now serving ${server.url} (${server.describe}); Ctrl-C stops`);
       // Hooks: one active dispatcher across every serve on this store.
-      const { startDispatcher } = await import("./lib/dispatch.ts");
-      const { localHost } = await import("./lib/config.ts");
+      const { startDispatcher } = await import("./lib/apps/notify/dispatch.ts");
+      const { localHost } = await import("./lib/composition/config.ts");
       const dispatcher = startDispatcher(locks, {
         principal: `stormlock serve ${server.url} on ${localHost() ?? "?"}`,
         warn: (message) => complain(message),
@@ -1077,8 +1077,8 @@ const COMMANDS: Record<string, Command> = {
       "kept. list shows names, scopes and resources; revoke NAME removes it. A\n" +
       "running server sees changes at once. The principal is NAME.",
     async run({ locks, args: [action, name], flags }) {
-      const { tokensPath } = await import("./lib/serve_config.ts");
-      const identity = await import("./lib/identity.ts");
+      const { tokensPath } = await import("./lib/apps/serve/config.ts");
+      const identity = await import("./lib/apps/serve/identity.ts");
       const path = tokensPath(locks.config, flags.tokens as string | undefined);
       if (action === "list") {
         const tokens = identity.readTokensFile(path);
@@ -1147,7 +1147,7 @@ const COMMANDS: Record<string, Command> = {
       "Exit 69 if a backend does not answer.",
     examples: ["stormlock config", "stormlock -c team.cfg config --json"],
     async run({ locks, flags }) {
-      const { configReport } = await import("./lib/report.ts");
+      const { configReport } = await import("./lib/apps/output/report.ts");
       const report = await configReport(locks, {
         path: flags.config as string | undefined,
       });
@@ -1220,7 +1220,7 @@ const COMMANDS: Record<string, Command> = {
       "Records an expiry it sees (expired), warns before one (expiring), and\n" +
       "with --hooks delivers the config's hooks. Runs until SIGINT or SIGTERM.",
     async run({ locks, args: [prefix = ""], flags }) {
-      const { watchCommand } = await import("./lib/watch_command.ts");
+      const { watchCommand } = await import("./lib/apps/notify/watch.ts");
       return await watchCommand(locks, prefix, {
         events: flags.events as string | undefined,
         json: flags.json === true,
@@ -1674,7 +1674,7 @@ async function run(argv: string[]): Promise<number> {
       lock: () => Promise.reject(new Error("offline command")),
     });
   }
-  const { openStormlock } = await import("./lib/lock.ts");
+  const { openStormlock } = await import("./lib/composition/lock.ts");
   const locks = await openStormlock({
     path: values.config,
     warn,

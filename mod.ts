@@ -63,18 +63,26 @@ export {
   localHost,
   parseConfig,
   resolveLockSettings,
-} from "./lib/config.ts";
-export type { IniSections } from "./lib/ini.ts";
+} from "./lib/composition/config.ts";
+export type { IniSections } from "./lib/composition/ini.ts";
 export type {
   Config,
   ConfigOrigin,
   ConfigSource,
   EnvReader,
   LockSettings,
-} from "./lib/config.ts";
+} from "./lib/composition/config.ts";
 export { assertLeaseId, isLeaseId, newLeaseId } from "./lib/kit/lease.ts";
-export { builtinBackendNames, openBackend } from "./lib/registry.ts";
-export { Lock, openLock, openStormlock, Stormlock } from "./lib/lock.ts";
+export {
+  builtinBackendNames,
+  openBackend,
+} from "./lib/composition/registry.ts";
+export {
+  Lock,
+  openLock,
+  openStormlock,
+  Stormlock,
+} from "./lib/composition/lock.ts";
 export type {
   AcquireOptions,
   HoldOptions,
@@ -83,7 +91,7 @@ export type {
   OpenLockOptions,
   Ttl,
   WaitState,
-} from "./lib/lock.ts";
+} from "./lib/composition/lock.ts";
 export {
   assertHoldTtl,
   durationSeconds,
@@ -91,16 +99,16 @@ export {
   LeaseLostError,
   MIN_HOLD_TTL_SECONDS,
   safetyMarginMs,
-} from "./lib/hold.ts";
+} from "./lib/composition/hold.ts";
 export type {
   HeldLock,
   HoldCallback,
   HoldLeaseOptions,
   KeepOptions,
   LossKind,
-} from "./lib/hold.ts";
-export { commandArgv, runCommand } from "./lib/run.ts";
-export type { RunCommandOptions } from "./lib/run.ts";
+} from "./lib/composition/hold.ts";
+export { commandArgv, runCommand } from "./lib/apps/run.ts";
+export type { RunCommandOptions } from "./lib/apps/run.ts";
 export {
   createServeHandler,
   DEFAULT_LISTEN,
@@ -110,7 +118,7 @@ export {
   MIN_TOKEN_LENGTH,
   parseListen,
   serveStatus,
-} from "./lib/serve.ts";
+} from "./lib/apps/serve/server.ts";
 export type {
   ListenAddress,
   RateLimit,
@@ -119,7 +127,7 @@ export type {
   ServeStore,
   StatusServer,
   TokenVerifier,
-} from "./lib/serve.ts";
+} from "./lib/apps/serve/server.ts";
 export {
   createToken,
   parsePatterns,
@@ -130,12 +138,12 @@ export {
   SCOPES,
   tokenHash,
   TokenStore,
-} from "./lib/identity.ts";
-export type { Identity, Scope, TokenEntry } from "./lib/identity.ts";
-export { PAGE_CSS, PAGE_HTML, PAGE_JS } from "./lib/serve_page.ts";
+} from "./lib/apps/serve/identity.ts";
+export type { Identity, Scope, TokenEntry } from "./lib/apps/serve/identity.ts";
+export { PAGE_CSS, PAGE_HTML, PAGE_JS } from "./lib/apps/serve/page.ts";
 export { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 export { VERSION } from "./lib/kit/version.ts";
-export type { PluginContext } from "./lib/plugin.ts";
+export type { PluginContext } from "./lib/composition/plugin.ts";
 export {
   eventId,
   eventIdTime,
@@ -143,15 +151,18 @@ export {
   NOTIFICATION_KINDS,
   notificationJson,
   notificationLine,
-} from "./lib/events.ts";
+} from "./lib/composition/events.ts";
 export type {
   Actor,
   Notification,
   NotificationJson,
   NotificationKind,
-} from "./lib/events.ts";
-export { DEFAULT_EXPIRING_LEAD_MS, watchEvents } from "./lib/watch.ts";
-export type { WatchedBackend, WatchOptions } from "./lib/watch.ts";
+} from "./lib/composition/events.ts";
+export {
+  DEFAULT_EXPIRING_LEAD_MS,
+  watchEvents,
+} from "./lib/composition/watch.ts";
+export type { WatchedBackend, WatchOptions } from "./lib/composition/watch.ts";
 export {
   DEFAULT_HOOK_EVENTS,
   globMatches,
@@ -160,13 +171,16 @@ export {
   signature,
   SIGNATURE_HEADER,
   slackMessage,
-} from "./lib/hooks.ts";
-export type { DeliveryOptions, Hook } from "./lib/hooks.ts";
-export { DISPATCHER_RESOURCE, startDispatcher } from "./lib/dispatch.ts";
+} from "./lib/apps/notify/hooks.ts";
+export type { DeliveryOptions, Hook } from "./lib/apps/notify/hooks.ts";
+export {
+  DISPATCHER_RESOURCE,
+  startDispatcher,
+} from "./lib/apps/notify/dispatch.ts";
 export type {
   Dispatcher,
   DispatcherOptions,
   DispatchSource,
-} from "./lib/dispatch.ts";
-export { handOverRequest, requestHandOver } from "./lib/request.ts";
-export type { HandOverRequest } from "./lib/request.ts";
+} from "./lib/apps/notify/dispatch.ts";
+export { handOverRequest, requestHandOver } from "./lib/composition/request.ts";
+export type { HandOverRequest } from "./lib/composition/request.ts";

@@ -44,7 +44,7 @@ import {
 } from "@aws-sdk/client-dynamodb";
 import { Lock, openBackend } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
-import { waiters } from "../lib/queue.ts";
+import { waiters } from "../lib/composition/queue.ts";
 import type { ServerModule, StartedServer } from "./servers/_server.ts";
 
 const root = new URL("..", import.meta.url).pathname;

@@ -18,9 +18,9 @@
  *
  * @module
  */
-import { basename, join, relative } from "node:path";
+import { join, relative } from "node:path";
 import { parseArgs } from "node:util";
-import { builtinBackendNames } from "../lib/registry.ts";
+import { builtinBackendNames } from "../lib/composition/registry.ts";
 import { VERSION } from "../lib/kit/version.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -190,9 +190,14 @@ export function placeholderRuntime(target: Target): Uint8Array {
   return bytes;
 }
 
+/** A built-in backend's entry file: its folder's `mod.ts`. */
+function backendFile(name: string): string {
+  return `backends/${name}/mod.ts`;
+}
+
 /** The built-in backend files, which every binary embeds. */
 export function backendFiles(): string[] {
-  return builtinBackendNames().map((name) => `backends/${name}.ts`);
+  return builtinBackendNames().map(backendFile);
 }
 
 /** The `deno compile` arguments for one target. */
@@ -235,14 +240,13 @@ function preflight(): void {
       `deno.json has version ${config.version}, but lib/kit/version.ts has ${VERSION}; make them equal`,
     );
   }
-  for (const file of backendFiles()) {
+  for (const name of builtinBackendNames()) {
+    const file = backendFile(name);
     try {
       Deno.statSync(join(root, file));
     } catch {
       fail(
-        `lib/registry.ts names the built-in backend ${
-          basename(file, ".ts")
-        }, but ${file} is missing`,
+        `lib/composition/registry.ts names the built-in backend ${name}, but ${file} is missing`,
       );
     }
   }

@@ -5,7 +5,7 @@
  * `deno run --allow-read --allow-write scripts/readme_tables.ts` after
  * changing a schema; `tests/readme_test.ts` checks they agree.
  */
-import { builtinBackends } from "../lib/registry.ts";
+import { builtinBackends } from "../lib/composition/registry.ts";
 import { definitionOf } from "../lib/kit/backend.ts";
 import { optionTable } from "../lib/kit/options.ts";
 import { withBlock } from "./doc_blocks.ts";

@@ -11,8 +11,8 @@ import assert from "assert";
 import { join } from "node:path";
 import { CliHome, repoPath, sleep } from "./helpers.ts";
 import { BackendUnavailableError, parseConfig, Stormlock } from "../mod.ts";
-import { serveStatus } from "../lib/serve.ts";
-import type { ServeStore } from "../lib/serve.ts";
+import { serveStatus } from "../lib/apps/serve/server.ts";
+import type { ServeStore } from "../lib/apps/serve/server.ts";
 // deno.json is not ours to change, so the test pins playwright-core inline.
 // deno-lint-ignore no-import-prefix
 import type { BrowserContext, Page } from "npm:playwright-core@^1";
@@ -414,7 +414,9 @@ browserTest(
 browserTest(
   "page with named tokens: shows who you are, hides others' lease ids, and offers break only to the break scope",
   async () => {
-    const { createToken, TokenStore } = await import("../lib/identity.ts");
+    const { createToken, TokenStore } = await import(
+      "../lib/apps/serve/identity.ts"
+    );
     const { openBackend } = await import("../mod.ts");
     const folder = Deno.makeTempDirSync({ prefix: "stormlock-team-page-" });
     const tokens = join(folder, "tokens.json");

@@ -7,7 +7,7 @@
 import assert from "assert";
 import { join } from "node:path";
 import { VERSION } from "../mod.ts";
-import { builtinBackendNames } from "../lib/registry.ts";
+import { builtinBackendNames } from "../lib/composition/registry.ts";
 import {
   binaryName,
   detectFormat,
@@ -100,7 +100,7 @@ Deno.test({
           // binary holds each backend's code, found by its definition.
           assert.ok(
             text.includes(`name: "${backend}"`),
-            `${name} embeds backends/${backend}.ts`,
+            `${name} embeds backends/${backend}/mod.ts`,
           );
         }
         // The permissions deno compile recorded: explicit, never -A.
@@ -150,7 +150,7 @@ function testBrokenBuild(
 testBrokenBuild(
   "compile fails on a type error",
   (copy) => {
-    const lock = join(copy, "lib", "lock.ts");
+    const lock = join(copy, "lib", "composition", "lock.ts");
     Deno.writeTextFileSync(
       lock,
       `${Deno.readTextFileSync(lock)}\nexport const broken: number = "text";\n`,
@@ -159,17 +159,17 @@ testBrokenBuild(
   ["--validate", "--target", "x86_64-unknown-linux-gnu"],
   [
     /TS2322/,
-    /at file:\/\/\S+\/lib\/lock\.ts:\d+:\d+/,
+    /at file:\/\/\S+\/lib\/composition\/lock\.ts:\d+:\d+/,
     /x86_64-unknown-linux-gnu failed/,
   ],
 );
 
 testBrokenBuild(
   "compile fails when a built-in backend's file is missing",
-  (copy) => Deno.removeSync(join(copy, "backends", "etcd.ts")),
+  (copy) => Deno.removeSync(join(copy, "backends", "etcd", "mod.ts")),
   ["--validate"],
   [
-    /lib\/registry\.ts names the built-in backend etcd, but backends\/etcd\.ts is missing/,
+    /lib\/composition\/registry\.ts names the built-in backend etcd, but backends\/etcd\/mod\.ts is missing/,
   ],
 );
 

@@ -8,7 +8,7 @@ import {
   resolveLockSettings,
   UsageError,
 } from "../mod.ts";
-import { assertPluginAllowed } from "../lib/plugin.ts";
+import { assertPluginAllowed } from "../lib/composition/plugin.ts";
 
 /** A fake HOME with a working folder, and an environment reading from it. */
 function sandbox(vars: Record<string, string> = {}) {

@@ -12,7 +12,7 @@ import {
   MIN_ATTEMPT_MS,
 } from "../lib/kit/backend.ts";
 import { LeaseNotHeldError } from "../lib/kit/errors.ts";
-import { Lock } from "../lib/lock.ts";
+import { Lock } from "../lib/composition/lock.ts";
 
 /** Runs `body`, returning the names of the process warnings it caused. */
 async function warningsOf(body: () => Promise<void>): Promise<string[]> {

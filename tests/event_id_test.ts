@@ -4,7 +4,7 @@
  */
 import assert from "assert";
 import { createHash } from "node:crypto";
-import { eventId, sha256Hex } from "../lib/event_id.ts";
+import { eventId, sha256Hex } from "../lib/composition/event_id.ts";
 
 Deno.test("event ids: our SHA-256 agrees with node:crypto on every length across several blocks", () => {
   for (let length = 0; length < 300; length++) {

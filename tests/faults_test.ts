@@ -23,7 +23,7 @@ import {
   openBackend,
 } from "../mod.ts";
 import type { Backend, Lease } from "../mod.ts";
-import { waiters } from "../lib/queue.ts";
+import { waiters } from "../lib/composition/queue.ts";
 import { hasCommand } from "../scripts/servers/_server.ts";
 import {
   assertCleanExit,

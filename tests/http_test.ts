@@ -11,7 +11,7 @@ import {
 } from "../lib/testing/mod.ts";
 import { LockHeldError, openBackend, parseConfig, Stormlock } from "../mod.ts";
 import type { Backend, BackendOptions, Lease } from "../mod.ts";
-import { serveStatus, type StatusServer } from "../lib/serve.ts";
+import { serveStatus, type StatusServer } from "../lib/apps/serve/server.ts";
 import { closedPort, uniqueResource } from "./helpers.ts";
 
 const SHARED = `shared-${crypto.randomUUID()}`;

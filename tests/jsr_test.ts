@@ -22,7 +22,13 @@ Deno.test("deno publish --dry-run passes and publishes only the library", async 
   const root = `file://${repoPath()}`.replace(/\/?$/, "/");
   const files = [...run.output.matchAll(/(file:\/\/\S+) \(/g)]
     .map((match) => match[1].replace(root, ""));
-  for (const needed of ["mod.ts", "lib/lock.ts", "backends/sqlite.ts"]) {
+  for (
+    const needed of [
+      "mod.ts",
+      "lib/composition/lock.ts",
+      "backends/sqlite/mod.ts",
+    ]
+  ) {
     assert.ok(files.includes(needed), `${needed} is published`);
   }
   for (const file of files) {

@@ -1,8 +1,18 @@
 /**
- * The layers, read from Deno's own module graph: the kit (lib/kit/)
- * imports nothing above it; backends stand only on the kit; the
- * composition layer (lib/*.ts) never reaches up to the CLI or tests; and
- * no local import cycle exists.
+ * The floors, read from Deno's own module graph. From the ground up:
+ *
+ * 1. `lib/kit/`: the backend kit; imports nothing above it.
+ * 2. `backends/<store>/`: one folder per store, standing only on the kit
+ *    and on files of its own folder.
+ * 3. `lib/composition/`: config, INI, plugins, the registry, Lock, the
+ *    queue, hold, events and watch. The registry's lazy import of
+ *    `backends/<store>/mod.ts` is the one arrow into floor 2 from here,
+ *    and it points down.
+ * 4. `lib/apps/`: run, serve, notifications and output formatting.
+ * 5. `main.ts`: the CLI. `mod.ts` (the library) and `lib/testing/` (the
+ *    contract suite) stand beside the apps.
+ *
+ * No import runs back up a floor, and no local import cycle exists.
  */
 import assert from "assert";
 import { repoPath, runDeno } from "./helpers.ts";
@@ -22,8 +32,8 @@ async function localEdges(): Promise<Map<string, Set<string>>> {
   // Backends are entries too: the registry imports them by a template
   // literal, which Deno does not follow.
   const backends = [...Deno.readDirSync(repoPath("backends"))]
-    .filter((entry) => entry.name.endsWith(".ts"))
-    .map((entry) => `backends/${entry.name}`);
+    .filter((entry) => entry.isDirectory)
+    .map((entry) => `backends/${entry.name}/mod.ts`);
   for (
     const entry of [
       "main.ts",
@@ -52,27 +62,32 @@ async function localEdges(): Promise<Map<string, Set<string>>> {
 
 const edges = await localEdges();
 
+/** The floor a repository path stands on, by its folder. */
 function layerOf(path: string): string {
   if (path.startsWith("lib/kit/")) return "kit";
   if (path.startsWith("backends/")) return "backends";
+  if (path.startsWith("lib/composition/")) return "composition";
+  if (path.startsWith("lib/apps/")) return "apps";
   if (path.startsWith("lib/testing/")) return "testing";
-  if (path.startsWith("lib/")) return "composition";
+  if (path.startsWith("lib/")) return "lib (no floor)";
   return path;
 }
 
-/** What each layer may import, besides npm: and node: modules. */
+/** What each floor may import, besides npm: and node: modules. */
 const ALLOWED: Record<string, string[]> = {
   kit: ["kit"],
   backends: ["kit"],
-  composition: ["kit", "composition", "backends"],
-  testing: ["kit", "composition", "backends", "testing"],
-  "mod.ts": ["kit", "composition", "backends"],
-  "main.ts": ["kit", "composition", "backends", "mod.ts"],
+  composition: ["kit", "backends", "composition"],
+  apps: ["kit", "backends", "composition", "apps"],
+  testing: ["kit", "backends", "composition", "testing"],
+  "mod.ts": ["kit", "backends", "composition", "apps"],
+  "main.ts": ["kit", "backends", "composition", "apps", "mod.ts"],
 };
 
-/** A backend's own client, in the file beside it (`redis_client.ts`). */
-function ownClient(from: string, to: string): boolean {
-  return to === from.replace(/\.ts$/, "_client.ts");
+/** A file of the backend's own folder (its client, options, errors). */
+function ownFolder(from: string, to: string): boolean {
+  const folder = /^backends\/[^/]+\//.exec(from)?.[0];
+  return folder !== undefined && to.startsWith(folder);
 }
 
 Deno.test("layers: no import runs back up", () => {
@@ -81,20 +96,20 @@ Deno.test("layers: no import runs back up", () => {
     const allowed = ALLOWED[layerOf(from)];
     if (!allowed) continue;
     for (const to of targets) {
-      if (ownClient(from, to)) continue;
+      if (ownFolder(from, to)) continue;
       if (!allowed.includes(layerOf(to))) violations.push(`${from} → ${to}`);
     }
   }
   assert.deepEqual(violations, []);
   assert.ok(edges.has("lib/kit/backend.ts"), "the graph was read");
-  assert.ok(edges.has("backends/sqlite.ts"), "the backends were read");
+  assert.ok(edges.has("backends/sqlite/mod.ts"), "the backends were read");
 });
 
 Deno.test("layers: no backend imports config discovery, INI, plugins, the registry or Lock", () => {
   for (const [from, targets] of edges) {
     if (!from.startsWith("backends/")) continue;
     for (const to of targets) {
-      if (ownClient(from, to)) continue;
+      if (ownFolder(from, to)) continue;
       assert.match(to, /^lib\/kit\//, `${from} → ${to}`);
     }
   }
@@ -115,4 +130,21 @@ Deno.test("layers: no local import cycle", () => {
   };
   for (const node of edges.keys()) visit(node, []);
   assert.deepEqual(cycles, []);
+});
+
+Deno.test("layers: every module under lib/ and backends/ stands on a floor", () => {
+  const loose: string[] = [];
+  for (const top of ["lib", "backends"]) {
+    for (const entry of Deno.readDirSync(repoPath(top))) {
+      if (entry.isFile && /\.[cm]?[jt]sx?$/.test(entry.name)) {
+        loose.push(`${top}/${entry.name}`);
+      }
+    }
+  }
+  assert.deepEqual(loose, [], "move each into the folder of its floor");
+  for (const path of edges.keys()) {
+    if (path.startsWith("lib/") || path.startsWith("backends/")) {
+      assert.notEqual(layerOf(path), "lib (no floor)", path);
+    }
+  }
 });

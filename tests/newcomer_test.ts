@@ -14,7 +14,7 @@ import {
   sleep,
 } from "./helpers.ts";
 import { closest, didYouMean, editDistance } from "../lib/kit/suggest.ts";
-import { fitTable } from "../lib/format.ts";
+import { fitTable } from "../lib/apps/output/format.ts";
 import {
   parseConfig,
   parseDurationMs,
@@ -22,8 +22,8 @@ import {
   serveStatus,
   Stormlock,
 } from "../mod.ts";
-import { PAGE_JS } from "../lib/serve_page.ts";
-import { maskSecret } from "../lib/report.ts";
+import { PAGE_JS } from "../lib/apps/serve/page.ts";
+import { maskSecret } from "../lib/apps/output/report.ts";
 import { timeZoneProblem } from "../lib/kit/time.ts";
 
 const ESC = "\x1b";

@@ -9,11 +9,15 @@ import { createHmac } from "node:crypto";
 import { join } from "node:path";
 import { openBackend } from "../mod.ts";
 import type { Backend } from "../mod.ts";
-import { Lock } from "../lib/lock.ts";
-import { parseConfig, resolveLockSettings } from "../lib/config.ts";
-import { type Hook, HookDelivery, parseHooks } from "../lib/hooks.ts";
-import { watchEvents } from "../lib/watch.ts";
-import { startDispatcher } from "../lib/dispatch.ts";
+import { Lock } from "../lib/composition/lock.ts";
+import { parseConfig, resolveLockSettings } from "../lib/composition/config.ts";
+import {
+  type Hook,
+  HookDelivery,
+  parseHooks,
+} from "../lib/apps/notify/hooks.ts";
+import { watchEvents } from "../lib/composition/watch.ts";
+import { startDispatcher } from "../lib/apps/notify/dispatch.ts";
 import {
   backendTest,
   CliHome,

@@ -20,9 +20,9 @@ import {
   parseConfig,
   Stormlock,
 } from "../mod.ts";
-import { oidcRules, OidcVerifier } from "../lib/oidc.ts";
-import type { OidcRule } from "../lib/oidc.ts";
-import { serveStatus } from "../lib/serve.ts";
+import { oidcRules, OidcVerifier } from "../lib/apps/serve/oidc.ts";
+import type { OidcRule } from "../lib/apps/serve/oidc.ts";
+import { serveStatus } from "../lib/apps/serve/server.ts";
 import { uniqueResource } from "./helpers.ts";
 
 /** A private key as jose makes it (whose CryptoKey type may be Node's). */

@@ -21,7 +21,7 @@ import {
   foreignImports,
   isPluginSpecifier,
   loadPlugin,
-} from "../lib/plugin.ts";
+} from "../lib/composition/plugin.ts";
 import { testBackendContract } from "../lib/testing/mod.ts";
 import { serveTls, testCertificates } from "./certificates.ts";
 import {

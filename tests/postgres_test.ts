@@ -24,7 +24,7 @@ import {
   sleep,
   uniqueResource,
 } from "./helpers.ts";
-import { eventsChannel } from "../backends/postgres.ts";
+import { eventsChannel } from "../backends/postgres/mod.ts";
 
 const URL_VAR = "STORMLOCK_TEST_POSTGRES_URL";
 const url = Deno.env.get(URL_VAR) ?? "";

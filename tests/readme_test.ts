@@ -2,7 +2,7 @@
 import assert from "assert";
 import { repoPath } from "./helpers.ts";
 import { backendPage, withTable } from "../scripts/readme_tables.ts";
-import { builtinBackends } from "../lib/registry.ts";
+import { builtinBackends } from "../lib/composition/registry.ts";
 import { blockOf, withBlock } from "../scripts/doc_blocks.ts";
 
 /** Table cells, with the padding and dashes that deno fmt adds removed. */

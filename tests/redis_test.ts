@@ -8,7 +8,7 @@ import {
   UsageError,
 } from "../mod.ts";
 import type { Backend, BackendOptions, Lease } from "../mod.ts";
-import { waiterPrefix, WaitTicket } from "../lib/queue.ts";
+import { waiterPrefix, WaitTicket } from "../lib/composition/queue.ts";
 import {
   testBackendContract,
   testUnavailableContract,

@@ -16,8 +16,8 @@ import {
   isLoopback,
   parseListen,
   serveStatus,
-} from "../lib/serve.ts";
-import type { ServeOptions, ServeStore } from "../lib/serve.ts";
+} from "../lib/apps/serve/server.ts";
+import type { ServeOptions, ServeStore } from "../lib/apps/serve/server.ts";
 
 const TOKEN = "test-token-0123456789abcdef";
 const PAGE_PRINCIPAL = "pager@example";

@@ -14,14 +14,14 @@ import {
   Stormlock,
 } from "../mod.ts";
 import type { Backend } from "../mod.ts";
-import { serveStatus } from "../lib/serve.ts";
+import { serveStatus } from "../lib/apps/serve/server.ts";
 import { bookkeeping } from "../lib/kit/backend.ts";
 import {
   createToken,
   readTokensFile,
   revokeToken,
   TokenStore,
-} from "../lib/identity.ts";
+} from "../lib/apps/serve/identity.ts";
 import { CliHome, repoPath, shown, sleep, uniqueResource } from "./helpers.ts";
 
 /** A server over a fresh SQLite file, with a tokens file. */

@@ -9,7 +9,7 @@ import { testBackendContract } from "../lib/testing/mod.ts";
 import { openBackend } from "../mod.ts";
 import type { BackendContext } from "../mod.ts";
 import { definitionOf } from "../lib/kit/backend.ts";
-import { loadPlugin } from "../lib/plugin.ts";
+import { loadPlugin } from "../lib/composition/plugin.ts";
 import { repoPath } from "./helpers.ts";
 
 const MINIMAL = repoPath("tests", "fixtures", "minimal-plugin.js");

@@ -26,8 +26,13 @@ import {
 } from "../kit/errors.ts";
 import { newLeaseId } from "../kit/lease.ts";
 import type { Backend, BackendOptions, Lease } from "../kit/types.ts";
-import { Lock } from "../lock.ts";
-import { splitQueue, waiterPrefix, waiters, WaitTicket } from "../queue.ts";
+import { Lock } from "../composition/lock.ts";
+import {
+  splitQueue,
+  waiterPrefix,
+  waiters,
+  WaitTicket,
+} from "../composition/queue.ts";
 import { bookkeeping } from "../kit/backend.ts";
 import {
   backendTest,

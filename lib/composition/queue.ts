@@ -1,0 +1,233 @@
+/**
+ * A lock's waiting queue, written once over any backend that can list: a
+ * waiter takes a ticket (the fence of a per-lock counter resource, so
+ * tickets strictly increase in arrival order), registers as a short lease
+ * named after its ticket, and renews it while it waits. A waiter that dies
+ * stops renewing, and its registration expires on its own. The waiter with
+ * the lowest live ticket is served first.
+ *
+ * The order is advisory: waiters defer to earlier waiters, and a plain
+ * acquire defers to the queue, but the lock itself is still one atomic
+ * check-and-set.
+ *
+ * @module
+ */
+import { bookkeeping, INTERNAL_MARK, isBookkeeping } from "../kit/backend.ts";
+import { LeaseNotHeldError, LockHeldError } from "../kit/errors.ts";
+import { sleep } from "../kit/deadline.ts";
+import type { Backend, Lease } from "../kit/types.ts";
+
+/** How long a waiter's registration lives without a heartbeat, in seconds. */
+export const WAITER_TTL_SECONDS = 10;
+/**
+ * A registration that claims to outlive this (seconds) was not made by a
+ * waiter, which registers for {@linkcode WAITER_TTL_SECONDS}: it is
+ * ignored, so it can't hold up a free lock. The margin covers clock skew
+ * between hosts.
+ */
+const WAITER_TTL_LIMIT_MS = (WAITER_TTL_SECONDS + 30) * 1000;
+
+/** Whether a registration can be a live waiter's (see above). */
+function isWaiter(lease: Lease, now = Date.now()): boolean {
+  return lease.expires.getTime() - now <= WAITER_TTL_LIMIT_MS;
+}
+
+/** How often a waiter renews its registration, in ms. */
+const HEARTBEAT_MS = 3000;
+
+/**
+ * The prefix of a lock's waiter registrations.
+ * @example
+ * ```ts
+ * import { waiterPrefix } from "./queue.ts";
+ * waiterPrefix("deploy"); // "deploy\u001fwait\u001f"
+ * ```
+ */
+export function waiterPrefix(resource: string): string {
+  return `${resource}${INTERNAL_MARK}wait${INTERNAL_MARK}`;
+}
+
+/**
+ * Splits a listing that includes Stormlock's bookkeeping into the locks
+ * and, for each, its waiters (first come first).
+ * @example
+ * ```ts ignore
+ * const { locks, waiting } = splitQueue(await backend.list("", { internal: true }));
+ * ```
+ */
+export function splitQueue(
+  leases: Lease[],
+): { locks: Lease[]; waiting: Map<string, Lease[]> } {
+  const locks: Lease[] = [];
+  const waiting = new Map<string, Lease[]>();
+  const mark = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
+  for (const lease of leases) {
+    const at = lease.resource.lastIndexOf(mark);
+    const ticket = lease.resource.slice(at + mark.length);
+    if (at === -1 || !/^\d{16}$/.test(ticket) || !isWaiter(lease)) {
+      // Anything a waiter did not make is shown: nothing live is hidden.
+      if (!isBookkeeping(lease.resource) || at !== -1) locks.push(lease);
+      continue;
+    }
+    const resource = lease.resource.slice(0, at);
+    const queue = waiting.get(resource) ?? [];
+    queue.push({ ...lease, resource });
+    waiting.set(resource, queue);
+  }
+  return { locks, waiting };
+}
+
+function counterName(resource: string): string {
+  return `${resource}${INTERNAL_MARK}queue`;
+}
+
+/**
+ * The live waiters of a lock, first come first, as registrations whose
+ * `resource` is the lock's name. Empty when the backend can't list.
+ * @example
+ * ```ts ignore
+ * const waiting = await waiters(backend, "deploy");
+ * ```
+ */
+export async function waiters(
+  backend: Backend,
+  resource: string,
+): Promise<Lease[]> {
+  if (!backend.capabilities.list) return [];
+  const prefix = waiterPrefix(resource);
+  const registrations = await bookkeeping(backend).list(prefix);
+  return registrations
+    .filter((lease) =>
+      /^\d{16}$/.test(lease.resource.slice(prefix.length)) && isWaiter(lease)
+    )
+    .sort((a, b) => a.resource < b.resource ? -1 : 1)
+    .map((lease) => ({ ...lease, resource }));
+}
+
+/**
+ * One waiter's place in a lock's queue, kept alive by a heartbeat until
+ * {@linkcode WaitTicket.leave}.
+ *
+ * @example
+ * ```ts ignore
+ * const ticket = await WaitTicket.take(backend, "deploy", "ann@host");
+ * try {
+ *   const { position } = await ticket.position();
+ * } finally {
+ *   await ticket.leave();
+ * }
+ * ```
+ */
+export class WaitTicket {
+  readonly #backend: Backend;
+  readonly #resource: string;
+  readonly #principal: string;
+  readonly #name: string;
+  #lease?: Lease;
+  #timer?: ReturnType<typeof setInterval>;
+  #left = false;
+
+  private constructor(
+    backend: Backend,
+    resource: string,
+    principal: string,
+    ticket: number,
+  ) {
+    this.#backend = backend;
+    this.#resource = resource;
+    this.#principal = principal;
+    this.#name = `${waiterPrefix(resource)}${String(ticket).padStart(16, "0")}`;
+  }
+
+  /**
+   * Joins the queue of `resource`. Without a listing backend the ticket
+   * is inert: every waiter is first.
+   */
+  static async take(
+    backend: Backend,
+    resource: string,
+    principal: string,
+  ): Promise<WaitTicket> {
+    backend = bookkeeping(backend);
+    let ticket = 0;
+    if (backend.capabilities.list) {
+      // Waiters arriving together take turns on the counter; one held
+      // longer than its 1 s (not ours) must not stop the wait.
+      let counter: Lease | undefined;
+      for (let tries = 0; !counter && tries < 20; tries++) {
+        try {
+          counter = await backend.acquire(counterName(resource), principal, 1);
+        } catch (error) {
+          if (!(error instanceof LockHeldError)) throw error;
+          if (error.holder.expires.getTime() - Date.now() > 5000) break;
+          await sleep(20 + Math.random() * 80);
+        }
+      }
+      if (counter) {
+        await backend.release(counter.resource, counter.id).catch(() => {});
+      }
+      // Without fencing, the host clock orders the tickets.
+      ticket = backend.capabilities.fencing && counter && counter.fence > 0
+        ? counter.fence
+        : Date.now() * 1000 + Math.floor(Math.random() * 1000);
+    }
+    const waiter = new WaitTicket(backend, resource, principal, ticket);
+    if (backend.capabilities.list) {
+      await waiter.#register();
+      waiter.#timer = setInterval(() => {
+        waiter.#beat().catch(() => {});
+      }, HEARTBEAT_MS);
+    }
+    return waiter;
+  }
+
+  async #register(): Promise<void> {
+    this.#lease = await this.#backend.acquire(
+      this.#name,
+      this.#principal,
+      WAITER_TTL_SECONDS,
+    );
+  }
+
+  /** Renews the registration; re-registers it (same ticket) if it lapsed. */
+  async #beat(): Promise<void> {
+    if (this.#left) return;
+    try {
+      if (!this.#lease) return await this.#register();
+      this.#lease = await this.#backend.renew(
+        this.#name,
+        this.#lease.id,
+        WAITER_TTL_SECONDS,
+      );
+    } catch (error) {
+      // A pause longer than the TTL lets the registration lapse: the
+      // ticket keeps its place, since the name carries it.
+      if (error instanceof LeaseNotHeldError) await this.#register();
+      else throw error;
+    }
+  }
+
+  /**
+   * This waiter's place: 0 when it is first, and how many wait in all.
+   */
+  async position(): Promise<{ position: number; waiting: number }> {
+    if (!this.#backend.capabilities.list) return { position: 0, waiting: 1 };
+    const queue = await waiters(this.#backend, this.#resource);
+    const mine = queue.findIndex((lease) => lease.id === this.#lease?.id);
+    if (mine === -1) {
+      // Lapsed during a server pause: back in, at the same ticket.
+      await this.#beat();
+      return this.position();
+    }
+    return { position: mine, waiting: queue.length };
+  }
+
+  /** Leaves the queue: stops the heartbeat and drops the registration. */
+  async leave(): Promise<void> {
+    this.#left = true;
+    clearInterval(this.#timer);
+    if (this.#lease) {
+      await this.#backend.release(this.#name, this.#lease.id).catch(() => {});
+    }
+  }
+}
