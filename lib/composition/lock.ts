@@ -29,6 +29,7 @@ import {
 import { splitQueue, waiterPrefix, waiters, WaitTicket } from "./queue.ts";
 import { boundedBy } from "../kit/backend.ts";
 import { parseRequestName } from "./events.ts";
+import { freezeGuard } from "./freeze.ts";
 import {
   type HandOverRequest,
   handOverRequest,
@@ -75,6 +76,16 @@ export interface AcquireOptions {
   reason?: string;
   /** A link for more, such as a CI run. */
   link?: string;
+  /**
+   * The new lease's id (32 lowercase hex digits), so that several locks
+   * can be held under one id (a lock set); by default a fresh one.
+   */
+  id?: string;
+  /**
+   * Takes the lock inside a freeze window, recording this reason (see
+   * `lib/composition/freeze.ts`); the reason is required.
+   */
+  overrideFreeze?: string;
 }
 
 /**
@@ -157,6 +168,12 @@ export class Lock {
   #sending?: () => void;
 
   /**
+   * Checked before each acquire: refuses one inside a freeze window, or
+   * gives the reason to record for an override (`freeze.ts` sets it).
+   */
+  guard?: (lock: Lock, options: AcquireOptions) => Promise<string | undefined>;
+
+  /**
    * Wraps an open backend for one resource.
    *
    * @param backend An open backend.
@@ -196,10 +213,13 @@ export class Lock {
     const seconds = ttl === undefined
       ? this.settings.ttlSeconds
       : ttlSeconds(ttl);
+    const overridden = await this.guard?.(this, options);
     const details = {
       host: localHost(),
-      reason: checkText(options.reason, "reason") ?? this.settings.reason,
+      reason: overridden ?? checkText(options.reason, "reason") ??
+        this.settings.reason,
       link: checkLink(options.link),
+      ...(options.id === undefined ? {} : { id: assertLeaseId(options.id) }),
     };
     const take = async (backend = this.backend, extra: AcquireDetails = {}) => {
       this.#sending?.();
@@ -417,6 +437,7 @@ export class Lock {
     // only the backend call itself knows.
     let sentAt = Date.now();
     const timed = new Lock(this.backend, this.settings);
+    timed.guard = this.guard;
     timed.#sending = () => sentAt = Date.now();
     const lease = await timed.acquire(seconds, options);
     return await holdLease(this, lease, work, {
@@ -765,7 +786,9 @@ export class Stormlock {
       this.#options.env,
     );
     settings.warnings.forEach((message) => this.#warn(message));
-    return new Lock(await this.backend(settings.backend), settings);
+    const lock = new Lock(await this.backend(settings.backend), settings);
+    lock.guard = freezeGuard(this);
+    return lock;
   }
 
   /**
