@@ -254,7 +254,8 @@ const FLAGS = {
   from: {
     type: "string",
     value: "TIME",
-    help: "when the freeze starts: ISO 8601 with an offset, now, or +2h\n(default: now)",
+    help:
+      "when the freeze starts: ISO 8601 with an offset, now, or +2h\n(default: now)",
   },
   until: {
     type: "string",

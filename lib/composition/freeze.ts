@@ -18,10 +18,11 @@ import { bookkeeping, INTERNAL_MARK } from "../kit/backend.ts";
 import { parseDurationMs } from "../kit/duration.ts";
 import {
   ConfigError,
+  LockHeldError,
   StormlockError,
   UsageError,
 } from "../kit/errors.ts";
-import { printable, shorten } from "../kit/text.ts";
+import { printable, shellQuote, shorten } from "../kit/text.ts";
 import { isoTime, when } from "../kit/time.ts";
 import type { Backend, Lease, LeaseEvent } from "../kit/types.ts";
 import type { Config } from "./config.ts";
@@ -111,7 +112,9 @@ export class FrozenError extends StormlockError {
   constructor(resource: string, window: FreezeWindow, now = Date.now()) {
     super(
       "LOCK_HELD",
-      `"${printable(shorten(resource))}" is frozen by ${describeWindow(window)}${
+      `"${printable(shorten(resource))}" is frozen by ${
+        describeWindow(window)
+      }${
         window.reason ? ` (${printable(shorten(window.reason))})` : ""
       } until ${
         when(window.end, now)
@@ -200,7 +203,9 @@ export function freezeRules(config: Config): FreezeRule[] {
     if (parts !== 5 && parts !== 6) {
       fail(
         "cron",
-        `"${shorten(cron)}" has ${parts} fields; give five (minute hour day month weekday), e.g. 0 18 * * FRI`,
+        `"${
+          shorten(cron)
+        }" has ${parts} fields; give five (minute hour day month weekday), e.g. 0 18 * * FRI`,
       );
     }
     let durationMs = 0;
@@ -221,7 +226,9 @@ export function freezeRules(config: Config): FreezeRule[] {
       } catch {
         fail(
           "zone",
-          `"${shorten(zone)}" is not a time zone; use a name such as Europe/Berlin`,
+          `"${
+            shorten(zone)
+          }" is not a time zone; use a name such as Europe/Berlin`,
         );
       }
     }
@@ -350,9 +357,11 @@ export function parseFreezeTime(
       throw new UsageError((error as Error).message);
     }
   }
-  if (/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/i.test(
-    trimmed,
-  )) {
+  if (
+    /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/i.test(
+      trimmed,
+    )
+  ) {
     const date = new Date(trimmed);
     if (!Number.isNaN(date.getTime())) return date;
   }
@@ -403,7 +412,9 @@ export async function freeze(
   }
   if (options.until.getTime() <= now.getTime() + 1000) {
     throw new UsageError(
-      `--until ${isoTime(options.until)} is not in the future; give a later time`,
+      `--until ${
+        isoTime(options.until)
+      } is not in the future; give a later time`,
     );
   }
   if (options.until.getTime() <= options.from.getTime()) {
@@ -415,16 +426,27 @@ export async function freeze(
     );
   }
   const ttl = Math.ceil((options.until.getTime() - now.getTime()) / 1000);
-  const lease = await bookkeeping(backend).acquire(
-    FREEZE_PREFIX + pattern,
-    options.principal,
-    ttl,
-    {
-      host: localHost(),
-      reason: recordReason(options.from, now, reason),
-    },
-  );
-  return recordWindow(lease);
+  try {
+    const lease = await bookkeeping(backend).acquire(
+      FREEZE_PREFIX + pattern,
+      options.principal,
+      ttl,
+      {
+        host: localHost(),
+        reason: recordReason(options.from, now, reason),
+      },
+    );
+    return recordWindow(lease);
+  } catch (error) {
+    if (!(error instanceof LockHeldError)) throw error;
+    const window = recordWindow(error.holder);
+    throw new StormlockError(
+      "LOCK_HELD",
+      `"${printable(shorten(pattern))}" is frozen already: ${
+        windowLine(window, now.getTime())
+      }; end it first with: stormlock unfreeze ${shellQuote(pattern)}`,
+    );
+  }
 }
 
 /**
@@ -487,7 +509,9 @@ export function splitWindows(
   );
   const t = now.getTime();
   return {
-    active: covering.filter((w) => w.start.getTime() <= t && t < w.end.getTime())
+    active: covering.filter((w) =>
+      w.start.getTime() <= t && t < w.end.getTime()
+    )
       .sort((a, b) => b.end.getTime() - a.end.getTime()),
     upcoming: covering.filter((w) => w.start.getTime() > t),
   };

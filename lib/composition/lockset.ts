@@ -18,7 +18,12 @@ import { parseTtl } from "../kit/duration.ts";
 import type { Lease } from "../kit/types.ts";
 import { assertHoldTtl, durationSeconds, holdLease } from "./hold.ts";
 import type { HoldCallback } from "./hold.ts";
-import { type AcquireOptions, type HoldOptions, Lock, type Ttl } from "./lock.ts";
+import {
+  type AcquireOptions,
+  type HoldOptions,
+  Lock,
+  type Ttl,
+} from "./lock.ts";
 
 /**
  * The lease of a lock set: one id, and each member's own lease (fence,
@@ -66,7 +71,9 @@ export class LockSet extends Lock {
     for (let i = 1; i < sorted.length; i++) {
       if (sorted[i].resource === sorted[i - 1].resource) {
         throw new UsageError(
-          `"${sorted[i].resource}" is named twice; name each resource of a set once`,
+          `"${
+            sorted[i].resource
+          }" is named twice; name each resource of a set once`,
         );
       }
     }
@@ -266,4 +273,3 @@ export async function openLockSet(
   for (const resource of resources) members.push(await locks.lock(resource));
   return new LockSet(members);
 }
-
