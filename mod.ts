@@ -107,6 +107,22 @@ export type {
   KeepOptions,
   LossKind,
 } from "./lib/composition/hold.ts";
+export { LockSet, openLockSet } from "./lib/composition/lockset.ts";
+export type { SetLease } from "./lib/composition/lockset.ts";
+export {
+  freeze,
+  freezeHistory,
+  freezeRules,
+  freezeWindows,
+  FrozenError,
+  parseFreezeTime,
+  unfreeze,
+} from "./lib/composition/freeze.ts";
+export type {
+  FreezeRule,
+  FreezeSource,
+  FreezeWindow,
+} from "./lib/composition/freeze.ts";
 export { commandArgv, runCommand } from "./lib/apps/run.ts";
 export type { RunCommandOptions } from "./lib/apps/run.ts";
 export {

@@ -208,7 +208,7 @@ for (const [store, section] of Object.entries(STORES)) {
     assert.equal(refused.code, 2, refused.stderr);
     assert.match(
       refused.stderr,
-      /is frozen by a freeze of "app\w+\/\*" by tester \(release 4\.2\) until .*, in 2h/,
+      /is frozen by a freeze of "app\w+\/\*" by tester@\S+ \(release 4\.2\) until .*, in 2h/,
     );
     const again = await cli("freeze", pattern, "--until", "+1h", "-r", "x");
     assert.equal(again.code, 2, again.stderr);

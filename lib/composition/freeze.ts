@@ -109,7 +109,11 @@ export class FrozenError extends StormlockError {
    * @param window The window in force.
    * @param now The clock, for the relative end.
    */
-  constructor(resource: string, window: FreezeWindow, now = Date.now()) {
+  constructor(
+    resource: string,
+    window: FreezeWindow,
+    now: number = Date.now(),
+  ) {
     super(
       "LOCK_HELD",
       `"${printable(shorten(resource))}" is frozen by ${
@@ -327,7 +331,10 @@ function recordWindow(lease: Lease): FreezeWindow {
 export async function storedWindows(
   backend: Backend,
 ): Promise<FreezeWindow[]> {
-  if (!backend.capabilities.list) return [];
+  // A lock server keeps no freezes yet (docs/lock-models.md).
+  if (!backend.capabilities.list || backend.capabilities.authenticated) {
+    return [];
+  }
   const records = await bookkeeping(backend).list(FREEZE_PREFIX);
   return records.filter((lease) => lease.resource.startsWith(FREEZE_PREFIX))
     .map(recordWindow);
@@ -387,6 +394,19 @@ function checkPattern(pattern: string): void {
   }
 }
 
+/** Refuses a backend that can't keep one-off freezes, in one line. */
+function assertKeepsFreezes(backend: Backend): void {
+  if (!backend.capabilities.list || backend.capabilities.authenticated) {
+    throw new ConfigError(
+      `The ${backend.name} backend ${
+        backend.capabilities.authenticated
+          ? "is a lock server, which keeps no freezes yet"
+          : "can't list, so it can't keep freezes"
+      }; freeze in the config ([freeze.NAME]) instead`,
+    );
+  }
+}
+
 /**
  * Freezes `pattern` from `from` until `until` in `backend`: one lease on
  * the pattern's reserved name, recorded in its history.
@@ -401,7 +421,7 @@ export async function freeze(
   backend: Backend,
   pattern: string,
   options: { from: Date; until: Date; reason: string; principal: string },
-  now = new Date(),
+  now: Date = new Date(),
 ): Promise<FreezeWindow> {
   checkPattern(pattern);
   const reason = options.reason.trim();
@@ -420,11 +440,7 @@ export async function freeze(
   if (options.until.getTime() <= options.from.getTime()) {
     throw new UsageError("--until must be after --from");
   }
-  if (!backend.capabilities.list) {
-    throw new ConfigError(
-      `The ${backend.name} backend can't list, so it can't keep freezes; freeze in the config ([freeze.NAME]) instead`,
-    );
-  }
+  assertKeepsFreezes(backend);
   const ttl = Math.ceil((options.until.getTime() - now.getTime()) / 1000);
   try {
     const lease = await bookkeeping(backend).acquire(
@@ -463,6 +479,7 @@ export async function unfreeze(
   by: { principal: string; reason: string },
 ): Promise<FreezeWindow | null> {
   checkPattern(pattern);
+  assertKeepsFreezes(backend);
   const store = bookkeeping(backend);
   const record = await store.current(FREEZE_PREFIX + pattern);
   if (!record) return null;
