@@ -542,6 +542,15 @@ async function noteFreezes(
   }
 }
 
+/** A lease as --json shows it; a lock set's with each member's lease. */
+function setJson(
+  lease: Parameters<typeof leaseJson>[0] & { members?: Lease[] },
+) {
+  return lease.members
+    ? { ...leaseJson(lease), members: lease.members.map(leaseJson) }
+    : leaseJson(lease);
+}
+
 /** `--override-freeze` as acquire options: the reason is required. */
 function overrideOf(
   flags: Record<string, string | boolean | undefined>,
@@ -609,7 +618,7 @@ const COMMANDS: Record<string, Command> = {
         return EXIT.held;
       }
       try {
-        print(flags.json ? safeJson(leaseJson(lease)) : lease.id);
+        print(flags.json ? safeJson(setJson(lease)) : lease.id);
       } catch (error) {
         // Nobody would have the id: give the lease back.
         const released = await opened.release(lease.id).then(
@@ -663,7 +672,7 @@ const COMMANDS: Record<string, Command> = {
         const { requestNote } = await import("./lib/apps/run.ts");
         complain(requestNote(request));
       }
-      if (flags.json) print(safeJson(leaseJson({ ...lease, request })));
+      if (flags.json) print(safeJson(setJson({ ...lease, request })));
       return EXIT.ok;
     },
   },

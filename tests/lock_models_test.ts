@@ -332,6 +332,12 @@ Deno.test("lock sets via the CLI: acquire, is-held, renew, release and run take 
   assert.equal(acquired.code, 0, acquired.stderr);
   const lease = JSON.parse(acquired.stdout);
   assert.equal(lease.resource, "cache db dns");
+  assert.deepEqual(
+    lease.members.map((m: { resource: string; id: string }) =>
+      `${m.resource} ${m.id === lease.id}`
+    ),
+    ["cache true", "db true", "dns true"],
+  );
   for (const resource of ["db", "cache", "dns"]) {
     const current = await cli("current", "--id-only", resource);
     assert.equal(current.stdout.trim(), lease.id, resource);
