@@ -373,53 +373,55 @@ Deno.test("lock sets via the CLI: acquire, is-held, renew, release and run take 
   assert.match(twice.stderr, /"db" is named twice/);
 });
 
-Deno.test("lock sets: SIGKILL of a set acquire mid-way leaves nothing held after the TTL", async () => {
-  using home = new CliHome();
-  const config = home.write("c.cfg", STORES.sqlite(home));
-  await using locks = new Stormlock(
-    parseConfig(Deno.readTextFileSync(config), config),
-    { warn: () => {} },
-  );
-  // z is held by someone else, so the set takes x and y, then waits.
-  const blocker = await (await locks.lock("z")).acquire(3600);
-  const child = new Deno.Command("sh", {
-    args: [
-      repoPath("scripts", "stormlock"),
-      "-c",
-      config,
-      "acquire",
-      "--ttl",
-      "3s",
-      "--wait",
-      "5m",
-      "x",
-      "y",
-      "z",
-    ],
-    cwd: home.cwd,
-    clearEnv: true,
-    env: {
-      ...home.env,
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      DENO: Deno.execPath(),
-    },
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const x = await locks.lock("x");
-  const y = await locks.lock("y");
-  let exited = false;
-  child.status.then(() => exited = true);
-  while (!(await x.current() && await y.current())) {
-    assert.ok(!exited, "the set acquire ended before taking x and y");
-    await sleep(100);
-  }
-  const taken = (await y.current())!;
-  child.kill("SIGKILL");
-  await child.status;
-  await sleep(3000 + 1500);
-  assert.equal(await x.current(), null, "x lapsed");
-  assert.equal(await y.current(), null, "y lapsed");
-  assert.equal((await (await locks.lock("z")).current())?.id, blocker.id);
-  assert.ok(taken.expires.getTime() - taken.created.getTime() <= 3000);
-});
+for (const [store, section] of Object.entries(STORES)) {
+  Deno.test(`lock sets on ${store}: SIGKILL of a set acquire mid-way leaves nothing held after the TTL`, async () => {
+    using home = new CliHome();
+    const config = home.write("c.cfg", section(home));
+    await using locks = new Stormlock(
+      parseConfig(Deno.readTextFileSync(config), config),
+      { warn: () => {} },
+    );
+    // z is held by someone else, so the set takes x and y, then waits.
+    const blocker = await (await locks.lock("z")).acquire(3600);
+    const child = new Deno.Command("sh", {
+      args: [
+        repoPath("scripts", "stormlock"),
+        "-c",
+        config,
+        "acquire",
+        "--ttl",
+        "3s",
+        "--wait",
+        "5m",
+        "x",
+        "y",
+        "z",
+      ],
+      cwd: home.cwd,
+      clearEnv: true,
+      env: {
+        ...home.env,
+        PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+        DENO: Deno.execPath(),
+      },
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const x = await locks.lock("x");
+    const y = await locks.lock("y");
+    let exited = false;
+    child.status.then(() => exited = true);
+    while (!(await x.current() && await y.current())) {
+      assert.ok(!exited, "the set acquire ended before taking x and y");
+      await sleep(100);
+    }
+    const taken = (await y.current())!;
+    child.kill("SIGKILL");
+    await child.status;
+    await sleep(3000 + 1500);
+    assert.equal(await x.current(), null, "x lapsed");
+    assert.equal(await y.current(), null, "y lapsed");
+    assert.equal((await (await locks.lock("z")).current())?.id, blocker.id);
+    assert.ok(taken.expires.getTime() - taken.created.getTime() <= 3000);
+  });
+}
