@@ -105,6 +105,8 @@ export class FrozenError extends StormlockError {
   readonly resource: string;
 
   /**
+   * Makes the refusal of `resource` by `window`.
+   *
    * @param resource The resource asked for.
    * @param window The window in force.
    * @param now The clock, for the relative end.

@@ -61,6 +61,8 @@ export class LockSet extends Lock {
   readonly members: Lock[];
 
   /**
+   * Makes the set of `members`, sorted by name.
+   *
    * @param members The members' locks; at least two, with distinct names.
    * @throws {UsageError} on fewer than two or a repeated name.
    */
