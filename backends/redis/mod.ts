@@ -38,6 +38,7 @@
 import { RedisConnection, type Script } from "./client.ts";
 import type {
   AcquireRequest,
+  Ending,
   KitContext,
   LeaseRecord,
   Operation,
@@ -668,21 +669,13 @@ class RedisStore implements Store {
     });
   }
 
-  async release(
+  end(
     resource: string,
     leaseId: string,
-    op: Operation,
-  ): Promise<void> {
-    await this.#end(op, resource, leaseId, "released");
-  }
-
-  breakLease(
-    resource: string,
-    leaseId: string,
-    by: Breaker,
+    ending: Ending,
     op: Operation,
   ): Promise<Lease> {
-    return this.#end(op, resource, leaseId, "broken", by);
+    return this.#end(op, resource, leaseId, ending.kind, ending.by);
   }
 
   expire(resource: string, leaseId: string, op: Operation): Promise<boolean> {
