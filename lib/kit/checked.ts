@@ -14,6 +14,7 @@ import {
   toTime,
 } from "./record.ts";
 import { describe } from "./failure.ts";
+import { INTERNAL_MARK, isBookkeeping } from "./reserved.ts";
 import type { Lease, LeaseEvent } from "./types.ts";
 
 /**
@@ -109,4 +110,40 @@ export function checkedEvent(
   };
   if (event.by) checked.by = event.by;
   return checked;
+}
+
+/**
+ * What `list` returned, as the live leases under `prefix` in name order;
+ * Stormlock's bookkeeping is left out unless `internal` or the prefix
+ * names it.
+ * @example
+ * ```ts ignore
+ * const leases = checkedList(value, "deploy-", false, who);
+ * ```
+ */
+export function checkedList(
+  value: unknown,
+  prefix: string,
+  internal: boolean,
+  who: Answerer,
+): Lease[] {
+  const now = Date.now();
+  return checkedArray(value, "list", who)
+    .map((lease) => {
+      const resource = (lease as Lease)?.resource;
+      return checkedLease(
+        lease,
+        typeof resource === "string" ? resource : "",
+        "list",
+        who,
+      );
+    })
+    .filter((lease) =>
+      lease.resource.startsWith(prefix) && lease.expires.getTime() > now &&
+      (internal || prefix.includes(INTERNAL_MARK) ||
+        !isBookkeeping(lease.resource))
+    )
+    .sort((a, b) =>
+      a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0
+    );
 }
