@@ -9,8 +9,8 @@
 import { BackendUnavailableError, type StormlockError } from "./errors.ts";
 import {
   checkLease,
-  EVENT_KINDS,
   ForeignRecordError,
+  isEventKind,
   toTime,
 } from "./record.ts";
 import { describe } from "./failure.ts";
@@ -96,7 +96,7 @@ export function checkedEvent(
 ): LeaseEvent {
   const event = value as LeaseEvent;
   const at = toTime(event?.at);
-  if (!EVENT_KINDS.includes(event?.kind) || !at) {
+  if (!isEventKind(event?.kind) || !at) {
     throw who.fail(
       new ForeignRecordError(resource, "event"),
       "read history",
