@@ -7,7 +7,6 @@
  */
 import { eventJson, leaseJson } from "../output/format.ts";
 import { handOverRequest } from "../../composition/request.ts";
-import { parseRequestName } from "../../composition/events.ts";
 import type { ListedLease, Stormlock } from "../../composition/lock.ts";
 import { backendsInUse } from "../../composition/config.ts";
 import {
@@ -17,19 +16,24 @@ import {
   type StormlockError,
 } from "../../kit/errors.ts";
 import { assertLeaseId } from "../../kit/lease.ts";
-import {
-  bookkeeping,
-  INTERNAL_MARK,
-  isBookkeeping,
-} from "../../kit/backend.ts";
-import { MAX_TTL_SECONDS } from "../../kit/duration.ts";
+import { bookkeeping, INTERNAL_MARK } from "../../kit/backend.ts";
 import type { Backend, Lease, LeaseEvent } from "../../kit/types.ts";
-import { resourceNameProblem, shorten } from "../../kit/text.ts";
+import { shorten } from "../../kit/text.ts";
 import { VERSION } from "../../kit/version.ts";
 import { type Identity, resourceAllowed } from "./identity.ts";
 import { type Gate, named, type RouteScope } from "./auth.ts";
 import type { ChangeFeed } from "./feed.ts";
 import { HttpError, json, readJsonBody, respond } from "./http.ts";
+import {
+  checkName,
+  idField,
+  limitOf,
+  linkField,
+  lockOf,
+  resourceOf,
+  textField,
+  ttlField,
+} from "./fields.ts";
 import type { Metrics } from "./metrics.ts";
 import { PAGE_CSS, PAGE_HTML, PAGE_JS } from "./page.ts";
 
@@ -77,123 +81,6 @@ export interface Route {
    */
   queue?: true | "requests";
   run(context: RouteContext): Promise<Response> | Response;
-}
-
-/** Decodes one resource path segment, or refuses it clearly. */
-function resourceOf(
-  segment: string,
-  queue: boolean | "requests",
-): string {
-  let name: string;
-  try {
-    name = decodeURIComponent(segment);
-  } catch {
-    throw new HttpError(
-      400,
-      "The resource name is not valid percent-encoded UTF-8; encode it with encodeURIComponent",
-    );
-  }
-  if (name === "") {
-    throw new HttpError(400, "The resource name is empty; name a resource");
-  }
-  const own = queue === "requests"
-    ? parseRequestName(name) !== undefined && isBookkeeping(name)
-    : queue && isBookkeeping(name);
-  checkName(name, own, "resource name");
-  return name;
-}
-
-/**
- * Refuses reserved characters in a name, except in the waiting queue's own
- * names (`bookkeeping`), which the http backend's queue sends: those may
- * have them after a well-formed lock name.
- */
-function checkName(name: string, bookkeeping: boolean, what: string): void {
-  const base = bookkeeping ? name.slice(0, name.indexOf(INTERNAL_MARK)) : name;
-  const problem = resourceNameProblem(base);
-  if (problem) {
-    throw new HttpError(
-      400,
-      `The ${what} ${problem}; use another name`,
-      {},
-      "USAGE",
-    );
-  }
-}
-
-/** The lock a name belongs to: itself, or the lock a queue name serves. */
-function lockOf(name: string): string {
-  const at = name.indexOf(INTERNAL_MARK);
-  return at === -1 ? name : name.slice(0, at);
-}
-
-function limitOf(text: string | null): number {
-  if (text === null) return 20;
-  if (!/^\d{1,6}$/.test(text) || Number(text) < 1 || Number(text) > 100_000) {
-    throw new HttpError(
-      400,
-      `Bad limit "${shorten(text, 20)}": give a whole number from 1 to 100000`,
-    );
-  }
-  return Number(text);
-}
-
-/** The text fields a client may send with a lease, checked. */
-function textField(
-  body: Record<string, unknown>,
-  key: string,
-  max = 4096,
-): string | undefined {
-  const value = body[key];
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== "string" || value.trim() === "" || value.length > max) {
-    throw new HttpError(
-      400,
-      `"${key}" must be text of 1 to ${max} characters`,
-      {},
-      "USAGE",
-    );
-  }
-  return value.trim();
-}
-
-function ttlField(body: Record<string, unknown>): number {
-  const ttl = body.ttl;
-  if (
-    typeof ttl !== "number" || !Number.isSafeInteger(ttl) || ttl < 1 ||
-    ttl > MAX_TTL_SECONDS
-  ) {
-    throw new HttpError(
-      400,
-      `"ttl" must be whole seconds from 1 to ${MAX_TTL_SECONDS}`,
-      {},
-      "USAGE",
-    );
-  }
-  return ttl;
-}
-
-function idField(body: Record<string, unknown>): string {
-  if (typeof body.id !== "string") {
-    throw new HttpError(
-      400,
-      'Give the lease id: {"id": "LEASE_ID"}',
-      {},
-      "USAGE",
-    );
-  }
-  return assertLeaseId(body.id);
-}
-
-function linkField(body: Record<string, unknown>): string | undefined {
-  const link = textField(body, "link");
-  if (
-    link !== undefined &&
-    (!/^https?:\/\/\S+$/i.test(link) || !URL.canParse(link))
-  ) {
-    throw new HttpError(400, '"link" must be an http(s) URL', {}, "USAGE");
-  }
-  return link;
 }
 
 /** A lease as `who` may see it: another principal's id is hidden. */

@@ -7,28 +7,7 @@
 // the store is down. All data goes into the DOM as text, never as markup.
 "use strict";
 
-/**
- * A lease as the API shows it (`id` is null for another's lease).
- * @typedef {{
- *   resource: string, id: string | null, principal: string, host?: string,
- *   reason?: string, link?: string, created: string, expires: string,
- *   fence: number, backend?: string,
- *   waiting?: { principal: string }[],
- *   request?: { principal: string, reason?: string },
- * }} Lease
- */
-/**
- * An event of a lock's history.
- * @typedef {Lease & {
- *   kind: string, at: string, by?: { principal: string, reason: string },
- * }} LockEvent
- */
-/**
- * What /api/info says about the server and the caller.
- * @typedef {{
- *   version: string, principal: string | null, allowBreak: boolean,
- * }} Info
- */
+/** @import { Info, Lease, LockEvent } from "./types.ts" */
 /** @typedef {Node | string | null | undefined} Child */
 
 (function () {
@@ -50,9 +29,7 @@
    * An element of the page, which has them all from the start.
    * @param {string} id
    */
-  const $ = function (id) {
-    return /** @type {HTMLElement} */ (document.getElementById(id));
-  };
+  const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
   /** @param {string} id */
   const input = (id) => /** @type {HTMLInputElement} */ ($(id));
   /** @param {string} id */
@@ -172,13 +149,9 @@
       nodes.push(el("span", {
         class: "queue",
         title: "Waiting, first come first: " +
-          waiting.map(function (w) {
-            return w.principal;
-          }).join(", "),
+          waiting.map((w) => w.principal).join(", "),
         text: waiting.length + " waiting: " +
-          waiting.map(function (w) {
-            return w.principal;
-          }).join(", "),
+          waiting.map((w) => w.principal).join(", "),
       }));
     }
     if (item.request) {
@@ -253,29 +226,21 @@
       item.backend,
     ]
       .filter(Boolean).join("\n").toLowerCase();
-    return words.every(function (w) {
-      return hay.indexOf(w) >= 0;
-    });
+    return words.every((w) => hay.indexOf(w) >= 0);
   }
 
   function render() {
     const words = input("filter").value.toLowerCase().split(/\s+/).filter(
       Boolean,
     );
-    const shown = state.locks.filter(function (item) {
-      return matches(item, words);
-    });
+    const shown = state.locks.filter((item) => matches(item, words));
     const canBreak = !!(state.info && state.info.allowBreak);
-    const many = new Set(state.locks.map(function (l) {
-      return l.backend;
-    })).size > 1;
+    const many = new Set(state.locks.map((l) => l.backend)).size > 1;
     $("actions-head").hidden = !canBreak;
     const fresh = state.seen;
     // Others' lease ids are hidden (null): a lease is also known by its start.
     /** @param {Lease} l */
-    const key = function (l) {
-      return l.id || l.resource + "\u0000" + l.created;
-    };
+    const key = (l) => l.id || l.resource + "\u0000" + l.created;
     state.seen = new Set(state.locks.map(key));
     const rows = shown.map(function (item) {
       const cells = [
@@ -371,9 +336,7 @@
     init.headers = Object.assign(headers(), init.headers || {});
     return fetch(path, { ...init, cache: "no-store" }).then(function (res) {
       if (res.status === 401) throw new Unauthorized();
-      return res.json().catch(function () {
-        return {};
-      }).then(function (body) {
+      return res.json().catch(() => {}).then(function (body) {
         if (!res.ok) {
           const error = new Error(
             body && body.error ? body.error : "HTTP " + res.status,
@@ -428,9 +391,9 @@
       /** @type {{ backend: string, error: string }[]} */
       const missing = payload.missing;
       banner(
-        "Not shown: the locks of " + missing.map(function (m) {
-          return "backend " + m.backend + " (" + m.error + ")";
-        }).join("; ") +
+        "Not shown: the locks of " + missing.map((m) =>
+          "backend " + m.backend + " (" + m.error + ")"
+        ).join("; ") +
           ". Showing the other backends' locks; retrying every second.",
       );
       setStatus("Partly unavailable", "down");
@@ -454,9 +417,7 @@
       .then(function (res) {
         if (res.status === 401) throw new Unauthorized();
         if (!res.ok || !res.body) {
-          return res.json().catch(function () {
-            return {};
-          }).then(function (body) {
+          return res.json().catch(() => {}).then(function (body) {
             throw new Error(body.error || "HTTP " + res.status);
           });
         }
