@@ -30,16 +30,16 @@ import {
   when,
 } from "./lib/apps/output/format.ts";
 import { printable } from "./lib/kit/text.ts";
-import { didYouMean } from "./lib/kit/suggest.ts";
 import { timeZoneProblem } from "./lib/kit/time.ts";
 import { EXIT, failure, OutputError } from "./lib/apps/output/exit.ts";
 import {
+  checkUsage,
   commandHelp,
   commandNamed,
   completions,
   type FlagSpec,
   mainHelp,
-  usageOf,
+  parseCommandLine,
   usageText,
 } from "./lib/apps/output/help.ts";
 import {
@@ -863,72 +863,13 @@ const COMMANDS: Record<string, Command> = {
 /** The table as help and completions read it. */
 const TABLE = { commands: COMMANDS, flags: FLAGS, global: GLOBAL_FLAGS };
 
-function parse(argv: string[], parseArgs: ParseArgs) {
-  try {
-    return parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: Object.fromEntries(
-        Object.entries(FLAGS).map(([name, spec]: [string, Flag]) => [
-          name,
-          { type: spec.type, ...(spec.short ? { short: spec.short } : {}) },
-        ]),
-      ),
-    });
-  } catch (error) {
-    const message = (error as Error).message;
-    const ambiguous = /Option '(--[\w-]+)' argument is ambiguous/.exec(message);
-    const unknown = /Unknown option '([^']*)'/.exec(message);
-    throw new UsageError(
-      ambiguous
-        ? `${ambiguous[1]} needs a value; write ${
-          ambiguous[1]
-        }=VALUE for a value that starts with "-"`
-        : unknown
-        ? `Unknown option "${shorten(unknown[1], 40)}"${
-          didYouMean(
-            unknown[1].replace(/^-+/, ""),
-            Object.keys(FLAGS),
-            (flag) => `--${flag}`,
-          )
-        }; run "stormlock --help" for the options (a value that starts with "-" goes as --flag=VALUE)`
-        : `${message.replace(/\.$/, "")}; run "stormlock --help" for usage`,
-    );
-  }
-}
-
-/** Refuses flags the command does not take, and conflicting ones. */
-function checkFlags(name: string, values: Values): void {
-  const command = COMMANDS[name];
-  for (const [flag, value] of Object.entries(values)) {
-    if (value === undefined || GLOBAL_FLAGS.includes(flag as FlagName)) {
-      continue;
-    }
-    if (!command.flags.includes(flag as FlagName)) {
-      throw new UsageError(
-        `"${name}" takes no --${flag}${
-          didYouMean(flag, command.flags, (near) => `--${near}`)
-        }; see "stormlock ${name} --help"`,
-      );
-    }
-  }
-  for (const [first, second] of command.excludes ?? []) {
-    if (values[first] && values[second]) {
-      throw new UsageError(
-        `"${name}" takes --${first} or --${second}, not both`,
-      );
-    }
-  }
-}
-
 async function run(argv: string[]): Promise<number> {
   if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-V")) {
     print(VERSION);
     return EXIT.ok;
   }
   const { parseArgs } = await import("parse-args");
-  const { values, positionals } = parse(argv, parseArgs) as {
+  const { values, positionals } = parseCommandLine(TABLE, argv, parseArgs) as {
     values: Values;
     positionals: string[];
   };
@@ -954,21 +895,7 @@ async function run(argv: string[]): Promise<number> {
     print(commandHelp(TABLE, name));
     return EXIT.ok;
   }
-  checkFlags(name, values);
-  const required = command.args.filter((arg) => !arg.startsWith("["));
-  const variadic = command.args.at(-1)?.endsWith("...]") ?? false;
-  if (
-    args.length < required.length ||
-    (!variadic && args.length > command.args.length)
-  ) {
-    throw new UsageError(
-      `"${name}" takes ${
-        command.args.length > 0 ? command.args.join(" ") : "no arguments"
-      }, but got ${args.length} argument${
-        args.length === 1 ? "" : "s"
-      }; usage: ${usageOf(TABLE, name)}`,
-    );
-  }
+  checkUsage(TABLE, name, values, args);
   const zone = timeZoneProblem(Deno.env.get("TZ"));
   if (zone) warn(zone);
   if (command.offline) {

@@ -1,5 +1,5 @@
 /**
- * Help and shell completions, written from the CLI's command table
+ * Usage checks, help and shell completions, written from the CLI's command table
  * (`main.ts` declares it; this file only reads it): usage lines,
  * `--help` for everything and for one command, "did you mean" for an
  * unknown command, and completion scripts for bash, zsh and fish.
@@ -10,6 +10,9 @@ import { UsageError } from "../../kit/errors.ts";
 import { shorten } from "../../kit/text.ts";
 import { didYouMean } from "../../kit/suggest.ts";
 import { EXIT_HELP } from "./exit.ts";
+
+// Only a type: the parser itself loads when the CLI parses.
+type ParseArgs = typeof import("parse-args").parseArgs;
 
 /** One flag: its parser type, short name, value name and help line. */
 export interface FlagSpec {
@@ -33,6 +36,8 @@ export interface CommandSpec {
   readonly summary: string;
   /** Two command lines showing typical use. */
   readonly examples?: readonly [string, string];
+  /** Flags that exclude each other. */
+  readonly excludes?: readonly (readonly [string, string])[];
 }
 
 /** The CLI's command table, as help reads it. */
@@ -316,5 +321,94 @@ export function completions(
           didYouMean(shell, ["bash", "zsh", "fish"])
         }; choose bash, zsh or fish`,
       );
+  }
+}
+
+/**
+ * Parses the command line with every flag of the table, turning the
+ * parser's complaints into usage errors that say what to do.
+ */
+export function parseCommandLine(
+  table: CommandTable,
+  argv: string[],
+  parseArgs: ParseArgs,
+): ReturnType<ParseArgs> {
+  try {
+    return parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: Object.fromEntries(
+        Object.entries(table.flags).map(([name, spec]) => [
+          name,
+          { type: spec.type, ...(spec.short ? { short: spec.short } : {}) },
+        ]),
+      ),
+    });
+  } catch (error) {
+    const message = (error as Error).message;
+    const ambiguous = /Option '(--[\w-]+)' argument is ambiguous/.exec(message);
+    const unknown = /Unknown option '([^']*)'/.exec(message);
+    throw new UsageError(
+      ambiguous
+        ? `${ambiguous[1]} needs a value; write ${
+          ambiguous[1]
+        }=VALUE for a value that starts with "-"`
+        : unknown
+        ? `Unknown option "${shorten(unknown[1], 40)}"${
+          didYouMean(
+            unknown[1].replace(/^-+/, ""),
+            Object.keys(table.flags),
+            (flag) => `--${flag}`,
+          )
+        }; run "stormlock --help" for the options (a value that starts with "-" goes as --flag=VALUE)`
+        : `${message.replace(/\.$/, "")}; run "stormlock --help" for usage`,
+    );
+  }
+}
+
+/**
+ * Refuses flags the command does not take, conflicting ones, and the
+ * wrong number of arguments.
+ */
+export function checkUsage(
+  table: CommandTable,
+  name: string,
+  values: Readonly<Record<string, unknown>>,
+  args: readonly string[],
+): void {
+  const command = table.commands[name];
+  for (const [flag, value] of Object.entries(values)) {
+    if (value === undefined || table.global.includes(flag)) {
+      continue;
+    }
+    if (!command.flags.includes(flag)) {
+      throw new UsageError(
+        `"${name}" takes no --${flag}${
+          didYouMean(flag, command.flags, (near) => `--${near}`)
+        }; see "stormlock ${name} --help"`,
+      );
+    }
+  }
+  for (const [first, second] of command.excludes ?? []) {
+    if (values[first] && values[second]) {
+      throw new UsageError(
+        `"${name}" takes --${first} or --${second}, not both`,
+      );
+    }
+  }
+  const required = command.args.filter((arg) => !arg.startsWith("["));
+  const variadic = command.args.at(-1)?.endsWith("...]") ?? false;
+  if (
+    args.length < required.length ||
+    (!variadic && args.length > command.args.length)
+  ) {
+    throw new UsageError(
+      `"${name}" takes ${
+        command.args.length > 0 ? command.args.join(" ") : "no arguments"
+      }, but got ${args.length} argument${
+        args.length === 1 ? "" : "s"
+      }; usage: ${usageOf(table, name)}`,
+    );
   }
 }
