@@ -48,12 +48,7 @@ export type { Ttl, WaitState };
 export interface AcquireOptions extends WaitListeners {
   /**
    * How long to wait for the lock, as seconds or text such as `"5m"`.
-   * Without it, a held lock is refused at once. While waiting, `onWait`
-   * is called each time the wait is checked, with the holder's lease and
-   * the queue (when the lock is free but earlier waiters are ahead,
-   * `holder` is the first waiter's registration and `state.queued` is
-   * set), and `onRetry` when the backend fails: the wait goes on, with
-   * backoff, until its deadline.
+   * Without it, a held lock is refused at once.
    */
   wait?: Ttl;
   /** Why the lock is taken; defaults to the config's `reason`. */

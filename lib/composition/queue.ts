@@ -261,11 +261,27 @@ export interface WaitState {
   queued: boolean;
 }
 
-/** Who hears about a wait; see `AcquireOptions`. */
+/**
+ * Who hears about a wait for a held lock.
+ * @example
+ * ```ts
+ * import type { WaitListeners } from "@stormlock/stormlock";
+ * const listeners: WaitListeners = {
+ *   onWait: (holder, state) => console.error(`${state.position} ahead; held by ${holder.principal}`),
+ * };
+ * ```
+ */
 export interface WaitListeners {
-  /** Told each time the wait is checked: the holder, and the queue. */
+  /**
+   * Called each time the wait is checked, with the holder's lease and the
+   * queue. When the lock is free but earlier waiters are ahead, `holder`
+   * is the first waiter's registration and `state.queued` is set.
+   */
   onWait?: (holder: Lease, state: WaitState) => void;
-  /** Told when the backend fails while waiting; the wait goes on. */
+  /**
+   * Called when the backend fails while waiting; the wait goes on, with
+   * backoff, until its deadline.
+   */
   onRetry?: (error: BackendUnavailableError) => void;
 }
 
