@@ -1,8 +1,9 @@
 /**
  * The `stormlock` CLI: one table declares every command with its
  * arguments and flags; parsing, `--help`, per-command flag checks and
- * shell completions all come from it. The only place that writes to the
- * terminal or exits.
+ * shell completions all come from it (lib/apps/output/help.ts reads it).
+ * The only place that exits; what it shows is rendered in lib/apps/output/,
+ * and every error's exit status comes from lib/apps/output/exit.ts.
  *
  * @module
  */
@@ -13,7 +14,7 @@ type ParseArgs = typeof import("parse-args").parseArgs;
 // and `serve` load when a command uses them, so --version and --help read
 // a handful of files.
 import { LockHeldError, UsageError } from "./lib/kit/errors.ts";
-import { shellQuote, shorten } from "./lib/kit/text.ts";
+import { printable, shorten } from "./lib/kit/text.ts";
 import { VERSION } from "./lib/kit/version.ts";
 import type { Lease } from "./lib/kit/types.ts";
 import type { Lock } from "./lib/composition/lock.ts";
@@ -21,15 +22,15 @@ import type { Stormlock } from "./lib/composition/stormlock.ts";
 import {
   eventJson,
   heldMessage,
-  holderText,
   isoTime,
   leaseJson,
+  noLocksMessage,
   ORIGINAL_FORMATS,
   originalFormat,
+  ownLeaseMessage,
+  requestMessage,
   safeJson,
-  when,
 } from "./lib/apps/output/format.ts";
-import { printable } from "./lib/kit/text.ts";
 import { timeZoneProblem } from "./lib/kit/time.ts";
 import { EXIT, failure, OutputError } from "./lib/apps/output/exit.ts";
 import {
@@ -55,8 +56,6 @@ import {
   printLeaseTable,
   printTokenTable,
 } from "./lib/apps/output/tables.ts";
-
-type Flag = FlagSpec;
 
 /** Every flag, declared once. */
 const FLAGS = {
@@ -206,7 +205,7 @@ const FLAGS = {
     help:
       "send expiring this long before a lease's TTL ends (default:\n[notify] expiring_lead, else 10m)",
   },
-} as const satisfies Record<string, Flag>;
+} as const satisfies Record<string, FlagSpec>;
 
 type FlagName = keyof typeof FLAGS;
 type Values = { [K in FlagName]?: K extends "config" ? string : unknown };
@@ -283,15 +282,7 @@ const COMMANDS: Record<string, Command> = {
         if (
           !error.queued && holder.principal === opened.settings.principal
         ) {
-          complain(
-            `"${shorten(holder.resource)}" is held by ${
-              holderText(holder)
-            } (you already hold it) since ${when(holder.created)}, until ${
-              when(holder.expires)
-            }; your lease id: stormlock${
-              flags.config ? ` -c ${shellQuote(String(flags.config))}` : ""
-            } current --id-only ${shellQuote(holder.resource)}`,
-          );
+          complain(ownLeaseMessage(holder, flags.config as string | undefined));
           return EXIT.held;
         }
         if (wait === undefined) throw error;
@@ -460,15 +451,7 @@ const COMMANDS: Record<string, Command> = {
         return EXIT.ok; // the warning names what is missing
       }
       if (leases.length === 0) {
-        complain(
-          `No live locks${
-            prefix ? ` whose name starts with "${shorten(prefix)}"` : ""
-          }${
-            missing.length > 0
-              ? ` on the backends that answered (not ${missing.join(", ")})`
-              : ""
-          }`,
-        );
+        complain(noLocksMessage(prefix, missing));
         return EXIT.ok;
       }
       printLeaseTable(leases);
@@ -811,17 +794,7 @@ const COMMANDS: Record<string, Command> = {
       if (flags.json) {
         print(safeJson({ ...leaseJson({ ...holder, request }), asked: mine }));
       }
-      complain(
-        mine
-          ? `asked ${shorten(holder.principal)} to hand over "${
-            shorten(resource)
-          }"`
-          : `Already requested: ${shorten(request.principal)} asked ${
-            shorten(holder.principal)
-          } for "${shorten(resource)}"${
-            request.reason ? `: ${shorten(request.reason)}` : ""
-          }; yours was not recorded`,
-      );
+      complain(requestMessage(resource, asked));
       return mine ? EXIT.ok : EXIT.held;
     },
   },
