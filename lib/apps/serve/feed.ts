@@ -7,7 +7,7 @@
  * @module
  */
 import { leaseJson } from "../output/format.ts";
-import type { ListedLease, Stormlock } from "../../composition/lock.ts";
+import type { ListedLease, Stormlock } from "../../composition/stormlock.ts";
 import { StormlockError } from "../../kit/errors.ts";
 import type { Backend } from "../../kit/types.ts";
 import { HttpError, respond } from "./http.ts";

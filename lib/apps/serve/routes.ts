@@ -7,7 +7,7 @@
  */
 import { eventJson, leaseJson } from "../output/format.ts";
 import { handOverRequest } from "../../composition/request.ts";
-import type { ListedLease, Stormlock } from "../../composition/lock.ts";
+import type { ListedLease, Stormlock } from "../../composition/stormlock.ts";
 import { backendsInUse } from "../../composition/config.ts";
 import {
   AcquireUnknownError,
