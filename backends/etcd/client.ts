@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Operation } from "../../lib/kit/backend.ts";
+import type { Operation } from "../../lib/kit/contract.ts";
 import { sleep } from "../../lib/kit/deadline.ts";
 import {
   BlockedPortError,

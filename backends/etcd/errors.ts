@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { Classified, FailedOperation } from "../../lib/kit/backend.ts";
+import type { Classified, FailedOperation } from "../../lib/kit/contract.ts";
 
 /** gRPC status codes the gateway reports in `code`. */
 export const CODE = {

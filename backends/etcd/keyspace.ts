@@ -26,7 +26,7 @@ import type {
   KitContext,
   LeaseRecord,
   Operation,
-} from "../../lib/kit/backend.ts";
+} from "../../lib/kit/contract.ts";
 import type { Breaker, Lease, LeaseEventKind } from "../../lib/kit/types.ts";
 import {
   b64,

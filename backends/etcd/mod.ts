@@ -11,14 +11,14 @@
  *
  * @module
  */
-import {
-  type AcquireRequest,
-  defineBackend,
-  type DefinedBackend,
-  type KitContext,
-  type Operation,
-  type Store,
-} from "../../lib/kit/backend.ts";
+import type {
+  AcquireRequest,
+  DefinedBackend,
+  KitContext,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
+import { defineBackend } from "../../lib/kit/define.ts";
 import { sleep } from "../../lib/kit/deadline.ts";
 import type { Breaker, Lease, LeaseEvent } from "../../lib/kit/types.ts";
 import {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Operation } from "../../lib/kit/backend.ts";
+import type { Operation } from "../../lib/kit/contract.ts";
 import { EtcdReplyError } from "./errors.ts";
 
 /** One response of a watch stream, as the gateway words it. */

@@ -18,16 +18,16 @@
 import mysql from "mysql2";
 import type { Connection, ExecuteValues } from "mysql2";
 import { Buffer } from "node:buffer";
-import {
-  type AcquireRequest,
-  type Classified,
-  defineBackend,
-  type FailedOperation,
-  type KitContext,
-  type LeaseRecord,
-  type Operation,
-  type Store,
-} from "../../lib/kit/backend.ts";
+import type {
+  AcquireRequest,
+  Classified,
+  FailedOperation,
+  KitContext,
+  LeaseRecord,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
+import { defineBackend } from "../../lib/kit/define.ts";
 import { StormlockError, UsageError } from "../../lib/kit/errors.ts";
 import type {
   Breaker,

@@ -18,16 +18,16 @@
 import postgres from "postgres";
 import net from "node:net";
 import { createHash } from "node:crypto";
-import {
-  type AcquireRequest,
-  type Classified,
-  defineBackend,
-  type FailedOperation,
-  type KitContext,
-  type LeaseRecord,
-  type Operation,
-  type Store,
-} from "../../lib/kit/backend.ts";
+import type {
+  AcquireRequest,
+  Classified,
+  FailedOperation,
+  KitContext,
+  LeaseRecord,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
+import { defineBackend } from "../../lib/kit/define.ts";
 import { StormlockError, UsageError } from "../../lib/kit/errors.ts";
 import type {
   Breaker,
