@@ -1027,6 +1027,7 @@ export const backend = defineBackend({
     },
     password: {
       kind: "text",
+      secret: true,
       doc: "That user's password. Never printed.",
     },
     database: {

@@ -44,7 +44,10 @@ export {
   optionError,
   optionTable,
   parseOptions,
+  scrubSecrets,
+  secretValues,
   unknownOptionWarnings,
+  urlPemFiles,
 } from "./options.ts";
 export type {
   HasValue,
