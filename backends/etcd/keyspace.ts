@@ -41,7 +41,7 @@ import {
   type TxnReply,
   unb64,
 } from "./client.ts";
-import { sleep } from "../../lib/kit/deadline.ts";
+import { sleep, within } from "../../lib/kit/deadline.ts";
 
 /** The oldest events read with each change, to trim by count and age. */
 const OLDEST = 8;
@@ -78,15 +78,6 @@ export interface Granted {
   created: number;
   /** When it runs out, epoch ms. */
   expires: number;
-}
-
-/** A deadline of its own, for clean-up that outlives the operation. */
-export function ownDeadline(ms: number): Operation {
-  return {
-    signal: AbortSignal.timeout(ms),
-    deadline: Date.now() + ms,
-    onExpire() {},
-  };
 }
 
 /** An event's value. */
@@ -342,10 +333,9 @@ export class Keyspace {
     // live for its whole TTL.
     for (let attempt = 0; attempt < REVOKE_ATTEMPTS; attempt++) {
       try {
-        await this.call(
-          "/v3/lease/revoke",
-          { ID: leaseNo },
-          ownDeadline(this.#timeoutMs),
+        await within(
+          this.#timeoutMs,
+          (bound) => this.call("/v3/lease/revoke", { ID: leaseNo }, bound),
         );
         return;
       } catch (error) {

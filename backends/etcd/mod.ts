@@ -19,7 +19,7 @@ import type {
   Store,
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
-import { sleep } from "../../lib/kit/deadline.ts";
+import { sleep, within } from "../../lib/kit/deadline.ts";
 import type { Breaker, Lease, LeaseEvent } from "../../lib/kit/types.ts";
 import {
   b64,
@@ -39,7 +39,6 @@ import {
   type Granted,
   type Holder,
   Keyspace,
-  ownDeadline,
   type Shadow,
   type StoredLease,
   stripped,
@@ -237,9 +236,11 @@ class EtcdStore implements Store {
   #settle(leaseNo: string, landed?: AcquireRequest): void {
     const work = (async () => {
       if (landed) {
-        const op = ownDeadline(this.#settings.timeoutMs);
         try {
-          const holder = await this.#read(landed.resource, op);
+          const holder = await within(
+            this.#settings.timeoutMs,
+            (bound) => this.#read(landed.resource, bound),
+          );
           if (holder?.kv.lease === leaseNo) return;
         } catch {
           return;

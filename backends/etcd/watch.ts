@@ -5,6 +5,7 @@
  * @module
  */
 import type { Operation } from "../../lib/kit/contract.ts";
+import { within } from "../../lib/kit/deadline.ts";
 import { EtcdReplyError } from "./errors.ts";
 
 /** One response of a watch stream, as the gateway words it. */
@@ -232,25 +233,18 @@ export class Watches {
         await stream.cancel();
       }
       if (stop.signal.aborted || reconnects >= 1) return;
-      const timer = setTimeout(() => stop.abort(), this.#timeoutMs);
+      const from = stream.revision === "0"
+        ? undefined
+        : String(BigInt(stream.revision) + 1n);
+      const member = stream.member;
       try {
-        stream = await this.#open(
-          key,
-          stream.revision === "0"
-            ? undefined
-            : String(BigInt(stream.revision) + 1n),
-          {
-            signal: stop.signal,
-            deadline: Date.now() + this.#timeoutMs,
-            onExpire() {},
-          },
-          stop.signal,
-          stream.member,
-        );
+        // The deadline bounds the setup; passing it ends the watch.
+        stream = await within(this.#timeoutMs, (bound) => {
+          bound.onExpire(() => stop.abort());
+          return this.#open(key, from, bound, stop.signal, member);
+        });
       } catch {
         return; // Waiters poll.
-      } finally {
-        clearTimeout(timer);
       }
     }
   }
