@@ -32,6 +32,7 @@
  */
 import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 import type { KitContext } from "../../lib/kit/contract.ts";
+import { isEventKind } from "../../lib/kit/record.ts";
 import type {
   Breaker,
   Lease,
@@ -61,14 +62,6 @@ export const LEASE_ATTRIBUTES = [
   "reason",
   "link",
 ] as const;
-const EVENT_KINDS: readonly LeaseEventKind[] = [
-  "acquired",
-  "renewed",
-  "released",
-  "reason-changed",
-  "expired",
-  "broken",
-];
 
 /** An event as stored: a compact JSON object in the `events` list. */
 interface StoredEvent {
@@ -216,7 +209,7 @@ export class Items {
     }
     if (
       typeof stored !== "object" || stored === null ||
-      !EVENT_KINDS.includes(stored.k) || !Number.isFinite(stored.at)
+      !isEventKind(stored.k) || !Number.isFinite(stored.at)
     ) {
       throw this.foreign(resource, "event");
     }

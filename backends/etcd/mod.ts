@@ -14,6 +14,7 @@
 import type {
   AcquireRequest,
   DefinedBackend,
+  Ending,
   KitContext,
   Operation,
   Store,
@@ -432,17 +433,13 @@ class EtcdStore implements Store {
     return result.succeeded;
   }
 
-  async release(resource: string, leaseId: string, op: Operation) {
-    await this.#end(resource, leaseId, "released", op);
-  }
-
-  breakLease(
+  end(
     resource: string,
     leaseId: string,
-    by: Breaker,
+    ending: Ending,
     op: Operation,
   ): Promise<Lease> {
-    return this.#end(resource, leaseId, "broken", op, by);
+    return this.#end(resource, leaseId, ending.kind, op, ending.by);
   }
 
   async #read(resource: string, op: Operation): Promise<Holder | undefined> {

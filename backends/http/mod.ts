@@ -19,6 +19,7 @@ import {
 import { AcquireUnknownError } from "../../lib/kit/errors.ts";
 import type {
   AcquireRequest,
+  Ending,
   Operation,
   Store,
 } from "../../lib/kit/contract.ts";
@@ -327,7 +328,15 @@ class HttpStore implements Store {
     }
   }
 
-  async release(resource: string, leaseId: string, op: Operation) {
+  async end(
+    resource: string,
+    leaseId: string,
+    ending: Ending,
+    op: Operation,
+  ): Promise<Lease | void> {
+    if (ending.kind === "broken") {
+      return await this.#break(resource, leaseId, ending.by, op);
+    }
     await this.#ok("POST", this.#lockPath(resource, "release"), op, {
       id: leaseId,
     });
@@ -392,7 +401,7 @@ class HttpStore implements Store {
     return (json as unknown as EventJson[]).map(eventOf);
   }
 
-  async breakLease(
+  async #break(
     resource: string,
     leaseId: string,
     by: Breaker,

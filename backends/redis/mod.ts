@@ -38,12 +38,14 @@
 import { RedisConnection, type Script } from "./client.ts";
 import type {
   AcquireRequest,
+  Ending,
   KitContext,
   LeaseRecord,
   Operation,
   Store,
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
+import { isEventKind } from "../../lib/kit/record.ts";
 import { MAX_TIMER_MS } from "../../lib/kit/deadline.ts";
 import type {
   Breaker,
@@ -323,15 +325,6 @@ function toRecord(fields: (string | null)[], offset = 1): LeaseRecord {
     link,
   };
 }
-
-const EVENT_KINDS: readonly string[] = [
-  "acquired",
-  "renewed",
-  "released",
-  "reason-changed",
-  "expired",
-  "broken",
-];
 
 /** What to do about a Redis error reply, by its leading code. */
 function replyRemedy(message: string): string {
@@ -668,21 +661,13 @@ class RedisStore implements Store {
     });
   }
 
-  async release(
+  end(
     resource: string,
     leaseId: string,
-    op: Operation,
-  ): Promise<void> {
-    await this.#end(op, resource, leaseId, "released");
-  }
-
-  breakLease(
-    resource: string,
-    leaseId: string,
-    by: Breaker,
+    ending: Ending,
     op: Operation,
   ): Promise<Lease> {
-    return this.#end(op, resource, leaseId, "broken", by);
+    return this.#end(op, resource, leaseId, ending.kind, ending.by);
   }
 
   expire(resource: string, leaseId: string, op: Operation): Promise<boolean> {
@@ -819,7 +804,7 @@ class RedisStore implements Store {
     }
     const by = data?.by as Record<string, unknown> | undefined;
     const valid = typeof data === "object" && data !== null &&
-      EVENT_KINDS.includes(data.kind as string) &&
+      isEventKind(data.kind) &&
       Number.isSafeInteger(data.at) &&
       (by === undefined ||
         typeof by.principal === "string" && typeof by.reason === "string" &&

@@ -9,11 +9,16 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname, join } from "node:path";
 import { defineBackend } from "../../lib/kit/define.ts";
+import type {
+  Ending,
+  LeaseRecord,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
 import { classifySqliteError } from "./errors.ts";
 import { defaultDatabasePath, options } from "./options.ts";
 
 export { defaultDatabasePath };
-import type { LeaseRecord, Operation, Store } from "../../lib/kit/contract.ts";
 import type {
   Breaker,
   Lease,
@@ -331,9 +336,10 @@ class SqliteStore implements Store {
     });
   }
 
-  release(resource: string, leaseId: string): Promise<void> {
-    this.#end(resource, leaseId, "released");
-    return Promise.resolve();
+  end(resource: string, leaseId: string, ending: Ending): Promise<Lease> {
+    return Promise.resolve(
+      this.#end(resource, leaseId, ending.kind, ending.by),
+    );
   }
 
   expire(resource: string, leaseId: string): Promise<boolean> {
@@ -346,10 +352,6 @@ class SqliteStore implements Store {
       if (row) this.#record("expired", row, row.expires_ms);
       return row !== undefined;
     }));
-  }
-
-  breakLease(resource: string, leaseId: string, by: Breaker): Promise<Lease> {
-    return Promise.resolve(this.#end(resource, leaseId, "broken", by));
   }
 
   renew(

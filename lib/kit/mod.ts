@@ -22,7 +22,7 @@
  * @module
  */
 export { defineBackend, kitContext } from "./define.ts";
-export { leaseFromRecord } from "./record.ts";
+export { EVENT_KINDS, isEventKind, leaseFromRecord } from "./record.ts";
 export { requireCapability } from "./views.ts";
 export type {
   AcquireRequest,
@@ -30,6 +30,7 @@ export type {
   Classified,
   CreateOptions,
   DefinedBackend,
+  Ending,
   FailedOperation,
   HistorySettings,
   KitContext,
