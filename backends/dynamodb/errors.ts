@@ -46,11 +46,6 @@ export function awsName(error: unknown): string | undefined {
   return (inner as Error)?.name;
 }
 
-/** Whether DynamoDB said the table is missing. */
-export function isMissingTable(error: unknown): boolean {
-  return awsName(error) === "ResourceNotFoundException";
-}
-
 const AUTH_ERRORS = new Set([
   "UnrecognizedClientException",
   "InvalidSignatureException",
@@ -104,8 +99,9 @@ export function classifyDynamoDbError(
     `${(e as Error)?.message} ${(e as { code?: unknown })?.code}`
   ).join(" ");
   if (name === "ResourceNotFoundException") {
+    // With create_table, the kit creates it with init and retries.
     return {
-      config:
+      missing:
         `has no table "${table}": it does not exist; run \`stormlock init\` or set create_table = true in [${section}]`,
     };
   }

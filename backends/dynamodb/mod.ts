@@ -46,7 +46,6 @@ import {
   AwsFailure,
   awsName,
   classifyDynamoDbError,
-  isMissingTable,
   type Where,
 } from "./errors.ts";
 import { encodeEvent, type Item, Items, LEASE_ATTRIBUTES } from "./items.ts";
@@ -67,7 +66,6 @@ class DynamoDbStore implements Store {
   readonly label: string;
   readonly #client: DynamoDBClient;
   readonly #table: string;
-  readonly #createTable: boolean;
   readonly #items: Items;
   readonly #keepMs: number;
   readonly #where: Where;
@@ -79,7 +77,6 @@ class DynamoDbStore implements Store {
     label: string,
     settings: {
       table: string;
-      createTable: boolean;
       keep: number;
       keepMs: number;
       where: Where;
@@ -90,7 +87,6 @@ class DynamoDbStore implements Store {
     this.#client = client;
     this.label = label;
     this.#table = settings.table;
-    this.#createTable = settings.createTable;
     this.#keepMs = settings.keepMs;
     this.#items = new Items(context, label, {
       count: settings.keep,
@@ -110,17 +106,6 @@ class DynamoDbStore implements Store {
     } catch (error) {
       if (error instanceof ConditionalCheckFailedException) throw error;
       throw new AwsFailure(error, this.#where, this.#secrets);
-    }
-  }
-
-  /** Runs `body`; with `create_table`, creates a missing table and retries. */
-  async #withTable<T>(op: Operation, body: () => Promise<T>): Promise<T> {
-    try {
-      return await body();
-    } catch (error) {
-      if (!this.#createTable || !isMissingTable(error)) throw error;
-      await this.init(op);
-      return await body();
     }
   }
 
@@ -228,16 +213,14 @@ class DynamoDbStore implements Store {
       result: T;
     },
   ): Promise<T> {
-    return await this.#withTable(op, async () => {
-      for (let round = 0; round < MAX_ROUNDS; round++) {
-        const item = await this.#load(resource, op);
-        const { set, remove, result } = step(item, Date.now());
-        if (await this.#write(resource, item, set, remove, op)) return result;
-      }
-      throw new this.#context.errors.BackendUnavailableError(
-        `${this.label}: the lock on "${resource}" kept changing hands; try again`,
-      );
-    });
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      const item = await this.#load(resource, op);
+      const { set, remove, result } = step(item, Date.now());
+      if (await this.#write(resource, item, set, remove, op)) return result;
+    }
+    throw new this.#context.errors.BackendUnavailableError(
+      `${this.label}: the lock on "${resource}" kept changing hands; try again`,
+    );
   }
 
   async acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
@@ -473,75 +456,69 @@ class DynamoDbStore implements Store {
     });
   }
 
-  current(resource: string, op: Operation): Promise<Lease | null> {
-    return this.#withTable(op, async () => {
-      const item = await this.#load(resource, op, [
-        ...LEASE_ATTRIBUTES,
-        "fence",
-      ]);
-      return this.#items.liveOf(resource, item, Date.now());
-    });
+  async current(resource: string, op: Operation): Promise<Lease | null> {
+    const item = await this.#load(resource, op, [
+      ...LEASE_ATTRIBUTES,
+      "fence",
+    ]);
+    return this.#items.liveOf(resource, item, Date.now());
   }
 
   /**
    * Scans the whole table, page by page (a page is at most 1 MB), keeping
    * live leases under `prefix`: one read unit per 4 KB of every item.
    */
-  list(prefix: string, op: Operation): Promise<Lease[]> {
-    return this.#withTable(op, async () => {
-      const attributes = ["resource", ...LEASE_ATTRIBUTES, "fence"];
-      const names = Object.fromEntries(
-        attributes.map((name) => [`#${name}`, name]),
+  async list(prefix: string, op: Operation): Promise<Lease[]> {
+    const attributes = ["resource", ...LEASE_ATTRIBUTES, "fence"];
+    const names = Object.fromEntries(
+      attributes.map((name) => [`#${name}`, name]),
+    );
+    const values: Record<string, AttributeValue> = {
+      ":now": { N: String(Date.now()) },
+    };
+    let filter = "attribute_exists(#lease) AND #expires > :now";
+    if (prefix !== "") {
+      filter += " AND begins_with(#resource, :prefix)";
+      values[":prefix"] = { S: prefix };
+    }
+    const leases: Lease[] = [];
+    let start: Item | undefined;
+    do {
+      const page: ScanCommandOutput = await this.#send(
+        new ScanCommand({
+          TableName: this.#table,
+          ConsistentRead: true,
+          ProjectionExpression: Object.keys(names).join(", "),
+          FilterExpression: filter,
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+          ExclusiveStartKey: start,
+        }),
+        op,
       );
-      const values: Record<string, AttributeValue> = {
-        ":now": { N: String(Date.now()) },
-      };
-      let filter = "attribute_exists(#lease) AND #expires > :now";
-      if (prefix !== "") {
-        filter += " AND begins_with(#resource, :prefix)";
-        values[":prefix"] = { S: prefix };
+      for (const item of page.Items ?? []) {
+        const resource = item.resource?.S;
+        if (resource === undefined) continue;
+        const lease = this.#items.leaseOf(resource, item);
+        if (lease) leases.push(lease);
       }
-      const leases: Lease[] = [];
-      let start: Item | undefined;
-      do {
-        const page: ScanCommandOutput = await this.#send(
-          new ScanCommand({
-            TableName: this.#table,
-            ConsistentRead: true,
-            ProjectionExpression: Object.keys(names).join(", "),
-            FilterExpression: filter,
-            ExpressionAttributeNames: names,
-            ExpressionAttributeValues: values,
-            ExclusiveStartKey: start,
-          }),
-          op,
-        );
-        for (const item of page.Items ?? []) {
-          const resource = item.resource?.S;
-          if (resource === undefined) continue;
-          const lease = this.#items.leaseOf(resource, item);
-          if (lease) leases.push(lease);
-        }
-        start = page.LastEvaluatedKey;
-      } while (start);
-      return leases;
-    });
+      start = page.LastEvaluatedKey;
+    } while (start);
+    return leases;
   }
 
-  history(
+  async history(
     resource: string,
     limit: number,
     op: Operation,
   ): Promise<LeaseEvent[]> {
-    return this.#withTable(op, async () => {
-      const item = await this.#load(resource, op, ["events"]);
-      const oldest = Date.now() - this.#keepMs;
-      return this.#items.eventsOf(resource, item)
-        .map((text) => this.#items.decode(resource, text))
-        .filter((event) => event.at.getTime() >= oldest)
-        .reverse()
-        .slice(0, limit);
-    });
+    const item = await this.#load(resource, op, ["events"]);
+    const oldest = Date.now() - this.#keepMs;
+    return this.#items.eventsOf(resource, item)
+      .map((text) => this.#items.decode(resource, text))
+      .filter((event) => event.at.getTime() >= oldest)
+      .reverse()
+      .slice(0, limit);
   }
 
   /**
@@ -622,13 +599,13 @@ export const backend = defineBackend({
     events: false,
     queue: true,
   },
+  createMissing: (settings) => settings.create_table,
   async open(settings, context) {
     checkSettings(settings, context);
     const { table, profile } = settings;
     const { client, label } = await openClient(settings, context);
     return new DynamoDbStore(client, label, {
       table,
-      createTable: settings.create_table,
       keep: settings.history,
       keepMs: settings.history_age * 1000,
       where: {
