@@ -21,9 +21,8 @@
  *
  * @module
  */
-export { defineBackend, kitContext } from "./define.ts";
+export { defineBackend } from "./define.ts";
 export { EVENT_KINDS, isEventKind, leaseFromRecord } from "./record.ts";
-export { requireCapability } from "./views.ts";
 export type {
   AcquireRequest,
   BackendDefinition,
@@ -39,13 +38,10 @@ export type {
   Store,
 } from "./contract.ts";
 export {
-  formatTimeout,
   optionError,
   optionTable,
-  parseOptions,
   scrubSecrets,
   secretValues,
-  unknownOptionWarnings,
   urlPemFiles,
 } from "./options.ts";
 export type {
@@ -64,15 +60,8 @@ export {
   within,
 } from "./deadline.ts";
 export type { Bound } from "./deadline.ts";
-export { deniedPermission, permissionAdvice } from "./permissions.ts";
-export {
-  type EnvReader,
-  expandHome,
-  homeDir,
-  resolveConfigPath,
-  stateDir,
-} from "./paths.ts";
-export { printable, resourceNameProblem, shellQuote, shorten } from "./text.ts";
+export { resolveConfigPath, stateDir } from "./paths.ts";
+export { printable, shorten } from "./text.ts";
 export {
   AcquireUnknownError,
   BackendUnavailableError,
