@@ -1020,6 +1020,7 @@ export const backend = defineBackend({
     },
     password: {
       kind: "text",
+      secret: true,
       doc: "That user's password. Never printed.",
     },
     database: {
