@@ -101,6 +101,7 @@ testBackendContract("dynamodb", (extra) => open({ table, ...extra }), {
       return { options: { table: name }, name };
     },
     createOnUse: { create_table: "true" },
+    sharedRacers: 5,
   },
   raw: {
     writeV01: (lease) =>
