@@ -14,6 +14,7 @@ import {
 } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
 import {
+  tableStore,
   testBackendContract,
   testUnavailableContract,
 } from "../lib/testing/mod.ts";
@@ -95,14 +96,7 @@ async function putItem(item: Record<string, AttributeValue>): Promise<void> {
 }
 
 testBackendContract("dynamodb", (extra) => open({ table, ...extra }), {
-  store: {
-    missing: () => {
-      const name = uniqueTable();
-      return { options: { table: name }, name };
-    },
-    createOnUse: { create_table: "true" },
-    sharedRacers: 5,
-  },
+  store: tableStore(uniqueTable, 5),
   raw: {
     writeV01: (lease) =>
       putItem(v01Item(

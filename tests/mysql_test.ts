@@ -13,6 +13,7 @@ import {
 } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
 import {
+  tableStore,
   testBackendContract,
   testUnavailableContract,
 } from "../lib/testing/mod.ts";
@@ -97,13 +98,7 @@ testBackendContract(
   "mysql",
   (extra) => open({ table: contractTable, create_table: "true", ...extra }),
   {
-    store: {
-      missing: () => {
-        const table = uniqueTable();
-        return { options: { table, create_table: "false" }, name: table };
-      },
-      createOnUse: { create_table: "true" },
-    },
+    store: tableStore(uniqueTable),
     secrets: {
       options: ["password"],
       openWith: (secret) => open({ password: secret }),

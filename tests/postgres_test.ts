@@ -8,6 +8,7 @@ import {
 } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
 import {
+  tableStore,
   testBackendContract,
   testUnavailableContract,
 } from "../lib/testing/mod.ts";
@@ -78,13 +79,7 @@ testBackendContract(
   "postgres",
   (extra) => open({ table: contractTable, create_table: "true", ...extra }),
   {
-    store: {
-      missing: () => {
-        const table = uniqueTable();
-        return { options: { table, create_table: "false" }, name: table };
-      },
-      createOnUse: { create_table: "true" },
-    },
+    store: tableStore(uniqueTable),
     secrets: {
       options: ["url"],
       openWith: (secret) => {

@@ -470,6 +470,27 @@ export interface RawRecordHooks {
   foreignMentions?: (string | RegExp)[];
 }
 
+/**
+ * The {@linkcode StoreHooks} of a backend whose store is a table named by
+ * its `table` option and created on first use by `create_table = true`.
+ *
+ * @param newName A table name no other test uses.
+ * @param sharedRacers See {@linkcode StoreHooks.sharedRacers}.
+ */
+export function tableStore(
+  newName: () => string,
+  sharedRacers = 0,
+): StoreHooks {
+  return {
+    missing: () => {
+      const table = newName();
+      return { options: { table, create_table: "false" }, name: table };
+    },
+    createOnUse: { create_table: "true" },
+    sharedRacers,
+  };
+}
+
 function testStoreSetup(
   name: string,
   open: BackendFactory,
