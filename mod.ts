@@ -33,18 +33,22 @@ export type {
   LeaseEvent,
   LeaseEventKind,
 } from "./lib/kit/types.ts";
-export type { BackendModule } from "./lib/kit/backend.ts";
+export type {
+  BackendModule,
+  LegacyBackend,
+} from "./lib/composition/plugin_adapter.ts";
 export {
   AcquireUnknownError,
   BackendUnavailableError,
   ConfigError,
   ForbiddenError,
+  LeaseLostError,
   LeaseNotHeldError,
   LockHeldError,
   StormlockError,
   UsageError,
 } from "./lib/kit/errors.ts";
-export type { StormlockErrorCode } from "./lib/kit/errors.ts";
+export type { LossKind, StormlockErrorCode } from "./lib/kit/errors.ts";
 export {
   formatTtl,
   MAX_TTL_SECONDS,
@@ -53,14 +57,11 @@ export {
   parseTtl,
 } from "./lib/kit/duration.ts";
 export {
-  backendsInUse,
-  ciLink,
   DEFAULT_BACKEND,
   DEFAULT_TTL_SECONDS,
   defaultPrincipal,
   findConfigFile,
   loadConfig,
-  localHost,
   parseConfig,
   resolveLockSettings,
 } from "./lib/composition/config.ts";
@@ -72,40 +73,34 @@ export type {
   EnvReader,
   LockSettings,
 } from "./lib/composition/config.ts";
-export { assertLeaseId, isLeaseId, newLeaseId } from "./lib/kit/lease.ts";
+export { isLeaseId, newLeaseId } from "./lib/kit/lease.ts";
 export {
   builtinBackendNames,
   openBackend,
 } from "./lib/composition/registry.ts";
-export {
-  Lock,
-  openLock,
-  openStormlock,
-  Stormlock,
-} from "./lib/composition/lock.ts";
+export { Lock } from "./lib/composition/lock.ts";
 export type {
   AcquireOptions,
   HoldOptions,
+  Ttl,
+} from "./lib/composition/lock.ts";
+export type { WaitListeners, WaitState } from "./lib/composition/queue.ts";
+export {
+  openLock,
+  openStormlock,
+  Stormlock,
+} from "./lib/composition/stormlock.ts";
+export type {
   ListedLease,
   ListOptions,
   OpenLockOptions,
-  Ttl,
-  WaitState,
-} from "./lib/composition/lock.ts";
-export {
-  assertHoldTtl,
-  durationSeconds,
-  holdLease,
-  LeaseLostError,
-  MIN_HOLD_TTL_SECONDS,
-  safetyMarginMs,
-} from "./lib/composition/hold.ts";
+} from "./lib/composition/stormlock.ts";
+export { holdLease } from "./lib/composition/hold.ts";
 export type {
   HeldLock,
   HoldCallback,
   HoldLeaseOptions,
   KeepOptions,
-  LossKind,
 } from "./lib/composition/hold.ts";
 export { LockSet, openLockSet } from "./lib/composition/lockset.ts";
 export type { SetLease } from "./lib/composition/lockset.ts";
@@ -123,18 +118,9 @@ export type {
   FreezeSource,
   FreezeWindow,
 } from "./lib/composition/freeze.ts";
-export { commandArgv, runCommand } from "./lib/apps/run.ts";
+export { runCommand } from "./lib/apps/run.ts";
 export type { RunCommandOptions } from "./lib/apps/run.ts";
-export {
-  createServeHandler,
-  DEFAULT_LISTEN,
-  isLoopback,
-  MAX_BODY,
-  MAX_PATH,
-  MIN_TOKEN_LENGTH,
-  parseListen,
-  serveStatus,
-} from "./lib/apps/serve/server.ts";
+export { createServeHandler, serveStatus } from "./lib/apps/serve/server.ts";
 export type {
   ListenAddress,
   RateLimit,
@@ -146,53 +132,31 @@ export type {
 } from "./lib/apps/serve/server.ts";
 export {
   createToken,
-  parsePatterns,
-  parseScopes,
   readTokensFile,
-  resourceAllowed,
   revokeToken,
   SCOPES,
-  tokenHash,
   TokenStore,
 } from "./lib/apps/serve/identity.ts";
 export type { Identity, Scope, TokenEntry } from "./lib/apps/serve/identity.ts";
-export { PAGE_CSS, PAGE_HTML, PAGE_JS } from "./lib/apps/serve/page.ts";
-export { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 export { VERSION } from "./lib/kit/version.ts";
 export type { PluginContext } from "./lib/composition/plugin.ts";
-export {
-  eventId,
-  eventIdTime,
-  fromHistory,
-  NOTIFICATION_KINDS,
-  notificationJson,
-  notificationLine,
-} from "./lib/composition/events.ts";
+export { NOTIFICATION_KINDS } from "./lib/composition/events.ts";
 export type {
   Actor,
   Notification,
   NotificationJson,
   NotificationKind,
 } from "./lib/composition/events.ts";
-export {
-  DEFAULT_EXPIRING_LEAD_MS,
-  watchEvents,
-} from "./lib/composition/watch.ts";
+export { watchEvents } from "./lib/composition/watch.ts";
 export type { WatchedBackend, WatchOptions } from "./lib/composition/watch.ts";
 export {
   DEFAULT_HOOK_EVENTS,
-  globMatches,
-  HookDelivery,
   parseHooks,
   signature,
   SIGNATURE_HEADER,
-  slackMessage,
 } from "./lib/apps/notify/hooks.ts";
 export type { DeliveryOptions, Hook } from "./lib/apps/notify/hooks.ts";
-export {
-  DISPATCHER_RESOURCE,
-  startDispatcher,
-} from "./lib/apps/notify/dispatch.ts";
+export { startDispatcher } from "./lib/apps/notify/dispatch.ts";
 export type {
   Dispatcher,
   DispatcherOptions,

@@ -5,12 +5,9 @@ import {
   MAX_TIMER_MS,
   withDeadline,
 } from "../lib/kit/deadline.ts";
-import {
-  attemptMs,
-  defineBackend,
-  MAX_IN_FLIGHT,
-  MIN_ATTEMPT_MS,
-} from "../lib/kit/backend.ts";
+import { attemptMs, MIN_ATTEMPT_MS } from "../lib/kit/views.ts";
+import { defineBackend } from "../lib/kit/define.ts";
+import { MAX_IN_FLIGHT } from "../lib/kit/turns.ts";
 import { LeaseNotHeldError } from "../lib/kit/errors.ts";
 import { Lock } from "../lib/composition/lock.ts";
 
@@ -105,7 +102,7 @@ Deno.test("a wait ends near its deadline even when every try would take the whol
     open: () => ({
       label: "hung store",
       acquire: () => new Promise<never>(() => {}),
-      release: () => Promise.reject(new LeaseNotHeldError("x", "y")),
+      end: () => Promise.reject(new LeaseNotHeldError("x", "y")),
       renew: () => new Promise<never>(() => {}),
       current: () => Promise.resolve(null),
       close() {},
@@ -146,7 +143,7 @@ Deno.test("past 16 operations in flight, the rest wait their turn, and one that 
         sent++;
         return new Promise<never>(() => {});
       },
-      release: () => Promise.reject(new LeaseNotHeldError("x", "y")),
+      end: () => Promise.reject(new LeaseNotHeldError("x", "y")),
       renew: () => new Promise<never>(() => {}),
       current: () => Promise.resolve(null),
       close() {},

@@ -6,7 +6,7 @@
 import assert from "assert";
 import { CliHome, repoPath, sleep } from "./helpers.ts";
 import { parseConfig } from "../lib/composition/config.ts";
-import { Stormlock } from "../lib/composition/lock.ts";
+import { Stormlock } from "../lib/composition/stormlock.ts";
 import { openLockSet } from "../lib/composition/lockset.ts";
 import {
   checkFrozen,

@@ -18,16 +18,17 @@
 import mysql from "mysql2";
 import type { Connection, ExecuteValues } from "mysql2";
 import { Buffer } from "node:buffer";
-import {
-  type AcquireRequest,
-  type Classified,
-  defineBackend,
-  type FailedOperation,
-  type KitContext,
-  type LeaseRecord,
-  type Operation,
-  type Store,
-} from "../../lib/kit/backend.ts";
+import type {
+  AcquireRequest,
+  Classified,
+  Ending,
+  FailedOperation,
+  KitContext,
+  LeaseRecord,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
+import { defineBackend } from "../../lib/kit/define.ts";
 import { StormlockError, UsageError } from "../../lib/kit/errors.ts";
 import type {
   Breaker,
@@ -716,21 +717,13 @@ class MysqlStore implements Store {
     );
   }
 
-  async release(
+  end(
     resource: string,
     leaseId: string,
-    op: Operation,
-  ): Promise<void> {
-    await this.#end(resource, leaseId, op, "released");
-  }
-
-  breakLease(
-    resource: string,
-    leaseId: string,
-    by: Breaker,
+    ending: Ending,
     op: Operation,
   ): Promise<Lease> {
-    return this.#end(resource, leaseId, op, "broken", by);
+    return this.#end(resource, leaseId, op, ending.kind, ending.by);
   }
 
   renew(
@@ -1027,6 +1020,7 @@ export const backend = defineBackend({
     },
     password: {
       kind: "text",
+      secret: true,
       doc: "That user's password. Never printed.",
     },
     database: {

@@ -14,6 +14,7 @@
 import { UsageError } from "../kit/errors.ts";
 import { sleep } from "../kit/deadline.ts";
 import { printable, shorten } from "../kit/text.ts";
+import { EXIT } from "./output/exit.ts";
 import type { AcquireOptions, Lock, Ttl } from "../composition/lock.ts";
 import { durationSeconds } from "../composition/hold.ts";
 import type { Lease } from "../kit/types.ts";
@@ -43,6 +44,11 @@ export interface RunCommandOptions {
   reason?: string;
   /** A link for more, such as a CI run. */
   link?: string;
+  /**
+   * Takes the lock inside a freeze window, recording this reason (see
+   * {@linkcode AcquireOptions.overrideFreeze}).
+   */
+  overrideFreeze?: string;
   /**
    * When the lease is lost: how long after SIGTERM the process group gets
    * SIGKILL.
@@ -143,7 +149,7 @@ const FORWARDED: readonly Deno.Signal[] = Deno.build.os === "windows"
  * @throws {UsageError} when `--` is missing or misplaced.
  * @example
  * ```ts
- * import { commandArgv } from "@stormlock/stormlock";
+ * import { commandArgv } from "./run.ts";
  * commandArgv(["run", "db", "--", "make", "-j4"], ["make", "-j4"]); // ["make", "-j4"]
  * ```
  */
@@ -159,6 +165,35 @@ export function commandArgv(argv: string[], positionals: string[]): string[] {
     );
   }
   return tail;
+}
+
+/**
+ * Splits `run`'s words into the resources (those before `--`, at least
+ * one) and the command with its arguments (checked as
+ * {@linkcode commandArgv} does).
+ *
+ * @param argv The CLI's whole argument list.
+ * @param positionals Every word after `run`, as the parser gave them.
+ * @throws {UsageError} when `--` is missing or misplaced.
+ * @example
+ * ```ts
+ * import { runWords } from "./run.ts";
+ * runWords(["run", "db", "dns", "--", "make"], ["db", "dns", "make"]);
+ * // { resources: ["db", "dns"], command: ["make"] }
+ * ```
+ */
+export function runWords(
+  argv: string[],
+  positionals: string[],
+): { resources: string[]; command: string[] } {
+  const dashes = argv.indexOf("--");
+  const tail = dashes < 0 ? 0 : argv.length - dashes - 1;
+  const resources = positionals.slice(
+    0,
+    Math.max(1, positionals.length - tail),
+  );
+  const command = commandArgv(argv, positionals.slice(resources.length));
+  return { resources, command };
 }
 
 /** Sends `signal` to the command's process group (or the command alone). */
@@ -296,7 +331,7 @@ export async function runCommand(
           notFound ? "command not found" : (error as Error).message
         }`,
       );
-      return notFound ? 127 : 126;
+      return notFound ? EXIT.notFound : EXIT.cannotStart;
     }
     const forward = FORWARDED.map((name) => {
       const listener = () => signalGroup(child, name);
@@ -323,6 +358,7 @@ export async function runCommand(
     onRetry: options.onRetry,
     reason: options.reason,
     link: options.link,
+    overrideFreeze: options.overrideFreeze,
     maxHold,
     onRenewRetry(error) {
       // One note per outage, not one per retry.

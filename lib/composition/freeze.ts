@@ -14,7 +14,8 @@
  *
  * @module
  */
-import { bookkeeping, INTERNAL_MARK } from "../kit/backend.ts";
+import { bookkeeping } from "../kit/views.ts";
+import { INTERNAL_MARK } from "../kit/reserved.ts";
 import { parseDurationMs } from "../kit/duration.ts";
 import {
   ConfigError,

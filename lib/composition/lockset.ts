@@ -275,3 +275,20 @@ export async function openLockSet(
   for (const resource of resources) members.push(await locks.lock(resource));
   return new LockSet(members);
 }
+
+/**
+ * The lock of one resource, or the lock set of several (all or none,
+ * under one lease id): what the CLI's lock commands open.
+ * @throws {UsageError} on a repeated name.
+ * @example
+ * ```ts ignore
+ * const lock = await openLockOrSet(locks, ["db", "cache"]);
+ * ```
+ */
+export async function openLockOrSet(
+  locks: { lock(resource: string): Promise<Lock> },
+  resources: string[],
+): Promise<Lock> {
+  if (resources.length < 2) return await locks.lock(resources[0]);
+  return await openLockSet(locks, resources);
+}

@@ -12,10 +12,55 @@
  *
  * @module
  */
-import { bookkeeping, INTERNAL_MARK, isBookkeeping } from "../kit/backend.ts";
-import { LeaseNotHeldError, LockHeldError } from "../kit/errors.ts";
+import { bookkeeping, boundedBy } from "../kit/views.ts";
+import { INTERNAL_MARK, isBookkeeping } from "../kit/reserved.ts";
+import {
+  AcquireUnknownError,
+  BackendUnavailableError,
+  LeaseNotHeldError,
+  LockHeldError,
+} from "../kit/errors.ts";
 import { sleep } from "../kit/deadline.ts";
 import type { Backend, Lease } from "../kit/types.ts";
+
+/**
+ * What separates a lock's name from a waiter's ticket in the name of the
+ * waiter's registration (`deploy\u001fwait\u001f0000000000000042`). Only
+ * the queue reads it: a store learns that a name is a registration, and
+ * of which lock, from `Operation.waitsFor`.
+ * @example
+ * ```ts
+ * import { WAIT_MARK } from "./queue.ts";
+ * console.log(JSON.stringify(WAIT_MARK)); // "\u001fwait\u001f"
+ * ```
+ */
+export const WAIT_MARK = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
+
+/**
+ * The lock a waiter's registration waits for, or `undefined` for any
+ * other name.
+ * @example
+ * ```ts
+ * import { waitedLock } from "./queue.ts";
+ * waitedLock("deploy\u001fwait\u001f0000000000000001"); // "deploy"
+ * ```
+ */
+export function waitedLock(resource: string): string | undefined {
+  const at = resource.lastIndexOf(WAIT_MARK);
+  return at === -1 ? undefined : resource.slice(0, at);
+}
+
+/**
+ * The backend as the queue uses it: allowed Stormlock's reserved names,
+ * and telling the store which names are waiters' registrations.
+ * @example
+ * ```ts ignore
+ * await queueView(backend).release(registration.resource, registration.id);
+ * ```
+ */
+export function queueView(backend: Backend): Backend {
+  return bookkeeping(backend, { waitedLock });
+}
 
 /** How long a waiter's registration lives without a heartbeat, in seconds. */
 export const WAITER_TTL_SECONDS = 10;
@@ -44,7 +89,7 @@ const HEARTBEAT_MS = 3000;
  * ```
  */
 export function waiterPrefix(resource: string): string {
-  return `${resource}${INTERNAL_MARK}wait${INTERNAL_MARK}`;
+  return `${resource}${WAIT_MARK}`;
 }
 
 /**
@@ -60,7 +105,7 @@ export function splitQueue(
 ): { locks: Lease[]; waiting: Map<string, Lease[]> } {
   const locks: Lease[] = [];
   const waiting = new Map<string, Lease[]>();
-  const mark = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
+  const mark = WAIT_MARK;
   for (const lease of leases) {
     const at = lease.resource.lastIndexOf(mark);
     const ticket = lease.resource.slice(at + mark.length);
@@ -95,7 +140,7 @@ export async function waiters(
 ): Promise<Lease[]> {
   if (!backend.capabilities.list) return [];
   const prefix = waiterPrefix(resource);
-  const registrations = await bookkeeping(backend).list(prefix);
+  const registrations = await queueView(backend).list(prefix);
   return registrations
     .filter((lease) =>
       /^\d{16}$/.test(lease.resource.slice(prefix.length)) && isWaiter(lease)
@@ -148,7 +193,7 @@ export class WaitTicket {
     resource: string,
     principal: string,
   ): Promise<WaitTicket> {
-    backend = bookkeeping(backend);
+    backend = queueView(backend);
     let ticket = 0;
     if (backend.capabilities.list) {
       // Waiters arriving together take turns on the counter; one held
@@ -229,5 +274,190 @@ export class WaitTicket {
     if (this.#lease) {
       await this.#backend.release(this.#name, this.#lease.id).catch(() => {});
     }
+  }
+}
+
+/**
+ * Where a waiter stands.
+ * @example
+ * ```ts
+ * import type { WaitState } from "@stormlock/stormlock";
+ * const state: WaitState = { position: 1, waiting: 3, waitedMs: 1200, queued: false };
+ * ```
+ */
+export interface WaitState {
+  /** Waiters ahead of this one; 0 when it is next. */
+  position: number;
+  /** Waiters in all, this one included. */
+  waiting: number;
+  /** How long it has waited, in ms. */
+  waitedMs: number;
+  /** Whether the lock is free and only earlier waiters are in the way. */
+  queued: boolean;
+}
+
+/**
+ * Who hears about a wait for a held lock.
+ * @example
+ * ```ts
+ * import type { WaitListeners } from "@stormlock/stormlock";
+ * const listeners: WaitListeners = {
+ *   onWait: (holder, state) => console.error(`${state.position} ahead; held by ${holder.principal}`),
+ * };
+ * ```
+ */
+export interface WaitListeners {
+  /**
+   * Called each time the wait is checked, with the holder's lease and the
+   * queue. When the lock is free but earlier waiters are ahead, `holder`
+   * is the first waiter's registration and `state.queued` is set.
+   */
+  onWait?: (holder: Lease, state: WaitState) => void;
+  /**
+   * Called when the backend fails while waiting; the wait goes on, with
+   * backoff, until its deadline.
+   */
+  onRetry?: (error: BackendUnavailableError) => void;
+}
+
+/**
+ * Waits in the queue of `resource`, first come first served, until `take`
+ * gets the lock or `waitMs` passes. A backend failure does not end the
+ * wait: it is retried with backoff until the deadline.
+ *
+ * @param backend The lock's backend.
+ * @param resource The lock.
+ * @param principal Who waits.
+ * @param take Sends one acquire, on the backend it is given (bounded by
+ * the wait's deadline).
+ * @param waitMs How long to wait.
+ * @param options Who hears about the wait.
+ * @throws {LockHeldError} when the wait ends with the lock still held.
+ * @throws {BackendUnavailableError} when the backend still fails at the end.
+ * @example
+ * ```ts ignore
+ * const lease = await waitInQueue(backend, "deploy", "ann@host", (b) => b.acquire("deploy", "ann@host", 60), 60_000, {});
+ * ```
+ */
+export async function waitInQueue(
+  backend: Backend,
+  resource: string,
+  principal: string,
+  take: (backend: Backend) => Promise<Lease>,
+  waitMs: number,
+  options: WaitListeners,
+): Promise<Lease> {
+  const started = Date.now();
+  const deadline = started + waitMs;
+  // Each try gets at most the time left, so a busy store can't carry
+  // the wait far past its end.
+  const bounded = boundedBy(backend, deadline);
+  let ticket: WaitTicket | undefined;
+  let refused: LockHeldError | undefined;
+  let failure: BackendUnavailableError | undefined;
+  // Leases an attempt may have taken though its answer was lost: if one
+  // turns up as the holder, it is ours.
+  const unknown = new Map<string, AcquireUnknownError>();
+  // With change events, a release wakes the wait at once; polling stays
+  // as the safety net (and is all there is without them).
+  const watching = new AbortController();
+  let wake = () => {};
+  let woken = false;
+  const watch = async () => {
+    if (!backend.capabilities.events) return false;
+    try {
+      await backend.watch(resource, () => {
+        woken = true;
+        wake();
+      }, watching.signal);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let watched: Promise<boolean> | undefined;
+  try {
+    for (let backoff = 250;;) {
+      // The next in line looks often; the others need only keep place.
+      let pause = 1000;
+      try {
+        ticket ??= await WaitTicket.take(
+          bounded,
+          resource,
+          principal,
+        );
+        const { position, waiting } = await ticket.position();
+        let holder: Lease | null = null;
+        if (position === 0) {
+          watched ??= watch();
+          pause = await watched ? 2000 : 250;
+          try {
+            return await take(bounded);
+          } catch (error) {
+            if (error instanceof AcquireUnknownError) {
+              unknown.set(error.leaseId, error);
+            }
+            if (!(error instanceof LockHeldError)) throw error;
+            holder = error.holder;
+          }
+        } else {
+          holder = await bounded.current(resource);
+        }
+        if (holder && unknown.has(holder.id)) return holder;
+        const queued = holder === null;
+        holder ??= (await waiters(bounded, resource))[0] ?? null;
+        if (holder) {
+          // This wait leaves the queue when it gives up: count the others.
+          refused = new LockHeldError(holder, {
+            waiting: Math.max(0, waiting - 1),
+            queued,
+          });
+          options.onWait?.(holder, {
+            position,
+            waiting,
+            waitedMs: Date.now() - started,
+            queued,
+          });
+          if (!queued) {
+            pause = Math.min(
+              pause,
+              holder.expires.getTime() - Date.now() + 50,
+            );
+          }
+        }
+        failure = undefined;
+        backoff = 250;
+      } catch (error) {
+        if (!(error instanceof BackendUnavailableError)) throw error;
+        failure = error;
+        options.onRetry?.(error);
+        pause = backoff;
+        backoff = Math.min(backoff * 2, 5000);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        // A try the deadline cut short says less than a refusal before it.
+        const cut = failure && /the time left to wait/.test(failure.message);
+        throw [...unknown.values()].at(-1) ??
+          (cut && refused ? refused : failure ?? refused);
+      }
+      if (!woken) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(
+            resolve,
+            Math.max(20, Math.min(pause, left)),
+          );
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      woken = false;
+      wake = () => {};
+    }
+  } finally {
+    watching.abort();
+    await ticket?.leave();
   }
 }

@@ -21,34 +21,28 @@
  *
  * @module
  */
-export {
-  defineBackend,
-  definitionOf,
-  kitContext,
-  leaseFromRecord,
-  requireCapability,
-} from "./backend.ts";
+export { defineBackend } from "./define.ts";
+export { EVENT_KINDS, isEventKind, leaseFromRecord } from "./record.ts";
 export type {
   AcquireRequest,
   BackendDefinition,
-  BackendModule,
   Classified,
   CreateOptions,
   DefinedBackend,
+  Ending,
   FailedOperation,
   HistorySettings,
   KitContext,
   LeaseRecord,
-  LegacyBackend,
   Operation,
   Store,
-} from "./backend.ts";
+} from "./contract.ts";
 export {
-  formatTimeout,
   optionError,
   optionTable,
-  parseOptions,
-  unknownOptionWarnings,
+  scrubSecrets,
+  secretValues,
+  urlPemFiles,
 } from "./options.ts";
 export type {
   HasValue,
@@ -66,15 +60,8 @@ export {
   within,
 } from "./deadline.ts";
 export type { Bound } from "./deadline.ts";
-export { deniedPermission, permissionAdvice } from "./permissions.ts";
-export {
-  type EnvReader,
-  expandHome,
-  homeDir,
-  resolveConfigPath,
-  stateDir,
-} from "./paths.ts";
-export { printable, resourceNameProblem, shellQuote, shorten } from "./text.ts";
+export { resolveConfigPath, stateDir } from "./paths.ts";
+export { printable, shorten } from "./text.ts";
 export {
   AcquireUnknownError,
   BackendUnavailableError,
