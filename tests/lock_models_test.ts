@@ -179,6 +179,25 @@ Deno.test("freeze: a config window refuses acquire and run with exit 2, and an o
   assert.equal(event.kind, "acquired");
   assert.equal(event.id, overridden.stdout.trim());
   assert.equal(event.reason, "freeze override (always): hotfix INC-42");
+  const ranAnyway = await home.run([
+    "-c",
+    config,
+    "run",
+    "--override-freeze",
+    "-r",
+    "hotfix INC-43",
+    "db",
+    "--",
+    "sh",
+    "-c",
+    'echo "$STORMLOCK_LEASE_ID"',
+  ]);
+  assert.equal(ranAnyway.code, 0, ranAnyway.stderr);
+  const ranEvent = JSON.parse(
+    (await home.run(["-c", config, "history", "--json", "db"])).stdout,
+  ).find((e: { kind: string }) => e.kind === "acquired");
+  assert.equal(ranEvent.id, ranAnyway.stdout.trim());
+  assert.equal(ranEvent.reason, "freeze override (always): hotfix INC-43");
   const shown = await home.run(["-c", config, "freezes", "--json", "prod/x"]);
   assert.equal(shown.code, 1, "freezes exits 1 for a frozen resource");
   const { active } = JSON.parse(shown.stdout);
