@@ -40,6 +40,7 @@ export {
   ConfigError,
   ForbiddenError,
   LeaseNotHeldError,
+  LimitMismatchError,
   LockHeldError,
   StormlockError,
   UsageError,
@@ -183,4 +184,6 @@ export type {
   DispatchSource,
 } from "./lib/apps/notify/dispatch.ts";
 export { handOverRequest, requestHandOver } from "./lib/composition/request.ts";
+export { freeSlots, holderLimit } from "./lib/composition/holders.ts";
+export type { HolderOptions } from "./lib/composition/holders.ts";
 export type { HandOverRequest } from "./lib/composition/request.ts";

@@ -41,6 +41,12 @@ import type {
   LeaseEvent,
 } from "../kit/types.ts";
 import { assertHoldTtl, durationSeconds, holdLease } from "./hold.ts";
+import {
+  holderLimit,
+  type HolderOptions,
+  holdersOf,
+  withWaiting,
+} from "./holders.ts";
 import type { HoldCallback, KeepOptions } from "./hold.ts";
 
 /**
@@ -54,7 +60,7 @@ import type { HoldCallback, KeepOptions } from "./hold.ts";
  * });
  * ```
  */
-export interface AcquireOptions {
+export interface AcquireOptions extends HolderOptions {
   /**
    * How long to wait for the lock, as seconds or text such as `"5m"`.
    * Without it, a held lock is refused at once.
@@ -196,10 +202,12 @@ export class Lock {
     const seconds = ttl === undefined
       ? this.settings.ttlSeconds
       : ttlSeconds(ttl);
-    const details = {
+    const limit = holderLimit(options);
+    const details: AcquireDetails = {
       host: localHost(),
       reason: checkText(options.reason, "reason") ?? this.settings.reason,
       link: checkLink(options.link),
+      ...(limit === 1 ? {} : { limit }),
     };
     const take = async (backend = this.backend, extra: AcquireDetails = {}) => {
       this.#sending?.();
@@ -226,7 +234,7 @@ export class Lock {
           const queue = await waiters(this.backend, this.resource);
           if (!error.queued) {
             if (queue.length === 0) throw error;
-            throw new LockHeldError(error.holder, { waiting: queue.length });
+            throw withWaiting(error, queue.length);
           }
           if (queue.length > 0) {
             throw new LockHeldError(queue[0], {
@@ -267,6 +275,7 @@ export class Lock {
     const bounded = boundedBy(this.backend, deadline);
     let ticket: WaitTicket | undefined;
     let refused: LockHeldError | undefined;
+    let held: LockHeldError | undefined;
     let failure: BackendUnavailableError | undefined;
     // Leases an attempt may have taken though its answer was lost: if one
     // turns up as the holder, it is ours.
@@ -312,19 +321,23 @@ export class Lock {
               }
               if (!(error instanceof LockHeldError)) throw error;
               holder = error.holder;
+              held = error.queued ? undefined : error;
             }
           } else {
             holder = await bounded.current(this.resource);
+            held = undefined;
           }
           if (holder && unknown.has(holder.id)) return holder;
           const queued = holder === null;
           holder ??= (await waiters(bounded, this.resource))[0] ?? null;
           if (holder) {
             // This wait leaves the queue when it gives up: count the others.
-            refused = new LockHeldError(holder, {
-              waiting: Math.max(0, waiting - 1),
-              queued,
-            });
+            refused = held && !queued
+              ? withWaiting(held, Math.max(0, waiting - 1))
+              : new LockHeldError(holder, {
+                waiting: Math.max(0, waiting - 1),
+                queued,
+              });
             options.onWait?.(holder, {
               position,
               waiting,
@@ -447,8 +460,10 @@ export class Lock {
       takenHere.delete(id);
       return await this.backend.release(this.resource, id);
     }
-    const holder = await this.backend.current(this.resource);
-    if (holder?.id === id && holder.principal !== principal) {
+    const holder = (await holdersOf(this.backend, this.resource)).find((
+      lease,
+    ) => lease.id === id);
+    if (holder && holder.principal !== principal) {
       await this.backend.breakLease(this.resource, id, {
         principal,
         host: localHost(),
@@ -562,9 +577,20 @@ export class Lock {
     return waiters(this.backend, this.resource);
   }
 
-  /** The live lease, or `null` when the resource is free. */
+  /**
+   * The live lease, or `null` when the resource is free; with several
+   * holders, the first (see {@linkcode Lock.holders}).
+   */
   current(): Promise<Lease | null> {
     return this.backend.current(this.resource);
+  }
+
+  /**
+   * Every live holder, lowest fence first: several with slots or shared
+   * holds, else one at most. Their free slots: `freeSlots(holders)`.
+   */
+  holders(): Promise<Lease[]> {
+    return holdersOf(this.backend, this.resource);
   }
 
   /**
