@@ -120,9 +120,7 @@ export class LockHeldError extends StormlockError {
           waiting ? `; ${waiting} waiting` : ""
         }`
         : `Lock "${shorten(holder.resource)}" is held ${
-          limit === 0
-            ? `shared by ${holders}`
-            : `with all ${limit} slots taken`
+          limit === 0 ? `shared by ${holders}` : `with all ${limit} slots taken`
         } (the first by ${shorten(holder.principal)} since ${
           when(holder.created)
         }, until ${when(holder.expires)})${

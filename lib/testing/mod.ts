@@ -34,6 +34,7 @@ import {
   WaitTicket,
 } from "../composition/queue.ts";
 import { bookkeeping } from "../kit/views.ts";
+import { testHoldersContract } from "./holders.ts";
 import {
   backendTest,
   closedPort,
@@ -391,6 +392,7 @@ export function testBackendContract(name: string, open: BackendFactory): void {
   testMetadataAndFencing(name, open);
   testListHistoryBreak(name, open);
   testWaitQueue(name, open);
+  testHoldersContract(name, open);
 }
 
 /** A lock over `backend` for `resource`, as the library opens one. */
