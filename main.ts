@@ -12,7 +12,16 @@ type ParseArgs = typeof import("parse-args").parseArgs;
 // Only what every command needs is imported up front; the store, `run`
 // and `serve` load when a command uses them, so --version and --help read
 // a handful of files.
-import { LockHeldError, StormlockError, UsageError } from "./lib/kit/errors.ts";
+import {
+  LimitMismatchError,
+  LockHeldError,
+  StormlockError,
+  UsageError,
+} from "./lib/kit/errors.ts";
+import {
+  freeSlots,
+  type HolderOptions,
+} from "./lib/composition/holders.ts";
 import { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 import { VERSION } from "./lib/kit/version.ts";
 import type { StormlockErrorCode } from "./lib/kit/errors.ts";
@@ -123,6 +132,17 @@ const FLAGS = {
     value: "TIME",
     help:
       "if the lock is held, wait up to TIME for it (e.g. 10m),\nsaying on stderr whom it waits for",
+  },
+  slots: {
+    type: "string",
+    value: "N",
+    help:
+      "a lock with N slots: up to N leases at once, each with its own id\n(the first holder sets N; another N is refused while held)",
+  },
+  shared: {
+    type: "boolean",
+    help:
+      "a shared hold: any number coexist; an exclusive hold (the default)\nexcludes them all",
   },
   reason: {
     type: "string",
@@ -488,6 +508,24 @@ function parseLimit(text: string | undefined): number {
   return Number(text);
 }
 
+/** `--slots N` and `--shared`, as the library takes them. */
+function holderFlags(
+  flags: Record<string, string | boolean | undefined>,
+): HolderOptions {
+  const slots = flags.slots as string | undefined;
+  if (slots !== undefined && !/^\d{1,5}$/.test(slots)) {
+    throw new UsageError(
+      `Bad --slots "${
+        shorten(slots, 20)
+      }": give a whole number from 1 to 10000`,
+    );
+  }
+  return {
+    ...(slots !== undefined ? { slots: Number(slots) } : {}),
+    ...(flags.shared ? { shared: true } : {}),
+  };
+}
+
 const COMMANDS: Record<string, Command> = {
   acquire: {
     args: ["RESOURCE"],
@@ -495,11 +533,12 @@ const COMMANDS: Record<string, Command> = {
       'stormlock acquire -t 30m -r "db patch" deploy-prod',
       "id=$(stormlock acquire --wait 10m deploy-prod)",
     ],
-    flags: ["ttl", "wait", "reason", "link", "json"],
+    flags: ["ttl", "wait", "slots", "shared", "reason", "link", "json"],
+    excludes: [["slots", "shared"]],
     summary:
       "Take the lock and print only the lease id (or the lease, with --json).\n" +
       "If someone else holds it, print nothing on stdout, name the holder on\n" +
-      "stderr and exit 2.",
+      "stderr and exit 2. --slots N and --shared let more than one hold it.",
     async run({ lock, flags }) {
       const opened = await lock();
       const wait = flags.wait as string | undefined;
@@ -508,6 +547,7 @@ const COMMANDS: Record<string, Command> = {
       try {
         lease = await opened.acquire(flags.ttl as string | undefined, {
           wait,
+          ...holderFlags(flags),
           reason: flags.reason as string | undefined,
           link: (flags.link as string | undefined) ?? await ciLink(),
           onWait: reporter.onWait,
@@ -517,7 +557,8 @@ const COMMANDS: Record<string, Command> = {
         if (!(error instanceof LockHeldError)) throw error;
         const holder = error.holder;
         if (
-          !error.queued && holder.principal === opened.settings.principal
+          !error.queued && holder.principal === opened.settings.principal &&
+          error.holders === 1 && !(error instanceof LimitMismatchError)
         ) {
           complain(
             `"${shorten(holder.resource)}" is held by ${
@@ -533,7 +574,9 @@ const COMMANDS: Record<string, Command> = {
         if (wait === undefined) throw error;
         complain(
           `Gave up after waiting ${wait}: ${
-            heldMessage(holder, Date.now(), error)
+            error instanceof LimitMismatchError
+              ? error.message
+              : heldMessage(holder, Date.now(), error)
           }`,
         );
         return EXIT.held;
@@ -631,15 +674,36 @@ const COMMANDS: Record<string, Command> = {
         complain(`no current lease on "${shorten(resource)}"`);
         return EXIT.no;
       }
+      // Slots or shared holds: every holder, one row (or block) each.
+      const all = lease.limit === undefined
+        ? [lease]
+        : await opened.holders().then((found) =>
+          found.length > 0 ? found : [lease]
+        );
+      const free = freeSlots(all);
       if (known) print(originalFormat(lease, known));
-      else if (flags["id-only"]) print(lease.id);
+      else if (flags["id-only"]) print(all.map((held) => held.id).join("\n"));
       else if (flags.json || flags.long) {
         const waiting = await opened.waiting();
         const request = await opened.handOverRequest(lease);
         if (flags.json) {
-          print(safeJson(leaseJson({ ...lease, waiting, request })));
+          print(safeJson({
+            ...leaseJson({ ...lease, waiting, request }),
+            ...(lease.limit !== undefined
+              ? { holders: all.map((held) => leaseJson(held)), free }
+              : {}),
+          }));
         } else {
-          print(leaseDetails(lease));
+          print(all.map(leaseDetails).join("\n\n"));
+          if (lease.limit !== undefined) {
+            print(
+              `${"slots:".padEnd(10)}${
+                lease.limit === 0
+                  ? `shared, ${all.length} holding`
+                  : `${free} of ${lease.limit} free`
+              }`,
+            );
+          }
           if (waiting.length > 0) {
             print(
               `${"waiting:".padEnd(10)}${
@@ -656,10 +720,12 @@ const COMMANDS: Record<string, Command> = {
           }
         }
       } else {
-        print(
-          [printable(lease.principal), isoTime(lease.created), lease.id]
-            .join("\t"),
-        );
+        for (const held of all) {
+          print(
+            [printable(held.principal), isoTime(held.created), held.id]
+              .join("\t"),
+          );
+        }
       }
       return EXIT.ok;
     },
@@ -742,6 +808,21 @@ const COMMANDS: Record<string, Command> = {
             cells: leases.map((l) => l.principal),
             shrink: 10,
           },
+          // Slots and shared holds: how many hold, of how many.
+          ...(leases.some((l) => l.limit !== undefined)
+            ? [{
+              title: "SLOTS",
+              cells: leases.map((l) => {
+                if (l.limit === undefined) return "";
+                const holding = leases.filter((other) =>
+                  other.resource === l.resource && other.backend === l.backend
+                ).length;
+                return l.limit === 0
+                  ? `shared ${holding}`
+                  : `${holding}/${l.limit}`;
+              }),
+            }]
+            : []),
           {
             title: "HOST",
             cells: leases.map((l) =>
@@ -804,7 +885,17 @@ const COMMANDS: Record<string, Command> = {
       "stormlock run -t 5m deploy-prod -- ./deploy.sh",
       "stormlock run -w 30m -r nightly backup -- pg_dump -f dump.sql",
     ],
-    flags: ["ttl", "wait", "reason", "link", "kill-after", "max-hold"],
+    flags: [
+      "ttl",
+      "wait",
+      "slots",
+      "shared",
+      "reason",
+      "link",
+      "kill-after",
+      "max-hold",
+    ],
+    excludes: [["slots", "shared"]],
     summary:
       "Take the lock (waiting with --wait), run COMMAND with STORMLOCK_RESOURCE,\n" +
       "STORMLOCK_LEASE_ID and STORMLOCK_FENCE set, renew the lease every TTL/3\n" +
@@ -825,6 +916,7 @@ const COMMANDS: Record<string, Command> = {
         return await runCommand(await lock(), commandArgv(Deno.args, command), {
           ttl: flags.ttl as string | undefined,
           wait,
+          ...holderFlags(flags),
           reason: flags.reason as string | undefined,
           link: (flags.link as string | undefined) ?? await ciLink(),
           killAfter: flags["kill-after"] as string | undefined,
@@ -1697,7 +1789,7 @@ async function run(argv: string[]): Promise<number> {
 function exitCodeFor(error: unknown): number {
   if (error instanceof StormlockError) {
     complain(
-      error instanceof LockHeldError
+      error instanceof LockHeldError && !(error instanceof LimitMismatchError)
         ? heldMessage(error.holder, Date.now(), error)
         : error.message,
     );
