@@ -18,10 +18,7 @@ import {
   StormlockError,
   UsageError,
 } from "./lib/kit/errors.ts";
-import {
-  freeSlots,
-  type HolderOptions,
-} from "./lib/composition/holders.ts";
+import { freeSlots, type HolderOptions } from "./lib/composition/holders.ts";
 import { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 import { VERSION } from "./lib/kit/version.ts";
 import type { StormlockErrorCode } from "./lib/kit/errors.ts";

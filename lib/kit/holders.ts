@@ -60,7 +60,10 @@ export function limitOf(lease: { limit?: number }): number {
  * admits([{ limit: 0 }], 1); // false
  * ```
  */
-export function admits(live: readonly { limit?: number }[], limit: number) {
+export function admits(
+  live: readonly { limit?: number }[],
+  limit: number,
+): boolean {
   if (live.length === 0) return true;
   return live.every((holder) => limitOf(holder) === limit) &&
     (limit === SHARED || live.length < limit);
