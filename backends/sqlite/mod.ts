@@ -442,9 +442,9 @@ class SqliteStore implements Store {
   ): Lease {
     return this.#transaction(() => {
       const now = Date.now();
-      const found = this.#find(resource, leaseId, now);
-      const row = found &&
-        this.#remove(found.table, resource, leaseId, now, true);
+      // The lock's first holder (the only one, mostly) is one statement.
+      const row = this.#remove("leases", resource, leaseId, now, true) ??
+        this.#remove("holders", resource, leaseId, now, true);
       if (!row) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
