@@ -958,6 +958,20 @@ const COMMANDS: Record<string, Command> = {
           );
           return EXIT.no;
         }
+        const holders = holder.limit === undefined
+          ? 1
+          : (await opened.holders()).length;
+        if (holders > 1) {
+          throw new UsageError(
+            `"${
+              shorten(resource)
+            }" has ${holders} holders; name the lease to break: stormlock break ${
+              printable(shellQuote(resource))
+            } LEASE_ID (the ids: stormlock current ${
+              printable(shellQuote(resource))
+            })`,
+          );
+        }
         if (!flags.yes) {
           if (!Deno.stdin.isTerminal()) {
             throw new UsageError(

@@ -95,6 +95,21 @@ Deno.test("cli: run --shared holds beside another shared hold and releases its o
   assert.equal(current.stdout.trim(), reader.stdout.trim());
 });
 
+Deno.test("cli: break without LEASE_ID on a lock with several holders asks for the id; with it, breaks that one only", async () => {
+  using h = home();
+  const ids = [];
+  for (let i = 0; i < 2; i++) {
+    ids.push((await h.run(["acquire", "--shared", "rw"])).stdout.trim());
+  }
+  const vague = await h.run(["break", "--yes", "-r", "stuck", "rw"]);
+  assert.equal(vague.code, 64, vague.stderr);
+  assert.match(vague.stderr, /has 2 holders; name the lease to break/);
+  const named = await h.run(["break", "--yes", "-r", "stuck", "rw", ids[1]]);
+  assert.equal(named.code, 0, named.stderr);
+  const left = await h.run(["current", "--id-only", "rw"]);
+  assert.equal(left.stdout.trim(), ids[0]);
+});
+
 Deno.test("cli: --slots on a store without the holders capability is one line, exit 78", async () => {
   using h = home();
   h.write(
