@@ -134,12 +134,12 @@ const FLAGS = {
     type: "string",
     value: "N",
     help:
-      "a lock with N slots: up to N leases at once, each with its own id\n(the first holder sets N; another N is refused while held)",
+      "N slots: up to N leases at once, each with its own id\n(the first holder sets N; another N is refused)",
   },
   shared: {
     type: "boolean",
     help:
-      "a shared hold: any number coexist; an exclusive hold (the default)\nexcludes them all",
+      "a shared hold: any number coexist, and an exclusive\nhold (the default) excludes them all",
   },
   reason: {
     type: "string",
