@@ -39,13 +39,14 @@ export {
   BackendUnavailableError,
   ConfigError,
   ForbiddenError,
+  LeaseLostError,
   LeaseNotHeldError,
   LimitMismatchError,
   LockHeldError,
   StormlockError,
   UsageError,
 } from "./lib/kit/errors.ts";
-export type { StormlockErrorCode } from "./lib/kit/errors.ts";
+export type { LossKind, StormlockErrorCode } from "./lib/kit/errors.ts";
 export {
   formatTtl,
   MAX_TTL_SECONDS,
@@ -78,26 +79,27 @@ export {
   builtinBackendNames,
   openBackend,
 } from "./lib/composition/registry.ts";
-export {
-  Lock,
-  openLock,
-  openStormlock,
-  Stormlock,
-} from "./lib/composition/lock.ts";
+export { Lock } from "./lib/composition/lock.ts";
 export type {
   AcquireOptions,
   HoldOptions,
+  Ttl,
+} from "./lib/composition/lock.ts";
+export type { WaitListeners, WaitState } from "./lib/composition/queue.ts";
+export {
+  openLock,
+  openStormlock,
+  Stormlock,
+} from "./lib/composition/stormlock.ts";
+export type {
   ListedLease,
   ListOptions,
   OpenLockOptions,
-  Ttl,
-  WaitState,
-} from "./lib/composition/lock.ts";
+} from "./lib/composition/stormlock.ts";
 export {
   assertHoldTtl,
   durationSeconds,
   holdLease,
-  LeaseLostError,
   MIN_HOLD_TTL_SECONDS,
   safetyMarginMs,
 } from "./lib/composition/hold.ts";
@@ -106,7 +108,6 @@ export type {
   HoldCallback,
   HoldLeaseOptions,
   KeepOptions,
-  LossKind,
 } from "./lib/composition/hold.ts";
 export { commandArgv, runCommand } from "./lib/apps/run.ts";
 export type { RunCommandOptions } from "./lib/apps/run.ts";

@@ -15,6 +15,7 @@ import type { HolderOptions } from "../composition/holders.ts";
 import { UsageError } from "../kit/errors.ts";
 import { sleep } from "../kit/deadline.ts";
 import { printable, shorten } from "../kit/text.ts";
+import { EXIT } from "./output/exit.ts";
 import type { AcquireOptions, Lock, Ttl } from "../composition/lock.ts";
 import { durationSeconds } from "../composition/hold.ts";
 import type { Lease } from "../kit/types.ts";
@@ -297,7 +298,7 @@ export async function runCommand(
           notFound ? "command not found" : (error as Error).message
         }`,
       );
-      return notFound ? 127 : 126;
+      return notFound ? EXIT.notFound : EXIT.cannotStart;
     }
     const forward = FORWARDED.map((name) => {
       const listener = () => signalGroup(child, name);
