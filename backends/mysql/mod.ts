@@ -21,6 +21,7 @@ import { Buffer } from "node:buffer";
 import type {
   AcquireRequest,
   Classified,
+  Ending,
   FailedOperation,
   KitContext,
   LeaseRecord,
@@ -716,21 +717,13 @@ class MysqlStore implements Store {
     );
   }
 
-  async release(
+  end(
     resource: string,
     leaseId: string,
-    op: Operation,
-  ): Promise<void> {
-    await this.#end(resource, leaseId, op, "released");
-  }
-
-  breakLease(
-    resource: string,
-    leaseId: string,
-    by: Breaker,
+    ending: Ending,
     op: Operation,
   ): Promise<Lease> {
-    return this.#end(resource, leaseId, op, "broken", by);
+    return this.#end(resource, leaseId, op, ending.kind, ending.by);
   }
 
   renew(
@@ -1027,6 +1020,7 @@ export const backend = defineBackend({
     },
     password: {
       kind: "text",
+      secret: true,
       doc: "That user's password. Never printed.",
     },
     database: {

@@ -21,6 +21,7 @@ import { createHash } from "node:crypto";
 import type {
   AcquireRequest,
   Classified,
+  Ending,
   FailedOperation,
   KitContext,
   LeaseRecord,
@@ -735,21 +736,13 @@ class PostgresStore implements Store {
     });
   }
 
-  async release(
+  end(
     resource: string,
     leaseId: string,
-    op: Operation,
-  ): Promise<void> {
-    await this.#end(resource, leaseId, op, "released");
-  }
-
-  breakLease(
-    resource: string,
-    leaseId: string,
-    by: Breaker,
+    ending: Ending,
     op: Operation,
   ): Promise<Lease> {
-    return this.#end(resource, leaseId, op, "broken", by);
+    return this.#end(resource, leaseId, op, ending.kind, ending.by);
   }
 
   recentResources(
@@ -1364,12 +1357,15 @@ export const backend = defineBackend({
     url: {
       kind: "url",
       schemes: ["postgres:", "postgresql:"],
+      pemParams: ["sslrootcert", "sslcert", "sslkey"],
+      pemKeywords: ["system"],
       doc:
         `The server, as ${URL_FORM}; \`sslmode\`, \`sslrootcert\`, \`sslcert\` and \`sslkey\` work as in libpq, and a percent-encoded folder as the host means its unix socket. Required.`,
     },
     connection: {
       kind: "text",
       preferred: "url",
+      insteadOf: "url",
       doc:
         "The original Stormlock's name for `url`; also takes libpq's `key=value` form (`host=db dbname=ops user=ann`; no host means the socket in /var/run/postgresql). Set one of them.",
     },

@@ -38,13 +38,14 @@
 import { RedisConnection, type Script } from "./client.ts";
 import type {
   AcquireRequest,
+  Ending,
   KitContext,
   LeaseRecord,
   Operation,
   Store,
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
-import { WAIT_MARK } from "../../lib/kit/reserved.ts";
+import { isEventKind } from "../../lib/kit/record.ts";
 import { MAX_TIMER_MS } from "../../lib/kit/deadline.ts";
 import type {
   Breaker,
@@ -325,15 +326,6 @@ function toRecord(fields: (string | null)[], offset = 1): LeaseRecord {
   };
 }
 
-const EVENT_KINDS: readonly string[] = [
-  "acquired",
-  "renewed",
-  "released",
-  "reason-changed",
-  "expired",
-  "broken",
-];
-
 /** What to do about a Redis error reply, by its leading code. */
 function replyRemedy(message: string): string {
   if (/^READONLY\b/.test(message)) {
@@ -578,13 +570,13 @@ class RedisStore implements Store {
   }
 
   /** The keys every writing script takes, and its first arguments. */
-  #writeKeys(resource: string): (string | number)[] {
+  #writeKeys(resource: string, op: Operation): (string | number)[] {
     return [
       this.#key(resource),
       `${this.#prefix}\0state\0${resource}`,
       `${this.#prefix}\0history\0${resource}`,
       `${this.#prefix}\0index`,
-      this.#waitersKey(resource),
+      this.#waitersKey(op.waitsFor ?? resource),
       resource,
       ...this.#keep,
     ];
@@ -594,15 +586,13 @@ class RedisStore implements Store {
    * The set of a lock's waiter registrations (by name), which its acquire
    * reads in the same script: for a registration, its lock's set.
    */
-  #waitersKey(resource: string): string {
-    const at = resource.lastIndexOf(WAIT_MARK);
-    const lock = at === -1 ? resource : resource.slice(0, at);
+  #waitersKey(lock: string): string {
     return `${this.#prefix}\0waiters\0${lock}`;
   }
 
   /** How a write touches the queue: see the scripts' comments. */
-  #queueRole(resource: string, check?: string): string {
-    if (resource.includes(WAIT_MARK)) return "member";
+  #queueRole(op: Operation, check?: string): string {
+    if (op.waitsFor !== undefined) return "member";
     return check ? "check" : "";
   }
 
@@ -619,7 +609,7 @@ class RedisStore implements Store {
   acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
     const { resource } = request;
     const args = [
-      ...this.#writeKeys(resource),
+      ...this.#writeKeys(resource, op),
       request.id,
       request.principal,
       request.ttlSeconds * 1000,
@@ -627,7 +617,7 @@ class RedisStore implements Store {
       request.reason ?? "",
       request.link ?? "",
       this.#channel(resource),
-      this.#queueRole(resource, request.waiters),
+      this.#queueRole(op, request.waiters),
       this.#prefix,
     ];
     return this.#run(op, SCRIPTS.acquire, args, (reply: Reply) => {
@@ -654,14 +644,14 @@ class RedisStore implements Store {
     by?: Breaker,
   ): Promise<Lease> {
     const args = [
-      ...this.#writeKeys(resource),
+      ...this.#writeKeys(resource, op),
       leaseId,
       kind,
       by?.principal ?? "",
       by?.host ?? "",
       by?.reason ?? "",
       this.#channel(resource),
-      this.#queueRole(resource),
+      this.#queueRole(op),
     ];
     return this.#run(op, SCRIPTS.end, args, (reply: Reply | null) => {
       if (!reply) {
@@ -671,26 +661,18 @@ class RedisStore implements Store {
     });
   }
 
-  async release(
+  end(
     resource: string,
     leaseId: string,
-    op: Operation,
-  ): Promise<void> {
-    await this.#end(op, resource, leaseId, "released");
-  }
-
-  breakLease(
-    resource: string,
-    leaseId: string,
-    by: Breaker,
+    ending: Ending,
     op: Operation,
   ): Promise<Lease> {
-    return this.#end(op, resource, leaseId, "broken", by);
+    return this.#end(op, resource, leaseId, ending.kind, ending.by);
   }
 
   expire(resource: string, leaseId: string, op: Operation): Promise<boolean> {
     const args = [
-      ...this.#writeKeys(resource),
+      ...this.#writeKeys(resource, op),
       leaseId,
       this.#channel(resource),
     ];
@@ -705,7 +687,7 @@ class RedisStore implements Store {
     change: { reason?: string },
   ): Promise<Lease> {
     const args = [
-      ...this.#writeKeys(resource),
+      ...this.#writeKeys(resource, op),
       leaseId,
       ttlSeconds * 1000,
       change.reason === undefined ? "0" : "1",
@@ -822,7 +804,7 @@ class RedisStore implements Store {
     }
     const by = data?.by as Record<string, unknown> | undefined;
     const valid = typeof data === "object" && data !== null &&
-      EVENT_KINDS.includes(data.kind as string) &&
+      isEventKind(data.kind) &&
       Number.isSafeInteger(data.at) &&
       (by === undefined ||
         typeof by.principal === "string" && typeof by.reason === "string" &&

@@ -9,9 +9,17 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname, join } from "node:path";
 import { defineBackend } from "../../lib/kit/define.ts";
-import type { LeaseRecord, Operation, Store } from "../../lib/kit/contract.ts";
-import { stateDir } from "../../lib/kit/paths.ts";
+import type {
+  Ending,
+  LeaseRecord,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
 import { admits } from "../../lib/kit/holders.ts";
+import { classifySqliteError } from "./errors.ts";
+import { defaultDatabasePath, options } from "./options.ts";
+
+export { defaultDatabasePath };
 import type {
   Breaker,
   Lease,
@@ -133,25 +141,6 @@ function isFolder(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** What to do about an SQLite error, by its message. */
-function sqliteRemedy(message: string): string {
-  if (/file is not a database|malformed|file is encrypted/i.test(message)) {
-    return "move the file aside (a new one is created) or fix path in [backend.sqlite]";
-  }
-  if (/database is locked|busy/i.test(message)) {
-    return "another process held it too long; retry, or raise timeout in [backend.sqlite]";
-  }
-  if (
-    /readonly|read-only|unable to open|permission denied|EACCES/i.test(message)
-  ) {
-    return "check that you can read and write the file and its folder, or fix path in [backend.sqlite]";
-  }
-  if (/disk is full|disk I\/O|ENOSPC/i.test(message)) {
-    return "free space on its disk, or move path in [backend.sqlite] elsewhere";
-  }
-  return "check the file and its folder, or fix path in [backend.sqlite]";
 }
 
 /** A lock store in one SQLite file. Expiry uses this host's clock. */
@@ -453,9 +442,10 @@ class SqliteStore implements Store {
     });
   }
 
-  release(resource: string, leaseId: string): Promise<void> {
-    this.#end(resource, leaseId, "released");
-    return Promise.resolve();
+  end(resource: string, leaseId: string, ending: Ending): Promise<Lease> {
+    return Promise.resolve(
+      this.#end(resource, leaseId, ending.kind, ending.by),
+    );
   }
 
   expire(resource: string, leaseId: string): Promise<boolean> {
@@ -466,10 +456,6 @@ class SqliteStore implements Store {
       if (row) this.#record("expired", row, row.expires_ms);
       return row !== undefined;
     }));
-  }
-
-  breakLease(resource: string, leaseId: string, by: Breaker): Promise<Lease> {
-    return Promise.resolve(this.#end(resource, leaseId, "broken", by));
   }
 
   renew(
@@ -566,11 +552,6 @@ class SqliteStore implements Store {
   }
 }
 
-/** The default database: `$XDG_STATE_HOME/stormlock/locks.db`. */
-export function defaultDatabasePath(): string {
-  return join(stateDir(), "locks.db");
-}
-
 /**
  * The `sqlite` backend: one file, many processes on one host.
  *
@@ -581,18 +562,7 @@ export function defaultDatabasePath(): string {
  */
 export const backend = defineBackend({
   name: "sqlite",
-  options: {
-    path: {
-      kind: "path",
-      doc:
-        "The database file, relative to the config file's folder. Default: `$XDG_STATE_HOME/stormlock/locks.db` (or `~/.local/state/stormlock/locks.db`).",
-    },
-    timeout: {
-      kind: "duration",
-      default: "5s",
-      doc: "How long to wait for another process's write lock.",
-    },
-  },
+  options,
   capabilities: {
     clock: "host",
     list: true,
@@ -611,12 +581,5 @@ export const backend = defineBackend({
       context,
     );
   },
-  classify(error, failed) {
-    const message = (error as Error)?.message ?? String(error);
-    return {
-      unavailable: `failed to ${failed.action}: ${message}; ${
-        sqliteRemedy(message)
-      }`,
-    };
-  },
+  classify: classifySqliteError,
 });

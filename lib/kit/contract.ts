@@ -37,7 +37,16 @@ import type {
  * const reply = await fetch(url, { signal: op.signal });
  * ```
  */
-export type Operation = Bound;
+export interface Operation extends Bound {
+  /**
+   * Set when `resource` is a waiter's registration in a lock's waiting
+   * queue: the lock it waits for. A store with the `queue` capability
+   * keeps registrations where that lock's acquire sees them; others
+   * ignore it. The queue's naming is its own: a store reads this, never
+   * the name.
+   */
+  readonly waitsFor?: string;
+}
 
 /**
  * A request for a new lease. The kit makes the id, so it is known even
@@ -63,6 +72,20 @@ export interface AcquireRequest extends AcquireDetails {
 }
 
 /**
+ * How a lease ends through {@linkcode Store.end}: released by its holder,
+ * or broken by someone else (`by`), which history records as `broken`.
+ *
+ * @example
+ * ```ts
+ * import type { Ending } from "./contract.ts";
+ * const ending: Ending = { kind: "broken", by: { principal: "ops", reason: "stuck" } };
+ * ```
+ */
+export type Ending =
+  | { readonly kind: "released"; readonly by?: undefined }
+  | { readonly kind: "broken"; readonly by: Breaker };
+
+/**
  * A backend's store, as its `open` returns it: the primitives only. Each
  * is atomic on the store and touches only the lease it names.
  *
@@ -71,7 +94,7 @@ export interface AcquireRequest extends AcquireDetails {
  * const store: Store = {
  *   label: "memory",
  *   acquire(request) { … },
- *   release(resource, id) { … },
+ *   end(resource, id, ending) { … },
  *   renew(resource, id, ttlSeconds) { … },
  *   current(resource) { … },
  *   close() {},
@@ -96,14 +119,18 @@ export interface Store {
    */
   acquire(request: AcquireRequest, op: Operation): Promise<Lease> | Lease;
   /**
-   * Ends the live lease `leaseId`, recording `released`.
+   * Ends the live lease `leaseId` in one compare-and-delete, recording
+   * `ending.kind`: `released` by its holder, or `broken` by `ending.by`.
+   * The kit makes both `release` and `breakLease` of it. Returns the
+   * ended lease; a release may return nothing.
    * @throws {LeaseNotHeldError} when `leaseId` is not the live lease.
    */
-  release(
+  end(
     resource: string,
     leaseId: string,
+    ending: Ending,
     op: Operation,
-  ): Promise<void> | void;
+  ): Promise<Lease | void> | Lease | void;
   /**
    * Extends the live lease `leaseId`, keeping its fence; changes its
    * reason when `change.reason` is given.
@@ -153,16 +180,6 @@ export interface Store {
     op: Operation,
   ): Promise<LeaseEvent[]> | LeaseEvent[];
   /**
-   * Compare-and-delete on `leaseId`, recorded with `by`.
-   * @throws {LeaseNotHeldError} when `leaseId` is not the live lease.
-   */
-  breakLease?(
-    resource: string,
-    leaseId: string,
-    by: Breaker,
-    op: Operation,
-  ): Promise<Lease> | Lease;
-  /**
    * Optional: ends the lease `leaseId` only if its TTL has passed,
    * recording `expired` with the lease's expiry as its time, in one atomic
    * step. Returns whether it ended it; a renewed or vanished lease is left
@@ -209,7 +226,10 @@ export interface Store {
 /**
  * What a classifier makes of a client failure: a Stormlock error as it
  * is, `"timeout"` for the kit's one timeout wording, or text that the kit
- * puts after the store's label.
+ * puts after the store's label. `missing` says the store's table (or its
+ * shape) is missing: where {@linkcode BackendDefinition.createMissing}
+ * allows, the kit runs the store's `init` and retries the operation once;
+ * else it is a config error with this text.
  *
  * @example
  * ```ts
@@ -221,7 +241,8 @@ export type Classified =
   | StormlockError
   | "timeout"
   | { unavailable: string }
-  | { config: string };
+  | { config: string }
+  | { missing: string };
 
 /**
  * What the classifier is told about the failed operation.
@@ -362,6 +383,13 @@ export interface BackendDefinition<
     settings: SettingsOf<O> & HistorySettings,
     context: KitContext,
   ): Store | Promise<Store>;
+  /**
+   * With the `init` capability: whether the settings allow creating what
+   * is missing on first use (such as a `create_table` option). Then a
+   * failure classified `missing` runs the store's `init` and retries the
+   * operation once, within its deadline.
+   */
+  createMissing?(settings: SettingsOf<O> & HistorySettings): boolean;
   /** Reads the client's own failures; the kit handles the rest. */
   classify?(error: unknown, failed: FailedOperation): Classified | undefined;
 }

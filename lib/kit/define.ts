@@ -100,7 +100,7 @@ const PLUGIN_DEFAULT_TIMEOUT_MS = 30_000;
  *       leases.set(request.resource, lease);
  *       return Promise.resolve(lease);
  *     },
- *     release: (resource) => Promise.resolve(void leases.delete(resource)),
+ *     end: (resource) => Promise.resolve(void leases.delete(resource)),
  *     renew: (resource) => Promise.resolve(leases.get(resource)),
  *     current: (resource) => Promise.resolve(leases.get(resource) ?? null),
  *     close() {},
@@ -177,7 +177,7 @@ export function kitContext(context: BackendContext): KitContext {
 /** The primitives every store must have. */
 export const STORE_METHODS = [
   "acquire",
-  "release",
+  "end",
   "renew",
   "current",
 ] as const;
@@ -235,8 +235,13 @@ async function createFramed(
   const timeoutMs = typeof settings.timeout === "number"
     ? settings.timeout
     : PLUGIN_DEFAULT_TIMEOUT_MS;
+  const createMissing = capabilities.init &&
+    definition.createMissing?.(
+        settings as SettingsOf<Record<string, OptionSpec>> & HistorySettings,
+      ) === true;
   return new FramedBackend(definition, store, capabilities, context, {
     timeoutMs,
+    createMissing,
     plugin: how.plugin,
     warn: how.warn,
   });

@@ -20,13 +20,19 @@ import { DeadlineError, within } from "./deadline.ts";
 import { assertLeaseId, newLeaseId } from "./lease.ts";
 import { formatTimeout } from "./options.ts";
 import { resourceNameProblem, shorten } from "./text.ts";
-import { INTERNAL_MARK, isBookkeeping } from "./reserved.ts";
-import { isTimeout, translate } from "./failure.ts";
+import {
+  creatingMissing,
+  isTimeout,
+  tombstone,
+  translate,
+  withTombstone,
+} from "./failure.ts";
 import {
   type Answerer,
   checkedArray,
   checkedEvent,
   checkedLease,
+  checkedList,
 } from "./checked.ts";
 import { MAX_IN_FLIGHT, Turns } from "./turns.ts";
 import { EXCLUSIVE, limitOf, limitProblem } from "./holders.ts";
@@ -34,6 +40,7 @@ import { attemptMs, type FrameView, requireCapability, VIEW } from "./views.ts";
 import type {
   AcquireRequest,
   BackendDefinition,
+  Ending,
   Operation,
   Store,
 } from "./contract.ts";
@@ -46,6 +53,9 @@ import type {
   Lease,
   LeaseEvent,
 } from "./types.ts";
+
+/** How `release` ends a lease. */
+const RELEASED: Ending = { kind: "released" };
 
 /** A resource used to check that a store answers. */
 const PROBE_RESOURCE = "stormlock-probe";
@@ -60,6 +70,7 @@ export class FramedBackend implements Backend {
   readonly #timeoutMs: number;
   readonly #plugin?: string;
   readonly #warn?: (message: string) => void;
+  readonly #createMissing: boolean;
   readonly #view: FrameView;
   // Shared by the backend and its views: closing one closes all.
   readonly #state: { closed: boolean; turns: Turns };
@@ -71,6 +82,7 @@ export class FramedBackend implements Backend {
     context: BackendContext,
     how: {
       timeoutMs: number;
+      createMissing?: boolean;
       plugin?: string;
       warn?: (message: string) => void;
       view?: FrameView;
@@ -93,6 +105,8 @@ export class FramedBackend implements Backend {
     this.#timeoutMs = how.timeoutMs;
     this.#plugin = how.plugin;
     this.#warn = how.warn;
+    this.#createMissing = how.createMissing === true &&
+      this.capabilities.init;
     this.#view = how.view ?? {};
     this.#state = how.state ?? {
       closed: false,
@@ -108,6 +122,7 @@ export class FramedBackend implements Backend {
       this.#context,
       {
         timeoutMs: this.#timeoutMs,
+        createMissing: this.#createMissing,
         plugin: this.#plugin,
         warn: this.#warn,
         view: { ...this.#view, ...view },
@@ -179,7 +194,23 @@ export class FramedBackend implements Backend {
       ? ms
       : attemptMs(ms, this.#view.deadline, Date.now());
     try {
-      return await within(storeMs, body);
+      const waitsFor = resource === undefined
+        ? undefined
+        : this.#view.waitedLock?.(resource);
+      return await within(storeMs, (bound) => {
+        const op: Operation = waitsFor === undefined
+          ? bound
+          : Object.create(bound, { waitsFor: { value: waitsFor } });
+        return this.#createMissing && action !== "init"
+          ? creatingMissing(
+            this.#definition,
+            this.#store,
+            { action, resource, label: this.#label },
+            op,
+            body,
+          )
+          : body(op);
+      });
     } catch (error) {
       if (storeMs < this.#timeoutMs && error instanceof DeadlineError) {
         // Cut short by the caller's deadline: say so, not "down".
@@ -208,28 +239,6 @@ export class FramedBackend implements Backend {
 
   #checked(value: unknown, resource: string, action: string): Lease {
     return checkedLease(value, resource, action, this.#who);
-  }
-
-  /** The break event for `leaseId`, if history has one. */
-  async #tombstone(
-    resource: string,
-    leaseId: string,
-  ): Promise<LeaseEvent | undefined> {
-    if (!this.capabilities.history) return undefined;
-    try {
-      const events = await this.history(resource, 200);
-      return events.find((event) =>
-        event.kind === "broken" && event.id === leaseId
-      );
-    } catch {
-      return undefined;
-    }
-  }
-
-  async #notHeld(error: unknown, resource: string, leaseId: string) {
-    if (!(error instanceof LeaseNotHeldError) || error.broken) return error;
-    const broken = await this.#tombstone(resource, leaseId);
-    return broken ? new LeaseNotHeldError(resource, leaseId, broken) : error;
   }
 
   async acquire(
@@ -286,7 +295,7 @@ export class FramedBackend implements Backend {
       await this.#run(
         "release",
         request.resource,
-        (op) => this.#store.release(request.resource, request.id, op),
+        (op) => this.#store.end(request.resource, request.id, RELEASED, op),
       );
     } catch {
       // Not taken, or the store is down: nothing more to do.
@@ -305,7 +314,7 @@ export class FramedBackend implements Backend {
       await this.#run(
         "release",
         request.resource,
-        (op) => this.#store.release(request.resource, request.id, op),
+        (op) => this.#store.end(request.resource, request.id, RELEASED, op),
       );
       return new BackendUnavailableError(
         `${error.message}; the lease it may have taken was released`,
@@ -330,10 +339,10 @@ export class FramedBackend implements Backend {
       await this.#run(
         "release",
         resource,
-        (op) => this.#store.release(resource, leaseId, op),
+        (op) => this.#store.end(resource, leaseId, RELEASED, op),
       );
     } catch (error) {
-      throw await this.#notHeld(error, resource, leaseId);
+      throw await withTombstone(this, error, resource, leaseId);
     }
   }
 
@@ -352,7 +361,7 @@ export class FramedBackend implements Backend {
       );
       return this.#checked(lease, resource, "renew");
     } catch (error) {
-      throw await this.#notHeld(error, resource, leaseId);
+      throw await withTombstone(this, error, resource, leaseId);
     }
   }
 
@@ -404,7 +413,7 @@ export class FramedBackend implements Backend {
         this.#checked(lease, resource, "current").id === leaseId;
     });
     if (held) return true;
-    const broken = await this.#tombstone(resource, leaseId);
+    const broken = await tombstone(this, resource, leaseId);
     if (broken) throw new LeaseNotHeldError(resource, leaseId, broken);
     return false;
   }
@@ -420,24 +429,7 @@ export class FramedBackend implements Backend {
       undefined,
       (op) => this.#store.list!(prefix, op),
     );
-    const now = Date.now();
-    return checkedArray(leases, "list", this.#who)
-      .map((lease) => {
-        const resource = (lease as Lease)?.resource;
-        return this.#checked(
-          lease,
-          typeof resource === "string" ? resource : "",
-          "list",
-        );
-      })
-      .filter((lease) =>
-        lease.resource.startsWith(prefix) && lease.expires.getTime() > now &&
-        (options.internal || prefix.includes(INTERNAL_MARK) ||
-          !isBookkeeping(lease.resource))
-      )
-      .sort((a, b) =>
-        a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0
-      );
+    return checkedList(leases, prefix, options.internal === true, this.#who);
   }
 
   async history(resource: string, limit = 100): Promise<LeaseEvent[]> {
@@ -459,26 +451,15 @@ export class FramedBackend implements Backend {
     by: Breaker,
   ): Promise<Lease> {
     this.#name(resource);
-    if (!this.#store.breakLease) {
-      // Without a recorded break, a compare-and-delete is still safe.
-      const holder = (await this.holders(resource)).find((lease) =>
-        lease.id === leaseId
-      );
-      if (holder?.id !== leaseId) {
-        throw new LeaseNotHeldError(resource, leaseId);
-      }
-      await this.release(resource, leaseId);
-      return holder;
-    }
     try {
       const lease = await this.#run(
         "break",
         resource,
-        (op) => this.#store.breakLease!(resource, leaseId, by, op),
+        (op) => this.#store.end(resource, leaseId, { kind: "broken", by }, op),
       );
       return this.#checked(lease, resource, "break");
     } catch (error) {
-      throw await this.#notHeld(error, resource, leaseId);
+      throw await withTombstone(this, error, resource, leaseId);
     }
   }
 

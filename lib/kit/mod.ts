@@ -21,16 +21,15 @@
  *
  * @module
  */
-export { defineBackend, kitContext } from "./define.ts";
-export { definitionOf } from "./module.ts";
-export { leaseFromRecord } from "./record.ts";
-export { requireCapability } from "./views.ts";
+export { defineBackend } from "./define.ts";
+export { EVENT_KINDS, isEventKind, leaseFromRecord } from "./record.ts";
 export type {
   AcquireRequest,
   BackendDefinition,
   Classified,
   CreateOptions,
   DefinedBackend,
+  Ending,
   FailedOperation,
   HistorySettings,
   KitContext,
@@ -38,13 +37,12 @@ export type {
   Operation,
   Store,
 } from "./contract.ts";
-export type { BackendModule, LegacyBackend } from "./module.ts";
 export {
-  formatTimeout,
   optionError,
   optionTable,
-  parseOptions,
-  unknownOptionWarnings,
+  scrubSecrets,
+  secretValues,
+  urlPemFiles,
 } from "./options.ts";
 export type {
   HasValue,
@@ -62,15 +60,8 @@ export {
   within,
 } from "./deadline.ts";
 export type { Bound } from "./deadline.ts";
-export { deniedPermission, permissionAdvice } from "./permissions.ts";
-export {
-  type EnvReader,
-  expandHome,
-  homeDir,
-  resolveConfigPath,
-  stateDir,
-} from "./paths.ts";
-export { printable, resourceNameProblem, shellQuote, shorten } from "./text.ts";
+export { resolveConfigPath, stateDir } from "./paths.ts";
+export { printable, shorten } from "./text.ts";
 export {
   AcquireUnknownError,
   BackendUnavailableError,

@@ -21,7 +21,7 @@ const SPAN_STAND_IN = /^ *function span\(ms\) \{\n.*not inlined.*\n *\}$/m;
  * The HTML shell: no data, no inline script or style.
  * @example
  * ```ts
- * import { PAGE_HTML } from "@stormlock/stormlock";
+ * import { PAGE_HTML } from "./page.ts";
  * console.log(PAGE_HTML.startsWith("<!doctype html>")); // true
  * ```
  */
@@ -32,7 +32,7 @@ export const PAGE_HTML: string = html;
  * card layout on narrow screens.
  * @example
  * ```ts
- * import { PAGE_CSS } from "@stormlock/stormlock";
+ * import { PAGE_CSS } from "./page.ts";
  * console.log(PAGE_CSS.includes("prefers-color-scheme")); // true
  * ```
  */
@@ -46,7 +46,7 @@ export const PAGE_CSS: string = css;
  * down. All data goes into the DOM as text.
  * @example
  * ```ts
- * import { PAGE_JS } from "@stormlock/stormlock";
+ * import { PAGE_JS } from "./page.ts";
  * console.log(PAGE_JS.includes("innerHTML")); // false
  * ```
  */

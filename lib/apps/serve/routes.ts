@@ -16,8 +16,8 @@ import {
   type StormlockError,
 } from "../../kit/errors.ts";
 import { assertLeaseId } from "../../kit/lease.ts";
-import { bookkeeping } from "../../kit/views.ts";
 import { INTERNAL_MARK } from "../../kit/reserved.ts";
+import { queueView, WAIT_MARK } from "../../composition/queue.ts";
 import type { Backend, Lease, LeaseEvent } from "../../kit/types.ts";
 import { shorten } from "../../kit/text.ts";
 import { VERSION } from "../../kit/version.ts";
@@ -148,13 +148,13 @@ export function serveRoutes(
   /** The backend of a lock, or of the lock a queue name serves. */
   async function backendOf(resource: string): Promise<Backend> {
     const backend = (await store.lock(lockOf(resource))).backend;
-    return resource.includes(INTERNAL_MARK) ? bookkeeping(backend) : backend;
+    return resource.includes(INTERNAL_MARK) ? queueView(backend) : backend;
   }
 
   /** Every lease under `prefix` on every backend, queue entries included. */
   async function rawList(prefix: string): Promise<Lease[]> {
     // A waiter's prefix, "LOCK\u001fwait\u001f", reads that lock's queue.
-    const queue = prefix.endsWith(`${INTERNAL_MARK}wait${INTERNAL_MARK}`);
+    const queue = prefix.endsWith(WAIT_MARK);
     checkName(prefix, queue, "prefix");
     if (queue || !store.config || !store.backend) {
       return await (await backendOf(prefix || "default")).list(prefix, {
