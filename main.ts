@@ -13,7 +13,12 @@ type ParseArgs = typeof import("parse-args").parseArgs;
 // Only what every command needs is imported up front; the store, `run`
 // and `serve` load when a command uses them, so --version and --help read
 // a handful of files.
-import { LockHeldError, UsageError } from "./lib/kit/errors.ts";
+import {
+  LimitMismatchError,
+  LockHeldError,
+  UsageError,
+} from "./lib/kit/errors.ts";
+import { freeSlots, type HolderOptions } from "./lib/composition/holders.ts";
 import { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 import { VERSION } from "./lib/kit/version.ts";
 import type { Lease } from "./lib/kit/types.ts";
@@ -82,6 +87,17 @@ const FLAGS = {
     value: "TIME",
     help:
       "if the lock is held, wait up to TIME for it (e.g. 10m),\nsaying on stderr whom it waits for",
+  },
+  slots: {
+    type: "string",
+    value: "N",
+    help:
+      "N slots: up to N leases at once, each with its own id\n(the first holder sets N; another N is refused)",
+  },
+  shared: {
+    type: "boolean",
+    help:
+      "a shared hold: any number coexist, and an exclusive\nhold (the default) excludes them all",
   },
   reason: {
     type: "string",
@@ -269,6 +285,24 @@ function parseLimit(text: string | undefined): number {
   return Number(text);
 }
 
+/** `--slots N` and `--shared`, as the library takes them. */
+function holderFlags(
+  flags: Record<string, string | boolean | undefined>,
+): HolderOptions {
+  const slots = flags.slots as string | undefined;
+  if (slots !== undefined && !/^\d{1,5}$/.test(slots)) {
+    throw new UsageError(
+      `Bad --slots "${
+        shorten(slots, 20)
+      }": give a whole number from 1 to 10000`,
+    );
+  }
+  return {
+    ...(slots !== undefined ? { slots: Number(slots) } : {}),
+    ...(flags.shared ? { shared: true } : {}),
+  };
+}
+
 const COMMANDS: Record<string, Command> = {
   acquire: {
     args: ["RESOURCE", "[RESOURCE...]"],
@@ -276,13 +310,24 @@ const COMMANDS: Record<string, Command> = {
       'stormlock acquire -t 30m -r "db patch" deploy-prod',
       "id=$(stormlock acquire --wait 10m db cache dns)",
     ],
-    flags: ["ttl", "wait", "reason", "link", "json", "override-freeze"],
+    flags: [
+      "ttl",
+      "wait",
+      "slots",
+      "shared",
+      "reason",
+      "link",
+      "json",
+      "override-freeze",
+    ],
+    excludes: [["slots", "shared"]],
     requires: [["override-freeze", "reason"]],
     summary:
       "Take the lock and print only the lease id (or the lease, with --json).\n" +
       "If someone else holds it, print nothing on stdout, name the holder on\n" +
       "stderr and exit 2. Several resources are a lock set: all or none, under\n" +
-      "one lease id. Inside a freeze window it exits 2 too, naming the window.",
+      "one lease id. Inside a freeze window it exits 2 too, naming the window.\n" +
+      "--slots N and --shared let more than one hold it.",
     async run({ locks, args, flags }) {
       const { openLockOrSet } = await import("./lib/composition/lockset.ts");
       const opened = await openLockOrSet(locks, args);
@@ -292,6 +337,7 @@ const COMMANDS: Record<string, Command> = {
       try {
         lease = await opened.acquire(flags.ttl as string | undefined, {
           wait,
+          ...holderFlags(flags),
           reason: flags.reason as string | undefined,
           overrideFreeze: flags["override-freeze"]
             ? flags.reason as string
@@ -304,7 +350,8 @@ const COMMANDS: Record<string, Command> = {
         if (!(error instanceof LockHeldError)) throw error;
         const holder = error.holder;
         if (
-          !error.queued && holder.principal === opened.settings.principal
+          !error.queued && holder.principal === opened.settings.principal &&
+          error.holders === 1 && !(error instanceof LimitMismatchError)
         ) {
           complain(ownLeaseMessage(holder, flags.config as string | undefined));
           return EXIT.held;
@@ -312,7 +359,9 @@ const COMMANDS: Record<string, Command> = {
         if (wait === undefined) throw error;
         complain(
           `Gave up after waiting ${wait}: ${
-            heldMessage(holder, Date.now(), error)
+            error instanceof LimitMismatchError
+              ? error.message
+              : heldMessage(holder, Date.now(), error)
           }`,
         );
         return EXIT.held;
@@ -419,21 +468,47 @@ const COMMANDS: Record<string, Command> = {
         complain(`no current lease on "${shorten(resource)}"`);
         return EXIT.no;
       }
+      // Slots or shared holds: every holder, one row (or block) each.
+      const all = lease.limit === undefined
+        ? [lease]
+        : await opened.holders().then((found) =>
+          found.length > 0 ? found : [lease]
+        );
+      const free = freeSlots(all);
       if (known) print(originalFormat(lease, known));
-      else if (flags["id-only"]) print(lease.id);
+      else if (flags["id-only"]) print(all.map((held) => held.id).join("\n"));
       else if (flags.json || flags.long) {
         const waiting = await opened.waiting();
         const request = await opened.handOverRequest(lease);
         if (flags.json) {
-          print(safeJson(leaseJson({ ...lease, waiting, request })));
+          print(safeJson({
+            ...leaseJson({ ...lease, waiting, request }),
+            ...(lease.limit !== undefined
+              ? { holders: all.map((held) => leaseJson(held)), free }
+              : {}),
+          }));
         } else {
           print(leaseLong(lease, waiting, request));
+          for (const held of all.slice(1)) {
+            print(`\n${leaseLong(held, [], null)}`);
+          }
+          if (lease.limit !== undefined) {
+            print(
+              `${"slots:".padEnd(10)}${
+                lease.limit === 0
+                  ? `shared, ${all.length} holding`
+                  : `${free} of ${lease.limit} free`
+              }`,
+            );
+          }
         }
       } else {
-        print(
-          [printable(lease.principal), isoTime(lease.created), lease.id]
-            .join("\t"),
-        );
+        for (const held of all) {
+          print(
+            [printable(held.principal), isoTime(held.created), held.id]
+              .join("\t"),
+          );
+        }
       }
       return EXIT.ok;
     },
@@ -511,8 +586,11 @@ const COMMANDS: Record<string, Command> = {
       "link",
       "kill-after",
       "max-hold",
+      "slots",
+      "shared",
       "override-freeze",
     ],
+    excludes: [["slots", "shared"]],
     requires: [["override-freeze", "reason"]],
     summary:
       "Take the lock (waiting with --wait), run COMMAND with STORMLOCK_RESOURCE,\n" +
@@ -536,6 +614,7 @@ const COMMANDS: Record<string, Command> = {
       return await runCommand(await openLockOrSet(locks, resources), command, {
         ttl: flags.ttl as string | undefined,
         wait,
+        ...holderFlags(flags),
         reason: flags.reason as string | undefined,
         overrideFreeze: flags["override-freeze"]
           ? flags.reason as string
@@ -576,6 +655,20 @@ const COMMANDS: Record<string, Command> = {
             `no current lease on "${shorten(resource)}"; nothing to break`,
           );
           return EXIT.no;
+        }
+        const holders = holder.limit === undefined
+          ? 1
+          : (await opened.holders()).length;
+        if (holders > 1) {
+          throw new UsageError(
+            `"${
+              shorten(resource)
+            }" has ${holders} holders; name the lease to break: stormlock break ${
+              printable(shellQuote(resource))
+            } LEASE_ID (the ids: stormlock current ${
+              printable(shellQuote(resource))
+            })`,
+          );
         }
         if (!flags.yes && !await confirmBreak(holder)) return EXIT.no;
         id = holder.id;

@@ -44,6 +44,7 @@ export {
   ForbiddenError,
   LeaseLostError,
   LeaseNotHeldError,
+  LimitMismatchError,
   LockHeldError,
   StormlockError,
   UsageError,
@@ -163,4 +164,6 @@ export type {
   DispatchSource,
 } from "./lib/apps/notify/dispatch.ts";
 export { handOverRequest, requestHandOver } from "./lib/composition/request.ts";
+export { freeSlots, holderLimit } from "./lib/composition/holders.ts";
+export type { HolderOptions } from "./lib/composition/holders.ts";
 export type { HandOverRequest } from "./lib/composition/request.ts";

@@ -182,6 +182,58 @@ Deno.test("serve: the page is its own files, and the script says spans with the 
   assert.ok(script.startsWith(before) && script.endsWith(after));
 });
 
+Deno.test("serve: a lock with slots shows every holder and the free slots as current --json does; break names a holder by fence", async () => {
+  await using setup = new Setup();
+  const url = setup.start({ token: TOKEN, allowBreak: true });
+  const { home } = setup;
+  for (let i = 0; i < 2; i++) {
+    const acquired = await home.run(["acquire", "--slots", "3", "pool"]);
+    assert.equal(acquired.code, 0, acquired.stderr);
+  }
+  const one = await getJson(`${url}/api/locks/pool`, bearer());
+  assert.equal(one.status, 200);
+  const { waiting: _, ...cli } = JSON.parse(
+    (await home.run(["current", "--json", "pool"])).stdout,
+  );
+  assert.deepEqual(one.body, cli);
+  const body = one.body as {
+    limit: number;
+    free: number;
+    holders: { fence: number }[];
+  };
+  assert.equal(body.limit, 3);
+  assert.equal(body.free, 1);
+  assert.deepEqual(body.holders.map((holder) => holder.fence), [1, 2]);
+  // The page lists one row per holder.
+  const list = await getJson(`${url}/api/locks`, bearer());
+  assert.deepEqual(
+    (list.body as { fence: number }[]).map((lease) => lease.fence),
+    [1, 2],
+  );
+  const post = (body: unknown) =>
+    getJson(`${url}/api/locks/pool/break`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        authorization: `Bearer ${TOKEN}`,
+      },
+      body: JSON.stringify(body),
+    });
+  const unnamed = await post({ reason: "stale" });
+  assert.equal(unnamed.status, 400);
+  assert.match((unnamed.body as { error: string }).error, /2 holders/);
+  const broken = await post({ fence: 2, reason: "stale" });
+  assert.equal(broken.status, 200, JSON.stringify(broken.body));
+  assert.equal((broken.body as { fence: number }).fence, 2);
+  const left = await getJson(`${url}/api/locks/pool`, bearer());
+  assert.deepEqual(
+    (left.body as { holders: { fence: number }[] }).holders.map((holder) =>
+      holder.fence
+    ),
+    [1],
+  );
+});
+
 Deno.test("serve: /api/locks and /api/locks/{resource} match the CLI's --json", async () => {
   await using setup = new Setup();
   const url = setup.start();
@@ -325,6 +377,7 @@ Deno.test("serve: with a token every /api call needs it, the shell and /healthz 
     { ...(info.body as object), version: "" },
     {
       version: "",
+      holders: true,
       allowBreak: false,
       token: true,
       principal: null,

@@ -43,6 +43,8 @@ interface LeaseJson {
   fence: number;
   created: string;
   expires: string;
+  /** Slots (N) or shared (0); absent on an exclusive lease. */
+  limit?: number;
 }
 
 interface EventJson extends LeaseJson {
@@ -69,6 +71,7 @@ function leaseOf(json: LeaseJson): Lease {
   if (json.host) lease.host = json.host;
   if (json.reason) lease.reason = json.reason;
   if (json.link) lease.link = json.link;
+  if (typeof json.limit === "number") lease.limit = json.limit;
   if (isNaN(lease.created.getTime()) || isNaN(lease.expires.getTime())) {
     throw new NotServerError("a lease with bad times");
   }
@@ -256,6 +259,7 @@ class HttpStore implements Store {
         return new LockHeldError(leaseOf(json.holder as LeaseJson), {
           waiting: Number(json.waiting) || 0,
           queued: json.queued === true,
+          holders: Number(json.holders) || 1,
         });
       case "LEASE_NOT_HELD":
         return new LeaseNotHeldError(
@@ -316,6 +320,7 @@ class HttpStore implements Store {
           host: request.host,
           reason: request.reason,
           link: request.link,
+          ...(request.limit === undefined ? {} : { limit: request.limit }),
         },
       );
       return leaseOf(json as unknown as LeaseJson);
@@ -366,6 +371,45 @@ class HttpStore implements Store {
     if (status === 404 && json.resource === resource) return null;
     if (status !== 200) throw this.#error(status, json);
     return leaseOf(json as unknown as LeaseJson);
+  }
+
+  /**
+   * Every holder of the lock. Set only when the server's stores have the
+   * `holders` capability (its `/api/info` says so), so the kit declares
+   * the capability exactly then.
+   */
+  holders?: (resource: string, op: Operation) => Promise<Lease[]>;
+
+  async #holders(resource: string, op: Operation): Promise<Lease[]> {
+    const { status, json } = await this.#call(
+      "GET",
+      this.#lockPath(resource),
+      op,
+    );
+    if (status === 404 && json.resource === resource) return [];
+    if (status !== 200) throw this.#error(status, json);
+    if (!Array.isArray(json.holders)) {
+      // A server from before slots: the one lease.
+      return [leaseOf(json as unknown as LeaseJson)];
+    }
+    return (json.holders as LeaseJson[]).map(leaseOf);
+  }
+
+  /**
+   * Asks the server whether its stores can have several holders per lock
+   * (once, when opening). A server that can't be asked in time is taken
+   * at its word later: if it can't, its refusal says so.
+   */
+  async learn(op: Operation): Promise<void> {
+    let holders = true;
+    try {
+      const { status, json } = await this.#call("GET", "/api/info", op);
+      // A server from before slots has no such field.
+      if (status === 200) holders = json.holders === true;
+    } catch {
+      // Unreachable now: every operation will say so on its own.
+    }
+    if (holders) this.holders = (resource, op) => this.#holders(resource, op);
   }
 
   async isHeld(resource: string, leaseId: string, op: Operation) {
@@ -506,6 +550,20 @@ class HttpStore implements Store {
   }
 }
 
+/** The longest opening waits to learn what the server's stores can do. */
+const PROBE_MS = 2000;
+
+/** A bound of `ms` for a call made outside the kit's frame (opening). */
+function probe(ms: number): Operation {
+  const signal = AbortSignal.timeout(ms);
+  return {
+    signal,
+    deadline: Date.now() + ms,
+    onExpire: (callback) =>
+      signal.addEventListener("abort", callback, { once: true }),
+  };
+}
+
 /** The `http` backend: a client of `stormlock serve`. */
 export const backend = defineBackend({
   name: "http",
@@ -518,12 +576,14 @@ export const backend = defineBackend({
     fencing: true,
     events: true,
     authenticated: true,
+    // When the server's stores have it: see HttpStore.learn.
+    holders: true,
   },
   label: (settings) => `Lock server ${settings.url}`,
-  open(settings, context) {
+  async open(settings, context) {
     const urls = serverUrls(settings, context);
     const { token, source } = readToken(settings.token_file, context);
-    return new HttpStore({
+    const store = new HttpStore({
       urls,
       timeoutMs: settings.timeout,
       caCert: settings.ca_cert,
@@ -531,6 +591,8 @@ export const backend = defineBackend({
       tokenSource: source,
       audience: settings.audience,
     });
+    await store.learn(probe(Math.min(settings.timeout, PROBE_MS)));
+    return store;
   },
   classify: classifyHttpError,
 });

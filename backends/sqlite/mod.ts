@@ -15,6 +15,7 @@ import type {
   Operation,
   Store,
 } from "../../lib/kit/contract.ts";
+import { admits } from "../../lib/kit/holders.ts";
 import { classifySqliteError } from "./errors.ts";
 import { defaultDatabasePath, options } from "./options.ts";
 
@@ -37,7 +38,12 @@ interface Row {
   fence: number;
   created_ms: number;
   expires_ms: number;
+  /** 1 exclusive, N slots, 0 shared (lib/kit/holders.ts). */
+  holder_limit: number;
 }
+
+/** Which table a holder's row is in (see SCHEMA). */
+type Table = "leases" | "holders";
 
 interface EventRow extends Row {
   kind: LeaseEventKind;
@@ -48,8 +54,13 @@ interface EventRow extends Row {
 }
 
 // Version 1 (Stormlock 0.1) had only the leases table, without host,
-// reason, link and fence; opening upgrades it in place.
-const SCHEMA_VERSION = 2;
+// reason, link and fence; version 2 had no holders table and no
+// holder_limit; opening upgrades both in place. A lock's first holder
+// stays in `leases`, one row per resource as ever, so a single-holder lock
+// is stored exactly as before; further holders of a lock with slots or
+// shared holds are rows of `holders`. When the `leases` row ends, the
+// oldest live holder moves into it.
+const SCHEMA_VERSION = 3;
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS leases (
     resource   TEXT PRIMARY KEY,
@@ -59,6 +70,19 @@ const SCHEMA = `
     expires_ms INTEGER NOT NULL
   );
   CREATE INDEX IF NOT EXISTS leases_expires ON leases (expires_ms);
+  CREATE TABLE IF NOT EXISTS holders (
+    resource     TEXT NOT NULL,
+    lease_id     TEXT NOT NULL,
+    principal    TEXT NOT NULL,
+    host         TEXT,
+    reason       TEXT,
+    link         TEXT,
+    fence        INTEGER NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL,
+    holder_limit INTEGER NOT NULL,
+    PRIMARY KEY (resource, lease_id)
+  );
   CREATE TABLE IF NOT EXISTS fences (
     resource TEXT PRIMARY KEY,
     last     INTEGER NOT NULL
@@ -82,12 +106,19 @@ const SCHEMA = `
   );
   CREATE INDEX IF NOT EXISTS events_resource ON events (resource, seq);
 `;
-const ADDED_COLUMNS = [
-  "host TEXT",
-  "reason TEXT",
-  "link TEXT",
-  "fence INTEGER NOT NULL DEFAULT 0",
-];
+const ADDED_COLUMNS: Record<string, string[]> = {
+  leases: [
+    "host TEXT",
+    "reason TEXT",
+    "link TEXT",
+    "fence INTEGER NOT NULL DEFAULT 0",
+    "holder_limit INTEGER NOT NULL DEFAULT 1",
+  ],
+  events: ["holder_limit INTEGER NOT NULL DEFAULT 1"],
+};
+/** A holder's columns, in the order both tables are read. */
+const COLUMNS =
+  "resource, lease_id, principal, host, reason, link, fence, created_ms, expires_ms, holder_limit";
 
 function toRecord(row: Row): LeaseRecord {
   return {
@@ -99,6 +130,7 @@ function toRecord(row: Row): LeaseRecord {
     fence: row.fence,
     created: row.created_ms,
     expires: row.expires_ms,
+    limit: row.holder_limit,
   };
 }
 
@@ -151,14 +183,16 @@ class SqliteStore implements Store {
     if (version.user_version >= SCHEMA_VERSION) return;
     this.#transaction(() => {
       this.#db.exec(SCHEMA);
-      const columns = new Set(
-        (this.#db.prepare("PRAGMA table_info(leases)").all() as {
-          name: string;
-        }[]).map((column) => column.name),
-      );
-      for (const column of ADDED_COLUMNS) {
-        if (!columns.has(column.split(" ")[0])) {
-          this.#db.exec(`ALTER TABLE leases ADD COLUMN ${column}`);
+      for (const [table, added] of Object.entries(ADDED_COLUMNS)) {
+        const columns = new Set(
+          (this.#db.prepare(`PRAGMA table_info(${table})`).all() as {
+            name: string;
+          }[]).map((column) => column.name),
+        );
+        for (const column of added) {
+          if (!columns.has(column.split(" ")[0])) {
+            this.#db.exec(`ALTER TABLE ${table} ADD COLUMN ${column}`);
+          }
         }
       }
       this.#db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
@@ -191,10 +225,80 @@ class SqliteStore implements Store {
     return this.#context.leaseFromRecord(row.resource, toRecord(row));
   }
 
-  #live(resource: string, now: number): Row | undefined {
+  /** The live holders of `resource`, lowest fence first. */
+  #live(resource: string, now: number): Row[] {
     return this.#sql(
-      "SELECT * FROM leases WHERE resource = ? AND expires_ms > ?",
+      `SELECT ${COLUMNS} FROM leases WHERE resource = ?1 AND expires_ms > ?2
+       UNION ALL
+       SELECT ${COLUMNS} FROM holders WHERE resource = ?1 AND expires_ms > ?2
+       ORDER BY fence`,
+    ).all(resource, now) as unknown as Row[];
+  }
+
+  /** The live holder `leaseId` of `resource`, and its table. */
+  #find(
+    resource: string,
+    leaseId: string,
+    now: number,
+  ): { row: Row; table: Table } | undefined {
+    for (const table of ["leases", "holders"] as const) {
+      const row = this.#sql(
+        `SELECT ${COLUMNS} FROM ${table}
+         WHERE resource = ? AND lease_id = ? AND expires_ms > ?`,
+      ).get(resource, leaseId, now) as Row | undefined;
+      if (row) return { row, table };
+    }
+    return undefined;
+  }
+
+  /**
+   * Deletes holder `leaseId` from `table` when `live` says so (or when
+   * expired otherwise); when it was the `leases` row, the oldest live
+   * other holder moves into it.
+   */
+  #remove(
+    table: Table,
+    resource: string,
+    leaseId: string,
+    now: number,
+    live: boolean,
+  ): Row | undefined {
+    const row = this.#sql(
+      `DELETE FROM ${table}
+       WHERE resource = ? AND lease_id = ? AND expires_ms ${
+        live ? ">" : "<="
+      } ? RETURNING ${COLUMNS}`,
+    ).get(resource, leaseId, now) as Row | undefined;
+    if (row && table === "leases") this.#promote(resource, now);
+    return row;
+  }
+
+  /** Moves the oldest live row of `holders` into the empty `leases` row. */
+  #promote(resource: string, now: number): void {
+    const next = this.#sql(
+      `DELETE FROM holders WHERE rowid = (
+         SELECT rowid FROM holders WHERE resource = ? AND expires_ms > ?
+         ORDER BY fence LIMIT 1)
+       RETURNING ${COLUMNS}`,
     ).get(resource, now) as Row | undefined;
+    if (next) this.#insert("leases", next);
+  }
+
+  #insert(table: Table, row: Row): void {
+    this.#sql(
+      `INSERT INTO ${table} (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      row.resource,
+      row.lease_id,
+      row.principal,
+      row.host,
+      row.reason,
+      row.link,
+      row.fence,
+      row.created_ms,
+      row.expires_ms,
+      row.holder_limit,
+    );
   }
 
   /** Records an event and trims the resource's history to its bounds. */
@@ -207,8 +311,8 @@ class SqliteStore implements Store {
     this.#sql(
       `INSERT INTO events (resource, kind, at_ms, lease_id, principal, host,
          reason, link, fence, created_ms, expires_ms, by_principal, by_host,
-         by_reason)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         by_reason, holder_limit)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
       row.resource,
       kind,
@@ -224,6 +328,7 @@ class SqliteStore implements Store {
       by?.principal ?? null,
       by?.host ?? null,
       by?.reason ?? null,
+      row.holder_limit ?? 1,
     );
     this.#sql(
       `DELETE FROM events WHERE resource = ?1 AND (at_ms < ?2 OR seq <= (
@@ -263,20 +368,34 @@ class SqliteStore implements Store {
     return Promise.resolve(this.#transaction(() => {
       const now = Date.now();
       const { resource } = request;
+      const limit = request.limit ?? 1;
       const { old, waiting } = this.#rows(resource, request.waiters, now);
-      if (old && old.expires_ms > now) {
-        throw new this.#context.errors.LockHeldError(this.#lease(old));
+      const others = this.#sql(
+        `SELECT ${COLUMNS} FROM holders WHERE resource = ?`,
+      ).all(resource) as unknown as Row[];
+      const rows = old ? [old, ...others] : others;
+      const live = rows.filter((row) => row.expires_ms > now)
+        .sort((a, b) => a.fence - b.fence);
+      const limits = live.map((row) => ({ limit: row.holder_limit }));
+      if (!admits(limits, limit)) {
+        throw new this.#context.errors.LockHeldError(this.#lease(live[0]), {
+          holders: live.length,
+        });
       }
       if (waiting.length > 0) {
-        // Free, but others wait: name the first, as a lease of this lock.
+        // Free to this acquire, but others wait: name the first, as a
+        // lease of this lock.
         throw new this.#context.errors.LockHeldError(
           this.#lease({ ...waiting[0], resource }),
           { waiting: waiting.length, queued: true },
         );
       }
-      if (old) {
-        this.#record("expired", old, old.expires_ms);
-        this.#sql("DELETE FROM leases WHERE resource = ?").run(resource);
+      for (const row of rows) {
+        if (row.expires_ms > now) continue;
+        this.#record("expired", row, row.expires_ms);
+        const table = row === old ? "leases" : "holders";
+        this.#sql(`DELETE FROM ${table} WHERE resource = ? AND lease_id = ?`)
+          .run(resource, row.lease_id);
       }
       const { last } = this.#sql(
         `INSERT INTO fences (resource, last) VALUES (?, 1)
@@ -293,22 +412,11 @@ class SqliteStore implements Store {
         fence: last,
         created_ms: now,
         expires_ms: now + request.ttlSeconds * 1000,
+        holder_limit: limit,
       };
-      this.#sql(
-        `INSERT INTO leases (resource, lease_id, principal, host, reason,
-           link, fence, created_ms, expires_ms)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        row.resource,
-        row.lease_id,
-        row.principal,
-        row.host,
-        row.reason,
-        row.link,
-        row.fence,
-        row.created_ms,
-        row.expires_ms,
-      );
+      // The first holder takes the lock's one row in `leases`, as ever.
+      const first = !old || old.expires_ms <= now;
+      this.#insert(first ? "leases" : "holders", row);
       this.#record("acquired", row, now);
       return this.#lease(row);
     }));
@@ -323,11 +431,9 @@ class SqliteStore implements Store {
   ): Lease {
     return this.#transaction(() => {
       const now = Date.now();
-      const row = this.#sql(
-        `DELETE FROM leases
-         WHERE resource = ? AND lease_id = ? AND expires_ms > ?
-         RETURNING *`,
-      ).get(resource, leaseId, now) as Row | undefined;
+      // The lock's first holder (the only one, mostly) is one statement.
+      const row = this.#remove("leases", resource, leaseId, now, true) ??
+        this.#remove("holders", resource, leaseId, now, true);
       if (!row) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
@@ -344,11 +450,9 @@ class SqliteStore implements Store {
 
   expire(resource: string, leaseId: string): Promise<boolean> {
     return Promise.resolve(this.#transaction(() => {
-      const row = this.#sql(
-        `DELETE FROM leases
-         WHERE resource = ? AND lease_id = ? AND expires_ms <= ?
-         RETURNING *`,
-      ).get(resource, leaseId, Date.now()) as Row | undefined;
+      const now = Date.now();
+      const row = this.#remove("leases", resource, leaseId, now, false) ??
+        this.#remove("holders", resource, leaseId, now, false);
       if (row) this.#record("expired", row, row.expires_ms);
       return row !== undefined;
     }));
@@ -363,17 +467,19 @@ class SqliteStore implements Store {
   ): Promise<Lease> {
     return Promise.resolve(this.#transaction(() => {
       const now = Date.now();
-      const before = this.#live(resource, now);
-      if (before?.lease_id !== leaseId) {
+      const found = this.#find(resource, leaseId, now);
+      if (!found) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
+      const before = found.row;
       const row = this.#sql(
-        `UPDATE leases SET expires_ms = ?, reason = ?
-         WHERE resource = ? RETURNING *`,
+        `UPDATE ${found.table} SET expires_ms = ?, reason = ?
+         WHERE resource = ? AND lease_id = ? RETURNING ${COLUMNS}`,
       ).get(
         now + ttlSeconds * 1000,
         change.reason ?? before.reason,
         resource,
+        leaseId,
       ) as unknown as Row;
       const changed = change.reason !== undefined &&
         change.reason !== (before.reason ?? undefined);
@@ -383,18 +489,30 @@ class SqliteStore implements Store {
   }
 
   current(resource: string): Promise<Lease | null> {
-    const row = this.#live(resource, Date.now());
+    const [row] = this.#live(resource, Date.now());
     return Promise.resolve(row ? this.#lease(row) : null);
+  }
+
+  holders(resource: string): Lease[] {
+    return this.#live(resource, Date.now()).map((row) => this.#lease(row));
+  }
+
+  isHeld(resource: string, leaseId: string): boolean {
+    return this.#find(resource, leaseId, Date.now()) !== undefined;
   }
 
   list(prefix: string): Promise<Lease[]> {
     // Every name that starts with the prefix sorts between it and it
     // followed by the highest code point, so the primary key serves.
     const rows = this.#sql(
-      `SELECT * FROM leases
+      `SELECT ${COLUMNS} FROM leases
        WHERE resource >= ?1 AND resource < ?1 || char(1114111)
          AND expires_ms > ?2
-       ORDER BY resource`,
+       UNION ALL
+       SELECT ${COLUMNS} FROM holders
+       WHERE resource >= ?1 AND resource < ?1 || char(1114111)
+         AND expires_ms > ?2
+       ORDER BY resource, fence`,
     ).all(prefix, Date.now()) as unknown as Row[];
     return Promise.resolve(rows.map((row) => this.#lease(row)));
   }
@@ -451,6 +569,7 @@ export const backend = defineBackend({
     history: true,
     fencing: true,
     queue: true,
+    holders: true,
   },
   label: (settings) =>
     `SQLite database ${settings.path ?? defaultDatabasePath()}`,

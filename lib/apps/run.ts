@@ -11,6 +11,7 @@
  *
  * @module
  */
+import type { HolderOptions } from "../composition/holders.ts";
 import { UsageError } from "../kit/errors.ts";
 import { sleep } from "../kit/deadline.ts";
 import { printable, shorten } from "../kit/text.ts";
@@ -28,7 +29,7 @@ import type { Lease } from "../kit/types.ts";
  * const options: RunCommandOptions = { ttl: "1m", wait: "10m", killAfter: "30s" };
  * ```
  */
-export interface RunCommandOptions {
+export interface RunCommandOptions extends HolderOptions {
   /**
    * The lease's TTL; it is renewed every TTL/3.
    * @default the configured TTL
@@ -354,6 +355,8 @@ export async function runCommand(
     }
   }, {
     wait: options.wait,
+    slots: options.slots,
+    shared: options.shared,
     onWait: options.onWait,
     onRetry: options.onRetry,
     reason: options.reason,

@@ -31,6 +31,12 @@ import type {
 } from "../kit/types.ts";
 import { assertHoldTtl, durationSeconds, keepLease } from "./hold.ts";
 import type { HoldCallback, KeepOptions } from "./hold.ts";
+import {
+  holderLimit,
+  type HolderOptions,
+  holdersOf,
+  withWaiting,
+} from "./holders.ts";
 
 export type { Ttl, WaitState };
 
@@ -45,7 +51,7 @@ export type { Ttl, WaitState };
  * });
  * ```
  */
-export interface AcquireOptions extends WaitListeners {
+export interface AcquireOptions extends WaitListeners, HolderOptions {
   /**
    * How long to wait for the lock, as seconds or text such as `"5m"`.
    * Without it, a held lock is refused at once.
@@ -184,12 +190,14 @@ export class Lock {
     sending?: () => void,
   ): Promise<Lease> {
     const overridden = await this.guard?.(this, options);
-    const details = {
+    const limit = holderLimit(options);
+    const details: AcquireDetails = {
       host: localHost(),
       reason: overridden ?? checkText(options.reason, "reason") ??
         this.settings.reason,
       link: checkLink(options.link),
       ...(options.id === undefined ? {} : { id: assertLeaseId(options.id) }),
+      ...(limit === 1 ? {} : { limit }),
     };
     const take = async (backend = this.backend, extra: AcquireDetails = {}) => {
       sending?.();
@@ -216,7 +224,7 @@ export class Lock {
           const queue = await waiters(this.backend, this.resource);
           if (!error.queued) {
             if (queue.length === 0) throw error;
-            throw new LockHeldError(error.holder, { waiting: queue.length });
+            throw withWaiting(error, queue.length);
           }
           if (queue.length > 0) {
             throw new LockHeldError(queue[0], {
@@ -319,8 +327,10 @@ export class Lock {
       takenHere.delete(id);
       return await this.backend.release(this.resource, id);
     }
-    const holder = await this.backend.current(this.resource);
-    if (holder?.id === id && holder.principal !== principal) {
+    const holder = (await holdersOf(this.backend, this.resource)).find((
+      lease,
+    ) => lease.id === id);
+    if (holder && holder.principal !== principal) {
       await this.backend.breakLease(this.resource, id, {
         principal,
         host: localHost(),
@@ -437,6 +447,14 @@ export class Lock {
   /** The live lease, or `null` when the resource is free. */
   current(): Promise<Lease | null> {
     return this.backend.current(this.resource);
+  }
+
+  /**
+   * Every live holder, lowest fence first: several with slots or shared
+   * holds, else one at most. Their free slots: `freeSlots(holders)`.
+   */
+  holders(): Promise<Lease[]> {
+    return holdersOf(this.backend, this.resource);
   }
 
   /**

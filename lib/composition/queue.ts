@@ -21,6 +21,7 @@ import {
   LockHeldError,
 } from "../kit/errors.ts";
 import { sleep } from "../kit/deadline.ts";
+import { withWaiting } from "./holders.ts";
 import type { Backend, Lease } from "../kit/types.ts";
 
 /**
@@ -354,6 +355,8 @@ export async function waitInQueue(
   const bounded = boundedBy(backend, deadline);
   let ticket: WaitTicket | undefined;
   let refused: LockHeldError | undefined;
+  // The store's own refusal, kept so a limit mismatch stays one.
+  let held: LockHeldError | undefined;
   let failure: BackendUnavailableError | undefined;
   // Leases an attempt may have taken though its answer was lost: if one
   // turns up as the holder, it is ours.
@@ -399,19 +402,23 @@ export async function waitInQueue(
             }
             if (!(error instanceof LockHeldError)) throw error;
             holder = error.holder;
+            held = error.queued ? undefined : error;
           }
         } else {
           holder = await bounded.current(resource);
+          held = undefined;
         }
         if (holder && unknown.has(holder.id)) return holder;
         const queued = holder === null;
         holder ??= (await waiters(bounded, resource))[0] ?? null;
         if (holder) {
           // This wait leaves the queue when it gives up: count the others.
-          refused = new LockHeldError(holder, {
-            waiting: Math.max(0, waiting - 1),
-            queued,
-          });
+          refused = held && !queued
+            ? withWaiting(held, Math.max(0, waiting - 1))
+            : new LockHeldError(holder, {
+              waiting: Math.max(0, waiting - 1),
+              queued,
+            });
           options.onWait?.(holder, {
             position,
             waiting,

@@ -106,7 +106,16 @@ export interface Store {
   readonly label: string;
   /**
    * Takes the lock if it is free or its lease expired, as `request.id`.
-   * @throws {LockHeldError} with the holder's lease when it is held.
+   *
+   * With the `holders` capability, `request.limit` (absent = 1) is stored
+   * on the new holder, and the acquire is admitted iff the lock has no
+   * live holder, or every live holder has that same limit and there are
+   * fewer than it (any number for 0): `admits()` in `lib/kit/holders.ts`.
+   * Check and insert are one atomic step; the fence comes from the one
+   * per-resource counter. Records expired holders as `expired` on the way.
+   * @throws {LockHeldError} with the first live holder (its `limit` set)
+   * and `holders`, the live holder count, when it is not admitted; the
+   * frame turns a limit mismatch into `LimitMismatchError`.
    */
   acquire(request: AcquireRequest, op: Operation): Promise<Lease> | Lease;
   /**
@@ -134,18 +143,35 @@ export interface Store {
     op: Operation,
     change: { reason?: string },
   ): Promise<Lease> | Lease;
-  /** The live lease, or `null`. */
+  /**
+   * The live lease, or `null`. With several holders: the first (lowest
+   * fence).
+   */
   current(
     resource: string,
     op: Operation,
   ): Promise<Lease | null> | Lease | null;
-  /** Optional: faster than `current` where the store can do better. */
+  /**
+   * Optional: faster than `current` where the store can do better. With
+   * the `holders` capability, true for any live holder.
+   */
   isHeld?(
     resource: string,
     leaseId: string,
     op: Operation,
   ): Promise<boolean> | boolean;
-  /** With the `list` capability: live leases under `prefix`. */
+  /**
+   * With the `holders` capability: every live holder of the resource,
+   * lowest fence first (each a lease with its own id, TTL, fence and
+   * `limit`); `[]` when free. `release`, `renew`, `breakLease`, `expire`
+   * and `isHeld` then act on the one holder `leaseId` names, leaving the
+   * others alone.
+   */
+  holders?(resource: string, op: Operation): Promise<Lease[]> | Lease[];
+  /**
+   * With the `list` capability: live leases under `prefix`; every holder
+   * of a lock with several.
+   */
   list?(prefix: string, op: Operation): Promise<Lease[]> | Lease[];
   /** With the `history` capability: events, newest first. */
   history?(
@@ -300,6 +326,11 @@ export interface LeaseRecord {
   created: unknown;
   /** When it expires. */
   expires: unknown;
+  /**
+   * How many holders the lock admits (see `lib/kit/holders.ts`); absent
+   * or null on single-holder records, which are exclusive.
+   */
+  limit?: unknown;
 }
 
 /**

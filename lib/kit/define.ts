@@ -66,6 +66,7 @@ const CAPABILITY_NAMES: readonly Capability[] = [
   "events",
   "queue",
   "authenticated",
+  "holders",
 ];
 
 /** The longest a plugin without a `timeout` option may take per call. */

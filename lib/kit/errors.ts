@@ -84,18 +84,27 @@ export class LockHeldError extends StormlockError {
   readonly waiting: number;
   /** Set when the lock is free but others waited first. */
   readonly queued: boolean;
+  /**
+   * How many live holders the lock has (slots and shared holds); 1 for an
+   * exclusive lock. `holder` is the first of them.
+   */
+  readonly holders: number;
 
   /**
    * Creates the error.
    *
-   * @param holder The lease that currently holds the lock.
-   * @param queue How many wait, and whether only the queue stands in the way.
+   * @param holder The lease that currently holds the lock (the first
+   * holder when it has several).
+   * @param queue How many wait, whether only the queue stands in the way,
+   * and how many hold it.
    */
   constructor(
     holder: Lease,
-    queue: { waiting?: number; queued?: boolean } = {},
+    queue: { waiting?: number; queued?: boolean; holders?: number } = {},
   ) {
     const waiting = queue.waiting ?? 0;
+    const holders = Math.max(1, queue.holders ?? 1);
+    const limit = holder.limit ?? 1;
     super(
       "LOCK_HELD",
       queue.queued
@@ -104,16 +113,85 @@ export class LockHeldError extends StormlockError {
         }" is free, but ${waiting} waiting got there first (the first is ${
           shorten(holder.principal)
         }); use --wait to join the queue`
-        : `Lock "${shorten(holder.resource)}" is held by ${
+        : limit === 1
+        ? `Lock "${shorten(holder.resource)}" is held by ${
           shorten(holder.principal)
         } since ${when(holder.created)}, until ${when(holder.expires)}${
+          waiting ? `; ${waiting} waiting` : ""
+        }`
+        : `Lock "${shorten(holder.resource)}" is held ${
+          limit === 0 ? `shared by ${holders}` : `with all ${limit} slots taken`
+        } (the first by ${shorten(holder.principal)} since ${
+          when(holder.created)
+        }, until ${when(holder.expires)})${
           waiting ? `; ${waiting} waiting` : ""
         }`,
     );
     this.holder = holder;
     this.waiting = waiting;
     this.queued = queue.queued === true;
+    this.holders = holders;
     this.name = "LockHeldError";
+  }
+}
+
+/**
+ * The lock is held as slots or shared holds, with another limit than the
+ * acquire asked for: slots with another N, shared holds for an exclusive
+ * or slots acquire, slots for a shared one. (An exclusive holder gives a
+ * plain {@linkcode LockHeldError}.) Retrying with the stored limit, or after the
+ * holders are gone, can succeed; the CLI exits 2, as for a held lock.
+ *
+ * @example
+ * ```ts
+ * import { LimitMismatchError } from "@stormlock/stormlock";
+ * const now = new Date();
+ * const error = new LimitMismatchError({
+ *   resource: "pool", id: "0".repeat(32), principal: "ann@host", fence: 1,
+ *   created: now, expires: now, limit: 3,
+ * }, 5);
+ * console.log(error.storedLimit); // 3
+ * ```
+ */
+export class LimitMismatchError extends LockHeldError {
+  /** The limit the lock's holders carry. */
+  readonly storedLimit: number;
+  /** The limit the refused acquire asked for. */
+  readonly askedLimit: number;
+
+  /**
+   * Creates the error.
+   *
+   * @param holder The lock's first holder; its `limit` is the stored one.
+   * @param asked The limit the acquire asked for.
+   * @param queue How many wait and how many hold it.
+   */
+  constructor(
+    holder: Lease,
+    asked: number,
+    queue: { waiting?: number; holders?: number } = {},
+  ) {
+    super(holder, queue);
+    const stored = holder.limit ?? 1;
+    const name = `Lock "${shorten(holder.resource)}"`;
+    const held = stored === 0
+      ? `is held shared by ${this.holders}`
+      : `is held with ${stored} slots (${this.holders} taken)`;
+    const asking = asked === 0
+      ? "a shared hold"
+      : asked === 1
+      ? "an exclusive hold"
+      : `${asked} slots`;
+    this.message = `${name} ${held}, and you asked for ${asking}; ${
+      asked === 1
+        ? "wait until they end (--wait)"
+        : `acquire with ${
+          stored === 0 ? "--shared" : `--slots ${stored}`
+        }, or wait until it is free (--wait)`
+    }`;
+    this.storedLimit = stored;
+    this.askedLimit = asked;
+    this.name = "LimitMismatchError";
   }
 }
 

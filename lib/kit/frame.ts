@@ -11,6 +11,7 @@ import {
   AcquireUnknownError,
   BackendUnavailableError,
   LeaseNotHeldError,
+  LimitMismatchError,
   LockHeldError,
   type StormlockError,
   UsageError,
@@ -34,6 +35,7 @@ import {
   checkedList,
 } from "./checked.ts";
 import { MAX_IN_FLIGHT, Turns } from "./turns.ts";
+import { EXCLUSIVE, limitOf, limitProblem } from "./holders.ts";
 import { attemptMs, type FrameView, requireCapability, VIEW } from "./views.ts";
 import type {
   AcquireRequest,
@@ -94,6 +96,8 @@ export class FramedBackend implements Backend {
       list: capabilities.list && typeof store.list === "function",
       history: capabilities.history && typeof store.history === "function",
       events: capabilities.events && typeof store.watch === "function",
+      holders: capabilities.holders === true &&
+        typeof store.holders === "function",
     };
     this.#definition = definition;
     this.#store = store;
@@ -244,6 +248,10 @@ export class FramedBackend implements Backend {
     details: AcquireDetails = {},
   ): Promise<Lease> {
     this.#name(resource);
+    const limit = details.limit ?? EXCLUSIVE;
+    const problem = limitProblem(limit);
+    if (problem) throw new UsageError(`The number of slots ${problem}`);
+    if (limit !== EXCLUSIVE) requireCapability(this, "holders");
     const request: AcquireRequest = {
       resource,
       principal,
@@ -251,6 +259,8 @@ export class FramedBackend implements Backend {
       ...details,
       id: details.id === undefined ? newLeaseId() : assertLeaseId(details.id),
     };
+    if (limit === EXCLUSIVE) delete request.limit;
+    else request.limit = limit;
     try {
       const lease = await this.#run(
         "acquire",
@@ -260,7 +270,14 @@ export class FramedBackend implements Backend {
       return this.#checked(lease, resource, "acquire");
     } catch (error) {
       if (error instanceof LockHeldError) {
-        this.#checked(error.holder, resource, "acquire");
+        const holder = this.#checked(error.holder, resource, "acquire");
+        const stored = limitOf(holder);
+        if (
+          !error.queued && !(error instanceof LimitMismatchError) &&
+          stored !== limit && stored !== EXCLUSIVE
+        ) {
+          throw new LimitMismatchError(holder, limit, error);
+        }
         throw error;
       }
       if (isTimeout(error)) {
@@ -358,11 +375,38 @@ export class FramedBackend implements Backend {
     return lease === null ? null : this.#checked(lease, resource, "current");
   }
 
+  /**
+   * Every live holder, lowest fence first; without the `holders`
+   * capability, the one live lease (or none).
+   */
+  async holders(resource: string): Promise<Lease[]> {
+    this.#name(resource);
+    if (!this.capabilities.holders) {
+      const lease = await this.current(resource);
+      return lease ? [lease] : [];
+    }
+    const leases: unknown = await this.#run(
+      "read",
+      resource,
+      (op) => this.#store.holders!(resource, op),
+    );
+    const now = Date.now();
+    return checkedArray(leases, "holders", this.#who)
+      .map((lease) => this.#checked(lease, resource, "holders"))
+      .filter((lease) => lease.expires.getTime() > now)
+      .sort((a, b) => a.fence - b.fence);
+  }
+
   async isHeld(resource: string, leaseId: string): Promise<boolean> {
     this.#name(resource);
     const held = await this.#run("read", resource, async (op) => {
       if (this.#store.isHeld) {
         return await this.#store.isHeld(resource, leaseId, op) === true;
+      }
+      if (this.capabilities.holders) {
+        const leases = await this.#store.holders!(resource, op);
+        return Array.isArray(leases) &&
+          leases.some((lease) => (lease as Lease)?.id === leaseId);
       }
       const lease = await this.#store.current(resource, op);
       return lease !== null &&

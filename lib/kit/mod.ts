@@ -68,10 +68,19 @@ export {
   ConfigError,
   ForbiddenError,
   LeaseNotHeldError,
+  LimitMismatchError,
   LockHeldError,
   StormlockError,
   UsageError,
 } from "./errors.ts";
 export type { StormlockErrorCode } from "./errors.ts";
+export {
+  admits,
+  describeLimit,
+  EXCLUSIVE,
+  limitOf,
+  MAX_SLOTS,
+  SHARED,
+} from "./holders.ts";
 export { assertLeaseId, isLeaseId, newLeaseId } from "./lease.ts";
 export type * from "./types.ts";

@@ -62,6 +62,24 @@ export function toTime(value: unknown): Date | undefined {
 }
 
 /** An optional text field: absent stays absent; non-text is foreign. */
+/** A whole number as stores keep them (number, bigint or digits), if set. */
+function wholeNumber(
+  value: unknown,
+  resource: string,
+  field: string,
+): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  const number = typeof value === "string" && /^\d{1,16}$/.test(value)
+    ? Number(value)
+    : typeof value === "bigint"
+    ? Number(value)
+    : value as number;
+  if (!Number.isSafeInteger(number) || number < 0) {
+    throw new ForeignRecordError(resource, field);
+  }
+  return number;
+}
+
 function optionalText(
   value: unknown,
   resource: string,
@@ -102,17 +120,8 @@ export function leaseFromRecord(resource: string, record: LeaseRecord): Lease {
   if (!created) throw new ForeignRecordError(resource, "created");
   const expires = toTime(record.expires);
   if (!expires) throw new ForeignRecordError(resource, "expires");
-  let fence = 0;
-  if (record.fence !== undefined && record.fence !== null) {
-    fence = typeof record.fence === "string" && /^\d{1,16}$/.test(record.fence)
-      ? Number(record.fence)
-      : typeof record.fence === "bigint"
-      ? Number(record.fence)
-      : record.fence as number;
-    if (!Number.isSafeInteger(fence) || fence < 0) {
-      throw new ForeignRecordError(resource, "fence");
-    }
-  }
+  const fence = wholeNumber(record.fence, resource, "fence") ?? 0;
+  const limit = wholeNumber(record.limit, resource, "limit");
   const lease: Lease = { resource, id, principal, fence, created, expires };
   const host = optionalText(record.host, resource, "host");
   const reason = optionalText(record.reason, resource, "reason");
@@ -120,6 +129,8 @@ export function leaseFromRecord(resource: string, record: LeaseRecord): Lease {
   if (host !== undefined) lease.host = host;
   if (reason !== undefined) lease.reason = reason;
   if (link !== undefined) lease.link = link;
+  // An exclusive lease looks as it always did: no `limit` field.
+  if (limit !== undefined && limit !== 1) lease.limit = limit;
   return lease;
 }
 

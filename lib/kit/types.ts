@@ -45,6 +45,12 @@ export interface Lease {
   created: Date;
   /** When the lease expires unless renewed. */
   expires: Date;
+  /**
+   * How many holders the lock admits, as its first holder set it: absent
+   * (or `1`) for an exclusive lock, N for N slots, `0` for shared holds
+   * with no limit. Every live holder of a lock carries the same value.
+   */
+  limit?: number;
 }
 
 /**
@@ -88,6 +94,12 @@ export interface AcquireDetails extends LeaseDetails {
    * the same atomic step as the acquire. Others ignore it.
    */
   waiters?: string;
+  /**
+   * How many holders the lock may have at once (see `lib/kit/holders.ts`):
+   * absent or `1` exclusive, N slots, `0` shared. Anything but 1 needs the
+   * `holders` capability.
+   */
+  limit?: number;
 }
 
 /**
@@ -172,6 +184,12 @@ export interface Capabilities {
    */
   queue: boolean;
   /**
+   * Whether a lock can have more than one live holder: slots and shared
+   * holds (`AcquireDetails.limit`, `Store.holders`). Without it every lock
+   * is exclusive.
+   */
+  holders?: boolean;
+  /**
    * Whether the store names the principal itself from authentication (a
    * lock server), so the principal a caller passes is not what is
    * recorded, and it refuses other principals' releases on its own.
@@ -240,9 +258,19 @@ export interface Backend {
     ttlSeconds: number,
     change?: { reason?: string },
   ): Promise<Lease>;
-  /** The live lease on the resource, or `null` when it is free. */
+  /**
+   * The live lease on the resource, or `null` when it is free. With more
+   * than one holder, the first of {@linkcode Backend.holders}.
+   */
   current(resource: string): Promise<Lease | null>;
-  /** Whether `leaseId` is the live lease on the resource. */
+  /**
+   * Every live holder of the resource's lock, first taken (lowest fence)
+   * first; empty when it is free. One at most without the `holders`
+   * capability. Optional so older implementations still type-check; the
+   * kit's frame always has it.
+   */
+  holders?(resource: string): Promise<Lease[]>;
+  /** Whether `leaseId` is a live lease (holder) on the resource. */
   isHeld(resource: string, leaseId: string): Promise<boolean>;
   /**
    * Every live lease whose resource starts with `prefix`, sorted by

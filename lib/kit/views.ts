@@ -101,7 +101,11 @@ export function requireCapability(
 ): void {
   if (!backend.capabilities[capability]) {
     throw new ConfigError(
-      `Backend "${backend.name}" does not support ${capability}; use a backend that does (see "Capabilities" in docs/writing-a-backend.md)`,
+      `Backend "${backend.name}" does not support ${
+        capability === "holders"
+          ? "slots and shared holds (the holders capability)"
+          : capability
+      }; use a backend that does (see "Capabilities" in docs/writing-a-backend.md)`,
     );
   }
 }

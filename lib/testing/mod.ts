@@ -34,6 +34,7 @@ import {
   waiters,
   WaitTicket,
 } from "../composition/queue.ts";
+import { testHoldersContract } from "./holders.ts";
 import {
   backendTest,
   closedPort,
@@ -395,6 +396,7 @@ export function testBackendContract(
   testMetadataAndFencing(name, open);
   testListHistoryBreak(name, open);
   testWaitQueue(name, open);
+  testHoldersContract(name, open);
   if (hooks.store) testStoreSetup(name, open, hooks.store);
   if (hooks.secrets) testSecrets(name, hooks.secrets);
   if (hooks.raw?.writeV01) testV01Lease(name, open, hooks.raw.writeV01);

@@ -8,6 +8,7 @@
  */
 import {
   LeaseLostError,
+  LimitMismatchError,
   LockHeldError,
   StormlockError,
   type StormlockErrorCode,
@@ -102,7 +103,10 @@ export function failure(error: unknown): { status: number; message: string } {
   if (error instanceof LeaseLostError) {
     return { status: EXIT.lost, message: error.message };
   }
-  if (error instanceof LockHeldError) {
+  // A limit mismatch names the stored limit: its own message says it.
+  if (
+    error instanceof LockHeldError && !(error instanceof LimitMismatchError)
+  ) {
     return {
       status: EXIT.held,
       message: heldMessage(error.holder, Date.now(), error),

@@ -69,6 +69,8 @@ export function leaseJson(
     fence: lease.fence,
     created: isoTime(lease.created),
     expires: isoTime(lease.expires),
+    // Slots (N) or shared (0); absent on an exclusive lease, as before.
+    ...(lease.limit !== undefined ? { limit: lease.limit } : {}),
     ...(lease.waiting !== undefined
       ? { waiting: lease.waiting.map(waiterJson) }
       : {}),
@@ -186,9 +188,10 @@ export function holderText(lease: Lease): string {
 export function heldMessage(
   lease: Lease,
   now = Date.now(),
-  queue: { waiting?: number; queued?: boolean } = {},
+  queue: { waiting?: number; queued?: boolean; holders?: number } = {},
 ): string {
   const waiting = queue.waiting ?? 0;
+  const holders = queue.holders ?? 1;
   if (queue.queued) {
     return `"${
       shorten(lease.resource)
@@ -198,7 +201,13 @@ export function heldMessage(
   }
   const onOtherHost = lease.host && !lease.principal.endsWith(`@${lease.host}`);
   const parts = [
-    `"${shorten(lease.resource)}" is held by ${shorten(lease.principal)}`,
+    lease.limit === undefined
+      ? `"${shorten(lease.resource)}" is held by ${shorten(lease.principal)}`
+      : `"${shorten(lease.resource)}" is held ${
+        lease.limit === 0
+          ? `shared by ${holders}`
+          : `with all ${lease.limit} slots taken`
+      }, the first by ${shorten(lease.principal)}`,
     ...(lease.reason ? [`for "${shorten(lease.reason)}"`] : []),
     `since ${when(lease.created, now)},`,
     `until ${when(lease.expires, now)}`,

@@ -98,6 +98,21 @@ export function printLeaseTable(leases: ListedLease[]): void {
         cells: leases.map((l) => l.principal),
         shrink: 10,
       },
+      // Slots and shared holds: how many hold, of how many.
+      ...(leases.some((l) => l.limit !== undefined)
+        ? [{
+          title: "SLOTS",
+          cells: leases.map((l) => {
+            if (l.limit === undefined) return "";
+            const holding = leases.filter((other) =>
+              other.resource === l.resource && other.backend === l.backend
+            ).length;
+            return l.limit === 0
+              ? `shared ${holding}`
+              : `${holding}/${l.limit}`;
+          }),
+        }]
+        : []),
       {
         title: "HOST",
         cells: leases.map((l) =>

@@ -8,6 +8,7 @@
 import { parseRequestName } from "../../composition/events.ts";
 import { INTERNAL_MARK, isBookkeeping } from "../../kit/reserved.ts";
 import { MAX_TTL_SECONDS } from "../../kit/duration.ts";
+import { limitProblem } from "../../kit/holders.ts";
 import { assertLeaseId } from "../../kit/lease.ts";
 import { resourceNameProblem, shorten } from "../../kit/text.ts";
 import { HttpError } from "./http.ts";
@@ -110,6 +111,26 @@ export function ttlField(body: Record<string, unknown>): number {
     );
   }
   return ttl;
+}
+
+/**
+ * How many may hold the lock (`1` exclusive, N slots, `0` shared), or
+ * `undefined` when the client leaves it out (an exclusive acquire).
+ */
+export function holderLimitField(
+  body: Record<string, unknown>,
+): number | undefined {
+  if (body.limit === undefined || body.limit === null) return undefined;
+  const problem = limitProblem(body.limit);
+  if (problem) {
+    throw new HttpError(
+      400,
+      `"limit" ${problem}, or 0 for a shared hold`,
+      {},
+      "USAGE",
+    );
+  }
+  return body.limit as number;
 }
 
 /** The lease id a client names. */

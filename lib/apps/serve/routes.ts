@@ -9,6 +9,7 @@ import { eventJson, leaseJson } from "../output/format.ts";
 import { handOverRequest } from "../../composition/request.ts";
 import type { ListedLease, Stormlock } from "../../composition/stormlock.ts";
 import { backendsInUse } from "../../composition/config.ts";
+import { freeSlots, holdersOf } from "../../composition/holders.ts";
 import {
   AcquireUnknownError,
   LeaseNotHeldError,
@@ -27,6 +28,7 @@ import type { ChangeFeed } from "./feed.ts";
 import { HttpError, json, readJsonBody, respond } from "./http.ts";
 import {
   checkName,
+  holderLimitField,
   idField,
   limitOf,
   linkField,
@@ -112,6 +114,7 @@ export function errorBody(error: StormlockError, who?: Identity) {
     body.holder = who ? view(error.holder, who) : leaseJson(error.holder);
     body.waiting = error.waiting;
     body.queued = error.queued;
+    body.holders = error.holders;
   }
   if (error instanceof LeaseNotHeldError) {
     body.resource = error.resource;
@@ -183,8 +186,10 @@ export function serveRoutes(
     action: string,
   ): Promise<void> {
     if (!named(who)) return;
-    const current = await backend.current(resource);
-    if (current?.id === id && current.principal !== who.principal) {
+    const current = (await holdersOf(backend, resource)).find((lease) =>
+      lease.id === id
+    );
+    if (current && current.principal !== who.principal) {
       throw new HttpError(
         403,
         `Lease ${id} on "${shorten(resource)}" belongs to ${
@@ -213,6 +218,20 @@ export function serveRoutes(
       return claimed;
     }
     return who.principal;
+  }
+
+  /**
+   * Whether every store the server uses can have several holders per
+   * lock (slots and shared holds): the http client declares the
+   * `holders` capability from this.
+   */
+  async function serverHolders(): Promise<boolean> {
+    const backends = store.config && store.backend
+      ? await Promise.all(
+        backendsInUse(store.config).map((name) => store.backend!(name)),
+      )
+      : [(await store.lock("default")).backend];
+    return backends.every((backend) => backend.capabilities.holders === true);
   }
 
   /** Every route, in one table: path, methods, scope, and what it does. */
@@ -261,9 +280,10 @@ export function serveRoutes(
     {
       methods: ["GET", "HEAD"],
       path: "/api/info",
-      run: ({ who }) =>
+      run: async ({ who }) =>
         json({
           version: VERSION,
+          holders: await serverHolders(),
           principal: who.principal || null,
           scopes: who.scopes,
           resources: who.resources ?? null,
@@ -331,7 +351,8 @@ export function serveRoutes(
       queue: "requests",
       run: async ({ resource, who }) => {
         const backend = await backendOf(resource);
-        const lease = await backend.current(resource);
+        const holders = await holdersOf(backend, resource);
+        const lease = holders[0];
         if (!lease) {
           return json(
             { error: `No current lease on "${shorten(resource)}"`, resource },
@@ -340,7 +361,15 @@ export function serveRoutes(
         }
         // The open hand-over request, as `current --json` shows it.
         const request = await handOverRequest(backend, lease);
-        return json(view({ ...lease, request }, who));
+        // The first holder, as ever; with slots or shared holds, every
+        // holder and the free slots too, as `current --json` shows them.
+        return json({
+          ...view({ ...lease, request }, who),
+          ...(lease.limit === undefined ? {} : {
+            holders: holders.map((holder) => view(holder, who)),
+            free: freeSlots(holders),
+          }),
+        });
       },
     },
     {
@@ -383,6 +412,7 @@ export function serveRoutes(
         const body = await readJsonBody(request);
         const ttl = ttlField(body);
         const id = body.id === undefined ? undefined : idField(body);
+        const limit = holderLimitField(body);
         const lease = await (await backendOf(resource)).acquire(
           resource,
           principalOf(who, body),
@@ -392,6 +422,7 @@ export function serveRoutes(
             reason: textField(body, "reason"),
             link: who.link ?? linkField(body),
             ...(id ? { id } : {}),
+            ...(limit === undefined ? {} : { limit }),
           },
         );
         metrics.event("acquired");
@@ -471,15 +502,30 @@ export function serveRoutes(
           ? undefined
           : idField(body);
         if (id === undefined) {
-          // Ids are hidden from others, so a breaker may name the current one.
-          const current = await backend.current(resource);
-          if (!current) {
+          // Ids are hidden from others, so a breaker may name the current
+          // one; of several holders, which one must be said.
+          const holders = await holdersOf(backend, resource);
+          if (holders.length === 0) {
             throw new HttpError(
               404,
               `No current lease on "${shorten(resource)}"; nothing to break`,
             );
           }
-          id = current.id;
+          // Fences are shown to everyone, so they name a hidden holder.
+          const fenced = typeof body.fence === "number"
+            ? holders.find((holder) => holder.fence === body.fence)
+            : undefined;
+          if (holders.length > 1 && !fenced) {
+            throw new HttpError(
+              400,
+              `"${
+                shorten(resource)
+              }" has ${holders.length} holders; name the one to break: {"id": "LEASE_ID"} or {"fence": N}`,
+              {},
+              "USAGE",
+            );
+          }
+          id = (fenced ?? holders[0]).id;
         }
         const breaker = who.via === "shared" || who.via === "none"
           ? textField(body, "principal", 256) ?? pageBreaker ??

@@ -253,6 +253,11 @@
           many && item.backend
             ? el("span", { class: "backend", text: item.backend })
             : null,
+          // Each holder of a lock with slots or shared holds is a row.
+          item.limit === undefined ? null : el("span", {
+            class: "backend",
+            text: item.limit === 0 ? "shared" : item.limit + " slots",
+          }),
         ]),
         el("td", { "data-label": "Holder" }, holderNodes(item)),
         el(
@@ -640,7 +645,12 @@
       api("/api/locks/" + encodeURIComponent(item.resource) + "/break", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ id: item.id, reason: reason }),
+        // Another's id is hidden: its fence names which holder to break.
+        body: JSON.stringify({
+          id: item.id,
+          fence: item.fence,
+          reason: reason,
+        }),
       }).then(function (broken) {
         closeBreak();
         setStatus(

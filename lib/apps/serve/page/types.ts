@@ -25,6 +25,8 @@ export interface Lease {
   expires: string;
   /** The fencing token. */
   fence: number;
+  /** Slots (N) or shared (0) when the lock has several holders. */
+  limit?: number;
   /** The backend it lives on, with more than one. */
   backend?: string;
   /** Who waits for it, first come first. */
