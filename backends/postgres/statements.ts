@@ -6,7 +6,11 @@
  *
  * @module
  */
-import type { EventRow as SqlEventRow, LeaseRow } from "../../lib/kit/sql.ts";
+import {
+  AGE_PRUNE_CHANCE,
+  type EventRow as SqlEventRow,
+  type LeaseRow,
+} from "../../lib/kit/sql.ts";
 
 /**
  * A notification's payload must be shorter than 8000 bytes: a longer name
@@ -61,7 +65,7 @@ const EVENT_COLUMNS = `(resource, n, kind, at, lease, principal, host, reason,
 /**
  * Trims a resource's history after events up to number `last` were added:
  * beyond `keep` events (skipped, index and all, while there are fewer),
- * and, on one write in 256, past `age` seconds (history() never shows
+ * and, now and then (AGE_PRUNE_CHANCE), past `age` seconds (history() never shows
  * those anyway). Two deletes, so each is one index range or none.
  */
 function trim(events: string, last: string, keep: string, age: string) {
@@ -70,7 +74,7 @@ function trim(events: string, last: string, keep: string, age: string) {
           AND (${last}) > ${keep}::integer AND n <= (${last}) - ${keep}::integer
       ), aged AS (
         DELETE FROM ${events} WHERE resource = $1::text
-          AND (SELECT random()) < 1.0 / 256 AND (${last}) IS NOT NULL
+          AND (SELECT random()) < ${AGE_PRUNE_CHANCE} AND (${last}) IS NOT NULL
           AND at < now() - ${age}::integer * interval '1 second'
       )`;
 }
