@@ -33,7 +33,7 @@ export type {
   LeaseEvent,
   LeaseEventKind,
 } from "./lib/kit/types.ts";
-export type { BackendModule } from "./lib/kit/backend.ts";
+export type { BackendModule } from "./lib/kit/module.ts";
 export {
   AcquireUnknownError,
   BackendUnavailableError,

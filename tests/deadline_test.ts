@@ -5,12 +5,9 @@ import {
   MAX_TIMER_MS,
   withDeadline,
 } from "../lib/kit/deadline.ts";
-import {
-  attemptMs,
-  defineBackend,
-  MAX_IN_FLIGHT,
-  MIN_ATTEMPT_MS,
-} from "../lib/kit/backend.ts";
+import { attemptMs, MIN_ATTEMPT_MS } from "../lib/kit/views.ts";
+import { defineBackend } from "../lib/kit/define.ts";
+import { MAX_IN_FLIGHT } from "../lib/kit/turns.ts";
 import { LeaseNotHeldError } from "../lib/kit/errors.ts";
 import { Lock } from "../lib/composition/lock.ts";
 

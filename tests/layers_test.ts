@@ -101,7 +101,7 @@ Deno.test("layers: no import runs back up", () => {
     }
   }
   assert.deepEqual(violations, []);
-  assert.ok(edges.has("lib/kit/backend.ts"), "the graph was read");
+  assert.ok(edges.has("lib/kit/frame.ts"), "the graph was read");
   assert.ok(edges.has("backends/sqlite/mod.ts"), "the backends were read");
 });
 

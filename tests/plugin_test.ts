@@ -16,7 +16,8 @@ import {
   resolveLockSettings,
 } from "../mod.ts";
 import type { Backend, BackendContext, BackendOptions } from "../mod.ts";
-import { definitionOf, kitContext } from "../lib/kit/backend.ts";
+import { definitionOf } from "../lib/kit/module.ts";
+import { kitContext } from "../lib/kit/define.ts";
 import {
   foreignImports,
   isPluginSpecifier,

@@ -15,7 +15,7 @@ import {
 } from "../mod.ts";
 import type { Backend } from "../mod.ts";
 import { serveStatus } from "../lib/apps/serve/server.ts";
-import { bookkeeping } from "../lib/kit/backend.ts";
+import { bookkeeping } from "../lib/kit/views.ts";
 import {
   createToken,
   readTokensFile,

@@ -54,14 +54,14 @@ import type {
   GetItemCommandOutput,
   ScanCommandOutput,
 } from "@aws-sdk/client-dynamodb";
-import {
-  type AcquireRequest,
-  defineBackend,
-  type KitContext,
-  type Operation,
-  type Store,
-  WAIT_MARK,
-} from "../../lib/kit/backend.ts";
+import type {
+  AcquireRequest,
+  KitContext,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
+import { defineBackend } from "../../lib/kit/define.ts";
+import { WAIT_MARK } from "../../lib/kit/reserved.ts";
 import { sleep } from "../../lib/kit/deadline.ts";
 import { ConfigError, UsageError } from "../../lib/kit/errors.ts";
 import { shorten } from "../../lib/kit/text.ts";

@@ -30,16 +30,16 @@
  *
  * @module
  */
-import {
-  type AcquireRequest,
-  type Classified,
-  defineBackend,
-  type DefinedBackend,
-  type KitContext,
-  type LeaseRecord,
-  type Operation,
-  type Store,
-} from "../../lib/kit/backend.ts";
+import type {
+  AcquireRequest,
+  Classified,
+  DefinedBackend,
+  KitContext,
+  LeaseRecord,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
+import { defineBackend } from "../../lib/kit/define.ts";
 import { sleep } from "../../lib/kit/deadline.ts";
 import type {
   Breaker,

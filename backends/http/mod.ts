@@ -17,14 +17,14 @@ import {
   UsageError,
 } from "../../lib/kit/errors.ts";
 import { AcquireUnknownError } from "../../lib/kit/errors.ts";
-import {
-  type AcquireRequest,
-  type Classified,
-  defineBackend,
-  type KitContext,
-  type Operation,
-  type Store,
-} from "../../lib/kit/backend.ts";
+import type {
+  AcquireRequest,
+  Classified,
+  KitContext,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
+import { defineBackend } from "../../lib/kit/define.ts";
 import type { Breaker, Lease, LeaseEvent } from "../../lib/kit/types.ts";
 
 /**

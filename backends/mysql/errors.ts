@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Classified, FailedOperation } from "../../lib/kit/backend.ts";
+import type { Classified, FailedOperation } from "../../lib/kit/contract.ts";
 import { UsageError } from "../../lib/kit/errors.ts";
 import {
   EVENTS_SUFFIX,

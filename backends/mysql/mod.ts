@@ -16,13 +16,13 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import {
-  type AcquireRequest,
-  defineBackend,
-  type KitContext,
-  type Operation,
-  type Store,
-} from "../../lib/kit/backend.ts";
+import type {
+  AcquireRequest,
+  KitContext,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
+import { defineBackend } from "../../lib/kit/define.ts";
 import { StormlockError, UsageError } from "../../lib/kit/errors.ts";
 import {
   AGE_PRUNE_CHANCE,

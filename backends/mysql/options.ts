@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { KitContext } from "../../lib/kit/backend.ts";
+import type { KitContext } from "../../lib/kit/contract.ts";
 import type { OptionSpec } from "../../lib/kit/options.ts";
 import { EVENTS_SUFFIX } from "../../lib/kit/sql.ts";
 

@@ -5,7 +5,7 @@
  * @module
  */
 import postgres from "postgres";
-import type { Classified, FailedOperation } from "../../lib/kit/backend.ts";
+import type { Classified, FailedOperation } from "../../lib/kit/contract.ts";
 import { UsageError } from "../../lib/kit/errors.ts";
 import {
   EVENTS_SUFFIX,

@@ -17,13 +17,13 @@
  */
 import postgres from "postgres";
 import { createHash } from "node:crypto";
-import {
-  type AcquireRequest,
-  defineBackend,
-  type KitContext,
-  type Operation,
-  type Store,
-} from "../../lib/kit/backend.ts";
+import type {
+  AcquireRequest,
+  KitContext,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
+import { defineBackend } from "../../lib/kit/define.ts";
 import { LazyConnection } from "../../lib/kit/connection.ts";
 import { StormlockError } from "../../lib/kit/errors.ts";
 import {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Classified, FailedOperation } from "../../lib/kit/backend.ts";
+import type { Classified, FailedOperation } from "../../lib/kit/contract.ts";
 
 /** What to do about a Redis error reply, by its leading code. */
 function replyRemedy(message: string): string {

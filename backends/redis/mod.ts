@@ -44,15 +44,15 @@ import {
   SCRIPTS,
   toRecord,
 } from "./scripts.ts";
-import {
-  type AcquireRequest,
-  defineBackend,
-  type KitContext,
-  type LeaseRecord,
-  type Operation,
-  type Store,
-  WAIT_MARK,
-} from "../../lib/kit/backend.ts";
+import type {
+  AcquireRequest,
+  KitContext,
+  LeaseRecord,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
+import { defineBackend } from "../../lib/kit/define.ts";
+import { WAIT_MARK } from "../../lib/kit/reserved.ts";
 import { LazyConnection } from "../../lib/kit/connection.ts";
 import { MAX_TIMER_MS } from "../../lib/kit/deadline.ts";
 import { Subscriber } from "../../lib/kit/subscriber.ts";

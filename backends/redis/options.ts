@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { KitContext } from "../../lib/kit/backend.ts";
+import type { KitContext } from "../../lib/kit/contract.ts";
 import type { OptionSpec } from "../../lib/kit/options.ts";
 
 /** The `[backend.redis]` options. */

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Script } from "./client.ts";
-import type { LeaseRecord } from "../../lib/kit/backend.ts";
+import type { LeaseRecord } from "../../lib/kit/contract.ts";
 
 // Shared by every script: the field order of replies, and the lease key's
 // fields, or false when there is none, or 'foreign' when it is no hash.

@@ -8,12 +8,8 @@
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname, join } from "node:path";
-import {
-  defineBackend,
-  type LeaseRecord,
-  type Operation,
-  type Store,
-} from "../../lib/kit/backend.ts";
+import { defineBackend } from "../../lib/kit/define.ts";
+import type { LeaseRecord, Operation, Store } from "../../lib/kit/contract.ts";
 import { stateDir } from "../../lib/kit/paths.ts";
 import type {
   Breaker,
@@ -21,7 +17,7 @@ import type {
   LeaseEvent,
   LeaseEventKind,
 } from "../../lib/kit/types.ts";
-import type { KitContext } from "../../lib/kit/backend.ts";
+import type { KitContext } from "../../lib/kit/contract.ts";
 
 interface Row {
   resource: string;

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { INTERNAL_MARK } from "../kit/backend.ts";
+import { INTERNAL_MARK } from "../kit/reserved.ts";
 import type { Lease, LeaseEvent, LeaseEventKind } from "../kit/types.ts";
 import { isoTime, localTime, relative } from "../kit/time.ts";
 import { printable, shorten } from "../kit/text.ts";

@@ -27,7 +27,7 @@ import {
   UsageError,
 } from "../kit/errors.ts";
 import { splitQueue, waiterPrefix, waiters, WaitTicket } from "./queue.ts";
-import { boundedBy } from "../kit/backend.ts";
+import { boundedBy } from "../kit/views.ts";
 import { parseRequestName } from "./events.ts";
 import {
   type HandOverRequest,

@@ -15,7 +15,8 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { resolveConfigPath } from "../kit/paths.ts";
 import type { ConfigOrigin } from "./config.ts";
 import { ConfigError } from "../kit/errors.ts";
-import type { BackendModule, KitContext } from "../kit/backend.ts";
+import type { BackendModule } from "../kit/module.ts";
+import type { KitContext } from "../kit/contract.ts";
 import type { BackendContext, BackendOptions } from "../kit/types.ts";
 
 /**

@@ -12,7 +12,8 @@
  *
  * @module
  */
-import { bookkeeping, INTERNAL_MARK, isBookkeeping } from "../kit/backend.ts";
+import { bookkeeping } from "../kit/views.ts";
+import { INTERNAL_MARK, isBookkeeping } from "../kit/reserved.ts";
 import { LeaseNotHeldError, LockHeldError } from "../kit/errors.ts";
 import { sleep } from "../kit/deadline.ts";
 import type { Backend, Lease } from "../kit/types.ts";

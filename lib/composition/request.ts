@@ -8,7 +8,7 @@
  * @module
  */
 import { LockHeldError } from "../kit/errors.ts";
-import { bookkeeping } from "../kit/backend.ts";
+import { bookkeeping } from "../kit/views.ts";
 import type { Backend, Lease } from "../kit/types.ts";
 import { requestName } from "./events.ts";
 

@@ -15,7 +15,8 @@
  *
  * @module
  */
-import { bookkeeping, INTERNAL_MARK } from "../kit/backend.ts";
+import { bookkeeping } from "../kit/views.ts";
+import { INTERNAL_MARK } from "../kit/reserved.ts";
 import type { Backend, Lease } from "../kit/types.ts";
 import { splitQueue } from "./queue.ts";
 import {

@@ -21,17 +21,13 @@
  *
  * @module
  */
-export {
-  defineBackend,
-  definitionOf,
-  kitContext,
-  leaseFromRecord,
-  requireCapability,
-} from "./backend.ts";
+export { defineBackend, kitContext } from "./define.ts";
+export { definitionOf } from "./module.ts";
+export { leaseFromRecord } from "./record.ts";
+export { requireCapability } from "./views.ts";
 export type {
   AcquireRequest,
   BackendDefinition,
-  BackendModule,
   Classified,
   CreateOptions,
   DefinedBackend,
@@ -39,10 +35,10 @@ export type {
   HistorySettings,
   KitContext,
   LeaseRecord,
-  LegacyBackend,
   Operation,
   Store,
-} from "./backend.ts";
+} from "./contract.ts";
+export type { BackendModule, LegacyBackend } from "./module.ts";
 export {
   formatTimeout,
   optionError,

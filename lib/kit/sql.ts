@@ -15,7 +15,7 @@
  *
  * @module
  */
-import type { Classified, FailedOperation, LeaseRecord } from "./backend.ts";
+import type { Classified, FailedOperation, LeaseRecord } from "./contract.ts";
 import type { Lease, LeaseEvent, LeaseEventKind } from "./types.ts";
 
 /** The events table's name is the table's with this suffix. */

@@ -33,7 +33,7 @@ import {
   waiters,
   WaitTicket,
 } from "../composition/queue.ts";
-import { bookkeeping } from "../kit/backend.ts";
+import { bookkeeping } from "../kit/views.ts";
 import {
   backendTest,
   closedPort,

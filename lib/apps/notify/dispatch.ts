@@ -9,7 +9,8 @@
  *
  * @module
  */
-import { bookkeeping, INTERNAL_MARK } from "../../kit/backend.ts";
+import { bookkeeping } from "../../kit/views.ts";
+import { INTERNAL_MARK } from "../../kit/reserved.ts";
 import { LeaseNotHeldError, LockHeldError } from "../../kit/errors.ts";
 import type { Backend, Lease } from "../../kit/types.ts";
 import { backendsInUse, type Config } from "../../composition/config.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 import { ConfigError, UsageError } from "../../kit/errors.ts";
-import { INTERNAL_MARK } from "../../kit/backend.ts";
+import { INTERNAL_MARK } from "../../kit/reserved.ts";
 import { shorten } from "../../kit/text.ts";
 
 /**

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { INTERNAL_MARK } from "../../kit/backend.ts";
+import { INTERNAL_MARK } from "../../kit/reserved.ts";
 import type { Lease } from "../../kit/types.ts";
 import { splitQueue } from "../../composition/queue.ts";
 

@@ -25,11 +25,8 @@ import {
   UsageError,
 } from "../../kit/errors.ts";
 import { assertLeaseId } from "../../kit/lease.ts";
-import {
-  bookkeeping,
-  INTERNAL_MARK,
-  isBookkeeping,
-} from "../../kit/backend.ts";
+import { bookkeeping } from "../../kit/views.ts";
+import { INTERNAL_MARK, isBookkeeping } from "../../kit/reserved.ts";
 import { MAX_TTL_SECONDS } from "../../kit/duration.ts";
 import type { Backend, Lease, LeaseEvent } from "../../kit/types.ts";
 import { resourceNameProblem, shorten } from "../../kit/text.ts";

@@ -1,0 +1,123 @@
+/**
+ * Classification: the one place a failure of a store (or of a plugin)
+ * becomes a Stormlock error, with the kit's wording for timeouts, denied
+ * permissions, foreign records and the fallback message.
+ *
+ * @module
+ */
+import {
+  BackendUnavailableError,
+  ConfigError,
+  StormlockError,
+} from "./errors.ts";
+import { DeadlineError } from "./deadline.ts";
+import { formatTimeout } from "./options.ts";
+import { deniedPermission, permissionAdvice } from "./permissions.ts";
+import { ForeignRecordError } from "./record.ts";
+import type {
+  BackendDefinition,
+  Classified,
+  FailedOperation,
+} from "./contract.ts";
+import type { BackendContext } from "./types.ts";
+
+/** Describes a value for a message about what a plugin returned. */
+export function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value === "string") return "a string";
+  if (typeof value === "object") return "an object";
+  return String(typeof value === "undefined" ? "nothing" : typeof value);
+}
+
+/** What {@linkcode translate} is told about a failure. */
+export interface TranslateInput {
+  definition: BackendDefinition;
+  context: BackendContext;
+  failed: FailedOperation;
+  timeoutMs: number;
+  plugin?: string;
+}
+
+function timeoutError(label: string, ms: number, cause: unknown) {
+  return new BackendUnavailableError(
+    `${label} did not answer within ${
+      formatTimeout(ms)
+    } (timeout); check that it is up and reachable`,
+    { cause },
+  );
+}
+
+/** The one place a failure becomes a Stormlock error. */
+export function translate(
+  error: unknown,
+  input: TranslateInput,
+): StormlockError {
+  const { failed, context, plugin } = input;
+  if (error instanceof ForeignRecordError) {
+    return new ConfigError(
+      `${failed.label}: the record for "${error.resource}" was not written by Stormlock (${error.message}); point [${context.section}] at a prefix or table of its own`,
+      { cause: error },
+    );
+  }
+  if (error instanceof StormlockError) return error;
+  const denied = deniedPermission(error);
+  if (denied) {
+    return new ConfigError(
+      `No permission for ${failed.label}: Deno needs ${denied.need}; ${
+        permissionAdvice(denied.flag)
+      }`,
+      { cause: error },
+    );
+  }
+  if (error instanceof DeadlineError) {
+    return timeoutError(failed.label, input.timeoutMs || error.ms, error);
+  }
+  let classified: Classified | undefined;
+  try {
+    classified = input.definition.classify?.(error, failed);
+  } catch {
+    classified = undefined;
+  }
+  if (classified === "timeout") {
+    return timeoutError(failed.label, input.timeoutMs, error);
+  }
+  if (classified instanceof StormlockError) return classified;
+  if (classified && "unavailable" in classified) {
+    return new BackendUnavailableError(
+      `${failed.label} ${classified.unavailable}`,
+      { cause: error },
+    );
+  }
+  if (classified && "config" in classified) {
+    return new ConfigError(`${failed.label} ${classified.config}`, {
+      cause: error,
+    });
+  }
+  const message = error instanceof Error
+    ? error.message
+    : typeof error === "string"
+    ? error
+    : `threw ${describe(error)}`;
+  const text = message.replace(/\.$/, "") || "no message";
+  if (plugin) {
+    const make = failed.action === "open"
+      ? ConfigError
+      : BackendUnavailableError;
+    return new make(
+      `Backend "${context.name}" (${plugin}) failed in ${failed.action}: ${text}; fix the plugin or its options`,
+      { cause: error },
+    );
+  }
+  return new BackendUnavailableError(
+    `${failed.label} failed to ${failed.action}: ${text}; check that it is up and reachable`,
+    { cause: error },
+  );
+}
+
+/** Whether `error` is the kit's timeout (the store may have acted). */
+export function isTimeout(error: unknown): boolean {
+  return error instanceof BackendUnavailableError &&
+      error.cause instanceof DeadlineError ||
+    error instanceof BackendUnavailableError &&
+      /\(timeout\)/.test(error.message);
+}
