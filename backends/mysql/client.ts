@@ -15,6 +15,7 @@ const IDLE_CONNECTIONS = 4;
  */
 const MAX_CONNECTIONS = 8;
 
+/** A mysql2 connection. */
 export type { Connection };
 
 /** How the store connects, from the options. */

@@ -51,6 +51,7 @@ import {
   statements,
 } from "./statements.ts";
 
+/** The table used when the config names none. */
 export { DEFAULT_TABLE };
 
 /** Acquire runs again when the row it needed was made meanwhile. */

@@ -54,6 +54,7 @@ import {
   statements,
 } from "./statements.ts";
 
+/** The table used when the config names none. */
 export { DEFAULT_TABLE };
 
 /** How long close() lets a healthy connection say goodbye. */

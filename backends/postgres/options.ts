@@ -47,6 +47,7 @@ export const options = {
   },
 } satisfies Record<string, OptionSpec>;
 
+/** postgres.js's `ssl` option, as libpq's sslmode maps onto it. */
 export type SslOption = boolean | "prefer" | Record<string, unknown>;
 
 const SSL_MODES = [
