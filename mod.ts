@@ -33,7 +33,10 @@ export type {
   LeaseEvent,
   LeaseEventKind,
 } from "./lib/kit/types.ts";
-export type { BackendModule } from "./lib/kit/module.ts";
+export type {
+  BackendModule,
+  LegacyBackend,
+} from "./lib/composition/plugin_adapter.ts";
 export {
   AcquireUnknownError,
   BackendUnavailableError,

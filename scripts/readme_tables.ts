@@ -6,7 +6,7 @@
  * changing a schema; `tests/readme_test.ts` checks they agree.
  */
 import { builtinBackends } from "../lib/composition/registry.ts";
-import { definitionOf } from "../lib/kit/module.ts";
+import { definitionOf } from "../lib/composition/plugin_adapter.ts";
 import { optionTable } from "../lib/kit/options.ts";
 import { withBlock } from "./doc_blocks.ts";
 

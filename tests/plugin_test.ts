@@ -16,7 +16,7 @@ import {
   resolveLockSettings,
 } from "../mod.ts";
 import type { Backend, BackendContext, BackendOptions } from "../mod.ts";
-import { definitionOf } from "../lib/kit/module.ts";
+import { definitionOf } from "../lib/composition/plugin_adapter.ts";
 import { kitContext } from "../lib/kit/define.ts";
 import {
   foreignImports,

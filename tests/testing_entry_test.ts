@@ -8,7 +8,7 @@ import * as testing from "../lib/testing/mod.ts";
 import { testBackendContract } from "../lib/testing/mod.ts";
 import { openBackend } from "../mod.ts";
 import type { BackendContext } from "../mod.ts";
-import { definitionOf } from "../lib/kit/module.ts";
+import { definitionOf } from "../lib/composition/plugin_adapter.ts";
 import { loadPlugin } from "../lib/composition/plugin.ts";
 import { repoPath } from "./helpers.ts";
 

@@ -61,7 +61,6 @@ import type {
   Store,
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
-import { WAIT_MARK } from "../../lib/kit/reserved.ts";
 import { sleep } from "../../lib/kit/deadline.ts";
 import { ConfigError, UsageError } from "../../lib/kit/errors.ts";
 import { shorten } from "../../lib/kit/text.ts";
@@ -528,9 +527,8 @@ class DynamoDbStore implements Store {
       // The mark outlived the last waiter, who left.
       lease = await this.#take(request, false, op);
     }
-    const mark = request.resource.lastIndexOf(WAIT_MARK);
-    if (mark !== -1) {
-      await this.#markWaiting(request.resource.slice(0, mark), lease, op);
+    if (op.waitsFor !== undefined) {
+      await this.#markWaiting(op.waitsFor, lease, op);
     }
     return lease;
   }
@@ -696,9 +694,8 @@ class DynamoDbStore implements Store {
     change: { reason?: string },
   ): Promise<Lease> {
     const lease = await this.#renew(resource, leaseId, ttlSeconds, op, change);
-    const mark = resource.lastIndexOf(WAIT_MARK);
-    if (mark !== -1) {
-      await this.#markWaiting(resource.slice(0, mark), lease, op);
+    if (op.waitsFor !== undefined) {
+      await this.#markWaiting(op.waitsFor, lease, op);
     }
     return lease;
   }

@@ -52,7 +52,6 @@ import type {
   Store,
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
-import { WAIT_MARK } from "../../lib/kit/reserved.ts";
 import { LazyConnection } from "../../lib/kit/connection.ts";
 import { MAX_TIMER_MS } from "../../lib/kit/deadline.ts";
 import { Subscriber } from "../../lib/kit/subscriber.ts";
@@ -221,13 +220,13 @@ class RedisStore implements Store {
   }
 
   /** The keys every writing script takes, and its first arguments. */
-  #writeKeys(resource: string): (string | number)[] {
+  #writeKeys(resource: string, op: Operation): (string | number)[] {
     return [
       this.#key(resource),
       `${this.#prefix}\0state\0${resource}`,
       `${this.#prefix}\0history\0${resource}`,
       `${this.#prefix}\0index`,
-      this.#waitersKey(resource),
+      this.#waitersKey(op.waitsFor ?? resource),
       resource,
       ...this.#keep,
     ];
@@ -237,15 +236,13 @@ class RedisStore implements Store {
    * The set of a lock's waiter registrations (by name), which its acquire
    * reads in the same script: for a registration, its lock's set.
    */
-  #waitersKey(resource: string): string {
-    const at = resource.lastIndexOf(WAIT_MARK);
-    const lock = at === -1 ? resource : resource.slice(0, at);
+  #waitersKey(lock: string): string {
     return `${this.#prefix}\0waiters\0${lock}`;
   }
 
   /** How a write touches the queue: see the scripts' comments. */
-  #queueRole(resource: string, check?: string): string {
-    if (resource.includes(WAIT_MARK)) return "member";
+  #queueRole(op: Operation, check?: string): string {
+    if (op.waitsFor !== undefined) return "member";
     return check ? "check" : "";
   }
 
@@ -262,7 +259,7 @@ class RedisStore implements Store {
   acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
     const { resource } = request;
     const args = [
-      ...this.#writeKeys(resource),
+      ...this.#writeKeys(resource, op),
       request.id,
       request.principal,
       request.ttlSeconds * 1000,
@@ -270,7 +267,7 @@ class RedisStore implements Store {
       request.reason ?? "",
       request.link ?? "",
       this.#channel(resource),
-      this.#queueRole(resource, request.waiters),
+      this.#queueRole(op, request.waiters),
       this.#prefix,
     ];
     return this.#run(op, SCRIPTS.acquire, args, (reply: Reply) => {
@@ -297,14 +294,14 @@ class RedisStore implements Store {
     by?: Breaker,
   ): Promise<Lease> {
     const args = [
-      ...this.#writeKeys(resource),
+      ...this.#writeKeys(resource, op),
       leaseId,
       kind,
       by?.principal ?? "",
       by?.host ?? "",
       by?.reason ?? "",
       this.#channel(resource),
-      this.#queueRole(resource),
+      this.#queueRole(op),
     ];
     return this.#run(op, SCRIPTS.end, args, (reply: Reply | null) => {
       if (!reply) {
@@ -333,7 +330,7 @@ class RedisStore implements Store {
 
   expire(resource: string, leaseId: string, op: Operation): Promise<boolean> {
     const args = [
-      ...this.#writeKeys(resource),
+      ...this.#writeKeys(resource, op),
       leaseId,
       this.#channel(resource),
     ];
@@ -348,7 +345,7 @@ class RedisStore implements Store {
     change: { reason?: string },
   ): Promise<Lease> {
     const args = [
-      ...this.#writeKeys(resource),
+      ...this.#writeKeys(resource, op),
       leaseId,
       ttlSeconds * 1000,
       change.reason === undefined ? "0" : "1",

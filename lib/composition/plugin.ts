@@ -15,7 +15,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { resolveConfigPath } from "../kit/paths.ts";
 import type { ConfigOrigin } from "./config.ts";
 import { ConfigError } from "../kit/errors.ts";
-import type { BackendModule } from "../kit/module.ts";
+import type { BackendModule } from "./plugin_adapter.ts";
 import type { KitContext } from "../kit/contract.ts";
 import type { BackendContext, BackendOptions } from "../kit/types.ts";
 

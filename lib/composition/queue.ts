@@ -18,6 +18,45 @@ import { LeaseNotHeldError, LockHeldError } from "../kit/errors.ts";
 import { sleep } from "../kit/deadline.ts";
 import type { Backend, Lease } from "../kit/types.ts";
 
+/**
+ * What separates a lock's name from a waiter's ticket in the name of the
+ * waiter's registration (`deploy\u001fwait\u001f0000000000000042`). Only
+ * the queue reads it: a store learns that a name is a registration, and
+ * of which lock, from `Operation.waitsFor`.
+ * @example
+ * ```ts
+ * import { WAIT_MARK } from "./queue.ts";
+ * console.log(JSON.stringify(WAIT_MARK)); // "\u001fwait\u001f"
+ * ```
+ */
+export const WAIT_MARK = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
+
+/**
+ * The lock a waiter's registration waits for, or `undefined` for any
+ * other name.
+ * @example
+ * ```ts
+ * import { waitedLock } from "./queue.ts";
+ * waitedLock("deploy\u001fwait\u001f0000000000000001"); // "deploy"
+ * ```
+ */
+export function waitedLock(resource: string): string | undefined {
+  const at = resource.lastIndexOf(WAIT_MARK);
+  return at === -1 ? undefined : resource.slice(0, at);
+}
+
+/**
+ * The backend as the queue uses it: allowed Stormlock's reserved names,
+ * and telling the store which names are waiters' registrations.
+ * @example
+ * ```ts ignore
+ * await queueView(backend).release(registration.resource, registration.id);
+ * ```
+ */
+export function queueView(backend: Backend): Backend {
+  return bookkeeping(backend, { waitedLock });
+}
+
 /** How long a waiter's registration lives without a heartbeat, in seconds. */
 export const WAITER_TTL_SECONDS = 10;
 /**
@@ -45,7 +84,7 @@ const HEARTBEAT_MS = 3000;
  * ```
  */
 export function waiterPrefix(resource: string): string {
-  return `${resource}${INTERNAL_MARK}wait${INTERNAL_MARK}`;
+  return `${resource}${WAIT_MARK}`;
 }
 
 /**
@@ -61,7 +100,7 @@ export function splitQueue(
 ): { locks: Lease[]; waiting: Map<string, Lease[]> } {
   const locks: Lease[] = [];
   const waiting = new Map<string, Lease[]>();
-  const mark = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
+  const mark = WAIT_MARK;
   for (const lease of leases) {
     const at = lease.resource.lastIndexOf(mark);
     const ticket = lease.resource.slice(at + mark.length);
@@ -96,7 +135,7 @@ export async function waiters(
 ): Promise<Lease[]> {
   if (!backend.capabilities.list) return [];
   const prefix = waiterPrefix(resource);
-  const registrations = await bookkeeping(backend).list(prefix);
+  const registrations = await queueView(backend).list(prefix);
   return registrations
     .filter((lease) =>
       /^\d{16}$/.test(lease.resource.slice(prefix.length)) && isWaiter(lease)
@@ -149,7 +188,7 @@ export class WaitTicket {
     resource: string,
     principal: string,
   ): Promise<WaitTicket> {
-    backend = bookkeeping(backend);
+    backend = queueView(backend);
     let ticket = 0;
     if (backend.capabilities.list) {
       // Waiters arriving together take turns on the counter; one held

@@ -9,7 +9,7 @@ import { ConfigError } from "../kit/errors.ts";
 import { didYouMean, trailingComment } from "../kit/suggest.ts";
 import { optionError } from "../kit/options.ts";
 import { isPluginSpecifier, loadPlugin, pluginOptions } from "./plugin.ts";
-import { type BackendModule, definitionOf } from "../kit/module.ts";
+import { type BackendModule, definitionOf } from "./plugin_adapter.ts";
 import type { Backend, BackendContext, BackendOptions } from "../kit/types.ts";
 
 /** The built-in backends, each in `backends/NAME.ts`. */

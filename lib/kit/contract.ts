@@ -37,7 +37,16 @@ import type {
  * const reply = await fetch(url, { signal: op.signal });
  * ```
  */
-export type Operation = Bound;
+export interface Operation extends Bound {
+  /**
+   * Set when `resource` is a waiter's registration in a lock's waiting
+   * queue: the lock it waits for. A store with the `queue` capability
+   * keeps registrations where that lock's acquire sees them; others
+   * ignore it. The queue's naming is its own: a store reads this, never
+   * the name.
+   */
+  readonly waitsFor?: string;
+}
 
 /**
  * A request for a new lease. The kit makes the id, so it is known even

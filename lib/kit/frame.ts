@@ -175,7 +175,16 @@ export class FramedBackend implements Backend {
       ? ms
       : attemptMs(ms, this.#view.deadline, Date.now());
     try {
-      return await within(storeMs, body);
+      const waitsFor = resource === undefined
+        ? undefined
+        : this.#view.waitedLock?.(resource);
+      return await within(
+        storeMs,
+        waitsFor === undefined
+          ? body
+          : (bound) =>
+            body(Object.create(bound, { waitsFor: { value: waitsFor } })),
+      );
     } catch (error) {
       if (storeMs < this.#timeoutMs && error instanceof DeadlineError) {
         // Cut short by the caller's deadline: say so, not "down".

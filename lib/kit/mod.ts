@@ -22,7 +22,6 @@
  * @module
  */
 export { defineBackend, kitContext } from "./define.ts";
-export { definitionOf } from "./module.ts";
 export { leaseFromRecord } from "./record.ts";
 export { requireCapability } from "./views.ts";
 export type {
@@ -38,7 +37,6 @@ export type {
   Operation,
   Store,
 } from "./contract.ts";
-export type { BackendModule, LegacyBackend } from "./module.ts";
 export {
   formatTimeout,
   optionError,

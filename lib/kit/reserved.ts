@@ -18,18 +18,6 @@
 export const INTERNAL_MARK = "\u001f";
 
 /**
- * What separates a lock's name from a waiter's ticket in the name of the
- * waiter's registration (`deploy\u001fwait\u001f0000000000000042`), so a
- * store can keep a lock's waiters where its acquire can see them.
- * @example
- * ```ts
- * import { WAIT_MARK } from "./reserved.ts";
- * console.log(JSON.stringify(WAIT_MARK)); // "\u001fwait\u001f"
- * ```
- */
-export const WAIT_MARK = `${INTERNAL_MARK}wait${INTERNAL_MARK}`;
-
-/**
  * Whether `resource` is one of the waiting queue's own names (a waiter's
  * registration or a ticket counter), which `list` leaves out. Any other
  * name is a lock, and is listed even if an older version let it in with

@@ -16,6 +16,8 @@ import type { Backend, Capability } from "./types.ts";
 export interface FrameView {
   /** The waiting queue's own names are allowed. */
   bookkeeping?: boolean;
+  /** The lock a name waits for, when it is a waiter's registration. */
+  waitedLock?: (resource: string) => string | undefined;
   /** Epoch ms after which each operation gets only the minimum time. */
   deadline?: number;
 }
@@ -33,14 +35,18 @@ export const MIN_ATTEMPT_MS = 500;
  * The same backend, allowed to use names with Stormlock's reserved
  * characters: for the waiting queue, which keeps its registrations under
  * them. Users' names never get this; other backends are returned as they
- * are.
+ * are. The caller that owns the names says, through `names.waitedLock`,
+ * which of them are waiters' registrations (see `Operation.waitsFor`).
  * @example
  * ```ts ignore
  * const queue = bookkeeping(backend);
  * ```
  */
-export function bookkeeping(backend: Backend): Backend {
-  return viewOf(backend, { bookkeeping: true });
+export function bookkeeping(
+  backend: Backend,
+  names: Pick<FrameView, "waitedLock"> = {},
+): Backend {
+  return viewOf(backend, { ...names, bookkeeping: true });
 }
 
 /**

@@ -28,12 +28,12 @@ import { newLeaseId } from "../kit/lease.ts";
 import type { Backend, BackendOptions, Lease } from "../kit/types.ts";
 import { Lock } from "../composition/lock.ts";
 import {
+  queueView,
   splitQueue,
   waiterPrefix,
   waiters,
   WaitTicket,
 } from "../composition/queue.ts";
-import { bookkeeping } from "../kit/views.ts";
 import {
   backendTest,
   closedPort,
@@ -306,7 +306,7 @@ export function testBackendContract(name: string, open: BackendFactory): void {
       if (!b.capabilities.list) return;
       const resource = uniqueResource();
       // As an older version let anyone make it: a year-long "waiter".
-      const forged = await bookkeeping(b).acquire(
+      const forged = await queueView(b).acquire(
         `${waiterPrefix(resource)}0000000000000001`,
         "mallory@host",
         365 * 86400,
@@ -329,7 +329,7 @@ export function testBackendContract(name: string, open: BackendFactory): void {
           .locks.map((lease) => lease.resource);
         assert.ok(listed.includes(forged.resource), JSON.stringify(listed));
       } finally {
-        await bookkeeping(b).release(forged.resource, forged.id);
+        await queueView(b).release(forged.resource, forged.id);
       }
     });
   }

@@ -19,7 +19,7 @@ import { expandHome, homeDir, readEnv } from "../../kit/paths.ts";
 import type { EnvReader } from "../../kit/paths.ts";
 import type { Stormlock } from "../../composition/lock.ts";
 import { builtinBackends } from "../../composition/registry.ts";
-import { definitionOf } from "../../kit/module.ts";
+import { definitionOf } from "../../composition/plugin_adapter.ts";
 
 /** One place in the config search, in order. */
 export interface SearchedPlace {

@@ -25,7 +25,7 @@ import {
   UsageError,
 } from "../../kit/errors.ts";
 import { assertLeaseId } from "../../kit/lease.ts";
-import { bookkeeping } from "../../kit/views.ts";
+import { queueView, WAIT_MARK } from "../../composition/queue.ts";
 import { INTERNAL_MARK, isBookkeeping } from "../../kit/reserved.ts";
 import { MAX_TTL_SECONDS } from "../../kit/duration.ts";
 import type { Backend, Lease, LeaseEvent } from "../../kit/types.ts";
@@ -902,13 +902,13 @@ export function createServeHandler(
   /** The backend of a lock, or of the lock a queue name serves. */
   async function backendOf(resource: string): Promise<Backend> {
     const backend = (await store.lock(lockOf(resource))).backend;
-    return resource.includes(INTERNAL_MARK) ? bookkeeping(backend) : backend;
+    return resource.includes(INTERNAL_MARK) ? queueView(backend) : backend;
   }
 
   /** Every lease under `prefix` on every backend, queue entries included. */
   async function rawList(prefix: string): Promise<Lease[]> {
     // A waiter's prefix, "LOCK\u001fwait\u001f", reads that lock's queue.
-    const queue = prefix.endsWith(`${INTERNAL_MARK}wait${INTERNAL_MARK}`);
+    const queue = prefix.endsWith(WAIT_MARK);
     checkName(prefix, queue, "prefix");
     if (queue || !store.config || !store.backend) {
       return await (await backendOf(prefix || "default")).list(prefix, {

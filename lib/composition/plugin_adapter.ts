@@ -1,18 +1,19 @@
 /**
- * What a backend module exports, and the definition behind it: the
- * current `backend` declaration, or a Stormlock 0.1 `createBackend`
- * factory adapted to a store.
+ * The plugin adapter, beside the plugin loader: what a backend module
+ * exports, and the definition behind it. A module's `backend` declaration
+ * is used as it is; a Stormlock 0.1 plugin's `createBackend` factory is
+ * adapted to a store here, so the kit knows nothing of 0.1.
  *
  * @module
  */
-import { defineBackend, STORE_METHODS } from "./define.ts";
+import { defineBackend, STORE_METHODS } from "../kit/define.ts";
 import type {
   BackendDefinition,
   DefinedBackend,
   KitContext,
   Store,
-} from "./contract.ts";
-import type { BackendOptions, Lease } from "./types.ts";
+} from "../kit/contract.ts";
+import type { BackendOptions, Lease } from "../kit/types.ts";
 
 /**
  * A raw backend object, as plugins written for Stormlock 0.1 return from
