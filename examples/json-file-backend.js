@@ -158,16 +158,15 @@ class JsonFileStore {
     });
   }
 
-  async release(resource, leaseId, op) {
-    await this.breakLease(resource, leaseId, undefined, op);
-  }
-
-  /** Ends the lease `leaseId`: released, or broken when `by` is given. */
-  breakLease(resource, leaseId, by, op) {
+  /**
+   * Ends the lease `leaseId`, released by its holder or broken by
+   * `ending.by`: the kit makes both release and break of it.
+   */
+  end(resource, leaseId, ending, op) {
     return this.#update(op, (data, now) => {
       const held = this.#held(data, resource, leaseId);
       delete data.leases[resource];
-      this.#record(data, by ? "broken" : "released", resource, held, now, by);
+      this.#record(data, ending.kind, resource, held, now, ending.by);
       return this.#lease(resource, held);
     });
   }

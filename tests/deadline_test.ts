@@ -102,7 +102,7 @@ Deno.test("a wait ends near its deadline even when every try would take the whol
     open: () => ({
       label: "hung store",
       acquire: () => new Promise<never>(() => {}),
-      release: () => Promise.reject(new LeaseNotHeldError("x", "y")),
+      end: () => Promise.reject(new LeaseNotHeldError("x", "y")),
       renew: () => new Promise<never>(() => {}),
       current: () => Promise.resolve(null),
       close() {},
@@ -143,7 +143,7 @@ Deno.test("past 16 operations in flight, the rest wait their turn, and one that 
         sent++;
         return new Promise<never>(() => {});
       },
-      release: () => Promise.reject(new LeaseNotHeldError("x", "y")),
+      end: () => Promise.reject(new LeaseNotHeldError("x", "y")),
       renew: () => new Promise<never>(() => {}),
       current: () => Promise.resolve(null),
       close() {},

@@ -238,7 +238,7 @@ Deno.test("a named instance gets its parsed options, and a warning for unknown k
   open(settings, context) {
     globalThis.echoed = { settings, name: context.name, section: context.section };
     const none = () => null;
-    return { label: "echo", acquire: none, release: none, renew: none, current: none, close() {} };
+    return { label: "echo", acquire: none, end: none, renew: none, current: none, close() {} };
   },
 };
 `,
@@ -533,7 +533,7 @@ Deno.test("an open() returning something other than a store is refused, naming w
       definitionPlugin("half", "return { acquire() {}, close() {} };"),
       "half",
     ),
-    /^Backend "half" \(module .*half\.js\) did not open a store: open returned an object, which lacks release, renew, current; fix the backend$/,
+    /^Backend "half" \(module .*half\.js\) did not open a store: open returned an object, which lacks end, renew, current; fix the backend$/,
   );
   await rejectsConfig(
     openModule(definitionPlugin("nothing", "return undefined;"), "nothing"),
@@ -551,7 +551,7 @@ Deno.test("a 0.1 factory returning something other than a backend is refused at 
   );
   await rejectsConfig(
     openModule(factoryPlugin("nothing", "return undefined;"), "nothing"),
-    /^Backend "nothing" \(module .*nothing\.js\) did not open a store: open returned nothing/,
+    /^Backend "nothing" \(module .*nothing\.js\) did not open a store: createBackend returned nothing/,
   );
 });
 
@@ -892,7 +892,9 @@ Deno.test("cli: a plugin that is not a Backend exits 78 naming what it lacks", a
       new RegExp(
         `^stormlock: Backend "${module.replace(".", "\\.")}" \\(module ${
           module.replace(".", "\\.")
-        }\\) .*lacks release, renew, current`,
+        }\\) .*lacks ${
+          module === "./half.js" ? "end" : "release"
+        }, renew, current`,
       ),
     );
   }

@@ -56,6 +56,7 @@ import type {
 } from "@aws-sdk/client-dynamodb";
 import type {
   AcquireRequest,
+  Ending,
   KitContext,
   Operation,
   Store,
@@ -641,21 +642,13 @@ class DynamoDbStore implements Store {
     });
   }
 
-  async release(
+  end(
     resource: string,
     leaseId: string,
-    op: Operation,
-  ): Promise<void> {
-    await this.#end(resource, leaseId, "released", op);
-  }
-
-  breakLease(
-    resource: string,
-    leaseId: string,
-    by: Breaker,
+    ending: Ending,
     op: Operation,
   ): Promise<Lease> {
-    return this.#end(resource, leaseId, "broken", op, by);
+    return this.#end(resource, leaseId, ending.kind, op, ending.by);
   }
 
   /** Marks lease `leaseId` free if its TTL has passed, recording it. */

@@ -34,6 +34,7 @@ import type {
   AcquireRequest,
   Classified,
   DefinedBackend,
+  Ending,
   KitContext,
   LeaseRecord,
   Operation,
@@ -1295,17 +1296,13 @@ class EtcdStore implements Store {
     return result.succeeded;
   }
 
-  async release(resource: string, leaseId: string, op: Operation) {
-    await this.#end(resource, leaseId, "released", op);
-  }
-
-  breakLease(
+  end(
     resource: string,
     leaseId: string,
-    by: Breaker,
+    ending: Ending,
     op: Operation,
   ): Promise<Lease> {
-    return this.#end(resource, leaseId, "broken", op, by);
+    return this.#end(resource, leaseId, ending.kind, op, ending.by);
   }
 
   async #read(resource: string, op: Operation): Promise<Holder | undefined> {

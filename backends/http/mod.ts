@@ -20,6 +20,7 @@ import { AcquireUnknownError } from "../../lib/kit/errors.ts";
 import type {
   AcquireRequest,
   Classified,
+  Ending,
   KitContext,
   Operation,
   Store,
@@ -340,7 +341,15 @@ class HttpStore implements Store {
     }
   }
 
-  async release(resource: string, leaseId: string, op: Operation) {
+  async end(
+    resource: string,
+    leaseId: string,
+    ending: Ending,
+    op: Operation,
+  ): Promise<Lease | void> {
+    if (ending.kind === "broken") {
+      return await this.#break(resource, leaseId, ending.by, op);
+    }
     await this.#ok("POST", this.#lockPath(resource, "release"), op, {
       id: leaseId,
     });
@@ -405,7 +414,7 @@ class HttpStore implements Store {
     return (json as unknown as EventJson[]).map(eventOf);
   }
 
-  async breakLease(
+  async #break(
     resource: string,
     leaseId: string,
     by: Breaker,

@@ -18,6 +18,7 @@
 import { Buffer } from "node:buffer";
 import type {
   AcquireRequest,
+  Ending,
   KitContext,
   Operation,
   Store,
@@ -32,7 +33,7 @@ import {
   recordFromRow,
   type SqlPlace,
 } from "../../lib/kit/sql.ts";
-import type { Breaker, Lease, LeaseEvent } from "../../lib/kit/types.ts";
+import type { Lease, LeaseEvent } from "../../lib/kit/types.ts";
 import {
   type Connection,
   type ConnectOptions,
@@ -359,14 +360,14 @@ class MysqlStore implements Store {
     });
   }
 
-  /** Ends the live lease `leaseId`, recording `kind`; or throws. */
-  #end(
+  /** Ends the live lease `leaseId` as `ending` says; or throws. */
+  end(
     resource: string,
     leaseId: string,
+    ending: Ending,
     op: Operation,
-    kind: "released" | "broken",
-    by?: Breaker,
   ): Promise<Lease> {
+    const { kind, by } = ending;
     const key = nameBytes(resource);
     return this.#run(
       op,
@@ -394,23 +395,6 @@ class MysqlStore implements Store {
           return this.#lease(row, resource);
         }),
     );
-  }
-
-  async release(
-    resource: string,
-    leaseId: string,
-    op: Operation,
-  ): Promise<void> {
-    await this.#end(resource, leaseId, op, "released");
-  }
-
-  breakLease(
-    resource: string,
-    leaseId: string,
-    by: Breaker,
-    op: Operation,
-  ): Promise<Lease> {
-    return this.#end(resource, leaseId, op, "broken", by);
   }
 
   renew(

@@ -19,6 +19,7 @@ import postgres from "postgres";
 import { createHash } from "node:crypto";
 import type {
   AcquireRequest,
+  Ending,
   KitContext,
   Operation,
   Store,
@@ -34,7 +35,7 @@ import {
   type SqlPlace,
 } from "../../lib/kit/sql.ts";
 import { Subscriber } from "../../lib/kit/subscriber.ts";
-import type { Breaker, Lease, LeaseEvent } from "../../lib/kit/types.ts";
+import type { Lease, LeaseEvent } from "../../lib/kit/types.ts";
 import { type Client, type Connection, newClient, type Sql } from "./client.ts";
 import { classify, PostgresFailure } from "./errors.ts";
 import {
@@ -312,14 +313,14 @@ class PostgresStore implements Store {
     });
   }
 
-  /** Ends the live lease `leaseId`, recording `kind`; or throws. */
-  #end(
+  /** Ends the live lease `leaseId` as `ending` says; or throws. */
+  end(
     resource: string,
     leaseId: string,
+    ending: Ending,
     op: Operation,
-    kind: "released" | "broken",
-    by?: Breaker,
   ): Promise<Lease> {
+    const { kind, by } = ending;
     return this.#run(op, async (sql) => {
       const [row] = await sql.unsafe<Row[]>(this.#sql.end, [
         resource,
@@ -337,23 +338,6 @@ class PostgresStore implements Store {
       }
       return this.#lease(row);
     });
-  }
-
-  async release(
-    resource: string,
-    leaseId: string,
-    op: Operation,
-  ): Promise<void> {
-    await this.#end(resource, leaseId, op, "released");
-  }
-
-  breakLease(
-    resource: string,
-    leaseId: string,
-    by: Breaker,
-    op: Operation,
-  ): Promise<Lease> {
-    return this.#end(resource, leaseId, op, "broken", by);
   }
 
   recentResources(

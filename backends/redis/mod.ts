@@ -46,6 +46,7 @@ import {
 } from "./scripts.ts";
 import type {
   AcquireRequest,
+  Ending,
   KitContext,
   LeaseRecord,
   Operation,
@@ -285,14 +286,14 @@ class RedisStore implements Store {
     });
   }
 
-  /** Ends the live lease `leaseId`, recording `kind`; or throws. */
-  #end(
-    op: Operation,
+  /** Ends the live lease `leaseId` as `ending` says; or throws. */
+  end(
     resource: string,
     leaseId: string,
-    kind: "released" | "broken",
-    by?: Breaker,
+    ending: Ending,
+    op: Operation,
   ): Promise<Lease> {
+    const { kind, by } = ending;
     const args = [
       ...this.#writeKeys(resource, op),
       leaseId,
@@ -309,23 +310,6 @@ class RedisStore implements Store {
       }
       return this.#lease(resource, reply);
     });
-  }
-
-  async release(
-    resource: string,
-    leaseId: string,
-    op: Operation,
-  ): Promise<void> {
-    await this.#end(op, resource, leaseId, "released");
-  }
-
-  breakLease(
-    resource: string,
-    leaseId: string,
-    by: Breaker,
-    op: Operation,
-  ): Promise<Lease> {
-    return this.#end(op, resource, leaseId, "broken", by);
   }
 
   expire(resource: string, leaseId: string, op: Operation): Promise<boolean> {

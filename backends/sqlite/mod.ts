@@ -9,7 +9,12 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname, join } from "node:path";
 import { defineBackend } from "../../lib/kit/define.ts";
-import type { LeaseRecord, Operation, Store } from "../../lib/kit/contract.ts";
+import type {
+  Ending,
+  LeaseRecord,
+  Operation,
+  Store,
+} from "../../lib/kit/contract.ts";
 import { stateDir } from "../../lib/kit/paths.ts";
 import type {
   Breaker,
@@ -347,9 +352,10 @@ class SqliteStore implements Store {
     });
   }
 
-  release(resource: string, leaseId: string): Promise<void> {
-    this.#end(resource, leaseId, "released");
-    return Promise.resolve();
+  end(resource: string, leaseId: string, ending: Ending): Promise<Lease> {
+    return Promise.resolve(
+      this.#end(resource, leaseId, ending.kind, ending.by),
+    );
   }
 
   expire(resource: string, leaseId: string): Promise<boolean> {
@@ -362,10 +368,6 @@ class SqliteStore implements Store {
       if (row) this.#record("expired", row, row.expires_ms);
       return row !== undefined;
     }));
-  }
-
-  breakLease(resource: string, leaseId: string, by: Breaker): Promise<Lease> {
-    return Promise.resolve(this.#end(resource, leaseId, "broken", by));
   }
 
   renew(

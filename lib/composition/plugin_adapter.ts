@@ -6,7 +6,9 @@
  *
  * @module
  */
-import { defineBackend, STORE_METHODS } from "../kit/define.ts";
+import { defineBackend } from "../kit/define.ts";
+import { describe } from "../kit/failure.ts";
+import { ConfigError, LeaseNotHeldError } from "../kit/errors.ts";
 import type {
   BackendDefinition,
   DefinedBackend,
@@ -14,6 +16,9 @@ import type {
   Store,
 } from "../kit/contract.ts";
 import type { BackendOptions, Lease } from "../kit/types.ts";
+
+/** What a Stormlock 0.1 backend must have. */
+const LEGACY_METHODS = ["acquire", "release", "renew", "current"] as const;
 
 /**
  * A raw backend object, as plugins written for Stormlock 0.1 return from
@@ -95,6 +100,7 @@ export function definitionOf(
       : value;
   const names = module.optionNames;
   let raw: BackendOptions = {};
+  let plugin: string | undefined;
   const defined = defineBackend({
     name,
     options: Object.fromEntries(
@@ -103,12 +109,19 @@ export function definitionOf(
     capabilities: { clock: "host", init: true },
     async open(_settings, context) {
       const legacy = await factory(raw, context);
-      if (
-        typeof legacy !== "object" || legacy === null ||
-        STORE_METHODS.some((method) => typeof legacy[method] !== "function")
-      ) {
-        // The frame's check names what it lacks.
-        return legacy as unknown as Store;
+      const missing = typeof legacy === "object" && legacy !== null
+        ? LEGACY_METHODS.filter((method) =>
+          typeof legacy[method] !== "function"
+        )
+        : undefined;
+      if (!missing || missing.length > 0) {
+        throw new ConfigError(
+          `Backend "${context.name}"${
+            plugin ? ` (${plugin})` : ""
+          } did not open a store: createBackend returned ${describe(legacy)}${
+            missing ? `, which lacks ${missing.join(", ")}` : ""
+          }; fix the backend`,
+        );
       }
       const call = (method: keyof LegacyBackend, ...args: unknown[]) =>
         Promise.resolve().then(() =>
@@ -125,7 +138,19 @@ export function definitionOf(
             request.ttlSeconds,
           )
             .then(withFence) as Promise<Lease>,
-        release: (resource, id) => call("release", resource, id).then(() => {}),
+        async end(resource, id, ending) {
+          if (ending.kind === "released") {
+            await call("release", resource, id);
+            return;
+          }
+          // 0.1 records no breaks: compare, then the compare-and-delete.
+          const holder = withFence(await call("current", resource)) as
+            | Lease
+            | null;
+          if (holder?.id !== id) throw new LeaseNotHeldError(resource, id);
+          await call("release", resource, id);
+          return holder;
+        },
         renew: (resource, id, ttlSeconds) =>
           call("renew", resource, id, ttlSeconds).then(withFence) as Promise<
             Lease
@@ -148,6 +173,7 @@ export function definitionOf(
     ...defined,
     createBackend(options, context, how = {}) {
       raw = options;
+      plugin = how.plugin;
       // Without optionNames, any key may be the plugin's own.
       const warn = names ? how.warn : undefined;
       return defined.createBackend(options, context, { ...how, warn });

@@ -72,6 +72,20 @@ export interface AcquireRequest extends AcquireDetails {
 }
 
 /**
+ * How a lease ends through {@linkcode Store.end}: released by its holder,
+ * or broken by someone else (`by`), which history records as `broken`.
+ *
+ * @example
+ * ```ts
+ * import type { Ending } from "./contract.ts";
+ * const ending: Ending = { kind: "broken", by: { principal: "ops", reason: "stuck" } };
+ * ```
+ */
+export type Ending =
+  | { readonly kind: "released"; readonly by?: undefined }
+  | { readonly kind: "broken"; readonly by: Breaker };
+
+/**
  * A backend's store, as its `open` returns it: the primitives only. Each
  * is atomic on the store and touches only the lease it names.
  *
@@ -80,7 +94,7 @@ export interface AcquireRequest extends AcquireDetails {
  * const store: Store = {
  *   label: "memory",
  *   acquire(request) { … },
- *   release(resource, id) { … },
+ *   end(resource, id, ending) { … },
  *   renew(resource, id, ttlSeconds) { … },
  *   current(resource) { … },
  *   close() {},
@@ -96,14 +110,18 @@ export interface Store {
    */
   acquire(request: AcquireRequest, op: Operation): Promise<Lease> | Lease;
   /**
-   * Ends the live lease `leaseId`, recording `released`.
+   * Ends the live lease `leaseId` in one compare-and-delete, recording
+   * `ending.kind`: `released` by its holder, or `broken` by `ending.by`.
+   * The kit makes both `release` and `breakLease` of it. Returns the
+   * ended lease; a release may return nothing.
    * @throws {LeaseNotHeldError} when `leaseId` is not the live lease.
    */
-  release(
+  end(
     resource: string,
     leaseId: string,
+    ending: Ending,
     op: Operation,
-  ): Promise<void> | void;
+  ): Promise<Lease | void> | Lease | void;
   /**
    * Extends the live lease `leaseId`, keeping its fence; changes its
    * reason when `change.reason` is given.
@@ -135,16 +153,6 @@ export interface Store {
     limit: number,
     op: Operation,
   ): Promise<LeaseEvent[]> | LeaseEvent[];
-  /**
-   * Compare-and-delete on `leaseId`, recorded with `by`.
-   * @throws {LeaseNotHeldError} when `leaseId` is not the live lease.
-   */
-  breakLease?(
-    resource: string,
-    leaseId: string,
-    by: Breaker,
-    op: Operation,
-  ): Promise<Lease> | Lease;
   /**
    * Optional: ends the lease `leaseId` only if its TTL has passed,
    * recording `expired` with the lease's expiry as its time, in one atomic

@@ -99,7 +99,7 @@ const PLUGIN_DEFAULT_TIMEOUT_MS = 30_000;
  *       leases.set(request.resource, lease);
  *       return Promise.resolve(lease);
  *     },
- *     release: (resource) => Promise.resolve(void leases.delete(resource)),
+ *     end: (resource) => Promise.resolve(void leases.delete(resource)),
  *     renew: (resource) => Promise.resolve(leases.get(resource)),
  *     current: (resource) => Promise.resolve(leases.get(resource) ?? null),
  *     close() {},
@@ -176,7 +176,7 @@ export function kitContext(context: BackendContext): KitContext {
 /** The primitives every store must have. */
 export const STORE_METHODS = [
   "acquire",
-  "release",
+  "end",
   "renew",
   "current",
 ] as const;

@@ -32,6 +32,7 @@ import { attemptMs, type FrameView, requireCapability, VIEW } from "./views.ts";
 import type {
   AcquireRequest,
   BackendDefinition,
+  Ending,
   Operation,
   Store,
 } from "./contract.ts";
@@ -44,6 +45,9 @@ import type {
   Lease,
   LeaseEvent,
 } from "./types.ts";
+
+/** How `release` ends a lease. */
+const RELEASED: Ending = { kind: "released" };
 
 /** A resource used to check that a store answers. */
 const PROBE_RESOURCE = "stormlock-probe";
@@ -278,7 +282,7 @@ export class FramedBackend implements Backend {
       await this.#run(
         "release",
         request.resource,
-        (op) => this.#store.release(request.resource, request.id, op),
+        (op) => this.#store.end(request.resource, request.id, RELEASED, op),
       );
     } catch {
       // Not taken, or the store is down: nothing more to do.
@@ -297,7 +301,7 @@ export class FramedBackend implements Backend {
       await this.#run(
         "release",
         request.resource,
-        (op) => this.#store.release(request.resource, request.id, op),
+        (op) => this.#store.end(request.resource, request.id, RELEASED, op),
       );
       return new BackendUnavailableError(
         `${error.message}; the lease it may have taken was released`,
@@ -322,7 +326,7 @@ export class FramedBackend implements Backend {
       await this.#run(
         "release",
         resource,
-        (op) => this.#store.release(resource, leaseId, op),
+        (op) => this.#store.end(resource, leaseId, RELEASED, op),
       );
     } catch (error) {
       throw await this.#notHeld(error, resource, leaseId);
@@ -424,20 +428,11 @@ export class FramedBackend implements Backend {
     by: Breaker,
   ): Promise<Lease> {
     this.#name(resource);
-    if (!this.#store.breakLease) {
-      // Without a recorded break, a compare-and-delete is still safe.
-      const holder = await this.current(resource);
-      if (holder?.id !== leaseId) {
-        throw new LeaseNotHeldError(resource, leaseId);
-      }
-      await this.release(resource, leaseId);
-      return holder;
-    }
     try {
       const lease = await this.#run(
         "break",
         resource,
-        (op) => this.#store.breakLease!(resource, leaseId, by, op),
+        (op) => this.#store.end(resource, leaseId, { kind: "broken", by }, op),
       );
       return this.#checked(lease, resource, "break");
     } catch (error) {

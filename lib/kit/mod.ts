@@ -30,6 +30,7 @@ export type {
   Classified,
   CreateOptions,
   DefinedBackend,
+  Ending,
   FailedOperation,
   HistorySettings,
   KitContext,
