@@ -56,14 +56,11 @@ export {
   parseTtl,
 } from "./lib/kit/duration.ts";
 export {
-  backendsInUse,
-  ciLink,
   DEFAULT_BACKEND,
   DEFAULT_TTL_SECONDS,
   defaultPrincipal,
   findConfigFile,
   loadConfig,
-  localHost,
   parseConfig,
   resolveLockSettings,
 } from "./lib/composition/config.ts";
@@ -75,7 +72,7 @@ export type {
   EnvReader,
   LockSettings,
 } from "./lib/composition/config.ts";
-export { assertLeaseId, isLeaseId, newLeaseId } from "./lib/kit/lease.ts";
+export { isLeaseId, newLeaseId } from "./lib/kit/lease.ts";
 export {
   builtinBackendNames,
   openBackend,
@@ -95,14 +92,7 @@ export type {
   Ttl,
   WaitState,
 } from "./lib/composition/lock.ts";
-export {
-  assertHoldTtl,
-  durationSeconds,
-  holdLease,
-  LeaseLostError,
-  MIN_HOLD_TTL_SECONDS,
-  safetyMarginMs,
-} from "./lib/composition/hold.ts";
+export { holdLease, LeaseLostError } from "./lib/composition/hold.ts";
 export type {
   HeldLock,
   HoldCallback,
@@ -110,18 +100,9 @@ export type {
   KeepOptions,
   LossKind,
 } from "./lib/composition/hold.ts";
-export { commandArgv, runCommand } from "./lib/apps/run.ts";
+export { runCommand } from "./lib/apps/run.ts";
 export type { RunCommandOptions } from "./lib/apps/run.ts";
-export {
-  createServeHandler,
-  DEFAULT_LISTEN,
-  isLoopback,
-  MAX_BODY,
-  MAX_PATH,
-  MIN_TOKEN_LENGTH,
-  parseListen,
-  serveStatus,
-} from "./lib/apps/serve/server.ts";
+export { createServeHandler, serveStatus } from "./lib/apps/serve/server.ts";
 export type {
   ListenAddress,
   RateLimit,
@@ -133,53 +114,31 @@ export type {
 } from "./lib/apps/serve/server.ts";
 export {
   createToken,
-  parsePatterns,
-  parseScopes,
   readTokensFile,
-  resourceAllowed,
   revokeToken,
   SCOPES,
-  tokenHash,
   TokenStore,
 } from "./lib/apps/serve/identity.ts";
 export type { Identity, Scope, TokenEntry } from "./lib/apps/serve/identity.ts";
-export { PAGE_CSS, PAGE_HTML, PAGE_JS } from "./lib/apps/serve/page.ts";
-export { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 export { VERSION } from "./lib/kit/version.ts";
 export type { PluginContext } from "./lib/composition/plugin.ts";
-export {
-  eventId,
-  eventIdTime,
-  fromHistory,
-  NOTIFICATION_KINDS,
-  notificationJson,
-  notificationLine,
-} from "./lib/composition/events.ts";
+export { NOTIFICATION_KINDS } from "./lib/composition/events.ts";
 export type {
   Actor,
   Notification,
   NotificationJson,
   NotificationKind,
 } from "./lib/composition/events.ts";
-export {
-  DEFAULT_EXPIRING_LEAD_MS,
-  watchEvents,
-} from "./lib/composition/watch.ts";
+export { watchEvents } from "./lib/composition/watch.ts";
 export type { WatchedBackend, WatchOptions } from "./lib/composition/watch.ts";
 export {
   DEFAULT_HOOK_EVENTS,
-  globMatches,
-  HookDelivery,
   parseHooks,
   signature,
   SIGNATURE_HEADER,
-  slackMessage,
 } from "./lib/apps/notify/hooks.ts";
 export type { DeliveryOptions, Hook } from "./lib/apps/notify/hooks.ts";
-export {
-  DISPATCHER_RESOURCE,
-  startDispatcher,
-} from "./lib/apps/notify/dispatch.ts";
+export { startDispatcher } from "./lib/apps/notify/dispatch.ts";
 export type {
   Dispatcher,
   DispatcherOptions,

@@ -62,6 +62,7 @@ import type {
   Store,
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
+import { isEventKind } from "../../lib/kit/record.ts";
 import { sleep } from "../../lib/kit/deadline.ts";
 import { ConfigError, UsageError } from "../../lib/kit/errors.ts";
 import { shorten } from "../../lib/kit/text.ts";
@@ -105,14 +106,6 @@ const LEASE_ATTRIBUTES = [
   "reason",
   "link",
 ] as const;
-const EVENT_KINDS: readonly LeaseEventKind[] = [
-  "acquired",
-  "renewed",
-  "released",
-  "reason-changed",
-  "expired",
-  "broken",
-];
 
 const SILENT = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -355,7 +348,7 @@ class DynamoDbStore implements Store {
     }
     if (
       typeof stored !== "object" || stored === null ||
-      !EVENT_KINDS.includes(stored.k) || !Number.isFinite(stored.at)
+      !isEventKind(stored.k) || !Number.isFinite(stored.at)
     ) {
       throw this.#foreign(resource, "event");
     }

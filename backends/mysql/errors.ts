@@ -42,7 +42,7 @@ function serverRemedy(failure: MysqlFailure): Classified | undefined {
       return sqlRemedies.noTable(failure.place, message);
     case "ER_BAD_FIELD_ERROR":
       return {
-        config:
+        missing:
           `has a table ${table} not shaped like this Stormlock's (${message}); if the original Stormlock made it, run "stormlock init" to upgrade it; else set table in [${section}] to another name`,
       };
     case "ER_BAD_DB_ERROR":

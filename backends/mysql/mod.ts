@@ -95,7 +95,6 @@ class MysqlStore implements Store {
   readonly #pool: Pool;
   readonly #place: SqlPlace;
   readonly #password: string;
-  readonly #createTable: boolean;
   readonly #keep: number;
   readonly #age: number;
   readonly #context: KitContext;
@@ -106,14 +105,13 @@ class MysqlStore implements Store {
   constructor(
     connect: ConnectOptions,
     place: SqlPlace,
-    options: { createTable: boolean; keep: number; age: number },
+    options: { keep: number; age: number },
     context: KitContext,
   ) {
     this.label = `MySQL at ${place.where}`;
     this.#pool = new Pool(connect);
     this.#place = place;
     this.#password = connect.password ?? "";
-    this.#createTable = options.createTable;
     this.#keep = options.keep;
     this.#age = options.age;
     this.#context = context;
@@ -126,9 +124,9 @@ class MysqlStore implements Store {
   }
 
   /**
-   * Runs one operation on a connection of its own, creating the tables on
-   * first use when allowed. A connection that failed or outlived the
-   * deadline is dropped; a healthy one is kept for the next operation.
+   * Runs one operation on a connection of its own. A connection that
+   * failed or outlived the deadline is dropped; a healthy one is kept for
+   * the next operation. (A missing table is the kit's: see createMissing.)
    */
   async #run<T>(
     op: Operation,
@@ -141,18 +139,7 @@ class MysqlStore implements Store {
     try {
       connection = await this.#pool.take();
       if (op.signal.aborted) throw op.signal.reason;
-      let result: T;
-      try {
-        result = await body(connection);
-      } catch (error) {
-        const code = (error as { code?: string }).code;
-        if (
-          !this.#createTable ||
-          (code !== "ER_NO_SUCH_TABLE" && code !== "ER_BAD_FIELD_ERROR")
-        ) throw error;
-        await this.#init(connection);
-        result = await body(connection);
-      }
+      const result = await body(connection);
       this.#pool.keep(connection, op.signal.aborted);
       return result;
     } catch (error) {
@@ -558,12 +545,12 @@ export const backend = defineBackend({
       },
       { where: where(settings), table, section: context.section },
       {
-        createTable: settings.create_table,
         keep: settings.history,
         age: settings.history_age,
       },
       context,
     );
   },
+  createMissing: (settings) => settings.create_table,
   classify,
 });

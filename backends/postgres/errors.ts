@@ -27,6 +27,11 @@ export class PostgresFailure extends SqlFailure {
   }
 }
 
+/** The remedy for a table another Stormlock (or someone else) made. */
+function wrongShape(table: string, section: string, message: string): string {
+  return `has a table ${table} not shaped like this Stormlock's (${message}); if Stormlock 0.1 made it, run "stormlock init" to upgrade it (or set create_table = true in [${section}]); else set table in [${section}] to another name`;
+}
+
 /** What to do about a server error, by SQLSTATE; `undefined` for the default. */
 function serverRemedy(
   code: string,
@@ -40,13 +45,11 @@ function serverRemedy(
     case "42P01":
       return sqlRemedies.noTable(failure.place, message);
     case "42703":
+      return { missing: wrongShape(table, section, message) };
     case "42P10":
     case "42804":
     case "42883":
-      return {
-        config:
-          `has a table ${table} not shaped like this Stormlock's (${message}); if Stormlock 0.1 made it, run "stormlock init" to upgrade it (or set create_table = true in [${section}]); else set table in [${section}] to another name`,
-      };
+      return { config: wrongShape(table, section, message) };
     case "3F000":
       return { config: `${message}; create the schema of table ${table}` };
     case "3D000":

@@ -113,7 +113,6 @@ class PostgresStore implements Store {
   readonly #place: SqlPlace;
   /** Masked out of every client message. */
   readonly #password: string;
-  readonly #createTable: boolean;
   readonly #keep: number;
   readonly #age: number;
   readonly #context: KitContext;
@@ -154,7 +153,7 @@ class PostgresStore implements Store {
   constructor(
     connection: Connection,
     place: SqlPlace & { password: string },
-    options: { createTable: boolean; keep: number; age: number },
+    options: { keep: number; age: number },
     context: KitContext,
   ) {
     this.label = `PostgreSQL at ${place.where}`;
@@ -162,7 +161,6 @@ class PostgresStore implements Store {
     const { password, ...shown } = place;
     this.#place = shown;
     this.#password = password;
-    this.#createTable = options.createTable;
     this.#keep = options.keep;
     this.#age = options.age;
     this.#context = context;
@@ -175,23 +173,13 @@ class PostgresStore implements Store {
   }
 
   /**
-   * Runs one operation's statements, creating or upgrading the tables on
-   * first use when allowed. A client that timed out or broke is dropped.
+   * Runs one operation's statements. A client that timed out or broke is
+   * dropped. (A missing table is the kit's: see createMissing.)
    */
   async #run<T>(op: Operation, body: (sql: Sql) => Promise<T>): Promise<T> {
     const client = await this.#connection.use(op);
     try {
-      let result: T;
-      try {
-        result = await body(client.sql);
-      } catch (error) {
-        const code = (error as { code?: string }).code;
-        if (!this.#createTable || (code !== "42P01" && code !== "42703")) {
-          throw error;
-        }
-        await this.#init(client.sql);
-        result = await body(client.sql);
-      }
+      const result = await body(client.sql);
       client.gate.mayConnect = true;
       return result;
     } catch (error) {
@@ -519,12 +507,12 @@ export const backend = defineBackend({
         section: context.section,
       },
       {
-        createTable: settings.create_table,
         keep: settings.history,
         age: settings.history_age,
       },
       context,
     );
   },
+  createMissing: (settings) => settings.create_table,
   classify,
 });

@@ -53,6 +53,7 @@ import type {
   Store,
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
+import { isEventKind } from "../../lib/kit/record.ts";
 import { LazyConnection } from "../../lib/kit/connection.ts";
 import { MAX_TIMER_MS } from "../../lib/kit/deadline.ts";
 import { Subscriber } from "../../lib/kit/subscriber.ts";
@@ -62,15 +63,6 @@ import type {
   LeaseEvent,
   LeaseEventKind,
 } from "../../lib/kit/types.ts";
-
-const EVENT_KINDS: readonly string[] = [
-  "acquired",
-  "renewed",
-  "released",
-  "reason-changed",
-  "expired",
-  "broken",
-];
 
 /**
  * Sends AUTH, when there is a password, then SELECT when the url names a
@@ -446,7 +438,7 @@ class RedisStore implements Store {
     }
     const by = data?.by as Record<string, unknown> | undefined;
     const valid = typeof data === "object" && data !== null &&
-      EVENT_KINDS.includes(data.kind as string) &&
+      isEventKind(data.kind) &&
       Number.isSafeInteger(data.at) &&
       (by === undefined ||
         typeof by.principal === "string" && typeof by.reason === "string" &&

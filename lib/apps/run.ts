@@ -143,7 +143,7 @@ const FORWARDED: readonly Deno.Signal[] = Deno.build.os === "windows"
  * @throws {UsageError} when `--` is missing or misplaced.
  * @example
  * ```ts
- * import { commandArgv } from "@stormlock/stormlock";
+ * import { commandArgv } from "./run.ts";
  * commandArgv(["run", "db", "--", "make", "-j4"], ["make", "-j4"]); // ["make", "-j4"]
  * ```
  */

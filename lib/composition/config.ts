@@ -516,7 +516,7 @@ export function configWarnings(config: Config): string[] {
  * the permission to read it.
  * @example
  * ```ts
- * import { localHost } from "@stormlock/stormlock";
+ * import { localHost } from "./config.ts";
  * console.log(localHost());
  * ```
  */
@@ -534,7 +534,7 @@ export function localHost(): string | undefined {
  * GitHub Actions, GitLab, Jenkins, Buildkite and CircleCI set.
  * @example
  * ```ts
- * import { ciLink } from "@stormlock/stormlock";
+ * import { ciLink } from "./config.ts";
  * const env = { GITLAB_CI: "true", CI_JOB_URL: "https://gitlab.example/j/1" };
  * console.log(ciLink((name) => env[name as keyof typeof env])); // "https://gitlab.example/j/1"
  * ```

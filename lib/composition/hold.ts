@@ -195,7 +195,7 @@ export const MIN_HOLD_TTL_SECONDS = 3;
  * @returns The margin in ms.
  * @example
  * ```ts
- * import { safetyMarginMs } from "@stormlock/stormlock";
+ * import { safetyMarginMs } from "./hold.ts";
  * console.log(safetyMarginMs(60_000)); // 6000
  * ```
  */
@@ -210,7 +210,7 @@ export function safetyMarginMs(ttlMs: number): number {
  * @throws {UsageError} when it is under {@linkcode MIN_HOLD_TTL_SECONDS}.
  * @example
  * ```ts
- * import { assertHoldTtl } from "@stormlock/stormlock";
+ * import { assertHoldTtl } from "./hold.ts";
  * assertHoldTtl(30);
  * ```
  */
@@ -232,7 +232,7 @@ export function assertHoldTtl(seconds: number): void {
  * @throws {UsageError} on a bad duration.
  * @example
  * ```ts
- * import { durationSeconds } from "@stormlock/stormlock";
+ * import { durationSeconds } from "./hold.ts";
  * console.log(durationSeconds("1h30m", "--max-hold")); // 5400
  * ```
  */

@@ -9,11 +9,12 @@
 import { BackendUnavailableError, type StormlockError } from "./errors.ts";
 import {
   checkLease,
-  EVENT_KINDS,
   ForeignRecordError,
+  isEventKind,
   toTime,
 } from "./record.ts";
 import { describe } from "./failure.ts";
+import { INTERNAL_MARK, isBookkeeping } from "./reserved.ts";
 import type { Lease, LeaseEvent } from "./types.ts";
 
 /**
@@ -95,7 +96,7 @@ export function checkedEvent(
 ): LeaseEvent {
   const event = value as LeaseEvent;
   const at = toTime(event?.at);
-  if (!EVENT_KINDS.includes(event?.kind) || !at) {
+  if (!isEventKind(event?.kind) || !at) {
     throw who.fail(
       new ForeignRecordError(resource, "event"),
       "read history",
@@ -109,4 +110,40 @@ export function checkedEvent(
   };
   if (event.by) checked.by = event.by;
   return checked;
+}
+
+/**
+ * What `list` returned, as the live leases under `prefix` in name order;
+ * Stormlock's bookkeeping is left out unless `internal` or the prefix
+ * names it.
+ * @example
+ * ```ts ignore
+ * const leases = checkedList(value, "deploy-", false, who);
+ * ```
+ */
+export function checkedList(
+  value: unknown,
+  prefix: string,
+  internal: boolean,
+  who: Answerer,
+): Lease[] {
+  const now = Date.now();
+  return checkedArray(value, "list", who)
+    .map((lease) => {
+      const resource = (lease as Lease)?.resource;
+      return checkedLease(
+        lease,
+        typeof resource === "string" ? resource : "",
+        "list",
+        who,
+      );
+    })
+    .filter((lease) =>
+      lease.resource.startsWith(prefix) && lease.expires.getTime() > now &&
+      (internal || prefix.includes(INTERNAL_MARK) ||
+        !isBookkeeping(lease.resource))
+    )
+    .sort((a, b) =>
+      a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0
+    );
 }

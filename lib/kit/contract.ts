@@ -200,7 +200,10 @@ export interface Store {
 /**
  * What a classifier makes of a client failure: a Stormlock error as it
  * is, `"timeout"` for the kit's one timeout wording, or text that the kit
- * puts after the store's label.
+ * puts after the store's label. `missing` says the store's table (or its
+ * shape) is missing: where {@linkcode BackendDefinition.createMissing}
+ * allows, the kit runs the store's `init` and retries the operation once;
+ * else it is a config error with this text.
  *
  * @example
  * ```ts
@@ -212,7 +215,8 @@ export type Classified =
   | StormlockError
   | "timeout"
   | { unavailable: string }
-  | { config: string };
+  | { config: string }
+  | { missing: string };
 
 /**
  * What the classifier is told about the failed operation.
@@ -348,6 +352,13 @@ export interface BackendDefinition<
     settings: SettingsOf<O> & HistorySettings,
     context: KitContext,
   ): Store | Promise<Store>;
+  /**
+   * With the `init` capability: whether the settings allow creating what
+   * is missing on first use (such as a `create_table` option). Then a
+   * failure classified `missing` runs the store's `init` and retries the
+   * operation once, within its deadline.
+   */
+  createMissing?(settings: SettingsOf<O> & HistorySettings): boolean;
   /** Reads the client's own failures; the kit handles the rest. */
   classify?(error: unknown, failed: FailedOperation): Classified | undefined;
 }

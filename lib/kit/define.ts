@@ -234,8 +234,13 @@ async function createFramed(
   const timeoutMs = typeof settings.timeout === "number"
     ? settings.timeout
     : PLUGIN_DEFAULT_TIMEOUT_MS;
+  const createMissing = capabilities.init &&
+    definition.createMissing?.(
+        settings as SettingsOf<Record<string, OptionSpec>> & HistorySettings,
+      ) === true;
   return new FramedBackend(definition, store, capabilities, context, {
     timeoutMs,
+    createMissing,
     plugin: how.plugin,
     warn: how.warn,
   });

@@ -88,10 +88,11 @@ export function translate(
       { cause: error },
     );
   }
-  if (classified && "config" in classified) {
-    return new ConfigError(`${failed.label} ${classified.config}`, {
-      cause: error,
-    });
+  if (classified && ("config" in classified || "missing" in classified)) {
+    const text = "config" in classified
+      ? classified.config
+      : classified.missing;
+    return new ConfigError(`${failed.label} ${text}`, { cause: error });
   }
   const message = error instanceof Error
     ? error.message
@@ -112,6 +113,24 @@ export function translate(
     `${failed.label} failed to ${failed.action}: ${text}; check that it is up and reachable`,
     { cause: error },
   );
+}
+
+/**
+ * Whether the definition's classifier says `error` means the store's
+ * table is missing (see `Classified`).
+ */
+export function isMissing(
+  definition: BackendDefinition,
+  error: unknown,
+  failed: FailedOperation,
+): boolean {
+  try {
+    const classified = definition.classify?.(error, failed);
+    return typeof classified === "object" && classified !== null &&
+      "missing" in classified;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether `error` is the kit's timeout (the store may have acted). */

@@ -19,13 +19,13 @@ import { DeadlineError, within } from "./deadline.ts";
 import { assertLeaseId, newLeaseId } from "./lease.ts";
 import { formatTimeout } from "./options.ts";
 import { resourceNameProblem, shorten } from "./text.ts";
-import { INTERNAL_MARK, isBookkeeping } from "./reserved.ts";
-import { isTimeout, translate } from "./failure.ts";
+import { isMissing, isTimeout, translate } from "./failure.ts";
 import {
   type Answerer,
   checkedArray,
   checkedEvent,
   checkedLease,
+  checkedList,
 } from "./checked.ts";
 import { MAX_IN_FLIGHT, Turns } from "./turns.ts";
 import { attemptMs, type FrameView, requireCapability, VIEW } from "./views.ts";
@@ -62,6 +62,7 @@ export class FramedBackend implements Backend {
   readonly #timeoutMs: number;
   readonly #plugin?: string;
   readonly #warn?: (message: string) => void;
+  readonly #createMissing: boolean;
   readonly #view: FrameView;
   // Shared by the backend and its views: closing one closes all.
   readonly #state: { closed: boolean; turns: Turns };
@@ -73,6 +74,7 @@ export class FramedBackend implements Backend {
     context: BackendContext,
     how: {
       timeoutMs: number;
+      createMissing?: boolean;
       plugin?: string;
       warn?: (message: string) => void;
       view?: FrameView;
@@ -93,6 +95,8 @@ export class FramedBackend implements Backend {
     this.#timeoutMs = how.timeoutMs;
     this.#plugin = how.plugin;
     this.#warn = how.warn;
+    this.#createMissing = how.createMissing === true &&
+      this.capabilities.init;
     this.#view = how.view ?? {};
     this.#state = how.state ?? {
       closed: false,
@@ -108,6 +112,7 @@ export class FramedBackend implements Backend {
       this.#context,
       {
         timeoutMs: this.#timeoutMs,
+        createMissing: this.#createMissing,
         plugin: this.#plugin,
         warn: this.#warn,
         view: { ...this.#view, ...view },
@@ -182,13 +187,14 @@ export class FramedBackend implements Backend {
       const waitsFor = resource === undefined
         ? undefined
         : this.#view.waitedLock?.(resource);
-      return await within(
-        storeMs,
-        waitsFor === undefined
-          ? body
-          : (bound) =>
-            body(Object.create(bound, { waitsFor: { value: waitsFor } })),
-      );
+      return await within(storeMs, (bound) => {
+        const op: Operation = waitsFor === undefined
+          ? bound
+          : Object.create(bound, { waitsFor: { value: waitsFor } });
+        return this.#createMissing && action !== "init"
+          ? this.#creatingMissing(action, resource, op, body)
+          : body(op);
+      });
     } catch (error) {
       if (storeMs < this.#timeoutMs && error instanceof DeadlineError) {
         // Cut short by the caller's deadline: say so, not "down".
@@ -213,6 +219,26 @@ export class FramedBackend implements Backend {
       plugin: this.#plugin,
       fail: (error, action, resource) => this.#fail(error, action, resource),
     };
+  }
+
+  /**
+   * Runs `body`; if the store says its table is missing, creates it with
+   * the store's `init` and runs `body` once more, within the same bound.
+   */
+  async #creatingMissing<T>(
+    action: string,
+    resource: string | undefined,
+    op: Operation,
+    body: (op: Operation) => Promise<T> | T,
+  ): Promise<T> {
+    try {
+      return await body(op);
+    } catch (error) {
+      const failed = { action, resource, label: this.#label };
+      if (!isMissing(this.#definition, error, failed)) throw error;
+      await this.#store.init!(op);
+      return await body(op);
+    }
   }
 
   #checked(value: unknown, resource: string, action: string): Lease {
@@ -389,24 +415,7 @@ export class FramedBackend implements Backend {
       undefined,
       (op) => this.#store.list!(prefix, op),
     );
-    const now = Date.now();
-    return checkedArray(leases, "list", this.#who)
-      .map((lease) => {
-        const resource = (lease as Lease)?.resource;
-        return this.#checked(
-          lease,
-          typeof resource === "string" ? resource : "",
-          "list",
-        );
-      })
-      .filter((lease) =>
-        lease.resource.startsWith(prefix) && lease.expires.getTime() > now &&
-        (options.internal || prefix.includes(INTERNAL_MARK) ||
-          !isBookkeeping(lease.resource))
-      )
-      .sort((a, b) =>
-        a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0
-      );
+    return checkedList(leases, prefix, options.internal === true, this.#who);
   }
 
   async history(resource: string, limit = 100): Promise<LeaseEvent[]> {

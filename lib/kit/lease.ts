@@ -44,7 +44,7 @@ export function isLeaseId(text: string): boolean {
  * @throws {UsageError} when it is not 32 hex digits.
  * @example
  * ```ts
- * import { assertLeaseId } from "@stormlock/stormlock";
+ * import { assertLeaseId } from "./lease.ts";
  * console.log(assertLeaseId("ABCDEF0123456789ABCDEF0123456789")); // lowercased
  * ```
  */

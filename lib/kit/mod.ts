@@ -21,9 +21,8 @@
  *
  * @module
  */
-export { defineBackend, kitContext } from "./define.ts";
-export { leaseFromRecord } from "./record.ts";
-export { requireCapability } from "./views.ts";
+export { defineBackend } from "./define.ts";
+export { EVENT_KINDS, isEventKind, leaseFromRecord } from "./record.ts";
 export type {
   AcquireRequest,
   BackendDefinition,
@@ -38,13 +37,7 @@ export type {
   Operation,
   Store,
 } from "./contract.ts";
-export {
-  formatTimeout,
-  optionError,
-  optionTable,
-  parseOptions,
-  unknownOptionWarnings,
-} from "./options.ts";
+export { optionError, optionTable } from "./options.ts";
 export type {
   HasValue,
   OptionBase,
@@ -61,15 +54,8 @@ export {
   within,
 } from "./deadline.ts";
 export type { Bound } from "./deadline.ts";
-export { deniedPermission, permissionAdvice } from "./permissions.ts";
-export {
-  type EnvReader,
-  expandHome,
-  homeDir,
-  resolveConfigPath,
-  stateDir,
-} from "./paths.ts";
-export { printable, resourceNameProblem, shellQuote, shorten } from "./text.ts";
+export { resolveConfigPath, stateDir } from "./paths.ts";
+export { printable, shorten } from "./text.ts";
 export {
   AcquireUnknownError,
   BackendUnavailableError,

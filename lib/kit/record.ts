@@ -7,10 +7,18 @@
  */
 import { isLeaseId } from "./lease.ts";
 import type { LeaseRecord } from "./contract.ts";
-import type { Lease } from "./types.ts";
+import type { Lease, LeaseEventKind } from "./types.ts";
 
-/** The kinds of event a history may hold. */
-export const EVENT_KINDS: readonly string[] = [
+/**
+ * The kinds of event a history may hold, declared once: the frame checks
+ * what a store returns against it, and a store checks what it reads.
+ * @example
+ * ```ts
+ * import { EVENT_KINDS } from "./record.ts";
+ * EVENT_KINDS.includes("broken"); // true
+ * ```
+ */
+export const EVENT_KINDS: readonly LeaseEventKind[] = [
   "acquired",
   "renewed",
   "released",
@@ -18,6 +26,19 @@ export const EVENT_KINDS: readonly string[] = [
   "expired",
   "broken",
 ];
+
+/**
+ * Whether `value` is one of the {@linkcode EVENT_KINDS}.
+ * @example
+ * ```ts
+ * import { isEventKind } from "./record.ts";
+ * isEventKind("renewed"); // true
+ * isEventKind("stolen"); // false
+ * ```
+ */
+export function isEventKind(value: unknown): value is LeaseEventKind {
+  return (EVENT_KINDS as readonly unknown[]).includes(value);
+}
 
 /** A record a store read was not written by Stormlock. */
 export class ForeignRecordError extends Error {

@@ -135,10 +135,10 @@ function mask(text: string, password: string): string {
  * where the user fixes the host, e.g. `the url` or `host`.
  */
 export const sqlRemedies = {
-  /** The table is missing: init makes it. */
+  /** The table is missing: init makes it (the kit, with create_table). */
   noTable(place: SqlPlace, message: string): Classified {
     return {
-      config:
+      missing:
         `has no table ${place.table} (${message}); run "stormlock init" or set create_table = true in [${place.section}]`,
     };
   },

@@ -61,7 +61,7 @@ export interface Identity {
  * @throws {UsageError} on an unknown or missing scope.
  * @example
  * ```ts
- * import { parseScopes } from "@stormlock/stormlock";
+ * import { parseScopes } from "./identity.ts";
  * parseScopes("read, acquire"); // ["read", "acquire"]
  * ```
  */
@@ -89,7 +89,7 @@ export function parseScopes(text: string): Scope[] {
  * @throws {UsageError} on an empty pattern.
  * @example
  * ```ts
- * import { parsePatterns } from "@stormlock/stormlock";
+ * import { parsePatterns } from "./identity.ts";
  * parsePatterns("deploy/*, db"); // ["deploy/*", "db"]
  * ```
  */
@@ -109,7 +109,7 @@ export function parsePatterns(text: string): string[] {
  * queue) counts as the lock itself.
  * @example
  * ```ts
- * import { resourceAllowed } from "@stormlock/stormlock";
+ * import { resourceAllowed } from "./identity.ts";
  * resourceAllowed("deploy/web", ["deploy/*"]); // true
  * resourceAllowed("db", ["deploy/*"]); // false
  * ```

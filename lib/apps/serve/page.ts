@@ -13,7 +13,7 @@ import { span } from "../../kit/time.ts";
  * The HTML shell: no data, no inline script or style.
  * @example
  * ```ts
- * import { PAGE_HTML } from "@stormlock/stormlock";
+ * import { PAGE_HTML } from "./page.ts";
  * console.log(PAGE_HTML.startsWith("<!doctype html>")); // true
  * ```
  */
@@ -97,7 +97,7 @@ export const PAGE_HTML: string = `<!doctype html>
  * card layout on narrow screens.
  * @example
  * ```ts
- * import { PAGE_CSS } from "@stormlock/stormlock";
+ * import { PAGE_CSS } from "./page.ts";
  * console.log(PAGE_CSS.includes("prefers-color-scheme")); // true
  * ```
  */
@@ -210,7 +210,7 @@ dialog input { width: 100%; }
  * down. All data goes into the DOM as text.
  * @example
  * ```ts
- * import { PAGE_JS } from "@stormlock/stormlock";
+ * import { PAGE_JS } from "./page.ts";
  * console.log(PAGE_JS.includes("innerHTML")); // false
  * ```
  */

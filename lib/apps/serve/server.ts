@@ -185,7 +185,7 @@ export interface ListenAddress {
  * @throws {UsageError} on anything else.
  * @example
  * ```ts
- * import { parseListen } from "@stormlock/stormlock";
+ * import { parseListen } from "./server.ts";
  * parseListen("0.0.0.0:8080"); // { hostname: "0.0.0.0", port: 8080 }
  * parseListen("[::1]:7878"); // { hostname: "::1", port: 7878 }
  * ```
@@ -253,7 +253,7 @@ function listenError(error: unknown, where: string): unknown {
  * @param hostname A name or IP address, with or without IPv6 brackets.
  * @example
  * ```ts
- * import { isLoopback } from "@stormlock/stormlock";
+ * import { isLoopback } from "./server.ts";
  * isLoopback("127.0.0.1"); // true
  * isLoopback("0.0.0.0"); // false
  * ```
