@@ -8,6 +8,7 @@
 import {
   BackendUnavailableError,
   ConfigError,
+  LeaseNotHeldError,
   StormlockError,
 } from "./errors.ts";
 import { DeadlineError } from "./deadline.ts";
@@ -18,8 +19,10 @@ import type {
   BackendDefinition,
   Classified,
   FailedOperation,
+  Operation,
+  Store,
 } from "./contract.ts";
-import type { BackendContext } from "./types.ts";
+import type { Backend, BackendContext, LeaseEvent } from "./types.ts";
 
 /** Describes a value for a message about what a plugin returned. */
 export function describe(value: unknown): string {
@@ -139,4 +142,72 @@ export function isTimeout(error: unknown): boolean {
       error.cause instanceof DeadlineError ||
     error instanceof BackendUnavailableError &&
       /\(timeout\)/.test(error.message);
+}
+
+/**
+ * The break event for `leaseId` in `backend`'s history, if it has one:
+ * the tombstone that says who broke a lease and why.
+ * @example
+ * ```ts ignore
+ * const broken = await tombstone(backend, "deploy", leaseId);
+ * ```
+ */
+export async function tombstone(
+  backend: Backend,
+  resource: string,
+  leaseId: string,
+): Promise<LeaseEvent | undefined> {
+  if (!backend.capabilities.history) return undefined;
+  try {
+    const events = await backend.history(resource, 200);
+    return events.find((event) =>
+      event.kind === "broken" && event.id === leaseId
+    );
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `error`, or for a lease that is not held because it was broken, the
+ * same error saying who broke it and why.
+ * @example
+ * ```ts ignore
+ * throw await withTombstone(backend, error, "deploy", leaseId);
+ * ```
+ */
+export async function withTombstone(
+  backend: Backend,
+  error: unknown,
+  resource: string,
+  leaseId: string,
+): Promise<unknown> {
+  if (!(error instanceof LeaseNotHeldError) || error.broken) return error;
+  const broken = await tombstone(backend, resource, leaseId);
+  return broken ? new LeaseNotHeldError(resource, leaseId, broken) : error;
+}
+
+/**
+ * Runs `body`; if the classifier says the store's table is missing,
+ * creates it with the store's `init` and runs `body` once more, within
+ * the same bound.
+ * @example
+ * ```ts ignore
+ * const lease = await creatingMissing(definition, store, failed, op, (op) => store.acquire(request, op));
+ * ```
+ */
+export async function creatingMissing<T>(
+  definition: BackendDefinition,
+  store: Store,
+  failed: FailedOperation,
+  op: Operation,
+  body: (op: Operation) => Promise<T> | T,
+): Promise<T> {
+  try {
+    return await body(op);
+  } catch (error) {
+    if (!isMissing(definition, error, failed)) throw error;
+    await store.init!(op);
+    return await body(op);
+  }
 }

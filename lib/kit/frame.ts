@@ -19,7 +19,13 @@ import { DeadlineError, within } from "./deadline.ts";
 import { assertLeaseId, newLeaseId } from "./lease.ts";
 import { formatTimeout } from "./options.ts";
 import { resourceNameProblem, shorten } from "./text.ts";
-import { isMissing, isTimeout, translate } from "./failure.ts";
+import {
+  creatingMissing,
+  isTimeout,
+  tombstone,
+  translate,
+  withTombstone,
+} from "./failure.ts";
 import {
   type Answerer,
   checkedArray,
@@ -192,7 +198,13 @@ export class FramedBackend implements Backend {
           ? bound
           : Object.create(bound, { waitsFor: { value: waitsFor } });
         return this.#createMissing && action !== "init"
-          ? this.#creatingMissing(action, resource, op, body)
+          ? creatingMissing(
+            this.#definition,
+            this.#store,
+            { action, resource, label: this.#label },
+            op,
+            body,
+          )
           : body(op);
       });
     } catch (error) {
@@ -221,50 +233,8 @@ export class FramedBackend implements Backend {
     };
   }
 
-  /**
-   * Runs `body`; if the store says its table is missing, creates it with
-   * the store's `init` and runs `body` once more, within the same bound.
-   */
-  async #creatingMissing<T>(
-    action: string,
-    resource: string | undefined,
-    op: Operation,
-    body: (op: Operation) => Promise<T> | T,
-  ): Promise<T> {
-    try {
-      return await body(op);
-    } catch (error) {
-      const failed = { action, resource, label: this.#label };
-      if (!isMissing(this.#definition, error, failed)) throw error;
-      await this.#store.init!(op);
-      return await body(op);
-    }
-  }
-
   #checked(value: unknown, resource: string, action: string): Lease {
     return checkedLease(value, resource, action, this.#who);
-  }
-
-  /** The break event for `leaseId`, if history has one. */
-  async #tombstone(
-    resource: string,
-    leaseId: string,
-  ): Promise<LeaseEvent | undefined> {
-    if (!this.capabilities.history) return undefined;
-    try {
-      const events = await this.history(resource, 200);
-      return events.find((event) =>
-        event.kind === "broken" && event.id === leaseId
-      );
-    } catch {
-      return undefined;
-    }
-  }
-
-  async #notHeld(error: unknown, resource: string, leaseId: string) {
-    if (!(error instanceof LeaseNotHeldError) || error.broken) return error;
-    const broken = await this.#tombstone(resource, leaseId);
-    return broken ? new LeaseNotHeldError(resource, leaseId, broken) : error;
   }
 
   async acquire(
@@ -355,7 +325,7 @@ export class FramedBackend implements Backend {
         (op) => this.#store.end(resource, leaseId, RELEASED, op),
       );
     } catch (error) {
-      throw await this.#notHeld(error, resource, leaseId);
+      throw await withTombstone(this, error, resource, leaseId);
     }
   }
 
@@ -374,7 +344,7 @@ export class FramedBackend implements Backend {
       );
       return this.#checked(lease, resource, "renew");
     } catch (error) {
-      throw await this.#notHeld(error, resource, leaseId);
+      throw await withTombstone(this, error, resource, leaseId);
     }
   }
 
@@ -399,7 +369,7 @@ export class FramedBackend implements Backend {
         this.#checked(lease, resource, "current").id === leaseId;
     });
     if (held) return true;
-    const broken = await this.#tombstone(resource, leaseId);
+    const broken = await tombstone(this, resource, leaseId);
     if (broken) throw new LeaseNotHeldError(resource, leaseId, broken);
     return false;
   }
@@ -445,7 +415,7 @@ export class FramedBackend implements Backend {
       );
       return this.#checked(lease, resource, "break");
     } catch (error) {
-      throw await this.#notHeld(error, resource, leaseId);
+      throw await withTombstone(this, error, resource, leaseId);
     }
   }
 
