@@ -1,8 +1,9 @@
 /**
  * The `stormlock` CLI: one table declares every command with its
  * arguments and flags; parsing, `--help`, per-command flag checks and
- * shell completions all come from it. The only place that writes to the
- * terminal or exits.
+ * shell completions all come from it (lib/apps/output/help.ts reads it).
+ * The only place that exits; what it shows is rendered in lib/apps/output/,
+ * and every error's exit status comes from lib/apps/output/exit.ts.
  *
  * @module
  */
@@ -12,92 +13,49 @@ type ParseArgs = typeof import("parse-args").parseArgs;
 // Only what every command needs is imported up front; the store, `run`
 // and `serve` load when a command uses them, so --version and --help read
 // a handful of files.
-import { LockHeldError, StormlockError, UsageError } from "./lib/kit/errors.ts";
-import { printable, shellQuote, shorten } from "./lib/kit/text.ts";
+import { LockHeldError, UsageError } from "./lib/kit/errors.ts";
+import { printable, shorten } from "./lib/kit/text.ts";
 import { VERSION } from "./lib/kit/version.ts";
-import type { StormlockErrorCode } from "./lib/kit/errors.ts";
 import type { Lease } from "./lib/kit/types.ts";
-import type { Lock, Stormlock, WaitState } from "./lib/composition/lock.ts";
+import type { Lock } from "./lib/composition/lock.ts";
+import type { Stormlock } from "./lib/composition/stormlock.ts";
 import {
   eventJson,
-  fitTable,
   heldMessage,
-  holderText,
   isoTime,
   leaseJson,
-  localOffset,
-  localTime,
+  noLocksMessage,
   ORIGINAL_FORMATS,
   originalFormat,
-  relative,
+  ownLeaseMessage,
+  requestMessage,
   safeJson,
-  span,
-  tableTime,
-  when,
 } from "./lib/apps/output/format.ts";
-import type { TableColumn } from "./lib/apps/output/format.ts";
-import { didYouMean } from "./lib/kit/suggest.ts";
 import { timeZoneProblem } from "./lib/kit/time.ts";
-import { coloursFor } from "./lib/apps/output/colour.ts";
-
-/** Exit statuses; documented in `--help` and the README. */
-const EXIT = {
-  ok: 0,
-  no: 1,
-  held: 2,
-  notHeld: 3,
-  usage: 64,
-  internal: 70,
-  unavailable: 69,
-  output: 74,
-  lost: 75,
-  forbidden: 77,
-  config: 78,
-} as const;
-
-const EXIT_BY_CODE: Record<StormlockErrorCode, number> = {
-  LOCK_HELD: EXIT.held,
-  LEASE_NOT_HELD: EXIT.notHeld,
-  USAGE: EXIT.usage,
-  BACKEND_UNAVAILABLE: EXIT.unavailable,
-  CONFIG: EXIT.config,
-  FORBIDDEN: EXIT.forbidden,
-};
-
-const EXIT_HELP = `Exit codes:
-  0   success
-  1   a negative answer: not held, or no current lease
-  2   the lock is held by someone else (the holder goes to stderr)
-  3   the lease is expired, released or broken; nothing was changed
-  64  usage error
-  69  backend unavailable (an acquire whose answer was lost says so, with the
-      lease id it may have taken)
-  70  internal error
-  74  the answer could not be written to stdout (an acquired lease is
-      released first)
-  75  run: the lease was lost (broken, not renewed in time, or max_hold
-      reached); the command was stopped if it still ran
-  77  refused by the lock server: no or a bad token, a missing scope or
-      resource, or another principal's lease (only break ends it)
-  78  config error`;
-
-const ENVIRONMENT_HELP = `Environment:
-  STORMLOCK_CONFIG                   the config file, if -c is not given
-  STORMLOCK_DEBUG=1                  add stack traces to errors
-  STORMLOCK_ALLOW_IMPORT=HOST        let https: plugins load from HOST
-  STORMLOCK_ALLOW_PACKAGE_PLUGINS=1  let npm: and jsr: plugins load
-  STORMLOCK_PLUGIN_LOADER=data       load plugins as the compiled binary does
-  STORMLOCK_SERVE_TOKEN=TOKEN        the token serve requires (instead of --token)
-  STORMLOCK_TOKEN=TOKEN              the token the http backend sends
-  TZ                                 the time zone of times shown to people`;
-
-/** One flag: its parser type, short name, value name and help line. */
-interface Flag {
-  type: "string" | "boolean";
-  short?: string;
-  value?: string;
-  help: string;
-}
+import { EXIT, failure, OutputError } from "./lib/apps/output/exit.ts";
+import {
+  checkUsage,
+  commandHelp,
+  commandNamed,
+  completions,
+  type FlagSpec,
+  mainHelp,
+  parseCommandLine,
+  usageText,
+} from "./lib/apps/output/help.ts";
+import {
+  complain,
+  confirmBreak,
+  print,
+  waitReporter,
+  warn,
+} from "./lib/apps/output/terminal.ts";
+import {
+  leaseLong,
+  printHistoryTable,
+  printLeaseTable,
+  printTokenTable,
+} from "./lib/apps/output/tables.ts";
 
 /** Every flag, declared once. */
 const FLAGS = {
@@ -247,7 +205,7 @@ const FLAGS = {
     help:
       "send expiring this long before a lease's TTL ends (default:\n[notify] expiring_lead, else 10m)",
   },
-} as const satisfies Record<string, Flag>;
+} as const satisfies Record<string, FlagSpec>;
 
 type FlagName = keyof typeof FLAGS;
 type Values = { [K in FlagName]?: K extends "config" ? string : unknown };
@@ -279,201 +237,6 @@ interface Command {
 /** The CI run's link, from the environment. */
 async function ciLink(): Promise<string | undefined> {
   return (await import("./lib/composition/config.ts")).ciLink();
-}
-
-/** Writes all of `text` to stdout, or throws an {@linkcode OutputError}. */
-function writeOut(text: string): void {
-  const bytes = new TextEncoder().encode(text);
-  try {
-    for (let done = 0; done < bytes.length;) {
-      done += Deno.stdout.writeSync(bytes.subarray(done));
-    }
-  } catch (error) {
-    throw new OutputError(error, "nothing else was changed");
-  }
-}
-
-function print(line: string): void {
-  writeOut(`${line}\n`);
-}
-
-/**
- * One message style: a capital first letter, so the CLI's own messages,
- * the library's errors and the backends' warnings read alike; names that
- * are written in lower case (etcd) stay as they are.
- */
-function sentence(message: string): string {
-  if (/^(?:etcd|dynalite|npm|deno|stormlock)\b/.test(message)) return message;
-  return message.replace(/^[a-z]/, (first) => first.toUpperCase());
-}
-
-const stderrColours = coloursFor(Deno.stderr);
-
-/** Writes one line to stderr; multi-line client messages are folded. */
-function complain(message: string, label = ""): void {
-  try {
-    console.error(
-      `stormlock: ${label}${
-        printable(sentence(message.replace(/\s*\n\s*/g, " ")))
-      }`,
-    );
-  } catch {
-    // Exit codes never depend on whether stderr can be written.
-  }
-}
-
-/** A warning line, in yellow at a terminal. */
-function warn(message: string): void {
-  complain(message, `${stderrColours.yellow("Warning:")} `);
-}
-
-/** The terminal's width for stdout, or `Infinity` for a pipe or file. */
-function outputWidth(): number {
-  try {
-    if (!Deno.stdout.isTerminal()) return Infinity;
-    return Deno.consoleSize().columns || 80;
-  } catch {
-    return Infinity;
-  }
-}
-
-/** Prints a table to stdout and says on stderr what was cut to fit. */
-function printTable(
-  columns: TableColumn[],
-  paint?: (column: string, row: number, text: string) => string,
-): void {
-  const width = outputWidth();
-  const fitted = fitTable(columns, width, paint);
-  print(fitted.text);
-  const left = fitted.dropped.map((title) => title.toLowerCase());
-  if (fitted.cut > 0 || left.length > 0) {
-    complain(
-      `${
-        [
-          ...(fitted.cut > 0
-            ? [
-              `${fitted.cut} cell${
-                fitted.cut === 1 ? " was" : "s were"
-              } cut (…)`,
-            ]
-            : []),
-          ...(left.length > 0 ? [`left out: ${left.join(", ")}`] : []),
-        ].join("; ")
-      } to fit ${
-        Number.isFinite(width) ? `${width} columns` : "the table"
-      }; --json shows everything`,
-    );
-  }
-}
-
-/** A time column's header: the title and, when all agree, the offset. */
-function timeTitle(title: string, dates: Date[]): string {
-  const offsets = new Set(dates.map(localOffset));
-  return offsets.size === 1 ? `${title} (${[...offsets][0]})` : title;
-}
-
-/** A time column's cell: the offset is in the header when all agree. */
-function timeCell(date: Date, dates: Date[], now: number): string {
-  return new Set(dates.map(localOffset)).size === 1
-    ? tableTime(date, now)
-    : `${localTime(date, new Date(now))} ${relative(date, now)}`;
-}
-
-/**
- * Reports a wait on stderr: on a terminal, one status line updated in
- * place, what changes first (time waited, place in line) and cut to the
- * width; elsewhere, a plain line only when something changes.
- */
-function waitReporter(wait: string) {
-  const terminal = (() => {
-    try {
-      return Deno.stderr.isTerminal();
-    } catch {
-      return false;
-    }
-  })();
-  let said = "";
-  let drawn = false;
-  const show = (key: string, line: string) => {
-    if (terminal) {
-      const width = (() => {
-        try {
-          return Deno.consoleSize().columns || 80;
-        } catch {
-          return 80;
-        }
-      })();
-      const text = `stormlock: ${printable(sentence(line))}`;
-      const fitted = [...text].length < width
-        ? text
-        : `${[...text].slice(0, width - 2).join("")}…`;
-      try {
-        Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${fitted}`));
-        drawn = true;
-      } catch { /* exit codes never depend on stderr */ }
-    } else if (key !== said) complain(line);
-    said = key;
-  };
-  return {
-    onWait(holder: Lease, state: WaitState) {
-      const place = state.position === 0
-        ? "next in line"
-        : `${state.position} ahead of you`;
-      const about = state.queued
-        ? `"${shorten(holder.resource, 60)}" is free, earlier waiters first`
-        : `held by ${shorten(holder.principal, 60)} until ${
-          when(holder.expires)
-        }${holder.reason ? ` for "${shorten(holder.reason, 60)}"` : ""}`;
-      show(
-        `${holder.id} ${state.position} ${state.queued}`,
-        `waited ${span(state.waitedMs)} of ${wait}; ${place}; ${about}`,
-      );
-    },
-    onRetry(error: Error) {
-      show(
-        `retry ${error.message}`,
-        `waiting up to ${wait}: the backend failed, retrying: ${error.message}`,
-      );
-    },
-    done() {
-      if (!drawn) return;
-      try {
-        Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
-      } catch { /* nothing to tidy */ }
-    },
-  };
-}
-
-function leaseDetails(lease: Lease): string {
-  const now = Date.now();
-  const lines = [
-    ["resource", printable(lease.resource)],
-    ["holder", printable(lease.principal)],
-    ...(lease.host ? [["host", printable(lease.host)]] : []),
-    ...(lease.reason ? [["reason", printable(lease.reason)]] : []),
-    ...(lease.link ? [["link", printable(lease.link)]] : []),
-    ["since", `${localTime(lease.created)}, ${relative(lease.created, now)}`],
-    ["expires", `${localTime(lease.expires)}, ${relative(lease.expires, now)}`],
-    ["fence", String(lease.fence)],
-    ["lease", lease.id],
-  ];
-  return lines.map(([key, value]) => `${`${key}:`.padEnd(10)}${value}`)
-    .join("\n");
-}
-
-/** Reads one line from a terminal's stdin, after asking on stderr. */
-async function ask(question: string): Promise<string> {
-  try {
-    Deno.stderr.writeSync(new TextEncoder().encode(question));
-  } catch { /* still read the answer */ }
-  const buffer = new Uint8Array(1024);
-  let text = "";
-  while (!text.includes("\n")) {
-    const read = await Deno.stdin.read(buffer);
-    if (read === null) break;
-    text += new TextDecoder().decode(buffer.subarray(0, read));
-  }
-  return text.trim();
 }
 
 function parseLimit(text: string | undefined): number {
@@ -519,15 +282,7 @@ const COMMANDS: Record<string, Command> = {
         if (
           !error.queued && holder.principal === opened.settings.principal
         ) {
-          complain(
-            `"${shorten(holder.resource)}" is held by ${
-              holderText(holder)
-            } (you already hold it) since ${when(holder.created)}, until ${
-              when(holder.expires)
-            }; your lease id: stormlock${
-              flags.config ? ` -c ${shellQuote(String(flags.config))}` : ""
-            } current --id-only ${shellQuote(holder.resource)}`,
-          );
+          complain(ownLeaseMessage(holder, flags.config as string | undefined));
           return EXIT.held;
         }
         if (wait === undefined) throw error;
@@ -639,21 +394,7 @@ const COMMANDS: Record<string, Command> = {
         if (flags.json) {
           print(safeJson(leaseJson({ ...lease, waiting, request })));
         } else {
-          print(leaseDetails(lease));
-          if (waiting.length > 0) {
-            print(
-              `${"waiting:".padEnd(10)}${
-                waiting.map((w) => printable(w.principal)).join(", ")
-              }`,
-            );
-          }
-          if (request) {
-            print(
-              `${"request:".padEnd(10)}${printable(request.principal)}${
-                request.reason ? `: ${printable(request.reason)}` : ""
-              } (${relative(request.created)})`,
-            );
-          }
+          print(leaseLong(lease, waiting, request));
         }
       } else {
         print(
@@ -710,91 +451,10 @@ const COMMANDS: Record<string, Command> = {
         return EXIT.ok; // the warning names what is missing
       }
       if (leases.length === 0) {
-        complain(
-          `No live locks${
-            prefix ? ` whose name starts with "${shorten(prefix)}"` : ""
-          }${
-            missing.length > 0
-              ? ` on the backends that answered (not ${missing.join(", ")})`
-              : ""
-          }`,
-        );
+        complain(noLocksMessage(prefix, missing));
         return EXIT.ok;
       }
-      const now = Date.now();
-      const soon = (lease: Lease) => lease.expires.getTime() - now < 5 * 60_000;
-      const created = leases.map((lease) => lease.created);
-      const expires = leases.map((lease) => lease.expires);
-      const colours = coloursFor(Deno.stdout);
-      const many = new Set(leases.map((lease) => lease.backend)).size > 1;
-      printTable(
-        [
-          ...(many
-            ? [{ title: "BACKEND", cells: leases.map((l) => l.backend) }]
-            : []),
-          {
-            title: "RESOURCE",
-            cells: leases.map((l) => l.resource),
-            shrink: 12,
-          },
-          {
-            title: "HOLDER",
-            cells: leases.map((l) => l.principal),
-            shrink: 10,
-          },
-          {
-            title: "HOST",
-            cells: leases.map((l) =>
-              l.host && !l.principal.endsWith(`@${l.host}`) ? l.host : ""
-            ),
-            optional: 2,
-            shrink: 8,
-          },
-          {
-            title: "REASON",
-            cells: leases.map((l) => l.reason ?? ""),
-            shrink: 8,
-          },
-          {
-            title: timeTitle("SINCE", created),
-            cells: leases.map((l) => timeCell(l.created, created, now)),
-            optional: 1,
-          },
-          {
-            title: timeTitle("EXPIRES", expires),
-            cells: leases.map((l) => timeCell(l.expires, expires, now)),
-          },
-          {
-            title: "FENCE",
-            cells: leases.map((l) => String(l.fence)),
-            optional: 0,
-          },
-          {
-            title: "WAITING",
-            cells: leases.map((l) =>
-              l.waiting.length > 0 ? String(l.waiting.length) : ""
-            ),
-            optional: 3,
-          },
-          {
-            title: "REQUESTED BY",
-            cells: leases.map((l) => l.request?.principal ?? ""),
-            optional: 3,
-          },
-          {
-            title: "LINK",
-            cells: leases.map((l) => l.link ?? ""),
-            optional: 4,
-            shrink: 20,
-          },
-        ],
-        (column, row, text) =>
-          column === "HOLDER"
-            ? colours.bold(text)
-            : column.startsWith("EXPIRES") && soon(leases[row])
-            ? colours.yellow(text)
-            : text,
-      );
+      printLeaseTable(leases);
       return EXIT.ok; // 69 only when every backend is down
     },
   },
@@ -820,25 +480,19 @@ const COMMANDS: Record<string, Command> = {
     async run({ lock, args: [, ...command], flags }) {
       const wait = flags.wait as string | undefined;
       const reporter = waitReporter(wait ?? "");
-      try {
-        const { commandArgv, runCommand } = await import("./lib/apps/run.ts");
-        return await runCommand(await lock(), commandArgv(Deno.args, command), {
-          ttl: flags.ttl as string | undefined,
-          wait,
-          reason: flags.reason as string | undefined,
-          link: (flags.link as string | undefined) ?? await ciLink(),
-          killAfter: flags["kill-after"] as string | undefined,
-          maxHold: flags["max-hold"] as string | undefined,
-          warn: complain,
-          onWait: reporter.onWait,
-          onRetry: reporter.onRetry,
-        });
-      } catch (error) {
-        const { LeaseLostError } = await import("./lib/composition/hold.ts");
-        if (!(error instanceof LeaseLostError)) throw error;
-        complain(error.message);
-        return EXIT.lost;
-      }
+      const { commandArgv, runCommand } = await import("./lib/apps/run.ts");
+      // A lost lease (75) is thrown, and mapped with every other error.
+      return await runCommand(await lock(), commandArgv(Deno.args, command), {
+        ttl: flags.ttl as string | undefined,
+        wait,
+        reason: flags.reason as string | undefined,
+        link: (flags.link as string | undefined) ?? await ciLink(),
+        killAfter: flags["kill-after"] as string | undefined,
+        maxHold: flags["max-hold"] as string | undefined,
+        warn: complain,
+        onWait: reporter.onWait,
+        onRetry: reporter.onRetry,
+      });
     },
   },
   break: {
@@ -869,19 +523,7 @@ const COMMANDS: Record<string, Command> = {
           );
           return EXIT.no;
         }
-        if (!flags.yes) {
-          if (!Deno.stdin.isTerminal()) {
-            throw new UsageError(
-              "break without LEASE_ID asks first, but stdin is not a terminal; add --yes, or give the LEASE_ID",
-            );
-          }
-          complain(`about to break: ${heldMessage(holder)}`);
-          const answer = await ask("stormlock: break this lease? [y/N] ");
-          if (!/^y(es)?$/i.test(answer)) {
-            complain("nothing was broken");
-            return EXIT.no;
-          }
-        }
+        if (!flags.yes && !await confirmBreak(holder)) return EXIT.no;
         id = holder.id;
       }
       const broken = await opened.breakLease(id, reason);
@@ -922,63 +564,7 @@ const COMMANDS: Record<string, Command> = {
         );
         return EXIT.ok;
       }
-      const now = Date.now();
-      const at = events.map((event) => event.at);
-      const colours = coloursFor(Deno.stdout);
-      printTable(
-        [
-          {
-            title: timeTitle("WHEN", at),
-            cells: events.map((event) => timeCell(event.at, at, now)),
-          },
-          { title: "EVENT", cells: events.map((event) => event.kind) },
-          {
-            title: "FENCE",
-            cells: events.map((event) => String(event.fence)),
-            optional: 0,
-          },
-          {
-            title: "HOLDER",
-            cells: events.map((event) => event.principal),
-            shrink: 10,
-          },
-          {
-            title: "HOST",
-            cells: events.map((event) =>
-              event.host && !event.principal.endsWith(`@${event.host}`)
-                ? event.host
-                : ""
-            ),
-            optional: 1,
-            shrink: 8,
-          },
-          {
-            title: "REASON",
-            cells: events.map((event) => event.reason ?? ""),
-            shrink: 8,
-          },
-          {
-            title: "BY",
-            cells: events.map((event) =>
-              event.by ? `${event.by.principal}: ${event.by.reason}` : ""
-            ),
-            optional: 2,
-            shrink: 12,
-          },
-          {
-            title: "LINK",
-            cells: events.map((event) => event.link ?? ""),
-            optional: 3,
-            shrink: 20,
-          },
-        ],
-        (column, row, text) =>
-          column === "EVENT" && events[row].kind === "broken"
-            ? colours.red(text)
-            : column === "EVENT" && events[row].kind === "expired"
-            ? colours.yellow(text)
-            : text,
-      );
+      printHistoryTable(events);
       return EXIT.ok;
     },
   },
@@ -1086,21 +672,7 @@ const COMMANDS: Record<string, Command> = {
           print(safeJson(tokens.map(({ sha256: _, ...entry }) => entry)));
         } else if (tokens.length === 0) complain(`no tokens in ${path}`);
         else {
-          printTable([
-            { title: "NAME", cells: tokens.map((entry) => entry.name) },
-            {
-              title: "SCOPES",
-              cells: tokens.map((entry) => entry.scopes.join(",")),
-            },
-            {
-              title: "RESOURCES",
-              cells: tokens.map((entry) => entry.resources?.join(",") ?? "*"),
-            },
-            {
-              title: "CREATED",
-              cells: tokens.map((entry) => tableTime(new Date(entry.created))),
-            },
-          ]);
+          printTokenTable(tokens);
         }
         return EXIT.ok;
       }
@@ -1147,7 +719,9 @@ const COMMANDS: Record<string, Command> = {
       "Exit 69 if a backend does not answer.",
     examples: ["stormlock config", "stormlock -c team.cfg config --json"],
     async run({ locks, flags }) {
-      const { configReport } = await import("./lib/apps/output/report.ts");
+      const { configReport, configReportText } = await import(
+        "./lib/apps/output/report.ts"
+      );
       const report = await configReport(locks, {
         path: flags.config as string | undefined,
       });
@@ -1156,47 +730,7 @@ const COMMANDS: Record<string, Command> = {
         print(safeJson(report));
         return down ? EXIT.unavailable : EXIT.ok;
       }
-      const colours = coloursFor(Deno.stdout);
-      const p = printable;
-      const state = {
-        used: `  ${colours.green("<- used")}`,
-        none: "  (no such file)",
-        unset: "  (not set)",
-        "not reached": "",
-      };
-      print([
-        `Config file: ${p(report.file ?? "none")} (${report.why})`,
-        "Searched, in order:",
-        ...report.search.map((place, index) =>
-          `  ${index + 1}. ${place.place.padEnd(32)}${p(place.path ?? "")}${
-            state[place.state]
-          }`
-        ),
-        `Warnings: ${report.warnings.length === 0 ? "none" : ""}`,
-        ...report.warnings.map((warning) =>
-          `  - ${colours.yellow(p(warning))}`
-        ),
-        "Resources:",
-        ...report.resources.map((resource) =>
-          `  [${p(resource.section)}]  backend ${
-            p(resource.backend)
-          }, ttl ${resource.ttl}, principal ${p(resource.principal)}`
-        ),
-        "Backends:",
-        ...report.backends.flatMap((backend) => [
-          `  ${p(backend.name)}: ${p(backend.store ?? "(not opened)")}; ${
-            backend.answers
-              ? colours.green(`answers (${backend.ms} ms)`)
-              : colours.red(`does not answer: ${p(backend.error ?? "")}`)
-          }`,
-          ...Object.entries(backend.options).map(([key, value]) =>
-            `    ${p(key)} = ${p(value)}`
-          ),
-          ...Object.entries(backend.defaults).map(([key, value]) =>
-            `    ${p(key)} = ${p(value)}  ${colours.dim("(default)")}`
-          ),
-        ]),
-      ].join("\n"));
+      print(configReportText(report));
       return down ? EXIT.unavailable : EXIT.ok;
     },
   },
@@ -1260,17 +794,7 @@ const COMMANDS: Record<string, Command> = {
       if (flags.json) {
         print(safeJson({ ...leaseJson({ ...holder, request }), asked: mine }));
       }
-      complain(
-        mine
-          ? `asked ${shorten(holder.principal)} to hand over "${
-            shorten(resource)
-          }"`
-          : `Already requested: ${shorten(request.principal)} asked ${
-            shorten(holder.principal)
-          } for "${shorten(resource)}"${
-            request.reason ? `: ${shorten(request.reason)}` : ""
-          }; yours was not recorded`,
-      );
+      complain(requestMessage(resource, asked));
       return mine ? EXIT.ok : EXIT.held;
     },
   },
@@ -1284,7 +808,7 @@ const COMMANDS: Record<string, Command> = {
     offline: true,
     summary: "Print a completion script for bash, zsh or fish.",
     run({ args: [shell] }) {
-      const script = completions(shell);
+      const script = completions(TABLE, shell);
       print(script);
       return Promise.resolve(EXIT.ok);
     },
@@ -1299,323 +823,18 @@ const COMMANDS: Record<string, Command> = {
     offline: true,
     summary: "Show help for every command, or for one.",
     run({ args: [name] }) {
-      print(name === undefined ? mainHelp() : commandHelp(commandNamed(name)));
+      print(
+        name === undefined
+          ? mainHelp(TABLE)
+          : commandHelp(TABLE, commandNamed(TABLE, name)),
+      );
       return Promise.resolve(EXIT.ok);
     },
   },
 };
 
-/** stdout could not take the answer. */
-class OutputError extends Error {
-  constructor(cause: unknown, done: string) {
-    super(
-      `could not write the answer to stdout (${
-        (cause as Error)?.message ?? cause
-      }); ${done}`,
-      { cause },
-    );
-  }
-}
-
-function usageOf(name: string): string {
-  const command = COMMANDS[name];
-  const flags = command.flags.map((flag) => {
-    const spec: Flag = FLAGS[flag];
-    return `[--${flag}${spec.value ? ` ${spec.value}` : ""}]`;
-  });
-  return ["stormlock [-c FILE]", name, ...flags, ...command.args].join(" ");
-}
-
-function flagHelp(names: FlagName[]): string {
-  return names.map((name) => {
-    const spec: Flag = FLAGS[name];
-    const label = `  ${spec.short ? `-${spec.short}, ` : "    "}--${name}${
-      spec.value ? ` ${spec.value}` : ""
-    }`;
-    const [first, ...rest] = spec.help.split("\n");
-    return [
-      `${label.padEnd(22)} ${first}`,
-      ...rest.map((line) => `${" ".repeat(23)}${line}`),
-    ].join("\n");
-  }).join("\n");
-}
-
-function mainHelp(): string {
-  return [
-    "stormlock: a lease-based lock for operators and scripts",
-    "",
-    "Usage:",
-    ...Object.keys(COMMANDS).map((name) => `  ${usageOf(name)}`),
-    "",
-    'Run "stormlock COMMAND --help" (or "stormlock help COMMAND") for one command.',
-    "",
-    "Options for every command:",
-    flagHelp(GLOBAL_FLAGS),
-    "",
-    ENVIRONMENT_HELP,
-    "",
-    EXIT_HELP,
-  ].join("\n");
-}
-
-/** The list of commands and their one-line usage, for bare `stormlock`. */
-function usageText(): string {
-  return [
-    "Usage:",
-    ...Object.keys(COMMANDS).map((name) => `  ${usageOf(name)}`),
-    "",
-    'Run "stormlock --help" for the options, environment and exit codes, and',
-    '"stormlock COMMAND --help" for one command.',
-  ].join("\n");
-}
-
-/** One command's help: short, with examples; the shared blocks are in --help. */
-function commandHelp(name: string): string {
-  const command = COMMANDS[name];
-  return [
-    `Usage: ${usageOf(name)}`,
-    "",
-    command.summary,
-    "",
-    ...(command.flags.length > 0
-      ? ["Options:", flagHelp(command.flags), ""]
-      : []),
-    ...(command.examples
-      ? ["Examples:", ...command.examples.map((line) => `  ${line}`), ""]
-      : []),
-    '-c FILE names the config file. Environment, exit codes and every command:\n"stormlock --help".',
-  ].join("\n");
-}
-
-function commandNamed(name: string): string {
-  if (!Object.hasOwn(COMMANDS, name)) {
-    throw new UsageError(
-      `Unknown command "${shorten(name, 40)}"${
-        didYouMean(name, Object.keys(COMMANDS))
-      }; the commands are ${Object.keys(COMMANDS).join(", ")}`,
-    );
-  }
-  return name;
-}
-
-/** Commands whose first argument is a resource name. */
-function takesResource(name: string): boolean {
-  return COMMANDS[name].args[0] === "RESOURCE" ||
-    COMMANDS[name].args[0] === "[RESOURCE]" ||
-    (name === "list" && COMMANDS[name].args[0] === "[PREFIX]");
-}
-
-/**
- * A completion script for `shell`, from the command table: commands, each
- * command's flags (only once "-" is typed, so an empty word never becomes
- * "--"), files after -c, and resource names from `stormlock list --json`,
- * bounded to 2 seconds.
- */
-function completions(shell: string): string {
-  const names = Object.keys(COMMANDS);
-  const flagsOf = (name: string) =>
-    [...COMMANDS[name].flags, ...GLOBAL_FLAGS].map((flag) => `--${flag}`);
-  const withResources = names.filter(takesResource);
-  const one = (text: string) => text.split(/[.\n]/)[0].replaceAll("'", "");
-  // The launcher that was completed, with -c if given; at most 2 s.
-  const resources = (launcher: string, config: string) =>
-    `{ if command -v timeout >/dev/null 2>&1; then timeout 2 ${launcher} \${${config}:+-c "\$${config}"} list --json; else ${launcher} \${${config}:+-c "\$${config}"} list --json; fi; } 2>/dev/null | grep -o '"resource":"[^"]*"' | cut -d'"' -f4`;
-  switch (shell) {
-    case "bash":
-      return [
-        '# stormlock completions for bash: eval "$(stormlock completions bash)"',
-        "_stormlock_resources() {",
-        `  local launcher=\${COMP_WORDS[0]} config=$1`,
-        `  ${resources('"$launcher"', "config")}`,
-        "}",
-        "_stormlock() {",
-        '  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmd="" config="" i args=0',
-        "  for ((i = 1; i < COMP_CWORD; i++)); do",
-        "    case ${COMP_WORDS[i]} in",
-        "      -c|--config) config=${COMP_WORDS[i+1]}; ((i++)) ;;",
-        "      -*) ;;",
-        "      *) if [[ -z $cmd ]]; then cmd=${COMP_WORDS[i]}; else ((args++)); fi ;;",
-        "    esac",
-        "  done",
-        "  case $prev in",
-        '    -c|--config) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;',
-        "    -t|--ttl|-w|--wait|-r|--reason|--link|-n|--limit|--kill-after|--max-hold|--listen|--token) COMPREPLY=(); return ;;",
-        "  esac",
-        "  if [[ -z $cmd ]]; then",
-        `    if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "${
-          GLOBAL_FLAGS.map((f) => `--${f}`).join(" ")
-        }" -- "$cur")); else COMPREPLY=($(compgen -W "${
-          names.join(" ")
-        }" -- "$cur")); fi`,
-        "    return",
-        "  fi",
-        "  if [[ $cur == -* ]]; then",
-        '    case "$cmd" in',
-        ...names.map((name) =>
-          `      ${name}) COMPREPLY=($(compgen -W "${
-            flagsOf(name).join(" ")
-          }" -- "$cur")) ;;`
-        ),
-        "    esac",
-        "    return",
-        "  fi",
-        '  case "$cmd" in',
-        `    ${
-          withResources.join("|")
-        }) if ((args == 0)); then local IFS=$'\\n'; COMPREPLY=($(compgen -W "$(_stormlock_resources "$config")" -- "$cur")); fi ;;`,
-        '    completions) ((args == 0)) && COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")) ;;',
-        `    help) ((args == 0)) && COMPREPLY=($(compgen -W "${
-          names.join(" ")
-        }" -- "$cur")) ;;`,
-        "  esac",
-        "}",
-        "complete -F _stormlock stormlock",
-      ].join("\n");
-    case "zsh":
-      return [
-        "#compdef stormlock",
-        "# stormlock completions for zsh: stormlock completions zsh > ~/.zfunc/_stormlock",
-        "_stormlock_resources() {",
-        "  local launcher=${words[1]} config=$1",
-        `  ${resources('"$launcher"', "config")}`,
-        "}",
-        "_stormlock() {",
-        '  local -a commands resources; local cmd="" config="" i args=0',
-        `  commands=(${
-          names.map((name) => `'${name}:${one(COMMANDS[name].summary)}'`)
-            .join(" ")
-        })`,
-        "  for ((i = 2; i < CURRENT; i++)); do",
-        "    case ${words[i]} in",
-        "      -c|--config) config=${words[i+1]}; ((i++)) ;;",
-        "      -*) ;;",
-        "      *) if [[ -z $cmd ]]; then cmd=${words[i]}; else ((args++)); fi ;;",
-        "    esac",
-        "  done",
-        "  case ${words[CURRENT-1]} in -c|--config) _files; return ;; esac",
-        "  if [[ -z $cmd ]]; then",
-        "    if [[ $PREFIX == -* ]]; then compadd -- --config --help --version; else _describe command commands; fi",
-        "    return",
-        "  fi",
-        "  if [[ $PREFIX == -* ]]; then",
-        "    case $cmd in",
-        ...names.map((name) =>
-          `      ${name}) compadd -- ${flagsOf(name).join(" ")} ;;`
-        ),
-        "    esac",
-        "    return",
-        "  fi",
-        "  case $cmd in",
-        `    ${
-          withResources.join("|")
-        }) if ((args == 0)); then resources=(\${(f)"$(_stormlock_resources "$config")"}); compadd -a resources; fi ;;`,
-        "    completions) ((args == 0)) && compadd -- bash zsh fish ;;",
-        `    help) ((args == 0)) && compadd -- ${names.join(" ")} ;;`,
-        "  esac",
-        "}",
-        'compdef _stormlock stormlock 2>/dev/null || _stormlock "$@"',
-      ].join("\n");
-    case "fish":
-      return [
-        "# stormlock completions for fish: stormlock completions fish > ~/.config/fish/completions/stormlock.fish",
-        "function __stormlock_resources",
-        "  set -l words (commandline -opc)",
-        "  set -l config",
-        "  set -l i (contains -i -- -c $words; or contains -i -- --config $words)",
-        "  and set config -c $words[(math $i + 1)]",
-        "  if command -q timeout",
-        "    timeout 2 $words[1] $config list --json 2>/dev/null",
-        "  else",
-        "    $words[1] $config list --json 2>/dev/null",
-        `  end | string match -ra '"resource":"[^"]*"' | string replace -r '^"resource":"(.*)"$' '$1'`,
-        "end",
-        "complete -c stormlock -f",
-        "complete -c stormlock -s c -l config -r -F -d 'config file'",
-        ...names.map((name) =>
-          `complete -c stormlock -n __fish_use_subcommand -a ${name} -d '${
-            one(COMMANDS[name].summary)
-          }'`
-        ),
-        `complete -c stormlock -n '__fish_seen_subcommand_from ${
-          withResources.join(" ")
-        }' -a '(__stormlock_resources)'`,
-        ...names.flatMap((name) =>
-          COMMANDS[name].flags.map((flag) => {
-            const spec: Flag = FLAGS[flag];
-            return `complete -c stormlock -n '__fish_seen_subcommand_from ${name}' -l ${flag}${
-              spec.short ? ` -s ${spec.short}` : ""
-            }${spec.value ? " -r" : ""} -d '${one(spec.help)}'`;
-          })
-        ),
-        "complete -c stormlock -n '__fish_seen_subcommand_from completions' -a 'bash zsh fish'",
-      ].join("\n");
-    default:
-      throw new UsageError(
-        `No completions for "${shorten(shell, 20)}"${
-          didYouMean(shell, ["bash", "zsh", "fish"])
-        }; choose bash, zsh or fish`,
-      );
-  }
-}
-
-function parse(argv: string[], parseArgs: ParseArgs) {
-  try {
-    return parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: Object.fromEntries(
-        Object.entries(FLAGS).map(([name, spec]: [string, Flag]) => [
-          name,
-          { type: spec.type, ...(spec.short ? { short: spec.short } : {}) },
-        ]),
-      ),
-    });
-  } catch (error) {
-    const message = (error as Error).message;
-    const ambiguous = /Option '(--[\w-]+)' argument is ambiguous/.exec(message);
-    const unknown = /Unknown option '([^']*)'/.exec(message);
-    throw new UsageError(
-      ambiguous
-        ? `${ambiguous[1]} needs a value; write ${
-          ambiguous[1]
-        }=VALUE for a value that starts with "-"`
-        : unknown
-        ? `Unknown option "${shorten(unknown[1], 40)}"${
-          didYouMean(
-            unknown[1].replace(/^-+/, ""),
-            Object.keys(FLAGS),
-            (flag) => `--${flag}`,
-          )
-        }; run "stormlock --help" for the options (a value that starts with "-" goes as --flag=VALUE)`
-        : `${message.replace(/\.$/, "")}; run "stormlock --help" for usage`,
-    );
-  }
-}
-
-/** Refuses flags the command does not take, and conflicting ones. */
-function checkFlags(name: string, values: Values): void {
-  const command = COMMANDS[name];
-  for (const [flag, value] of Object.entries(values)) {
-    if (value === undefined || GLOBAL_FLAGS.includes(flag as FlagName)) {
-      continue;
-    }
-    if (!command.flags.includes(flag as FlagName)) {
-      throw new UsageError(
-        `"${name}" takes no --${flag}${
-          didYouMean(flag, command.flags, (near) => `--${near}`)
-        }; see "stormlock ${name} --help"`,
-      );
-    }
-  }
-  for (const [first, second] of command.excludes ?? []) {
-    if (values[first] && values[second]) {
-      throw new UsageError(
-        `"${name}" takes --${first} or --${second}, not both`,
-      );
-    }
-  }
-}
+/** The table as help and completions read it. */
+const TABLE = { commands: COMMANDS, flags: FLAGS, global: GLOBAL_FLAGS };
 
 async function run(argv: string[]): Promise<number> {
   if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-V")) {
@@ -1623,7 +842,7 @@ async function run(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   const { parseArgs } = await import("parse-args");
-  const { values, positionals } = parse(argv, parseArgs) as {
+  const { values, positionals } = parseCommandLine(TABLE, argv, parseArgs) as {
     values: Values;
     positionals: string[];
   };
@@ -1634,36 +853,22 @@ async function run(argv: string[]): Promise<number> {
   }
   if (given === undefined) {
     if (values.help) {
-      print(mainHelp());
+      print(mainHelp(TABLE));
       return EXIT.ok;
     }
     complain("No command given");
     try {
-      console.error(usageText());
+      console.error(usageText(TABLE));
     } catch { /* the exit code still tells */ }
     return EXIT.usage;
   }
-  const name = commandNamed(given);
+  const name = commandNamed(TABLE, given);
   const command = COMMANDS[name];
   if (values.help) {
-    print(commandHelp(name));
+    print(commandHelp(TABLE, name));
     return EXIT.ok;
   }
-  checkFlags(name, values);
-  const required = command.args.filter((arg) => !arg.startsWith("["));
-  const variadic = command.args.at(-1)?.endsWith("...]") ?? false;
-  if (
-    args.length < required.length ||
-    (!variadic && args.length > command.args.length)
-  ) {
-    throw new UsageError(
-      `"${name}" takes ${
-        command.args.length > 0 ? command.args.join(" ") : "no arguments"
-      }, but got ${args.length} argument${
-        args.length === 1 ? "" : "s"
-      }; usage: ${usageOf(name)}`,
-    );
-  }
+  checkUsage(TABLE, name, values, args);
   const zone = timeZoneProblem(Deno.env.get("TZ"));
   if (zone) warn(zone);
   if (command.offline) {
@@ -1674,7 +879,7 @@ async function run(argv: string[]): Promise<number> {
       lock: () => Promise.reject(new Error("offline command")),
     });
   }
-  const { openStormlock } = await import("./lib/composition/lock.ts");
+  const { openStormlock } = await import("./lib/composition/stormlock.ts");
   const locks = await openStormlock({
     path: values.config,
     warn,
@@ -1694,31 +899,6 @@ async function run(argv: string[]): Promise<number> {
   }
 }
 
-function exitCodeFor(error: unknown): number {
-  if (error instanceof StormlockError) {
-    complain(
-      error instanceof LockHeldError
-        ? heldMessage(error.holder, Date.now(), error)
-        : error.message,
-    );
-    return EXIT_BY_CODE[error.code];
-  }
-  if (error instanceof OutputError) {
-    complain(error.message);
-    return EXIT.output;
-  }
-  if (error instanceof Deno.errors.NotCapable) {
-    complain(`${(error as Error).message}; Stormlock lacks a Deno permission`);
-    return EXIT.config;
-  }
-  complain(
-    `internal error: ${
-      (error as Error)?.message ?? error
-    } (set STORMLOCK_DEBUG=1 for a stack trace, and please report it)`,
-  );
-  return EXIT.internal;
-}
-
 if (import.meta.main) {
   let status: number;
   try {
@@ -1729,7 +909,9 @@ if (import.meta.main) {
         console.error(error);
       } catch { /* the exit code still tells */ }
     }
-    status = exitCodeFor(error);
+    const { status: code, message } = failure(error);
+    complain(message);
+    status = code;
   }
   Deno.exit(status);
 }

@@ -42,12 +42,13 @@ export {
   BackendUnavailableError,
   ConfigError,
   ForbiddenError,
+  LeaseLostError,
   LeaseNotHeldError,
   LockHeldError,
   StormlockError,
   UsageError,
 } from "./lib/kit/errors.ts";
-export type { StormlockErrorCode } from "./lib/kit/errors.ts";
+export type { LossKind, StormlockErrorCode } from "./lib/kit/errors.ts";
 export {
   formatTtl,
   MAX_TTL_SECONDS,
@@ -77,28 +78,29 @@ export {
   builtinBackendNames,
   openBackend,
 } from "./lib/composition/registry.ts";
-export {
-  Lock,
-  openLock,
-  openStormlock,
-  Stormlock,
-} from "./lib/composition/lock.ts";
+export { Lock } from "./lib/composition/lock.ts";
 export type {
   AcquireOptions,
   HoldOptions,
+  Ttl,
+} from "./lib/composition/lock.ts";
+export type { WaitListeners, WaitState } from "./lib/composition/queue.ts";
+export {
+  openLock,
+  openStormlock,
+  Stormlock,
+} from "./lib/composition/stormlock.ts";
+export type {
   ListedLease,
   ListOptions,
   OpenLockOptions,
-  Ttl,
-  WaitState,
-} from "./lib/composition/lock.ts";
-export { holdLease, LeaseLostError } from "./lib/composition/hold.ts";
+} from "./lib/composition/stormlock.ts";
+export { holdLease } from "./lib/composition/hold.ts";
 export type {
   HeldLock,
   HoldCallback,
   HoldLeaseOptions,
   KeepOptions,
-  LossKind,
 } from "./lib/composition/hold.ts";
 export { runCommand } from "./lib/apps/run.ts";
 export type { RunCommandOptions } from "./lib/apps/run.ts";

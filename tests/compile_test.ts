@@ -103,6 +103,16 @@ Deno.test({
             `${name} embeds backends/${backend}/mod.ts`,
           );
         }
+        // The status page's own files travel in the module graph.
+        for (
+          const part of [
+            "Skip to the locks", // page/index.html
+            "prefers-color-scheme", // page/app.css
+            "was not inlined by page.ts", // page/app.js
+          ]
+        ) {
+          assert.ok(text.includes(part), `${name} embeds the page: ${part}`);
+        }
         // The permissions deno compile recorded: explicit, never -A.
         const permissions = /"permissions":(\{[^}]*\})/.exec(text)?.[1];
         assert.ok(permissions, `${name} records its permissions`);

@@ -5,6 +5,7 @@
 import assert from "assert";
 import { join } from "node:path";
 import { CliHome, repoPath, sleep } from "./helpers.ts";
+import { span } from "../lib/kit/time.ts";
 import {
   BackendUnavailableError,
   parseConfig,
@@ -162,6 +163,23 @@ Deno.test("serve: the page, its assets and /healthz come with strict headers", a
     if (path === "/app.js") assert.ok(!text.includes("innerHTML"));
     if (path === "/healthz") assert.deepEqual(JSON.parse(text), { ok: true });
   }
+});
+
+Deno.test("serve: the page is its own files, and the script says spans with the CLI's own rule", async () => {
+  await using setup = new Setup();
+  const url = setup.start();
+  const file = (name: string) =>
+    Deno.readTextFileSync(repoPath("lib", "apps", "serve", "page", name));
+  assert.equal(await (await fetch(`${url}/`)).text(), file("index.html"));
+  assert.equal(await (await fetch(`${url}/app.css`)).text(), file("app.css"));
+  const script = await (await fetch(`${url}/app.js`)).text();
+  const source = file("app.js");
+  assert.match(source, /was not inlined/);
+  assert.doesNotMatch(script, /was not inlined/);
+  assert.ok(script.includes(span.toString()), "the CLI's span is inlined");
+  // Only the stand-in differs: the rest is sent as it is.
+  const [before, after] = source.split(/ *function span\(ms\) \{\n.*\n *\}/);
+  assert.ok(script.startsWith(before) && script.endsWith(after));
 });
 
 Deno.test("serve: /api/locks and /api/locks/{resource} match the CLI's --json", async () => {

@@ -14,6 +14,7 @@
 import { UsageError } from "../kit/errors.ts";
 import { sleep } from "../kit/deadline.ts";
 import { printable, shorten } from "../kit/text.ts";
+import { EXIT } from "./output/exit.ts";
 import type { AcquireOptions, Lock, Ttl } from "../composition/lock.ts";
 import { durationSeconds } from "../composition/hold.ts";
 import type { Lease } from "../kit/types.ts";
@@ -296,7 +297,7 @@ export async function runCommand(
           notFound ? "command not found" : (error as Error).message
         }`,
       );
-      return notFound ? 127 : 126;
+      return notFound ? EXIT.notFound : EXIT.cannotStart;
     }
     const forward = FORWARDED.map((name) => {
       const listener = () => signalGroup(child, name);

@@ -19,85 +19,15 @@
  */
 import {
   BackendUnavailableError,
+  LeaseLostError,
   LeaseNotHeldError,
-  StormlockError,
   UsageError,
 } from "../kit/errors.ts";
 import { formatTtl, parseTtl, type Ttl } from "../kit/duration.ts";
 import { MAX_TIMER_MS, sleep } from "../kit/deadline.ts";
 import { shorten } from "../kit/text.ts";
 import { when } from "../kit/time.ts";
-import type { Lease, LeaseEvent } from "../kit/types.ts";
-
-/**
- * Why a held lease was lost:
- * - `broken`: someone broke it (see {@linkcode LeaseLostError.broken});
- * - `not-held`: the store says it is no longer the live lease;
- * - `expired`: no renewal succeeded in time, so it must be presumed gone;
- * - `max-hold`: the `max_hold` limit was reached;
- * - `failed`: renewing failed in a way retrying can't fix.
- *
- * @example
- * ```ts
- * import type { LossKind } from "@stormlock/stormlock";
- * const kind: LossKind = "max-hold";
- * ```
- */
-export type LossKind =
-  | "broken"
-  | "not-held"
-  | "expired"
-  | "max-hold"
-  | "failed";
-
-/**
- * A lease held with {@linkcode Lock.hold} was lost while the work ran.
- * It is the `reason` of the aborted signal, and what `hold` throws. Its
- * code is `LEASE_NOT_HELD`, like {@linkcode LeaseNotHeldError}.
- *
- * @example
- * ```ts
- * import { LeaseLostError } from "@stormlock/stormlock";
- * const now = new Date();
- * const error = new LeaseLostError("max-hold", {
- *   resource: "deploy", id: "0".repeat(32), principal: "ann@host",
- *   fence: 1, created: now, expires: now,
- * }, 'Lease on "deploy" reached max_hold (1h)');
- * console.log(error.kind, error.code); // "max-hold" "LEASE_NOT_HELD"
- * ```
- */
-export class LeaseLostError extends StormlockError {
-  /** Why it was lost. */
-  readonly kind: LossKind;
-  /** The resource whose lease was lost. */
-  readonly resource: string;
-  /** The id of the lost lease. */
-  readonly leaseId: string;
-  /** When someone broke the lease: the `broken` event naming them. */
-  readonly broken?: LeaseEvent;
-
-  /**
-   * Creates the error.
-   *
-   * @param kind Why the lease was lost.
-   * @param lease The lease that was held.
-   * @param message One line saying why, and who broke it when known.
-   * @param options The `cause`, and the `broken` event when there is one.
-   */
-  constructor(
-    kind: LossKind,
-    lease: Lease,
-    message: string,
-    options: ErrorOptions & { broken?: LeaseEvent } = {},
-  ) {
-    super("LEASE_NOT_HELD", message, { cause: options.cause });
-    this.kind = kind;
-    this.resource = lease.resource;
-    this.leaseId = lease.id;
-    if (options.broken) this.broken = options.broken;
-    this.name = "LeaseLostError";
-  }
-}
+import type { Lease } from "../kit/types.ts";
 
 /**
  * The work done while a lease is held. `signal` is aborted, with a
@@ -304,10 +234,9 @@ export async function holdLease<T>(
   work: HoldCallback<T>,
   options: HoldLeaseOptions,
 ): Promise<T> {
-  const { ttlSeconds } = options;
   let maxHoldSeconds: number | undefined;
   try {
-    assertHoldTtl(ttlSeconds);
+    assertHoldTtl(options.ttlSeconds);
     maxHoldSeconds = options.maxHold === undefined
       ? lock.settings.maxHoldSeconds
       : durationSeconds(options.maxHold, "max_hold");
@@ -316,6 +245,27 @@ export async function holdLease<T>(
     await lock.release(lease.id).catch(() => {});
     throw error;
   }
+  return await keepLease(lock, lease, work, { ...options, maxHoldSeconds });
+}
+
+/**
+ * {@linkcode holdLease} with its options already checked: the TTL is at
+ * least {@linkcode MIN_HOLD_TTL_SECONDS}, and `maxHoldSeconds` replaces
+ * `maxHold` (`undefined`: no limit). `Lock.hold` checks them before it
+ * takes the lease, so they are read once.
+ *
+ * @example
+ * ```ts ignore
+ * await keepLease(lock, lease, work, { ttlSeconds: 60, sentAt, maxHoldSeconds: 3600 });
+ * ```
+ */
+export async function keepLease<T>(
+  lock: HeldLock,
+  lease: Lease,
+  work: HoldCallback<T>,
+  options: Omit<HoldLeaseOptions, "maxHold"> & { maxHoldSeconds?: number },
+): Promise<T> {
+  const { ttlSeconds, maxHoldSeconds } = options;
   const ttlMs = ttlSeconds * 1000;
   const interval = ttlMs / 3;
   const margin = safetyMarginMs(ttlMs);

@@ -12,9 +12,14 @@
  *
  * @module
  */
-import { bookkeeping } from "../kit/views.ts";
+import { bookkeeping, boundedBy } from "../kit/views.ts";
 import { INTERNAL_MARK, isBookkeeping } from "../kit/reserved.ts";
-import { LeaseNotHeldError, LockHeldError } from "../kit/errors.ts";
+import {
+  AcquireUnknownError,
+  BackendUnavailableError,
+  LeaseNotHeldError,
+  LockHeldError,
+} from "../kit/errors.ts";
 import { sleep } from "../kit/deadline.ts";
 import type { Backend, Lease } from "../kit/types.ts";
 
@@ -269,5 +274,190 @@ export class WaitTicket {
     if (this.#lease) {
       await this.#backend.release(this.#name, this.#lease.id).catch(() => {});
     }
+  }
+}
+
+/**
+ * Where a waiter stands.
+ * @example
+ * ```ts
+ * import type { WaitState } from "@stormlock/stormlock";
+ * const state: WaitState = { position: 1, waiting: 3, waitedMs: 1200, queued: false };
+ * ```
+ */
+export interface WaitState {
+  /** Waiters ahead of this one; 0 when it is next. */
+  position: number;
+  /** Waiters in all, this one included. */
+  waiting: number;
+  /** How long it has waited, in ms. */
+  waitedMs: number;
+  /** Whether the lock is free and only earlier waiters are in the way. */
+  queued: boolean;
+}
+
+/**
+ * Who hears about a wait for a held lock.
+ * @example
+ * ```ts
+ * import type { WaitListeners } from "@stormlock/stormlock";
+ * const listeners: WaitListeners = {
+ *   onWait: (holder, state) => console.error(`${state.position} ahead; held by ${holder.principal}`),
+ * };
+ * ```
+ */
+export interface WaitListeners {
+  /**
+   * Called each time the wait is checked, with the holder's lease and the
+   * queue. When the lock is free but earlier waiters are ahead, `holder`
+   * is the first waiter's registration and `state.queued` is set.
+   */
+  onWait?: (holder: Lease, state: WaitState) => void;
+  /**
+   * Called when the backend fails while waiting; the wait goes on, with
+   * backoff, until its deadline.
+   */
+  onRetry?: (error: BackendUnavailableError) => void;
+}
+
+/**
+ * Waits in the queue of `resource`, first come first served, until `take`
+ * gets the lock or `waitMs` passes. A backend failure does not end the
+ * wait: it is retried with backoff until the deadline.
+ *
+ * @param backend The lock's backend.
+ * @param resource The lock.
+ * @param principal Who waits.
+ * @param take Sends one acquire, on the backend it is given (bounded by
+ * the wait's deadline).
+ * @param waitMs How long to wait.
+ * @param options Who hears about the wait.
+ * @throws {LockHeldError} when the wait ends with the lock still held.
+ * @throws {BackendUnavailableError} when the backend still fails at the end.
+ * @example
+ * ```ts ignore
+ * const lease = await waitInQueue(backend, "deploy", "ann@host", (b) => b.acquire("deploy", "ann@host", 60), 60_000, {});
+ * ```
+ */
+export async function waitInQueue(
+  backend: Backend,
+  resource: string,
+  principal: string,
+  take: (backend: Backend) => Promise<Lease>,
+  waitMs: number,
+  options: WaitListeners,
+): Promise<Lease> {
+  const started = Date.now();
+  const deadline = started + waitMs;
+  // Each try gets at most the time left, so a busy store can't carry
+  // the wait far past its end.
+  const bounded = boundedBy(backend, deadline);
+  let ticket: WaitTicket | undefined;
+  let refused: LockHeldError | undefined;
+  let failure: BackendUnavailableError | undefined;
+  // Leases an attempt may have taken though its answer was lost: if one
+  // turns up as the holder, it is ours.
+  const unknown = new Map<string, AcquireUnknownError>();
+  // With change events, a release wakes the wait at once; polling stays
+  // as the safety net (and is all there is without them).
+  const watching = new AbortController();
+  let wake = () => {};
+  let woken = false;
+  const watch = async () => {
+    if (!backend.capabilities.events) return false;
+    try {
+      await backend.watch(resource, () => {
+        woken = true;
+        wake();
+      }, watching.signal);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let watched: Promise<boolean> | undefined;
+  try {
+    for (let backoff = 250;;) {
+      // The next in line looks often; the others need only keep place.
+      let pause = 1000;
+      try {
+        ticket ??= await WaitTicket.take(
+          bounded,
+          resource,
+          principal,
+        );
+        const { position, waiting } = await ticket.position();
+        let holder: Lease | null = null;
+        if (position === 0) {
+          watched ??= watch();
+          pause = await watched ? 2000 : 250;
+          try {
+            return await take(bounded);
+          } catch (error) {
+            if (error instanceof AcquireUnknownError) {
+              unknown.set(error.leaseId, error);
+            }
+            if (!(error instanceof LockHeldError)) throw error;
+            holder = error.holder;
+          }
+        } else {
+          holder = await bounded.current(resource);
+        }
+        if (holder && unknown.has(holder.id)) return holder;
+        const queued = holder === null;
+        holder ??= (await waiters(bounded, resource))[0] ?? null;
+        if (holder) {
+          // This wait leaves the queue when it gives up: count the others.
+          refused = new LockHeldError(holder, {
+            waiting: Math.max(0, waiting - 1),
+            queued,
+          });
+          options.onWait?.(holder, {
+            position,
+            waiting,
+            waitedMs: Date.now() - started,
+            queued,
+          });
+          if (!queued) {
+            pause = Math.min(
+              pause,
+              holder.expires.getTime() - Date.now() + 50,
+            );
+          }
+        }
+        failure = undefined;
+        backoff = 250;
+      } catch (error) {
+        if (!(error instanceof BackendUnavailableError)) throw error;
+        failure = error;
+        options.onRetry?.(error);
+        pause = backoff;
+        backoff = Math.min(backoff * 2, 5000);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        // A try the deadline cut short says less than a refusal before it.
+        const cut = failure && /the time left to wait/.test(failure.message);
+        throw [...unknown.values()].at(-1) ??
+          (cut && refused ? refused : failure ?? refused);
+      }
+      if (!woken) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(
+            resolve,
+            Math.max(20, Math.min(pause, left)),
+          );
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      woken = false;
+      wake = () => {};
+    }
+  } finally {
+    watching.abort();
+    await ticket?.leave();
   }
 }

@@ -297,3 +297,73 @@ export class ForbiddenError extends StormlockError {
     this.name = "ForbiddenError";
   }
 }
+
+/**
+ * Why a held lease was lost:
+ * - `broken`: someone broke it (see {@linkcode LeaseLostError.broken});
+ * - `not-held`: the store says it is no longer the live lease;
+ * - `expired`: no renewal succeeded in time, so it must be presumed gone;
+ * - `max-hold`: the `max_hold` limit was reached;
+ * - `failed`: renewing failed in a way retrying can't fix.
+ *
+ * @example
+ * ```ts
+ * import type { LossKind } from "@stormlock/stormlock";
+ * const kind: LossKind = "max-hold";
+ * ```
+ */
+export type LossKind =
+  | "broken"
+  | "not-held"
+  | "expired"
+  | "max-hold"
+  | "failed";
+
+/**
+ * A lease held with `Lock.hold` was lost while the work ran.
+ * It is the `reason` of the aborted signal, and what `hold` throws. Its
+ * code is `LEASE_NOT_HELD`, like {@linkcode LeaseNotHeldError}.
+ *
+ * @example
+ * ```ts
+ * import { LeaseLostError } from "@stormlock/stormlock";
+ * const now = new Date();
+ * const error = new LeaseLostError("max-hold", {
+ *   resource: "deploy", id: "0".repeat(32), principal: "ann@host",
+ *   fence: 1, created: now, expires: now,
+ * }, 'Lease on "deploy" reached max_hold (1h)');
+ * console.log(error.kind, error.code); // "max-hold" "LEASE_NOT_HELD"
+ * ```
+ */
+export class LeaseLostError extends StormlockError {
+  /** Why it was lost. */
+  readonly kind: LossKind;
+  /** The resource whose lease was lost. */
+  readonly resource: string;
+  /** The id of the lost lease. */
+  readonly leaseId: string;
+  /** When someone broke the lease: the `broken` event naming them. */
+  readonly broken?: LeaseEvent;
+
+  /**
+   * Creates the error.
+   *
+   * @param kind Why the lease was lost.
+   * @param lease The lease that was held.
+   * @param message One line saying why, and who broke it when known.
+   * @param options The `cause`, and the `broken` event when there is one.
+   */
+  constructor(
+    kind: LossKind,
+    lease: Lease,
+    message: string,
+    options: ErrorOptions & { broken?: LeaseEvent } = {},
+  ) {
+    super("LEASE_NOT_HELD", message, { cause: options.cause });
+    this.kind = kind;
+    this.resource = lease.resource;
+    this.leaseId = lease.id;
+    if (options.broken) this.broken = options.broken;
+    this.name = "LeaseLostError";
+  }
+}

@@ -23,7 +23,7 @@ import {
   DEFAULT_EXPIRING_LEAD_MS,
   watchEvents,
 } from "../../composition/watch.ts";
-import type { Stormlock } from "../../composition/lock.ts";
+import type { Stormlock } from "../../composition/stormlock.ts";
 import type { Backend } from "../../kit/types.ts";
 
 /**

@@ -436,3 +436,69 @@ export function originalFormat(lease: Lease, format: OriginalFormat): string {
     }
   }
 }
+
+/**
+ * Why an acquire was refused when the caller already holds the lock, and
+ * how to get the lease id.
+ *
+ * @param holder The caller's own live lease.
+ * @param config The `-c` file given, to repeat in the command shown.
+ * @example
+ * ```ts ignore
+ * console.error(ownLeaseMessage(error.holder, "team.cfg"));
+ * ```
+ */
+export function ownLeaseMessage(holder: Lease, config?: string): string {
+  return `"${shorten(holder.resource)}" is held by ${
+    holderText(holder)
+  } (you already hold it) since ${when(holder.created)}, until ${
+    when(holder.expires)
+  }; your lease id: stormlock${
+    config ? ` -c ${shellQuote(config)}` : ""
+  } current --id-only ${shellQuote(holder.resource)}`;
+}
+
+/**
+ * What `list` says when nothing is listed.
+ *
+ * @param prefix The prefix asked for.
+ * @param missing The backends that did not answer.
+ * @example
+ * ```ts ignore
+ * console.error(noLocksMessage("deploy-", []));
+ * ```
+ */
+export function noLocksMessage(prefix: string, missing: string[]): string {
+  return `No live locks${
+    prefix ? ` whose name starts with "${shorten(prefix)}"` : ""
+  }${
+    missing.length > 0
+      ? ` on the backends that answered (not ${missing.join(", ")})`
+      : ""
+  }`;
+}
+
+/**
+ * What `request` says: that the holder was asked, or that someone else
+ * asked first.
+ *
+ * @param resource The lock.
+ * @param asked The holder, the request on record, and whether it is ours.
+ * @example
+ * ```ts ignore
+ * console.error(requestMessage("deploy", asked));
+ * ```
+ */
+export function requestMessage(
+  resource: string,
+  asked: { holder: Lease; request: Lease; mine: boolean },
+): string {
+  const { holder, request } = asked;
+  return asked.mine
+    ? `asked ${shorten(holder.principal)} to hand over "${shorten(resource)}"`
+    : `Already requested: ${shorten(request.principal)} asked ${
+      shorten(holder.principal)
+    } for "${shorten(resource)}"${
+      request.reason ? `: ${shorten(request.reason)}` : ""
+    }; yours was not recorded`;
+}

@@ -17,9 +17,11 @@ import { formatTtl } from "../../kit/duration.ts";
 import { within } from "../../kit/deadline.ts";
 import { expandHome, homeDir, readEnv } from "../../kit/paths.ts";
 import type { EnvReader } from "../../kit/paths.ts";
-import type { Stormlock } from "../../composition/lock.ts";
+import type { Stormlock } from "../../composition/stormlock.ts";
 import { builtinBackends } from "../../composition/registry.ts";
 import { definitionOf } from "../../composition/plugin_adapter.ts";
+import { printable } from "../../kit/text.ts";
+import { coloursFor } from "./colour.ts";
 
 /** One place in the config search, in order. */
 export interface SearchedPlace {
@@ -266,4 +268,58 @@ export async function configReport(
     resources,
     backends,
   };
+}
+
+/**
+ * The config report as `stormlock config` prints it for people: the file
+ * and why, the search order, warnings, resources and backends, with
+ * colours when stdout is a terminal.
+ *
+ * @param report What {@linkcode configReport} found.
+ * @returns The text, without a final newline.
+ * @example
+ * ```ts ignore
+ * console.log(configReportText(await configReport(locks)));
+ * ```
+ */
+export function configReportText(report: ConfigReport): string {
+  const colours = coloursFor(Deno.stdout);
+  const p = printable;
+  const state = {
+    used: `  ${colours.green("<- used")}`,
+    none: "  (no such file)",
+    unset: "  (not set)",
+    "not reached": "",
+  };
+  return [
+    `Config file: ${p(report.file ?? "none")} (${report.why})`,
+    "Searched, in order:",
+    ...report.search.map((place, index) =>
+      `  ${index + 1}. ${place.place.padEnd(32)}${p(place.path ?? "")}${
+        state[place.state]
+      }`
+    ),
+    `Warnings: ${report.warnings.length === 0 ? "none" : ""}`,
+    ...report.warnings.map((warning) => `  - ${colours.yellow(p(warning))}`),
+    "Resources:",
+    ...report.resources.map((resource) =>
+      `  [${p(resource.section)}]  backend ${
+        p(resource.backend)
+      }, ttl ${resource.ttl}, principal ${p(resource.principal)}`
+    ),
+    "Backends:",
+    ...report.backends.flatMap((backend) => [
+      `  ${p(backend.name)}: ${p(backend.store ?? "(not opened)")}; ${
+        backend.answers
+          ? colours.green(`answers (${backend.ms} ms)`)
+          : colours.red(`does not answer: ${p(backend.error ?? "")}`)
+      }`,
+      ...Object.entries(backend.options).map(([key, value]) =>
+        `    ${p(key)} = ${p(value)}`
+      ),
+      ...Object.entries(backend.defaults).map(([key, value]) =>
+        `    ${p(key)} = ${p(value)}  ${colours.dim("(default)")}`
+      ),
+    ]),
+  ].join("\n");
 }

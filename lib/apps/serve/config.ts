@@ -17,7 +17,7 @@ import {
   type ServeStore,
   type StatusServer,
 } from "./server.ts";
-import type { Stormlock } from "../../composition/lock.ts";
+import type { Stormlock } from "../../composition/stormlock.ts";
 
 const SERVE_KEYS = [
   "tokens",

@@ -27,7 +27,7 @@ import {
   resourceAllowed,
   type Scope,
 } from "./identity.ts";
-import type { TokenVerifier } from "./server.ts";
+import type { TokenVerifier } from "./auth.ts";
 
 /** Asymmetric algorithms only: never `none`, never a shared secret. */
 const ALGORITHMS = [
