@@ -79,47 +79,18 @@ async function openBrowser(): Promise<
 
 /** Starts `stormlock serve` through the launcher and waits for its URL. */
 async function spawnServe(home: CliHome, args: string[]) {
-  const child = new Deno.Command("sh", {
-    args: [repoPath("scripts", "stormlock"), "serve", ...args],
-    cwd: home.cwd,
-    clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      DENO: Deno.execPath(),
-      ...home.env,
-    },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let stderr = "";
-  let url: string | undefined;
-  while (url === undefined) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`serve did not start:\n${stderr}`);
-    stderr += value;
-    url = /serving (http:\/\/\S+)/.exec(stderr)?.[1];
+  const child = home.spawn(["serve", ...args]);
+  const url = (await child.stderrMatch(/serving (http:\/\/\S+)/))?.[1];
+  if (url === undefined) {
+    await child.stop();
+    throw new Error(`serve did not start:\n${child.output.stderr}`);
   }
-  const drained = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      stderr += value;
-    }
-  })();
   return {
     url,
     get stderr() {
-      return stderr;
+      return child.output.stderr;
     },
-    async [Symbol.asyncDispose]() {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* gone */ }
-      await child.status;
-      await drained;
-    },
+    [Symbol.asyncDispose]: () => child[Symbol.asyncDispose](),
   };
 }
 

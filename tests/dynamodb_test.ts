@@ -9,12 +9,12 @@ import {
 import {
   BackendUnavailableError,
   ConfigError,
-  LockHeldError,
   openBackend,
   UsageError,
 } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
 import {
+  tableStore,
   testBackendContract,
   testUnavailableContract,
 } from "../lib/testing/mod.ts";
@@ -67,7 +67,66 @@ const table = uniqueTable();
   await backend.close();
 }
 
-testBackendContract("dynamodb", (extra) => open({ table, ...extra }));
+/** An item as Stormlock 0.1 wrote it, with the ttl its sweeper read. */
+function v01Item(
+  resource: string,
+  id: string,
+  principal: string,
+  created: number,
+  expires: number,
+): Record<string, AttributeValue> {
+  return {
+    resource: { S: resource },
+    lease: { S: id },
+    principal: { S: principal },
+    created: { N: String(created) },
+    expires: { N: String(expires) },
+    ttl: { N: String(Math.ceil(expires / 1000)) },
+  };
+}
+
+/** Puts `item` into the contract's table with a client of its own. */
+async function putItem(item: Record<string, AttributeValue>): Promise<void> {
+  const client = rawClient();
+  try {
+    await client.send(new PutItemCommand({ TableName: table, Item: item }));
+  } finally {
+    client.destroy();
+  }
+}
+
+testBackendContract("dynamodb", (extra) => open({ table, ...extra }), {
+  store: tableStore(uniqueTable, 5),
+  raw: {
+    writeV01: (lease) =>
+      putItem(v01Item(
+        lease.resource,
+        lease.id,
+        lease.principal,
+        lease.created.getTime(),
+        lease.expires.getTime(),
+      )),
+    foreign: {
+      "item with the wrong types": async (resource) => {
+        await putItem({
+          resource: { S: resource },
+          lease: { S: "not-a-lease-id" },
+          principal: { N: "7" },
+          expires: { S: "tomorrow" },
+        });
+        return async () => {
+          const client = rawClient();
+          try {
+            return await rawItem(client, resource);
+          } finally {
+            client.destroy();
+          }
+        };
+      },
+    },
+    foreignMentions: [/backend\.dynamodb/],
+  },
+});
 
 // A short timeout: every call to the silent server waits that long.
 testUnavailableContract(
@@ -128,7 +187,7 @@ test("the item outlives its lease, keeping the fence, with no ttl for the sweepe
   }
 });
 
-test("an item written by Stormlock 0.1 reads with fence 0, and later leases get increasing fences", async () => {
+test("a 0.1 item loses its ttl on renew, and taking over an expired one records its expiry", async () => {
   const backend = await open({ table });
   const client = rawClient();
   try {
@@ -136,38 +195,11 @@ test("an item written by Stormlock 0.1 reads with fence 0, and later leases get 
     const resource = uniqueResource("old");
     const expired = uniqueResource("old-expired");
     const id = "0123456789abcdef0123456789abcdef";
-    const oldItem = (name: string, expires: number) =>
-      client.send(
-        new PutItemCommand({
-          TableName: table,
-          Item: {
-            resource: { S: name },
-            lease: { S: id },
-            principal: { S: "old@host" },
-            created: { N: String(now - 1000) },
-            expires: { N: String(expires) },
-            ttl: { N: String(Math.ceil(expires / 1000)) },
-          },
-        }),
-      );
-    await oldItem(resource, now + 60_000);
-    await oldItem(expired, now - 1000);
+    await putItem(v01Item(resource, id, "old@host", now - 1000, now + 60_000));
+    await putItem(v01Item(expired, id, "old@host", now - 1000, now - 1000));
 
-    const current = await backend.current(resource);
-    assert.equal(current?.id, id);
-    assert.equal(current?.principal, "old@host");
-    assert.equal(current?.fence, 0);
-    assert.equal(current?.expires.getTime(), now + 60_000);
-    assert.equal(current?.host, undefined);
-    assert.equal(await backend.isHeld(resource, id), true);
-    await assert.rejects(
-      backend.acquire(resource, "new@host", 60),
-      (error: unknown) =>
-        error instanceof LockHeldError && error.holder.id === id &&
-        error.holder.fence === 0,
-    );
-    const renewed = await backend.renew(resource, id, 120);
-    assert.equal(renewed.fence, 0);
+    assert.equal((await backend.current(resource))?.fence, 0);
+    assert.equal((await backend.renew(resource, id, 120)).fence, 0);
     await backend.release(resource, id);
     const first = await backend.acquire(resource, "new@host", 60);
     await backend.release(resource, first.id);
@@ -176,7 +208,6 @@ test("an item written by Stormlock 0.1 reads with fence 0, and later leases get 
     assert.equal(second.fence, 2);
     assert.equal((await rawItem(client, resource))?.ttl, undefined);
 
-    // Taking over an expired 0.1 lease records its expiry.
     assert.equal(await backend.current(expired), null);
     const taken = await backend.acquire(expired, "new@host", 60);
     assert.equal(taken.fence, 1);
@@ -188,38 +219,6 @@ test("an item written by Stormlock 0.1 reads with fence 0, and later leases get 
     assert.equal(events[1].id, id);
     assert.equal(events[1].fence, 0);
     assert.equal(events[1].at.getTime(), now - 1000);
-  } finally {
-    client.destroy();
-    await backend.close();
-  }
-});
-
-test("items Stormlock did not write are refused as a config error, not read as leases", async () => {
-  const backend = await open({ table });
-  const client = rawClient();
-  try {
-    const resource = uniqueResource("foreign");
-    await client.send(
-      new PutItemCommand({
-        TableName: table,
-        Item: {
-          resource: { S: resource },
-          lease: { S: "not-a-lease-id" },
-          principal: { N: "7" },
-          expires: { S: "tomorrow" },
-        },
-      }),
-    );
-    for (
-      const call of [
-        () => backend.current(resource),
-        () => backend.acquire(resource, "ann@host", 60),
-      ]
-    ) {
-      await rejectsCleanly(call(), ConfigError, {
-        mentions: [/not written by Stormlock/, /backend\.dynamodb/],
-      });
-    }
   } finally {
     client.destroy();
     await backend.close();
@@ -293,56 +292,6 @@ test("history keeps events on the resource's item and drops the oldest past its 
     assert.equal(events[0].principal, "p19");
   } finally {
     await backend.close();
-  }
-});
-
-test("a missing table is a ConfigError that says to run stormlock init", async () => {
-  const backend = await open({ table: uniqueTable() });
-  try {
-    await rejectsCleanly(backend.acquire("r", "ann@host", 60), ConfigError, {
-      mentions: [/does not exist/, /stormlock init/, /create_table = true/],
-      secrets: [SECRET],
-    });
-  } finally {
-    await backend.close();
-  }
-});
-
-test("init() creates the table and can run again", async () => {
-  const fresh = uniqueTable();
-  const backend = await open({ table: fresh });
-  try {
-    await backend.init!();
-    await backend.init!();
-    const lease = await backend.acquire("r", "ann@host", 60);
-    assert.equal((await backend.current("r"))?.id, lease.id);
-  } finally {
-    await backend.close();
-  }
-});
-
-test("create_table = true creates a missing table on first use, once for many racers", async () => {
-  const fresh = uniqueTable();
-  const backends = await Promise.all(
-    Array.from(
-      { length: 5 },
-      () => open({ table: fresh, create_table: "true" }),
-    ),
-  );
-  try {
-    const resource = uniqueResource();
-    const results = await Promise.allSettled(
-      backends.map((backend, i) => backend.acquire(resource, `racer${i}`, 60)),
-    );
-    const winners = results.filter((result) => result.status === "fulfilled");
-    assert.equal(winners.length, 1);
-    for (const result of results) {
-      if (result.status === "rejected") {
-        assert.ok(result.reason instanceof LockHeldError, result.reason);
-      }
-    }
-  } finally {
-    await Promise.all(backends.map((backend) => backend.close()));
   }
 });
 

@@ -1,6 +1,6 @@
 /**
  * Faults and failover, against real servers started for this file alone
- * (tests/faults/servers.ts): a server paused before and in the middle of
+ * (scripts/servers/: each starter also starts a dedicated one): a server paused before and in the middle of
  * a command, an acquire delivered late, a server killed and restarted or
  * paused during `acquire --wait`, PostgreSQL restarted with `pg_ctl`, and
  * an etcd cluster losing its leader while 20 acquirers race. A loopback
@@ -34,22 +34,20 @@ import {
 } from "./helpers.ts";
 import { base64Fragments, FaultProxy } from "./faults/proxy.ts";
 import type { BurstReport } from "./faults/burst.ts";
+import { delay, type FaultServer, until } from "../scripts/servers/_daemon.ts";
 import {
-  delay,
   etcdCall,
   type EtcdCluster,
-  type FaultServer,
-  hasDynalite,
-  hasMysql,
+  startEtcd,
+} from "../scripts/servers/etcd.ts";
+import {
   hasPostgres,
   type PostgresServer,
-  startDynalite,
-  startEtcd,
-  startMysql,
   startPostgres,
-  startRedis,
-  until,
-} from "./faults/servers.ts";
+} from "../scripts/servers/postgres.ts";
+import { hasDynalite, startDynalite } from "../scripts/servers/dynamodb.ts";
+import { hasMysql, startMysql } from "../scripts/servers/mysql.ts";
+import { startRedis } from "../scripts/servers/redis.ts";
 
 /** The per-operation bound the fault configs use. */
 const TIMEOUT = "1s";

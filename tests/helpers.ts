@@ -115,6 +115,29 @@ export class CliHome {
     });
   }
 
+  /**
+   * Starts `scripts/stormlock` with `args` and reads its output as it
+   * comes, for commands that keep running (serve, watch).
+   */
+  spawn(args: string[], env: Record<string, string> = {}): SpawnedCli {
+    return new SpawnedCli(
+      new Deno.Command("sh", {
+        args: [repoPath("scripts", "stormlock"), ...args],
+        cwd: this.cwd,
+        clearEnv: true,
+        env: {
+          PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+          DENO: Deno.execPath(),
+          ...this.env,
+          ...env,
+        },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+    );
+  }
+
   /** Runs `deno` with `args` in this HOME, with nothing else in its environment. */
   deno(args: string[]): Promise<CliResult> {
     return runDeno(args, { cwd: this.cwd, clearEnv: true, env: this.env });
@@ -123,6 +146,66 @@ export class CliHome {
   /** Removes the temporary HOME. */
   [Symbol.dispose](): void {
     Deno.removeSync(this.home, { recursive: true });
+  }
+}
+
+/** A long-running CLI process whose output is read as it comes. */
+export class SpawnedCli implements AsyncDisposable {
+  /** Everything it has printed so far. */
+  readonly output = { stdout: "", stderr: "" };
+  #child: Deno.ChildProcess;
+  #reading: Promise<unknown>;
+  #ended = false;
+  #wake: () => void = () => {};
+
+  constructor(child: Deno.ChildProcess) {
+    this.#child = child;
+    const read = async (
+      stream: ReadableStream<Uint8Array>,
+      key: "stdout" | "stderr",
+    ) => {
+      const decoder = new TextDecoder();
+      for await (const chunk of stream) {
+        this.output[key] += decoder.decode(chunk, { stream: true });
+        this.#wake();
+      }
+    };
+    this.#reading = Promise.all([
+      read(child.stdout, "stdout"),
+      read(child.stderr, "stderr"),
+    ]).finally(() => {
+      this.#ended = true;
+      this.#wake();
+    });
+  }
+
+  /**
+   * Waits until stderr matches `pattern` and returns the match, or
+   * `undefined` once the process ends without it.
+   */
+  async stderrMatch(pattern: RegExp): Promise<RegExpExecArray | undefined> {
+    for (;;) {
+      const changed = new Promise<void>((resolve) => this.#wake = resolve);
+      const match = pattern.exec(this.output.stderr);
+      if (match) return match;
+      if (this.#ended) return undefined;
+      await changed;
+    }
+  }
+
+  /** Sends `signal` (unless it has ended) and waits for the end. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<CliResult> {
+    try {
+      this.#child.kill(signal);
+    } catch { /* already ended */ }
+    const { code } = await this.#child.status;
+    await this.#reading;
+    return { code, ...this.output };
+  }
+
+  /** Stops it with SIGTERM. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
   }
 }
 

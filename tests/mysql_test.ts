@@ -13,6 +13,7 @@ import {
 } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
 import {
+  tableStore,
   testBackendContract,
   testUnavailableContract,
 } from "../lib/testing/mod.ts";
@@ -96,6 +97,14 @@ const contractTable = uniqueTable();
 testBackendContract(
   "mysql",
   (extra) => open({ table: contractTable, create_table: "true", ...extra }),
+  {
+    store: tableStore(uniqueTable),
+    secrets: {
+      options: ["password"],
+      openWith: (secret) => open({ password: secret }),
+      refusal: /refused the login/,
+    },
+  },
 );
 
 testUnavailableContract(
@@ -109,31 +118,6 @@ testUnavailableContract(
 );
 
 const test = backendTest("mysql");
-
-test("a missing table is a config error that says how to create it", async () => {
-  const table = uniqueTable();
-  await withMysql({ table }, async (backend) => {
-    const error = await clean(
-      backend.acquire(uniqueResource(), "ann@host", 60),
-      ConfigError,
-    );
-    assert.match(error.message, /stormlock init/);
-    assert.match(error.message, /create_table = true/);
-    assert.ok(error.message.includes(table));
-  });
-});
-
-test("init() creates the tables, and running it again changes nothing", async () => {
-  const table = uniqueTable();
-  await withMysql({ table }, async (backend) => {
-    assert.ok(backend.init);
-    await backend.init();
-    const lease = await backend.acquire("r", "ann@host", 60);
-    await backend.init();
-    assert.equal((await backend.current("r"))?.id, lease.id);
-    assert.equal((await backend.history("r", 10)).length, 1);
-  });
-});
 
 test("init() upgrades a table made by the original's setup/mysql.sql, keeping its lease", async () => {
   const table = uniqueTable();
@@ -169,19 +153,6 @@ test("init() refuses a table that is not shaped like Stormlock's", async () => {
     const error = await clean(backend.init!(), ConfigError);
     assert.match(error.message, /not a Stormlock table/);
     assert.match(error.message, /set table in \[backend\.mysql\]/);
-  });
-});
-
-test("fences survive closing every connection and starting afresh", async () => {
-  const options = { table: uniqueTable(), create_table: "true" };
-  const first = await withMysql(options, async (backend) => {
-    const lease = await backend.acquire("r", "ann@host", 60);
-    await backend.release("r", lease.id);
-    return lease;
-  });
-  await withMysql(options, async (backend) => {
-    const second = await backend.acquire("r", "bob@host", 60);
-    assert.ok(second.fence > first.fence);
   });
 });
 
@@ -251,21 +222,6 @@ test("a resource name over 3000 bytes is a usage error naming the limit", async 
   );
 });
 
-test("20 instances creating the table at once all succeed", async () => {
-  const table = uniqueTable();
-  const backends = await Promise.all(
-    Array.from({ length: 20 }, () => open({ table, create_table: "yes" })),
-  );
-  try {
-    const leases = await Promise.all(
-      backends.map((backend, i) => backend.acquire(`r${i}`, "ann@host", 60)),
-    );
-    assert.equal(new Set(leases.map((lease) => lease.id)).size, 20);
-  } finally {
-    await Promise.all(backends.map((backend) => backend.close()));
-  }
-});
-
 test("table = DATABASE.NAME works without database, and odd names are quoted", async () => {
   const table = `${server.database}.odd \`name\` ${crypto.randomUUID()}`
     .slice(0, 60);
@@ -299,17 +255,6 @@ test("bad option values are config errors", async () => {
   const { database: _, ...noDatabase } = server;
   const error = await clean(openBackend(noDatabase, context), ConfigError);
   assert.match(error.message, /database: required/);
-});
-
-test("a wrong password is a clean BackendUnavailableError", async () => {
-  await withMysql({ password: "wrong-password-42" }, async (backend) => {
-    const error = await rejectsCleanly(
-      backend.current("r"),
-      BackendUnavailableError,
-      { secrets: ["wrong-password-42"] },
-    );
-    assert.match(error.message, /refused the login/);
-  });
 });
 
 test("a missing database is a config error naming the option", async () => {

@@ -66,45 +66,15 @@ async function until(check: () => boolean, what: string, tries = 400) {
 
 /** A long-running CLI command in `home`, its output read as it comes. */
 function spawnCli(home: CliHome, args: string[]) {
-  const child = new Deno.Command("sh", {
-    args: [repoPath("scripts", "stormlock"), ...args],
-    cwd: home.cwd,
-    clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      DENO: Deno.execPath(),
-      ...home.env,
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const output = { stdout: "", stderr: "" };
-  const read = async (
-    stream: ReadableStream<Uint8Array>,
-    key: "stdout" | "stderr",
-  ) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) {
-      output[key] += decoder.decode(chunk, { stream: true });
-    }
-  };
-  const reading = Promise.all([
-    read(child.stdout, "stdout"),
-    read(child.stderr, "stderr"),
-  ]);
+  const child = home.spawn(args);
   return {
-    output,
+    output: child.output,
     /** Waits for the watch's first look. */
-    ready: () => until(() => /watching/i.test(output.stderr), "watch to start"),
+    ready: () =>
+      until(() => /watching/i.test(child.output.stderr), "watch to start"),
     /** Sends `signal` and waits for the end; returns the exit code. */
-    async stop(signal: Deno.Signal = "SIGTERM"): Promise<number> {
-      try {
-        child.kill(signal);
-      } catch { /* already ended */ }
-      const { code } = await child.status;
-      await reading;
-      return code;
-    },
+    stop: async (signal: Deno.Signal = "SIGTERM") =>
+      (await child.stop(signal)).code,
   };
 }
 

@@ -3,7 +3,7 @@
  * step for step, written again here: on every store, through the launcher,
  * with the original's CI config files (tests/fixtures/original-ci/, only
  * hosts and ports changed). Each store gets a server of its own without
- * passwords, as the original's CI had (tests/faults/servers.ts), and is
+ * passwords, as the original's CI had (scripts/servers/), and is
  * set up with `stormlock init` where the original's CI ran its setup
  * scripts.
  *
@@ -16,17 +16,12 @@ import assert from "assert";
 import { join } from "node:path";
 import { hasCommand } from "../scripts/servers/_server.ts";
 import { CliHome, type CliResult, repoPath, sleep } from "./helpers.ts";
-import {
-  type FaultServer,
-  hasDynalite,
-  hasMysql,
-  hasPostgres,
-  startDynalite,
-  startEtcd,
-  startMysql,
-  startPostgres,
-  startRedis,
-} from "./faults/servers.ts";
+import type { FaultServer } from "../scripts/servers/_daemon.ts";
+import { startEtcd } from "../scripts/servers/etcd.ts";
+import { hasPostgres, startPostgres } from "../scripts/servers/postgres.ts";
+import { hasDynalite, startDynalite } from "../scripts/servers/dynamodb.ts";
+import { hasMysql, startMysql } from "../scripts/servers/mysql.ts";
+import { startRedis } from "../scripts/servers/redis.ts";
 
 const LEASE_ID = /^[0-9a-f]{32}$/;
 /** ISO 8601 with milliseconds, as `current -f oneline` prints it. */

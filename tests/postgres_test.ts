@@ -8,6 +8,7 @@ import {
 } from "../mod.ts";
 import type { Backend, BackendOptions } from "../mod.ts";
 import {
+  tableStore,
   testBackendContract,
   testUnavailableContract,
 } from "../lib/testing/mod.ts";
@@ -20,7 +21,6 @@ import {
   rejectsCleanly,
   replyingServer,
   runDeno,
-  silentServer,
   sleep,
   uniqueResource,
 } from "./helpers.ts";
@@ -78,6 +78,18 @@ const contractTable = uniqueTable();
 testBackendContract(
   "postgres",
   (extra) => open({ table: contractTable, create_table: "true", ...extra }),
+  {
+    store: tableStore(uniqueTable),
+    secrets: {
+      options: ["url"],
+      openWith: (secret) => {
+        const wrong = new URL(url);
+        wrong.password = secret;
+        return open({ url: wrong.href });
+      },
+      refusal: /refused the login/,
+    },
+  },
 );
 
 testUnavailableContract(
@@ -96,30 +108,6 @@ testUnavailableContract(
 );
 
 const test = backendTest("postgres");
-
-test("a missing table is a config error that says how to create it", async () => {
-  const table = uniqueTable();
-  await withPostgres({ table }, async (backend) => {
-    const error = await clean(
-      backend.acquire(uniqueResource(), "ann@host", 60),
-      ConfigError,
-    );
-    assert.match(error.message, /stormlock init/);
-    assert.match(error.message, /create_table = true/);
-    assert.ok(error.message.includes(table));
-  });
-});
-
-test("init() creates the table, and running it again changes nothing", async () => {
-  const table = uniqueTable();
-  await withPostgres({ table }, async (backend) => {
-    assert.ok(backend.init);
-    await backend.init();
-    const lease = await backend.acquire("r", "ann@host", 60);
-    await backend.init();
-    assert.equal((await backend.current("r"))?.id, lease.id);
-  });
-});
 
 test("init() refuses a table that is not shaped like Stormlock's", async () => {
   const table = uniqueTable();
@@ -237,20 +225,6 @@ test("create_table = true upgrades a Stormlock 0.1 table on first use", async ()
   });
 });
 
-test("fences survive closing every connection and starting afresh", async () => {
-  const table = uniqueTable();
-  const options = { table, create_table: "true" };
-  const first = await withPostgres(options, async (backend) => {
-    const lease = await backend.acquire("r", "ann@host", 60);
-    await backend.release("r", lease.id);
-    return lease;
-  });
-  await withPostgres(options, async (backend) => {
-    const second = await backend.acquire("r", "bob@host", 60);
-    assert.ok(second.fence > first.fence);
-  });
-});
-
 test("list() is an index range scan on the resource key", async () => {
   const table = uniqueTable();
   await withPostgres({ table, create_table: "true" }, async (backend) => {
@@ -318,21 +292,6 @@ test("a server setting in the url that the server rejects is a config error", as
       const error = await clean(backend.current("r"), ConfigError);
       assert.match(error.message, /server setting in the url/);
     });
-  }
-});
-
-test("20 instances creating the table at once all succeed", async () => {
-  const table = uniqueTable();
-  const backends = await Promise.all(
-    Array.from({ length: 20 }, () => open({ table, create_table: "yes" })),
-  );
-  try {
-    const leases = await Promise.all(
-      backends.map((backend, i) => backend.acquire(`r${i}`, "ann@host", 60)),
-    );
-    assert.equal(new Set(leases.map((lease) => lease.id)).size, 20);
-  } finally {
-    await Promise.all(backends.map((backend) => backend.close()));
   }
 });
 
@@ -446,19 +405,6 @@ test("the original's connection option still works as url", async () => {
   } finally {
     await backend.close();
   }
-});
-
-test("a wrong password is a clean BackendUnavailableError", async () => {
-  const wrong = new URL(url);
-  wrong.password = "wrong-password-42";
-  await withPostgres({ url: wrong.href }, async (backend) => {
-    const error = await clean(
-      backend.current("r"),
-      BackendUnavailableError,
-    );
-    assert.match(error.message, /refused the login/);
-    assert.ok(!error.message.includes("wrong-password-42"));
-  });
 });
 
 test("sslmode=require encrypts without checking the certificate", async () => {
@@ -807,22 +753,6 @@ test("watch works over TLS and through a unix socket", async () => {
       }
     }
   });
-});
-
-test("watch on a server that never answers fails within the timeout", async () => {
-  await using silent = silentServer();
-  const at = new URL(url);
-  at.hostname = "127.0.0.1";
-  at.port = String(silent.port);
-  await withPostgres(
-    { url: at.href, timeout: "300ms" },
-    async (backend) => {
-      await clean(
-        backend.watch("r", () => {}, new AbortController().signal),
-        BackendUnavailableError,
-      );
-    },
-  );
 });
 
 test("a listener whose connection drops goes quiet; the next watch opens another", async () => {

@@ -551,47 +551,9 @@ async function spawnServe(
   args: string[],
   env: Record<string, string> = {},
 ) {
-  const child = new Deno.Command("sh", {
-    args: [repoPath("scripts", "stormlock"), "serve", ...args],
-    cwd: home.cwd,
-    clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      DENO: Deno.execPath(),
-      ...home.env,
-      ...env,
-    },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let stderr = "";
-  let url: string | undefined;
-  while (url === undefined) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    stderr += value;
-    url = /serving (http:\/\/\S+)/.exec(stderr)?.[1];
-  }
-  const drained = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return stderr;
-      stderr += value;
-    }
-  })();
-  const stdout = new Response(child.stdout).text();
-  return {
-    url,
-    async stop(): Promise<{ code: number; stderr: string; stdout: string }> {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* gone */ }
-      const { code } = await child.status;
-      return { code, stderr: await drained, stdout: await stdout };
-    },
-  };
+  const child = home.spawn(["serve", ...args], env);
+  const url = (await child.stderrMatch(/serving (http:\/\/\S+)/))?.[1];
+  return { url, stop: () => child.stop() };
 }
 
 Deno.test("serve: the command refuses unsafe or bad options with exit 64", async () => {

@@ -22,7 +22,7 @@ import {
   revokeToken,
   TokenStore,
 } from "../lib/apps/serve/identity.ts";
-import { CliHome, repoPath, shown, sleep, uniqueResource } from "./helpers.ts";
+import { CliHome, shown, sleep, uniqueResource } from "./helpers.ts";
 
 /** A server over a fresh SQLite file, with a tokens file. */
 class Team implements AsyncDisposable {
@@ -430,38 +430,12 @@ test("team: the command serves https with --tls-cert and --tls-key from the laun
   };
   const ann = await make("ann", "read,acquire");
   const bob = await make("bob", "read,acquire");
-  const child = new Deno.Command("sh", {
-    args: [
-      repoPath("scripts", "stormlock"),
-      "-c",
-      server,
-      "serve",
-      "--listen",
-      "127.0.0.1:0",
-    ],
-    cwd: home.cwd,
-    clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      DENO: Deno.execPath(),
-      ...home.env,
-    },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let stderr = "";
-  let url: string | undefined;
-  while (url === undefined) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    stderr += value;
-    url = /serving (https:\/\/\S+) \(([^)]*)\)/.exec(stderr)?.[1];
-  }
+  const child = home.spawn(["-c", server, "serve", "--listen", "127.0.0.1:0"]);
+  const url = (await child.stderrMatch(/serving (https:\/\/\S+) \(([^)]*)\)/))
+    ?.[1];
   try {
-    assert.ok(url, stderr);
-    assert.match(stderr, /named tokens from .*tokens\.json, TLS/);
+    assert.ok(url, child.output.stderr);
+    assert.match(child.output.stderr, /named tokens from .*tokens\.json, TLS/);
     const client = home.write(
       "client.cfg",
       `[default]\nbackend = http\n[backend.http]\nurl = ${url}\nca_cert = ${certs.ca}\n`,
@@ -488,13 +462,7 @@ test("team: the command serves https with --tls-cert and --tls-key from the laun
       }
     }
   } finally {
-    child.kill("SIGTERM");
-    await child.status;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      stderr += value;
-    }
+    const { stderr } = await child.stop();
     for (const token of [ann, bob]) assert.ok(!stderr.includes(token));
   }
 });

@@ -42,6 +42,7 @@ Deno.test("the testing entry point exports the contract and its helpers", () => 
     const name of [
       "testBackendContract",
       "testUnavailableContract",
+      "tableStore",
     ] as const
   ) {
     assert.equal(typeof testing[name], "function", name);

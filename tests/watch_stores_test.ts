@@ -6,7 +6,7 @@
  */
 import assert from "assert";
 import { join } from "node:path";
-import { backendTest, CliHome, repoPath, sleep } from "./helpers.ts";
+import { backendTest, CliHome, sleep } from "./helpers.ts";
 
 const test = backendTest("watch");
 
@@ -60,52 +60,14 @@ async function serve(home: CliHome) {
   ]);
   assert.equal(made.code, 0, made.stderr);
   const token = made.stdout.trim();
-  const child = new Deno.Command("sh", {
-    args: [
-      repoPath("scripts", "stormlock"),
-      "-c",
-      server,
-      "serve",
-      "--listen",
-      "127.0.0.1:0",
-    ],
-    cwd: home.cwd,
-    clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      DENO: Deno.execPath(),
-      ...home.env,
-    },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let stderr = "";
-  let url: string | undefined;
-  while (url === undefined) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    stderr += value;
-    url = /serving (http:\/\/\S+) \(/.exec(stderr)?.[1];
-  }
-  const draining = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      stderr += value;
-    }
-  })();
+  const child = home.spawn(["-c", server, "serve", "--listen", "127.0.0.1:0"]);
+  const url = (await child.stderrMatch(/serving (http:\/\/\S+) \(/))?.[1];
   return {
     url,
     token,
-    stderr: () => stderr,
+    stderr: () => child.output.stderr,
     async [Symbol.asyncDispose]() {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* already ended */ }
-      await child.status;
-      await draining;
+      const { stderr } = await child.stop();
       assert.ok(!stderr.includes(token), "the token shows in serve's stderr");
     },
   };
@@ -158,33 +120,8 @@ async function watchesInOrder(
     const init = await home.run(["init"], extra);
     assert.equal(init.code, 0, init.stderr);
     const resource = `w/${unique()}`;
-    const child = new Deno.Command("sh", {
-      args: [repoPath("scripts", "stormlock"), "watch", "--json", "w/"],
-      cwd: home.cwd,
-      clearEnv: true,
-      env: {
-        PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-        DENO: Deno.execPath(),
-        ...home.env,
-        ...extra,
-      },
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const output = { stdout: "", stderr: "" };
-    const read = async (
-      stream: ReadableStream<Uint8Array>,
-      key: "stdout" | "stderr",
-    ) => {
-      const decoder = new TextDecoder();
-      for await (const chunk of stream) {
-        output[key] += decoder.decode(chunk, { stream: true });
-      }
-    };
-    const reading = Promise.all([
-      read(child.stdout, "stdout"),
-      read(child.stderr, "stderr"),
-    ]);
+    const child = home.spawn(["watch", "--json", "w/"], extra);
+    const { output } = child;
     const events = () =>
       output.stdout.split("\n").filter(Boolean).map((line) => JSON.parse(line))
         .filter((event) => event.resource === resource);
@@ -230,11 +167,7 @@ async function watchesInOrder(
       assert.equal(recorded.event_id, expired.event_id);
       assert.equal(await cli(["list", "--json"]), "[]");
     } finally {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* already ended */ }
-      const { code } = await child.status;
-      await reading;
+      const { code } = await child.stop();
       assert.equal(code, 0, output.stderr);
     }
     return output.stdout + output.stderr;

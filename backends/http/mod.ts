@@ -19,31 +19,18 @@ import {
 import { AcquireUnknownError } from "../../lib/kit/errors.ts";
 import type {
   AcquireRequest,
-  Classified,
   Ending,
-  KitContext,
   Operation,
   Store,
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
+import {
+  classifyHttpError,
+  NotServerError,
+  UnreachableError,
+} from "./errors.ts";
+import { options, readToken, serverUrls } from "./options.ts";
 import type { Breaker, Lease, LeaseEvent } from "../../lib/kit/types.ts";
-
-/**
- * Whether a host name only reaches this machine: loopback addresses and
- * `localhost` itself. A `*.localhost` name is not trusted here, since
- * nothing checks what it resolves to before the token is sent.
- */
-function loopbackHost(hostname: string): boolean {
-  const host = hostname.toLowerCase().replace(/^\[(.*)\]$/, "$1");
-  return host === "localhost" || host === "::1" ||
-    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
-
-/** The server answered, but not as a lock server does. */
-class NotServerError extends Error {}
-
-/** No url could be reached. */
-class UnreachableError extends Error {}
 
 /** A lease as the server's JSON shows it; `id` is null when hidden. */
 interface LeaseJson {
@@ -519,73 +506,10 @@ class HttpStore implements Store {
   }
 }
 
-/** Reads the token: STORMLOCK_TOKEN, else token_file; never printed. */
-function readToken(
-  tokenFile: string | undefined,
-  context: KitContext,
-): { token?: string; source?: string } {
-  const fromEnv = Deno.env.get("STORMLOCK_TOKEN")?.trim();
-  if (fromEnv) return { token: fromEnv, source: "STORMLOCK_TOKEN" };
-  if (tokenFile === undefined) return {};
-  const path = context.resolvePath(tokenFile);
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(path);
-  } catch (error) {
-    throw context.optionError(
-      "token_file",
-      `${path} can't be read (${
-        (error as Error).name
-      }); write the token from "stormlock token create" there`,
-    );
-  }
-  const token = text.trim();
-  if (token === "" || /\s/.test(token)) {
-    throw context.optionError(
-      "token_file",
-      `${path} must hold one token on one line`,
-    );
-  }
-  return { token, source: path };
-}
-
 /** The `http` backend: a client of `stormlock serve`. */
 export const backend = defineBackend({
   name: "http",
-  options: {
-    url: {
-      kind: "text",
-      default: "http://127.0.0.1:7878",
-      doc:
-        "The lock server, or several separated by commas or spaces: each call goes to the one that last answered, and fails over to the next when it can't be reached.",
-    },
-    token_file: {
-      kind: "text",
-      doc:
-        "A file holding the token (from `stormlock token create`); `STORMLOCK_TOKEN` wins over it. In GitHub Actions with `id-token: write` and neither set, the CLI asks Actions for an OIDC ID token.",
-    },
-    audience: {
-      kind: "text",
-      default: "stormlock",
-      doc: "The audience of the GitHub Actions ID token the CLI requests.",
-    },
-    ca_cert: {
-      kind: "pem",
-      doc: "A PEM file of CAs to trust for `https://`, for a private CA.",
-    },
-    allow_plain_http: {
-      kind: "boolean",
-      default: false,
-      doc:
-        "Allow `http://` to a host that is not loopback, which sends the token in the clear. Only behind a network you trust.",
-    },
-    timeout: {
-      kind: "duration",
-      default: "10s",
-      doc:
-        "Bound on each call, failover included; a dead url gets its share of it.",
-    },
-  },
+  options,
   capabilities: {
     clock: "server",
     init: true,
@@ -597,42 +521,7 @@ export const backend = defineBackend({
   },
   label: (settings) => `Lock server ${settings.url}`,
   open(settings, context) {
-    const urls = settings.url.split(/[\s,]+/).filter(Boolean).map((text) => {
-      let url: URL;
-      try {
-        url = new URL(text);
-      } catch {
-        throw context.optionError(
-          "url",
-          `"${text}" is not a URL; give https://HOST[:PORT]`,
-        );
-      }
-      if (url.protocol !== "https:" && url.protocol !== "http:") {
-        throw context.optionError(
-          "url",
-          `"${text}" must start with https:// (or http:// on loopback)`,
-        );
-      }
-      if (
-        url.protocol === "http:" && !loopbackHost(url.hostname) &&
-        !settings.allow_plain_http
-      ) {
-        throw context.optionError(
-          "url",
-          `${url.origin} is plain http to another host, which would send the token in the clear; use https://, or set allow_plain_http = true if the network is trusted`,
-        );
-      }
-      if (url.username || url.password) {
-        throw context.optionError(
-          "url",
-          "put the token in token_file or STORMLOCK_TOKEN, not in the URL",
-        );
-      }
-      return url;
-    });
-    if (urls.length === 0) {
-      throw context.optionError("url", "it is empty; name the lock server");
-    }
+    const urls = serverUrls(settings, context);
     const { token, source } = readToken(settings.token_file, context);
     return new HttpStore({
       urls,
@@ -643,21 +532,5 @@ export const backend = defineBackend({
       audience: settings.audience,
     });
   },
-  classify(error): Classified | undefined {
-    if (error instanceof UnreachableError) {
-      return {
-        unavailable:
-          `can't be reached (${error.message}); check that serve runs there and url in [backend.http]`,
-      };
-    }
-    if (error instanceof NotServerError) {
-      return {
-        unavailable:
-          `is not a Stormlock lock server (${error.message}); check url in [backend.http]`,
-      };
-    }
-    const name = (error as Error)?.name;
-    if (name === "AbortError" || name === "TimeoutError") return "timeout";
-    return undefined;
-  },
+  classify: classifyHttpError,
 });

@@ -29,6 +29,7 @@ export const options = {
   },
   password: {
     kind: "text",
+    secret: true,
     doc: "That user's password. Never printed.",
   },
   database: {

@@ -20,12 +20,15 @@ export const options = {
   url: {
     kind: "url",
     schemes: ["postgres:", "postgresql:"],
+    pemParams: ["sslrootcert", "sslcert", "sslkey"],
+    pemKeywords: ["system"],
     doc:
       `The server, as ${URL_FORM}; \`sslmode\`, \`sslrootcert\`, \`sslcert\` and \`sslkey\` work as in libpq, and a percent-encoded folder as the host means its unix socket. Required.`,
   },
   connection: {
     kind: "text",
     preferred: "url",
+    insteadOf: "url",
     doc:
       "The original Stormlock's name for `url`; also takes libpq's `key=value` form (`host=db dbname=ops user=ann`; no host means the socket in /var/run/postgresql). Set one of them.",
   },

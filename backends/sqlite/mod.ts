@@ -15,7 +15,10 @@ import type {
   Operation,
   Store,
 } from "../../lib/kit/contract.ts";
-import { stateDir } from "../../lib/kit/paths.ts";
+import { classifySqliteError } from "./errors.ts";
+import { defaultDatabasePath, options } from "./options.ts";
+
+export { defaultDatabasePath };
 import type {
   Breaker,
   Lease,
@@ -106,25 +109,6 @@ function isFolder(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** What to do about an SQLite error, by its message. */
-function sqliteRemedy(message: string): string {
-  if (/file is not a database|malformed|file is encrypted/i.test(message)) {
-    return "move the file aside (a new one is created) or fix path in [backend.sqlite]";
-  }
-  if (/database is locked|busy/i.test(message)) {
-    return "another process held it too long; retry, or raise timeout in [backend.sqlite]";
-  }
-  if (
-    /readonly|read-only|unable to open|permission denied|EACCES/i.test(message)
-  ) {
-    return "check that you can read and write the file and its folder, or fix path in [backend.sqlite]";
-  }
-  if (/disk is full|disk I\/O|ENOSPC/i.test(message)) {
-    return "free space on its disk, or move path in [backend.sqlite] elsewhere";
-  }
-  return "check the file and its folder, or fix path in [backend.sqlite]";
 }
 
 /** A lock store in one SQLite file. Expiry uses this host's clock. */
@@ -450,11 +434,6 @@ class SqliteStore implements Store {
   }
 }
 
-/** The default database: `$XDG_STATE_HOME/stormlock/locks.db`. */
-export function defaultDatabasePath(): string {
-  return join(stateDir(), "locks.db");
-}
-
 /**
  * The `sqlite` backend: one file, many processes on one host.
  *
@@ -465,18 +444,7 @@ export function defaultDatabasePath(): string {
  */
 export const backend = defineBackend({
   name: "sqlite",
-  options: {
-    path: {
-      kind: "path",
-      doc:
-        "The database file, relative to the config file's folder. Default: `$XDG_STATE_HOME/stormlock/locks.db` (or `~/.local/state/stormlock/locks.db`).",
-    },
-    timeout: {
-      kind: "duration",
-      default: "5s",
-      doc: "How long to wait for another process's write lock.",
-    },
-  },
+  options,
   capabilities: {
     clock: "host",
     list: true,
@@ -494,12 +462,5 @@ export const backend = defineBackend({
       context,
     );
   },
-  classify(error, failed) {
-    const message = (error as Error)?.message ?? String(error);
-    return {
-      unavailable: `failed to ${failed.action}: ${message}; ${
-        sqliteRemedy(message)
-      }`,
-    };
-  },
+  classify: classifySqliteError,
 });

@@ -37,7 +37,13 @@ export type {
   Operation,
   Store,
 } from "./contract.ts";
-export { optionError, optionTable } from "./options.ts";
+export {
+  optionError,
+  optionTable,
+  scrubSecrets,
+  secretValues,
+  urlPemFiles,
+} from "./options.ts";
 export type {
   HasValue,
   OptionBase,

@@ -30,6 +30,17 @@ export interface OptionBase {
    * backend calls otherwise: the preferred name, which a note points to.
    */
   preferred?: string;
+  /**
+   * Set on an option whose value must never be shown: the `config` report
+   * shows `****`, and {@linkcode scrubSecrets} takes it out of a client's
+   * messages (see {@linkcode secretValues}).
+   */
+  secret?: boolean;
+  /**
+   * Set when this option says what another says, another way (or under
+   * another name): exactly one of the two must be set.
+   */
+  insteadOf?: string;
 }
 
 /**
@@ -43,7 +54,10 @@ export interface OptionBase {
  * - `boolean`: true/false, yes/no, on/off, 1/0;
  * - `integer`: whole number within `min` and `max`;
  * - `port`: 1 to 65535;
- * - `url`: a URL whose scheme is one of `schemes`;
+ * - `url`: a URL whose scheme is one of `schemes`; the parameters named
+ *   in `pemParams` name PEM files, each read and checked like `pem`, and
+ *   their texts come from {@linkcode urlPemFiles} (a value in
+ *   `pemKeywords`, such as libpq's `sslrootcert=system`, names no file);
  * - `path`: a file, relative to the config file's folder;
  * - `pem`: a PEM file, read and checked; the value is its text.
  *
@@ -65,7 +79,15 @@ export type OptionSpec =
     max?: number;
   }
   | OptionBase & { kind: "port"; default?: number }
-  | OptionBase & { kind: "url"; schemes: readonly string[]; default?: string }
+  | OptionBase & {
+    kind: "url";
+    schemes: readonly string[];
+    default?: string;
+    /** URL parameters that name PEM files, relative to the config file. */
+    pemParams?: readonly string[];
+    /** Values of those parameters that name no file, kept as they are. */
+    pemKeywords?: readonly string[];
+  }
   | OptionBase & { kind: "path"; default?: string }
   | OptionBase & { kind: "pem" };
 
@@ -252,24 +274,192 @@ function parseValue(
       if (!spec.schemes.includes(url.protocol)) {
         throw fail(`the scheme is "${url.protocol}"; use ${schemes}`);
       }
+      if (spec.pemParams) {
+        readUrlPems(url, spec.pemParams, spec.pemKeywords ?? [], context, fail);
+      }
       return url;
     }
     case "path":
       return resolveConfigPath(text, context);
-    case "pem": {
-      const path = resolveConfigPath(text, context);
-      let pem: string;
+    case "pem":
+      return readPem(text, "", context, fail);
+  }
+}
+
+/**
+ * Reads and checks the PEM file at `path` (relative to the config file);
+ * `what` names it in messages (`sslcert file `), or is empty.
+ */
+function readPem(
+  path: string,
+  what: string,
+  context: BackendContext,
+  fail: (why: string, cause?: unknown) => Error,
+): string {
+  const file = resolveConfigPath(path, context);
+  let pem: string;
+  try {
+    pem = Deno.readTextFileSync(file);
+  } catch (error) {
+    throw fail(
+      `cannot read ${what}${file}: ${(error as Error).message}`,
+      error,
+    );
+  }
+  if (!/-----BEGIN [A-Z0-9 ]+-----/.test(pem)) {
+    throw fail(
+      `${what}${file} is not a PEM file (no "-----BEGIN …-----" line)`,
+    );
+  }
+  return pem;
+}
+
+/** The PEM texts read for each parsed URL, by parameter. */
+const urlPems = new WeakMap<URL, Record<string, string>>();
+
+/** Reads the PEM files a URL's parameters name, and keeps their texts. */
+function readUrlPems(
+  url: URL,
+  params: readonly string[],
+  keywords: readonly string[],
+  context: BackendContext,
+  fail: (why: string, cause?: unknown) => Error,
+): Record<string, string> {
+  const pems: Record<string, string> = {};
+  for (const param of params) {
+    const path = url.searchParams.get(param);
+    if (path === null || keywords.includes(path)) continue;
+    pems[param] = readPem(path, `${param} file `, context, fail);
+  }
+  urlPems.set(url, pems);
+  return pems;
+}
+
+/**
+ * The PEM files a URL's parameters name (see `pemParams` on a `url`
+ * option), read and checked, by parameter. A URL the schema parsed gives
+ * the texts it read; any other is read now, relative to the config file.
+ *
+ * @param url The URL, as the schema parsed it or as the backend built it.
+ * @param params The parameters that name PEM files.
+ * @param key The option, for messages.
+ * @param context Names the file and section in messages, and the folder.
+ * @param keywords Values that name no file (libpq's `sslrootcert=system`).
+ * @throws {ConfigError} when a file can't be read or is not PEM.
+ *
+ * @example
+ * ```ts
+ * import { urlPemFiles } from "./options.ts";
+ * const pems = urlPemFiles(
+ *   new URL("postgres://db/ops?sslmode=require"),
+ *   ["sslrootcert"],
+ *   "url",
+ *   { name: "postgres", section: "backend.postgres" },
+ * );
+ * console.log(pems); // {}
+ * ```
+ */
+export function urlPemFiles(
+  url: URL,
+  params: readonly string[],
+  key: string,
+  context: BackendContext,
+  keywords: readonly string[] = [],
+): Record<string, string> {
+  const known = urlPems.get(url);
+  if (known) return known;
+  return readUrlPems(
+    url,
+    params,
+    keywords,
+    context,
+    (why, cause) =>
+      optionError(context, key, why, cause ? { cause } : undefined),
+  );
+}
+
+/**
+ * The values a client's messages must never show: those of options marked
+ * `secret`, and the password in any URL option.
+ *
+ * @example
+ * ```ts
+ * import { secretValues } from "./options.ts";
+ * secretValues(
+ *   { password: { kind: "text", secret: true, doc: "" } },
+ *   { password: "hunter2" },
+ * ); // ["hunter2"]
+ * ```
+ */
+export function secretValues(
+  options: Record<string, OptionSpec>,
+  settings: object,
+): string[] {
+  const secrets: string[] = [];
+  for (const [key, spec] of Object.entries(options)) {
+    const value = (settings as Record<string, unknown>)[key];
+    if (spec.secret && typeof value === "string" && value !== "") {
+      secrets.push(value);
+    }
+    if (value instanceof URL && value.password !== "") {
+      secrets.push(value.password);
       try {
-        pem = Deno.readTextFileSync(path);
-      } catch (error) {
-        throw fail(`cannot read ${path}: ${(error as Error).message}`, error);
+        secrets.push(decodeURIComponent(value.password));
+      } catch {
+        // Not percent-encoded text: the raw form is enough.
       }
-      if (!/-----BEGIN [A-Z0-9 ]+-----/.test(pem)) {
-        throw fail(`${path} is not a PEM file (no "-----BEGIN …-----" line)`);
-      }
-      return pem;
     }
   }
+  return [...new Set(secrets)];
+}
+
+/**
+ * `text` with every secret replaced by `***`, for a client's message.
+ *
+ * @example
+ * ```ts
+ * import { scrubSecrets } from "./options.ts";
+ * scrubSecrets("bad key hunter2", ["hunter2"]); // "bad key ***"
+ * ```
+ */
+export function scrubSecrets(text: string, secrets: readonly string[]): string {
+  return secrets.reduce(
+    (out, secret) => secret ? out.replaceAll(secret, "***") : out,
+    text,
+  );
+}
+
+/** Option names that hold secrets, for options not declared `secret`. */
+const SECRET_NAME = /pass|secret|token|credential|session|access_key/i;
+
+/**
+ * An option value safe to show: `****` for an option declared `secret`
+ * (or, when no schema is known, one whose name says it is secret), and
+ * the password in a URL's user part masked.
+ *
+ * @param key The option.
+ * @param value Its text.
+ * @param spec Its declaration, when the backend's schema is known.
+ * @example
+ * ```ts
+ * import { maskOptionValue } from "./options.ts";
+ * maskOptionValue("url", "redis://:hunter2@h:6379/0"); // "redis://:****@h:6379/0"
+ * maskOptionValue("key", "abc", { kind: "text", secret: true, doc: "" }); // "****"
+ * ```
+ */
+export function maskOptionValue(
+  key: string,
+  value: string,
+  spec?: OptionSpec,
+): string {
+  if (spec ? spec.secret : SECRET_NAME.test(key)) {
+    return value === "" ? "" : "****";
+  }
+  return value.replace(
+    /^([a-z][a-z0-9+.-]*:\/\/)([^@/?#]*)@/i,
+    (_, scheme: string, user: string) =>
+      `${scheme}${user.includes(":") ? `${user.split(":")[0]}:****` : "****"}@`,
+  );
 }
 
 /**
@@ -317,6 +507,17 @@ export function parseOptions(
       continue;
     }
     settings[key] = parseValue(spec, raw, key, context);
+  }
+  for (const [key, spec] of Object.entries(schema.options)) {
+    const other = spec.insteadOf;
+    if (other === undefined) continue;
+    const has = (name: string) => (options[name] ?? "").trim() !== "";
+    if (has(key) && has(other)) {
+      throw optionError(context, key, `set ${other} or ${key}, not both`);
+    }
+    if (!has(key) && !has(other)) {
+      throw optionError(context, other, `required; set ${other} (or ${key})`);
+    }
   }
   for (const [first, second] of schema.together ?? []) {
     const has = (key: string) => (options[key] ?? "").trim() !== "";

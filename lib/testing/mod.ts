@@ -97,7 +97,11 @@ function assertLease(lease: Lease, resource: string, principal: string) {
  * @param name The backend's name, shown in test names.
  * @param open Opens a fresh backend instance.
  */
-export function testBackendContract(name: string, open: BackendFactory): void {
+export function testBackendContract(
+  name: string,
+  open: BackendFactory,
+  hooks: ContractHooks = {},
+): void {
   const register = backendTest(name);
   const test = (title: string, fn: (backend: Backend) => Promise<void>) =>
     register(title, () => withBackend(open, fn));
@@ -391,6 +395,343 @@ export function testBackendContract(name: string, open: BackendFactory): void {
   testMetadataAndFencing(name, open);
   testListHistoryBreak(name, open);
   testWaitQueue(name, open);
+  if (hooks.store) testStoreSetup(name, open, hooks.store);
+  if (hooks.secrets) testSecrets(name, hooks.secrets);
+  if (hooks.raw?.writeV01) testV01Lease(name, open, hooks.raw.writeV01);
+  if (hooks.raw?.foreign) testForeignData(name, open, hooks.raw);
+}
+
+/**
+ * What a backend's test file can do that the contract can't: the hooks
+ * that let shared cases reach the store directly. Each case runs only for
+ * the hooks given.
+ */
+export interface ContractHooks {
+  /** Credentials the server refuses; they must never show. */
+  secrets?: SecretHooks;
+  /** Records written straight into the store, as another program would. */
+  raw?: RawRecordHooks;
+  /** A store (such as a table) that `init` creates. */
+  store?: StoreHooks;
+}
+
+/** How the contract names a store that does not exist yet. */
+export interface StoreHooks {
+  /** Options naming a fresh store that is not there, and its name. */
+  missing(): { options: BackendOptions; name: string };
+  /** The options that create it on first use, such as `create_table`. */
+  createOnUse: BackendOptions;
+  /**
+   * How many of the instances that create the store race for one lock
+   * meanwhile (exactly one must win); the others take a lock each.
+   * @default 0
+   */
+  sharedRacers?: number;
+}
+
+/** How the contract gives a backend a credential the server refuses. */
+export interface SecretHooks {
+  /** The options that hold the secret, as a user writes them. */
+  options: string[];
+  /**
+   * Opens the backend with `secret` in those options where the server
+   * expects another (a wrong password), on the contract's server.
+   */
+  openWith(secret: string): Backend | Promise<Backend>;
+  /** What the refusal must also say, such as "refused the login". */
+  refusal?: RegExp;
+}
+
+/** A lease as Stormlock 0.1 stored it: no fence, host, reason or link. */
+export interface V01Lease {
+  resource: string;
+  id: string;
+  principal: string;
+  created: Date;
+  expires: Date;
+}
+
+/**
+ * Writes into the store where the factory's backend keeps `resource`'s
+ * lease, and returns a reader of what is stored there now, to show it is
+ * left alone.
+ */
+export type ForeignWriter = (
+  resource: string,
+) => Promise<() => Promise<unknown>>;
+
+/** Writing raw records: 0.1-format leases and data Stormlock never wrote. */
+export interface RawRecordHooks {
+  /** Stores `lease` exactly as Stormlock 0.1 did, for the factory's backend. */
+  writeV01?(lease: V01Lease): Promise<void>;
+  /** Kinds of foreign data, by a name shown in failures. */
+  foreign?: Record<string, ForeignWriter>;
+  /** What a refusal of foreign data must also say (the store, the remedy). */
+  foreignMentions?: (string | RegExp)[];
+}
+
+/**
+ * The {@linkcode StoreHooks} of a backend whose store is a table named by
+ * its `table` option and created on first use by `create_table = true`.
+ *
+ * @param newName A table name no other test uses.
+ * @param sharedRacers See {@linkcode StoreHooks.sharedRacers}.
+ */
+export function tableStore(
+  newName: () => string,
+  sharedRacers = 0,
+): StoreHooks {
+  return {
+    missing: () => {
+      const table = newName();
+      return { options: { table, create_table: "false" }, name: table };
+    },
+    createOnUse: { create_table: "true" },
+    sharedRacers,
+  };
+}
+
+function testStoreSetup(
+  name: string,
+  open: BackendFactory,
+  hooks: StoreHooks,
+): void {
+  const register = backendTest(name);
+  register(
+    "a missing store is a ConfigError naming it and both remedies",
+    async () => {
+      const missing = hooks.missing();
+      await withBackend(open, async (b) => {
+        await rejectsCleanly(
+          b.acquire(uniqueResource(), "ann@host", 60),
+          ConfigError,
+          {
+            mentions: [
+              /stormlock init/,
+              ...Object.keys(hooks.createOnUse),
+              missing.name,
+            ],
+          },
+        );
+      }, missing.options);
+    },
+  );
+
+  register(
+    "init() creates the store, and running it again changes nothing",
+    async () => {
+      await withBackend(open, async (b) => {
+        assert.ok(b.init, "a backend with a store to create has init()");
+        await b.init();
+        await b.init();
+        const lease = await b.acquire("r", "ann@host", 60);
+        await b.init();
+        assert.equal((await b.current("r"))?.id, lease.id);
+        if (b.capabilities.history) {
+          assert.equal((await b.history("r", 10)).length, 1);
+        }
+      }, hooks.missing().options);
+    },
+  );
+
+  register(
+    `${RACERS} instances creating the store at once all succeed${
+      hooks.sharedRacers
+        ? `, and one of ${hooks.sharedRacers} wins a shared lock`
+        : ""
+    }`,
+    async () => {
+      const options = { ...hooks.missing().options, ...hooks.createOnUse };
+      const racers = await Promise.all(
+        Array.from({ length: RACERS }, () => open(options)),
+      );
+      try {
+        const half = hooks.sharedRacers ?? 0;
+        const results = await Promise.allSettled(
+          racers.map((racer, i) =>
+            i < half
+              ? racer.acquire("shared", `racer${i}`, 60)
+              : racer.acquire(`own${i}`, `racer${i}`, 60)
+          ),
+        );
+        const shared = results.slice(0, half);
+        assert.equal(
+          shared.filter((result) => result.status === "fulfilled").length,
+          half > 0 ? 1 : 0,
+          `one winner: ${
+            shared.map((result) =>
+              result.status === "fulfilled" ? "won" : String(result.reason)
+            ).join("; ")
+          }`,
+        );
+        for (const result of shared) {
+          if (result.status === "rejected") {
+            assert.ok(result.reason instanceof LockHeldError, result.reason);
+          }
+        }
+        for (const result of results.slice(half)) {
+          assert.equal(
+            result.status,
+            "fulfilled",
+            String((result as PromiseRejectedResult).reason),
+          );
+        }
+      } finally {
+        await Promise.all(racers.map((racer) => racer.close()));
+      }
+    },
+  );
+}
+
+function testSecrets(name: string, hooks: SecretHooks): void {
+  const register = backendTest(name);
+  register(
+    `a wrong ${
+      hooks.options.join(" / ")
+    } is refused as unavailable, and never shown`,
+    async () => {
+      const secret = `wrong-Secret-${crypto.randomUUID()}`;
+      const backend = await hooks.openWith(secret);
+      try {
+        assert.ok(!Deno.inspect(backend).includes(secret), "inspect shows it");
+        assert.ok(
+          !(backend.label ?? "").includes(secret),
+          "the label shows it",
+        );
+        for (
+          const call of [
+            () => backend.acquire(uniqueResource(), "ann@host", 60),
+            () => backend.current(uniqueResource()),
+          ]
+        ) {
+          await rejectsCleanly(call(), BackendUnavailableError, {
+            mentions: hooks.refusal ? [hooks.refusal] : [],
+            secrets: [secret],
+          });
+        }
+      } finally {
+        await backend.close();
+      }
+    },
+  );
+}
+
+function testV01Lease(
+  name: string,
+  open: BackendFactory,
+  writeV01: NonNullable<RawRecordHooks["writeV01"]>,
+): void {
+  const register = backendTest(name);
+  register(
+    "a lease written by Stormlock 0.1 is read, held, listed, renewed and released by its id, and the next lease is fenced above it",
+    () =>
+      withBackend(open, async (b) => {
+        const prefix = `${uniqueResource("v01")}/`;
+        const resource = `${prefix}x`;
+        const id = newLeaseId();
+        const created = new Date(Date.now() - 1000);
+        const expires = new Date(created.getTime() + 61_000);
+        await writeV01({
+          resource,
+          id,
+          principal: "old@host",
+          created,
+          expires,
+        });
+        const current = await b.current(resource);
+        assert.ok(current, "the 0.1 lease reads as held");
+        assert.equal(current.id, id);
+        assert.equal(current.principal, "old@host");
+        assert.ok(Number.isSafeInteger(current.fence) && current.fence >= 0);
+        assert.equal(current.host, undefined);
+        assert.equal(current.reason, undefined);
+        assert.equal(current.link, undefined);
+        assert.ok(
+          Math.abs(current.expires.getTime() - expires.getTime()) < 1000,
+          `expires ${current.expires.toISOString()}`,
+        );
+        assert.equal(await b.isHeld(resource, id), true);
+        const held = await b.acquire(resource, "bob@host", 60).catch((e) => e);
+        assert.ok(held instanceof LockHeldError, String(held));
+        assert.equal(held.holder.id, id);
+        assert.equal(held.holder.fence, current.fence);
+        // Its holder, upgraded, can still renew and release it.
+        const renewed = await b.renew(resource, id, 120, { reason: "now" });
+        assert.equal(renewed.fence, current.fence);
+        assert.equal(renewed.reason, "now");
+        if (b.capabilities.list) {
+          // Once renewed, at the latest (0.1 kept no index of its leases).
+          assert.deepEqual((await b.list(prefix)).map((l) => l.id), [id]);
+        }
+        await b.release(resource, id);
+        const next = await b.acquire(resource, "bob@host", 60);
+        assert.ok(
+          next.fence > renewed.fence &&
+            (next.fence >= 1 || !b.capabilities.fencing),
+          `fence ${next.fence} after ${renewed.fence}`,
+        );
+        if (b.capabilities.history) {
+          assert.deepEqual(
+            (await b.history(resource)).map((event) => event.kind),
+            ["acquired", "released", "reason-changed"],
+          );
+        }
+      }),
+  );
+}
+
+function testForeignData(
+  name: string,
+  open: BackendFactory,
+  hooks: RawRecordHooks,
+): void {
+  const register = backendTest(name);
+  register(
+    "a record Stormlock did not write gives the same ConfigError everywhere, and is left alone",
+    () =>
+      withBackend(open, async (b) => {
+        for (const [kind, write] of Object.entries(hooks.foreign ?? {})) {
+          const resource = uniqueResource(kind.replaceAll(" ", "-"));
+          const read = await write(resource);
+          const before = await read();
+          const id = newLeaseId();
+          const by = { principal: "ops", reason: "x" };
+          const operations: [string, () => Promise<unknown>][] = [
+            ["acquire", () => b.acquire(resource, "ann@host", 60)],
+            ["current", () => b.current(resource)],
+            ["isHeld", () => b.isHeld(resource, id)],
+          ];
+          // A stranger's id may be turned away before the record is read.
+          for (
+            const [operation, call] of [
+              ["renew", () => b.renew(resource, id, 60)],
+              ["release", () => b.release(resource, id)],
+              ["breakLease", () => b.breakLease(resource, id, by)],
+            ] as const
+          ) {
+            const error = await call().then(() => undefined, (e) => e);
+            assert.ok(
+              error instanceof ConfigError ||
+                error instanceof LeaseNotHeldError,
+              `${operation} on ${kind}: ${error}`,
+            );
+          }
+          for (const [operation, call] of operations) {
+            await rejectsCleanly(call(), ConfigError, {
+              mentions: [
+                `the record for "${resource}" was not written by Stormlock`,
+                ...(hooks.foreignMentions ?? []),
+              ],
+            }).catch((error) => {
+              throw new Error(`${operation} on ${kind}: ${error.message}`, {
+                cause: error,
+              });
+            });
+          }
+          assert.deepEqual(await read(), before, `the ${kind} changed`);
+        }
+      }),
+  );
 }
 
 /** A lock over `backend` for `resource`, as the library opens one. */
@@ -554,6 +895,24 @@ function testMetadataAndFencing(name: string, open: BackendFactory): void {
     assert.equal(kept.reason, "two");
     assert.equal((await b.current(resource))?.reason, "two");
   });
+
+  register(
+    "fences survive closing every connection and starting afresh",
+    async () => {
+      const resource = uniqueResource();
+      const first = await withBackend(open, async (b) => {
+        const lease = await b.acquire(resource, "ann@host", 60);
+        await b.release(resource, lease.id);
+        return lease;
+      });
+      await withBackend(open, async (b) => {
+        const second = await b.acquire(resource, "bob@host", 60);
+        if (b.capabilities.fencing) {
+          assert.ok(second.fence > first.fence, `${second.fence}`);
+        } else assert.equal(second.fence, 0);
+      });
+    },
+  );
 
   register(
     "fencing tokens strictly increase across release, expiry and break",
@@ -799,4 +1158,66 @@ export function testUnavailableContract(
       }
     });
   });
+
+  test("every method on a server that never answers fails within the timeout, watch included", async () => {
+    await using server = silentServer();
+    await withBackend(() => openAt(host, server.port), async (backend) => {
+      const { capabilities } = backend;
+      const resource = uniqueResource();
+      const id = newLeaseId();
+      const by = { principal: "ops", reason: "x" };
+      const stop = new AbortController();
+      const calls: [string, boolean, () => Promise<unknown>][] = [
+        ["acquire", true, () => backend.acquire(resource, "ann@host", 60)],
+        ["renew", true, () => backend.renew(resource, id, 60)],
+        ["release", true, () => backend.release(resource, id)],
+        ["current", true, () => backend.current(resource)],
+        ["isHeld", true, () => backend.isHeld(resource, id)],
+        ["breakLease", true, () => backend.breakLease(resource, id, by)],
+        ["list", capabilities.list, () => backend.list()],
+        ["history", capabilities.history, () => backend.history(resource)],
+        [
+          "watch",
+          capabilities.events,
+          () => backend.watch(resource, () => {}, stop.signal),
+        ],
+      ];
+      // A hang fails too: no call may take many times the first one, which
+      // waited out the backend's own timeout.
+      let bound = Infinity;
+      try {
+        for (const [method, supported, call] of calls) {
+          const started = performance.now();
+          const outcome = call();
+          const hung = Symbol("hung");
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const result = await Promise.race([
+            outcome.then(() => undefined, (error: unknown) => error),
+            new Promise((resolve) =>
+              timer = bound === Infinity
+                ? undefined
+                : setTimeout(() => resolve(hung), bound)
+            ),
+          ]).finally(() => clearTimeout(timer));
+          assert.notEqual(result, hung, `${method} hung`);
+          if (bound === Infinity) {
+            bound = 30 * Math.max(100, performance.now() - started);
+          }
+          await rejectsCleanly(
+            Promise.reject(result),
+            supported ? BackendUnavailableError : ConfigError,
+            { mentions: supported ? mentionsFor(server.port) : [], secrets },
+          ).catch((error) => {
+            throw new Error(`${method}: ${error.message}`, { cause: error });
+          });
+        }
+      } finally {
+        stop.abort();
+      }
+    });
+  });
+
+  function mentionsFor(port: number): (string | RegExp)[] {
+    return [address(host, port), ...(silent ? [silent] : [])];
+  }
 }

@@ -106,50 +106,6 @@ export async function ensureApt(
   }
 }
 
-/** Starts a long-running process whose output goes to a log file. */
-export function spawnDaemon(
-  command: string,
-  args: string[],
-  logFile: string,
-  options: Deno.CommandOptions = {},
-): Deno.ChildProcess {
-  const file = Deno.openSync(logFile, {
-    write: true,
-    create: true,
-    append: true,
-  });
-  const child = new Deno.Command(command, {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    ...options,
-  }).spawn();
-  const pipe = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) file.writeSync(chunk);
-  };
-  Promise.all([pipe(child.stdout), pipe(child.stderr)]).finally(() =>
-    file.close()
-  );
-  return child;
-}
-
-/** Stops a daemon started by {@linkcode spawnDaemon} and waits for it. */
-export async function stopDaemon(child: Deno.ChildProcess): Promise<void> {
-  try {
-    child.kill("SIGTERM");
-  } catch {
-    return; // Already gone.
-  }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, 5000);
-  await child.status;
-  clearTimeout(timer);
-}
-
 /**
  * Waits until `probe` succeeds, polling. Fails after `attempts` tries with
  * the last error, so a broken server install fails the run instead of

@@ -5,16 +5,10 @@
  * launcher's first run installs only Deno.
  */
 import { join } from "node:path";
-import {
-  freePort,
-  hasCommand,
-  log,
-  run,
-  spawnDaemon,
-  stopDaemon,
-  waitUntil,
-} from "./_server.ts";
+import { freePort, hasCommand, log, run, waitUntil } from "./_server.ts";
 import type { StartedServer } from "./_server.ts";
+
+import { Daemon, type FaultServer, until } from "./_daemon.ts";
 
 /** The server's short name. */
 export const name = "dynamodb";
@@ -38,29 +32,89 @@ export async function installDynalite(): Promise<void> {
 }
 
 /** Starts dynalite and returns `STORMLOCK_TEST_DYNAMODB_ENDPOINT`. */
+/** dynalite answers a plain GET with "healthy: …" once it listens. */
+async function answers(port: number): Promise<void> {
+  const response = await fetch(`http://127.0.0.1:${port}`, {
+    signal: AbortSignal.timeout(1000),
+  });
+  const body = await response.text();
+  if (!body.startsWith("healthy")) throw new Error(body);
+}
+
 export async function start(workDir: string): Promise<StartedServer> {
   Deno.mkdirSync(workDir, { recursive: true });
   await installDynalite();
   const port = freePort();
-  const child = spawnDaemon(
+  const daemon = new Daemon(
+    "dynalite",
     "node",
     [dynalite, "--host", "127.0.0.1", "--port", String(port)],
     join(workDir, "dynalite.log"),
   );
+  daemon.start();
   const endpoint = `http://127.0.0.1:${port}`;
   try {
-    // dynalite answers a plain GET with "healthy: …" once it listens.
-    await waitUntil("dynalite", async () => {
-      const response = await fetch(endpoint);
-      const body = await response.text();
-      if (!body.startsWith("healthy")) throw new Error(body);
-    });
+    await waitUntil("dynalite", () => answers(port));
   } catch (error) {
-    await stopDaemon(child);
+    await daemon.stop();
     throw error;
   }
   return {
     env: { STORMLOCK_TEST_DYNAMODB_ENDPOINT: endpoint },
-    stop: () => stopDaemon(child),
+    stop: () => daemon.stop(),
+  };
+}
+
+// A dedicated server for the fault suite.
+
+/** Whether dynalite is installed in scripts/servers/dynalite. */
+export function hasDynalite(): boolean {
+  return hasCommand(dynalite);
+}
+
+/**
+ * Starts dynalite on loopback with its LevelDB store on disk (`--path`),
+ * so that tables and items survive a kill.
+ *
+ * @param dir An empty folder for the store and the log.
+ * @returns The running server.
+ */
+export async function startDynalite(dir: string): Promise<FaultServer> {
+  Deno.mkdirSync(dir, { recursive: true });
+  const port = freePort();
+  const daemon = new Daemon("dynalite", "node", [
+    dynalite,
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--path",
+    join(dir, "store"),
+    "--createTableMs",
+    "0",
+  ], join(dir, "dynalite.log"));
+  const start = async () => {
+    daemon.start();
+    await until("dynalite answering", () => answers(port));
+  };
+  await start();
+  return {
+    backend: "dynamodb",
+    port,
+    options: (at = port) => ({
+      endpoint: `http://127.0.0.1:${at}`,
+      region: "us-east-1",
+      table: "stormlock_faults",
+      access_key_id: "AKIAFAULTTESTS000000",
+      secret_access_key: "fault-tests-secret",
+    }),
+    pause: () => daemon.pause(),
+    resume: () => daemon.resume(),
+    kill: () => daemon.kill(),
+    start,
+    close: async () => {
+      await daemon.kill();
+      Deno.removeSync(dir, { recursive: true });
+    },
   };
 }

@@ -9,12 +9,12 @@ import {
   freePort,
   log,
   run,
-  spawnDaemon,
-  stopDaemon,
   tcpOpen,
   waitUntil,
 } from "./_server.ts";
 import type { StartedServer } from "./_server.ts";
+
+import { Daemon, type FaultServer, until } from "./_daemon.ts";
 
 /** The name the test runner logs. */
 export const name = "etcd";
@@ -23,12 +23,12 @@ export const name = "etcd";
 const USER = "locker";
 
 interface Etcd {
-  child: Deno.ChildProcess;
+  daemon: Daemon;
   port: number;
 }
 
 /** Starts one etcd member on free loopback ports, storing data in `dir`. */
-async function startEtcd(
+async function startOne(
   dir: string,
   scheme: "http" | "https",
   tlsArgs: string[] = [],
@@ -41,7 +41,8 @@ async function startEtcd(
   const env: Record<string, string> = {};
   // etcd 3.4 refuses to start on arm64 unless told to.
   if (Deno.build.arch === "aarch64") env.ETCD_UNSUPPORTED_ARCH = "arm64";
-  const child = spawnDaemon(
+  const daemon = new Daemon(
+    "etcd",
     "etcd",
     [
       "--name",
@@ -63,15 +64,16 @@ async function startEtcd(
       ...tlsArgs,
     ],
     join(dir, "etcd.log"),
-    { env },
+    env,
   );
+  daemon.start();
   try {
     await waitUntil(`etcd on port ${port}`, () => tcpOpen(port));
   } catch (error) {
-    await stopDaemon(child);
+    await daemon.stop();
     throw error;
   }
-  return { child, port };
+  return { daemon, port };
 }
 
 /** Resolves when etcd reports itself healthy: it has elected a leader. */
@@ -208,17 +210,17 @@ export async function start(workDir: string): Promise<StartedServer> {
   await ensureApt("openssl", ["openssl"]);
   const certs = join(workDir, "certs");
   await makeCertificates(certs);
-  const plain = await startEtcd(join(workDir, "plain"), "http");
+  const plain = await startOne(join(workDir, "plain"), "http");
   try {
     await waitUntil("etcd", () => healthy(plain.port, "http"));
   } catch (error) {
-    await stopDaemon(plain.child);
+    await plain.daemon.stop();
     throw error;
   }
   let secure: Etcd;
   const password = `pw-${crypto.randomUUID()}`;
   try {
-    secure = await startEtcd(join(workDir, "secure"), "https", [
+    secure = await startOne(join(workDir, "secure"), "https", [
       "--cert-file",
       join(certs, "server.crt"),
       "--key-file",
@@ -228,13 +230,13 @@ export async function start(workDir: string): Promise<StartedServer> {
       join(certs, "ca.crt"),
     ]);
   } catch (error) {
-    await stopDaemon(plain.child);
+    await plain.daemon.stop();
     throw error;
   }
   try {
     await enableAuth(secure.port, certs, password);
   } catch (error) {
-    await Promise.all([stopDaemon(plain.child), stopDaemon(secure.child)]);
+    await Promise.all([plain.daemon.stop(), secure.daemon.stop()]);
     throw error;
   }
   log(`etcd on ports ${plain.port} (plain) and ${secure.port} (TLS, auth)`);
@@ -247,7 +249,180 @@ export async function start(workDir: string): Promise<StartedServer> {
       STORMLOCK_TEST_ETCD_PASSWORD: password,
     },
     stop: async () => {
-      await Promise.all([stopDaemon(plain.child), stopDaemon(secure.child)]);
+      await Promise.all([plain.daemon.stop(), secure.daemon.stop()]);
     },
   };
+}
+
+// A dedicated server for the fault suite.
+
+/** Calls etcd's JSON gateway on `port` with a short timeout. */
+export async function etcdCall(
+  port: number,
+  path: string,
+  body: unknown = {},
+  timeoutMs = 1000,
+): Promise<Record<string, unknown>> {
+  const response = await fetch(`http://127.0.0.1:${port}${path}`, {
+    method: "POST",
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`etcd ${path}: ${response.status} ${text}`);
+  return JSON.parse(text);
+}
+
+/** One member of an etcd cluster. */
+export interface EtcdMember {
+  /** Its name in the cluster. */
+  readonly name: string;
+  /** Its client port. */
+  readonly port: number;
+  /** Its process. */
+  readonly daemon: Daemon;
+}
+
+/** An etcd cluster of one or more members on loopback. */
+export interface EtcdCluster extends FaultServer {
+  /** The members, in order. */
+  readonly members: readonly EtcdMember[];
+  /** The member that leads now, asked of the members that answer. */
+  leader(): Promise<EtcdMember>;
+  /** Resolves once every running member answers and agrees on a leader. */
+  healthy(): Promise<void>;
+  /** Starts a killed member again with its data. */
+  startMember(member: EtcdMember): Promise<void>;
+}
+
+/**
+ * Starts an etcd cluster of `size` members on free loopback ports, each
+ * with its data folder under `dir`.
+ *
+ * @param dir An empty folder.
+ * @param size How many members: 1 or 3.
+ * @returns The cluster, once it has elected a leader.
+ */
+export async function startEtcd(dir: string, size = 1): Promise<EtcdCluster> {
+  Deno.mkdirSync(dir, { recursive: true });
+  const token = `faults-${crypto.randomUUID()}`;
+  const ports = Array.from({ length: size }, () => ({
+    client: freePort(),
+    peer: freePort(),
+  }));
+  const initial = ports.map((p, i) => `m${i}=http://127.0.0.1:${p.peer}`)
+    .join(",");
+  const env: Record<string, string> = {};
+  if (Deno.build.arch === "aarch64") env.ETCD_UNSUPPORTED_ARCH = "arm64";
+  const members: EtcdMember[] = ports.map((p, i) => {
+    const client = `http://127.0.0.1:${p.client}`;
+    const peer = `http://127.0.0.1:${p.peer}`;
+    const args = [
+      "--name",
+      `m${i}`,
+      "--data-dir",
+      join(dir, `m${i}`),
+      "--listen-client-urls",
+      client,
+      "--advertise-client-urls",
+      client,
+      "--listen-peer-urls",
+      peer,
+      "--initial-advertise-peer-urls",
+      peer,
+      "--initial-cluster",
+      initial,
+      "--initial-cluster-state",
+      "new",
+      "--initial-cluster-token",
+      token,
+      "--log-level",
+      "warn",
+    ];
+    return {
+      name: `m${i}`,
+      port: p.client,
+      daemon: new Daemon(
+        `etcd m${i}`,
+        "etcd",
+        args,
+        join(dir, `m${i}.log`),
+        env,
+      ),
+    };
+  });
+  const status = async (member: EtcdMember) => {
+    const reply = await etcdCall(member.port, "/v3/maintenance/status");
+    const header = reply.header as Record<string, unknown>;
+    return { member: String(header.member_id), leader: String(reply.leader) };
+  };
+  const cluster: EtcdCluster = {
+    backend: "etcd",
+    port: members[0].port,
+    members,
+    options: (at?: number) => ({
+      hosts: at === undefined
+        ? members.map((m) => `http://127.0.0.1:${m.port}`).join(",")
+        : `http://127.0.0.1:${at}`,
+    }),
+    async leader() {
+      return await until("an etcd leader", async () => {
+        for (const member of members) {
+          if (!member.daemon.running) continue;
+          try {
+            const { leader } = await status(member);
+            for (const candidate of members) {
+              if (!candidate.daemon.running) continue;
+              const seen = await status(candidate);
+              if (seen.member === leader) return candidate;
+            }
+          } catch { /* ask the next */ }
+        }
+        throw new Error("no member names a running leader");
+      });
+    },
+    async healthy() {
+      await until("etcd healthy", async () => {
+        const leaders = new Set<string>();
+        for (const member of members) {
+          if (!member.daemon.running) continue;
+          const { leader } = await status(member);
+          if (leader === "0" || leader === "undefined") {
+            throw new Error(`${member.name} has no leader`);
+          }
+          leaders.add(leader);
+          // A write that commits proves a quorum.
+          await etcdCall(member.port, "/v3/kv/range", { key: btoa("probe") });
+        }
+        if (leaders.size !== 1) {
+          throw new Error("members disagree on the leader");
+        }
+      });
+    },
+    async startMember(member) {
+      member.daemon.start();
+      await until(`etcd ${member.name} answering`, () => status(member));
+    },
+    pause: () => members.forEach((m) => m.daemon.running && m.daemon.pause()),
+    resume: () => members.forEach((m) => m.daemon.running && m.daemon.resume()),
+    kill: async () => {
+      await Promise.all(members.map((m) => m.daemon.kill()));
+    },
+    async start() {
+      for (const member of members) member.daemon.start();
+      await cluster.healthy();
+    },
+    close: async () => {
+      await Promise.all(members.map((m) => m.daemon.kill()));
+      Deno.removeSync(dir, { recursive: true });
+    },
+  };
+  try {
+    await cluster.start();
+  } catch (error) {
+    const logs = members.map((m) => m.daemon.logTail(5)).join("\n");
+    await cluster.close();
+    throw new Error(`${(error as Error).message}\n${logs}`);
+  }
+  return cluster;
 }

@@ -13,13 +13,13 @@ import { join } from "node:path";
 import {
   ensureApt,
   freePort,
+  hasCommand,
   log,
   run,
-  spawnDaemon,
-  stopDaemon,
   waitUntil,
 } from "./_server.ts";
 import type { StartedServer } from "./_server.ts";
+import { Daemon, type FaultServer, until } from "./_daemon.ts";
 
 /** The server's name in the test run. */
 export const name = "mysql";
@@ -173,14 +173,15 @@ export async function start(_workDir: string): Promise<StartedServer> {
 
   const port = freePort();
   const logFile = file("mariadb.log");
-  const child = spawnDaemon(programs.server, [
+  const daemon = new Daemon("mariadb", programs.server, [
     ...serverArgs(dir, port),
     `--ssl-ca=${file("ca.crt")}`,
     `--ssl-cert=${file("server.crt")}`,
     `--ssl-key=${file("server.key")}`,
   ], logFile);
+  daemon.start();
   const stop = async () => {
-    await stopDaemon(child);
+    await daemon.stop();
     Deno.removeSync(dir, { recursive: true });
   };
   const password = newPassword();
@@ -213,5 +214,83 @@ export async function start(_workDir: string): Promise<StartedServer> {
       STORMLOCK_TEST_MYSQL_CA: file("ca.crt"),
     },
     stop,
+  };
+}
+
+// A dedicated server for the fault suite.
+
+/** Whether the fault tests can run MariaDB here. */
+export function hasMysql(): boolean {
+  return hasCommand("mariadbd") || hasCommand("/usr/sbin/mariadbd");
+}
+
+/**
+ * Starts a MariaDB of its own on loopback, with the account the original Stormlock's CI
+ * used: user `root` with password `test` over TCP, and a database `test`.
+ *
+ * @param workDir A folder for scratch files (the server's own files live
+ * under /tmp, where its user can reach them).
+ * @returns The running server.
+ */
+export async function startMysql(workDir: string): Promise<FaultServer> {
+  Deno.mkdirSync(workDir, { recursive: true });
+  const programs = await mariadbPrograms();
+  const dir = await serverDir("stormlock-myf-");
+  await installDb(programs.installDb, dir);
+  const port = freePort();
+  const server = hasCommand(programs.server)
+    ? programs.server
+    : `/usr/sbin/${programs.server}`;
+  const daemon = new Daemon(
+    "mariadb",
+    server,
+    serverArgs(dir, port),
+    join(dir, "mariadb.log"),
+  );
+  const start = async () => {
+    daemon.start();
+    try {
+      await until(
+        "mariadb answering",
+        () => rootSql(programs.client, dir, "SELECT 1"),
+        300,
+      );
+    } catch (error) {
+      await daemon.kill();
+      throw new Error(`${(error as Error).message}\n${daemon.logTail()}`);
+    }
+  };
+  try {
+    await start();
+    await rootSql(
+      programs.client,
+      dir,
+      `CREATE DATABASE test CHARACTER SET utf8mb4;
+       CREATE USER 'root'@'127.0.0.1' IDENTIFIED BY 'test';
+       GRANT ALL ON *.* TO 'root'@'127.0.0.1';`,
+    );
+  } catch (error) {
+    await daemon.kill();
+    Deno.removeSync(dir, { recursive: true });
+    throw error;
+  }
+  return {
+    backend: "mysql",
+    port,
+    options: (at = port) => ({
+      host: "127.0.0.1",
+      port: String(at),
+      user: "root",
+      password: "test",
+      database: "test",
+    }),
+    pause: () => daemon.pause(),
+    resume: () => daemon.resume(),
+    kill: () => daemon.kill(),
+    start,
+    close: async () => {
+      await daemon.kill();
+      Deno.removeSync(dir, { recursive: true });
+    },
   };
 }

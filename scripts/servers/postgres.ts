@@ -13,11 +13,19 @@ import {
   freePort,
   log,
   run,
-  spawnDaemon,
-  stopDaemon,
   waitUntil,
 } from "./_server.ts";
 import type { StartedServer } from "./_server.ts";
+
+import {
+  cleanups,
+  Daemon,
+  exited,
+  type FaultServer,
+  processTree,
+  signalTree,
+  until,
+} from "./_daemon.ts";
 
 /** The server's name in the test run. */
 export const name = "postgres";
@@ -183,7 +191,8 @@ export async function start(workDir: string): Promise<StartedServer> {
     `ssl_key_file=${key}`,
   ]);
   const logFile = join(dir, "postgres.log");
-  const child = spawnDaemon(command, args, logFile);
+  const daemon = new Daemon("postgres", command, args, logFile);
+  daemon.start();
 
   const stop = async () => {
     // SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for clients.
@@ -193,9 +202,7 @@ export async function start(workDir: string): Promise<StartedServer> {
       );
       if (pid > 0) Deno.kill(pid, "SIGINT");
     } catch { /* not running */ }
-    const timer = setTimeout(() => stopDaemon(child), 5000);
-    await child.status;
-    clearTimeout(timer);
+    await daemon.stop(null);
     if (dir !== workDir) Deno.removeSync(dir, { recursive: true });
   };
 
@@ -241,5 +248,161 @@ export async function start(workDir: string): Promise<StartedServer> {
       STORMLOCK_TEST_POSTGRES_SOCKET_DIR: dir,
     },
     stop,
+  };
+}
+
+// A dedicated server for the fault suite.
+
+/** Whether the fault tests can run PostgreSQL here. */
+export function hasPostgres(): boolean {
+  return findBinDir() !== undefined;
+}
+
+/** A PostgreSQL cluster run with `pg_ctl`, with `pg_ctl restart` too. */
+export interface PostgresServer extends FaultServer {
+  /** `pg_ctl restart -m fast`: clients are disconnected, data kept. */
+  restartFast(): Promise<void>;
+  /** `pg_ctl stop -m fast`. */
+  stopFast(): Promise<void>;
+}
+
+/**
+ * Makes and starts a PostgreSQL cluster with `initdb` and `pg_ctl`, as
+ * the unprivileged user `stormlock-pg` when run as root. TCP on loopback
+ * is trusted: the URL is `postgres://postgres@127.0.0.1:PORT/postgres`.
+ *
+ * @param workDir A folder for scratch files (the cluster itself lives
+ * under /tmp, where the server's user can reach it).
+ * @returns The running server.
+ */
+export async function startPostgres(workDir: string): Promise<PostgresServer> {
+  const bin = findBinDir();
+  if (!bin) throw new Error("PostgreSQL is not installed (initdb, pg_ctl)");
+  const asRoot = Deno.uid() === 0;
+  if (asRoot) await ensureServerUser();
+  Deno.mkdirSync(workDir, { recursive: true });
+  const dir = Deno.makeTempDirSync({ dir: "/tmp", prefix: "stormlock-pgf-" });
+  if (asRoot) await run("chown", [SERVER_USER, dir]);
+  const asServer = (command: string, args: string[]) =>
+    asRoot
+      ? run("runuser", ["-u", SERVER_USER, "--", command, ...args], {
+        cwd: dir,
+      })
+      : run(command, args, { cwd: dir });
+  const data = join(dir, "data");
+  const port = freePort();
+  await asServer(join(bin, "initdb"), [
+    "-D",
+    data,
+    "-U",
+    "postgres",
+    "-E",
+    "UTF8",
+    "--no-locale",
+    "--no-sync",
+    "--no-instructions",
+    "--auth-local=trust",
+    "--auth-host=trust",
+  ]);
+  const logFile = join(dir, "postgres.log");
+  const options = [
+    `-p ${port}`,
+    "-c listen_addresses=127.0.0.1",
+    "-c unix_socket_directories=''",
+    "-c max_connections=100",
+  ].join(" ");
+  const pgCtl = (...args: string[]) =>
+    asServer(join(bin, "pg_ctl"), ["-D", data, "-l", logFile, ...args]);
+  const postmaster = () => {
+    try {
+      return Number(
+        Deno.readTextFileSync(join(data, "postmaster.pid")).split("\n")[0],
+      );
+    } catch {
+      return 0;
+    }
+  };
+  let pid = 0;
+  const ready = async () => {
+    await until("postgres answering", () =>
+      run(join(bin, "psql"), [
+        "-X",
+        "-q",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-c",
+        "SELECT 1",
+      ]));
+    pid = postmaster();
+  };
+  const killTree = () => {
+    if (pid > 0) signalTree(pid, "SIGKILL");
+  };
+  const logTail = () => {
+    try {
+      return Deno.readTextFileSync(logFile).split("\n").slice(-20).join("\n");
+    } catch {
+      return "";
+    }
+  };
+  const start = async () => {
+    try {
+      await pgCtl("start", "-w", "-t", "30", "-o", options);
+    } catch (error) {
+      throw new Error(`${(error as Error).message}\n${logTail()}`);
+    }
+    cleanups.add(killTree);
+    await ready();
+  };
+  const kill = async () => {
+    if (pid <= 0) return;
+    const tree = processTree(pid);
+    signalTree(pid, "SIGCONT");
+    signalTree(pid, "SIGKILL");
+    for (const p of tree) await exited(p);
+    pid = 0;
+    // The dead postmaster may linger as a zombie until init reaps it, and
+    // PostgreSQL would take its pid for a live server: the crash is
+    // certain, so drop the stale lock file, as a reboot would.
+    try {
+      Deno.removeSync(join(data, "postmaster.pid"));
+    } catch { /* none */ }
+  };
+  try {
+    await start();
+  } catch (error) {
+    killTree();
+    Deno.removeSync(dir, { recursive: true });
+    throw error;
+  }
+  return {
+    backend: "postgres",
+    port,
+    options: (at = port) => ({
+      url: `postgres://postgres@127.0.0.1:${at}/postgres`,
+    }),
+    pause: () => signalTree(pid, "SIGSTOP"),
+    resume: () => signalTree(pid, "SIGCONT"),
+    kill,
+    start,
+    async restartFast() {
+      await pgCtl("restart", "-m", "fast", "-w", "-t", "30", "-o", options);
+      await ready();
+    },
+    async stopFast() {
+      await pgCtl("stop", "-m", "fast", "-w", "-t", "30");
+      pid = 0;
+    },
+    close: async () => {
+      await kill();
+      cleanups.delete(killTree);
+      Deno.removeSync(dir, { recursive: true });
+    },
   };
 }

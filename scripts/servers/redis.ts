@@ -4,16 +4,10 @@
  * port whose certificate is signed by a CA made for this run.
  */
 import { join } from "node:path";
-import {
-  ensureApt,
-  freePort,
-  log,
-  run,
-  spawnDaemon,
-  stopDaemon,
-  waitUntil,
-} from "./_server.ts";
+import { ensureApt, freePort, log, run, waitUntil } from "./_server.ts";
 import type { StartedServer } from "./_server.ts";
+
+import { Daemon, type FaultServer, until } from "./_daemon.ts";
 
 /** The server's name in the test log. */
 export const name = "redis";
@@ -141,11 +135,12 @@ export async function start(workDir: string): Promise<StartedServer> {
     ].join("\n"),
   );
   const logFile = join(workDir, "redis.log");
-  const child = spawnDaemon("redis-server", [config], logFile);
+  const daemon = new Daemon("redis-server", "redis-server", [config], logFile);
+  daemon.start();
   try {
     await waitUntil("redis-server", () => answers(port), 50);
   } catch (error) {
-    await stopDaemon(child);
+    await daemon.stop();
     throw new Error(
       `${(error as Error).message}\n${Deno.readTextFileSync(logFile)}`,
     );
@@ -160,6 +155,68 @@ export async function start(workDir: string): Promise<StartedServer> {
         `rediss://:${password}@localhost:${tlsPort}`,
       STORMLOCK_TEST_REDIS_CA: join(workDir, "ca.crt"),
     },
-    stop: () => stopDaemon(child),
+    stop: () => daemon.stop(),
+  };
+}
+
+// A dedicated server for the fault suite.
+
+/**
+ * Starts a redis-server of its own on loopback, without a password. With
+ * `appendonly`, every write is in the AOF (`appendfsync always`) before it
+ * is answered, so leases survive a kill.
+ *
+ * @param dir An empty folder for its config, AOF and log.
+ * @param appendonly Whether to persist with an append-only file.
+ * @returns The running server.
+ */
+export async function startRedis(
+  dir: string,
+  appendonly = true,
+): Promise<FaultServer> {
+  Deno.mkdirSync(dir, { recursive: true });
+  const port = freePort();
+  const config = join(dir, "redis.conf");
+  Deno.writeTextFileSync(
+    config,
+    [
+      "bind 127.0.0.1",
+      `port ${port}`,
+      "save ''",
+      `appendonly ${appendonly ? "yes" : "no"}`,
+      "appendfsync always",
+      `dir ${dir}`,
+      "daemonize no",
+      "",
+    ].join("\n"),
+  );
+  const daemon = new Daemon(
+    "redis-server",
+    "redis-server",
+    [config],
+    join(dir, "redis.log"),
+  );
+  const start = async () => {
+    daemon.start();
+    try {
+      await until("redis answering", () => answers(port), 100);
+    } catch (error) {
+      await daemon.kill();
+      throw new Error(`${(error as Error).message}\n${daemon.logTail()}`);
+    }
+  };
+  await start();
+  return {
+    backend: "redis",
+    port,
+    options: (at = port) => ({ url: `redis://127.0.0.1:${at}` }),
+    pause: () => daemon.pause(),
+    resume: () => daemon.resume(),
+    kill: () => daemon.kill(),
+    start,
+    close: async () => {
+      await daemon.kill();
+      Deno.removeSync(dir, { recursive: true });
+    },
   };
 }

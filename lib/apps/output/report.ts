@@ -22,6 +22,7 @@ import { builtinBackends } from "../../composition/registry.ts";
 import { definitionOf } from "../../composition/plugin_adapter.ts";
 import { printable } from "../../kit/text.ts";
 import { coloursFor } from "./colour.ts";
+import { maskOptionValue, type OptionSpec } from "../../kit/options.ts";
 
 /** One place in the config search, in order. */
 export interface SearchedPlace {
@@ -82,11 +83,11 @@ export interface ConfigReport {
   backends: BackendReport[];
 }
 
-const SECRET_KEY = /pass|secret|token|credential|session|access_key/i;
-
 /**
  * An option value safe to show: secrets become `****`, and so does the
- * password in a URL's user part.
+ * password in a URL's user part. Without the backend's schema, an option
+ * whose name says it is secret counts as one (see
+ * {@linkcode maskOptionValue}, where options declare `secret: true`).
  * @example
  * ```ts
  * import { maskSecret } from "./report.ts";
@@ -94,12 +95,15 @@ const SECRET_KEY = /pass|secret|token|credential|session|access_key/i;
  * maskSecret("password", "hunter2"); // "****"
  * ```
  */
-export function maskSecret(key: string, value: string): string {
-  if (SECRET_KEY.test(key)) return value === "" ? "" : "****";
-  return value.replace(
-    /^([a-z][a-z0-9+.-]*:\/\/)([^@/?#]*)@/i,
-    (_, scheme: string, user: string) =>
-      `${scheme}${user.includes(":") ? `${user.split(":")[0]}:****` : "****"}@`,
+export function maskSecret(
+  key: string,
+  value: string,
+  options?: Record<string, OptionSpec>,
+): string {
+  return maskOptionValue(
+    key,
+    value,
+    options && Object.hasOwn(options, key) ? options[key] : undefined,
   );
 }
 
@@ -146,16 +150,23 @@ function searchOrder(
   });
 }
 
+/** A built-in backend's option declarations; `undefined` for others. */
+async function optionsOf(
+  name: string,
+): Promise<Record<string, OptionSpec> | undefined> {
+  const load = Object.hasOwn(builtinBackends, name)
+    ? builtinBackends[name]
+    : undefined;
+  return load ? definitionOf(await load(), name).schema.options : undefined;
+}
+
 /** A built-in backend's defaults for the options not set, masked. */
 async function defaultsOf(
   name: string,
   set: Record<string, string>,
 ): Promise<Record<string, string>> {
-  const load = Object.hasOwn(builtinBackends, name)
-    ? builtinBackends[name]
-    : undefined;
-  if (!load) return {};
-  const { options } = definitionOf(await load(), name).schema;
+  const options = await optionsOf(name);
+  if (!options) return {};
   return Object.fromEntries(
     Object.entries(options)
       .filter(([key, spec]) =>
@@ -163,7 +174,11 @@ async function defaultsOf(
       )
       .map(([key, spec]) => [
         key,
-        maskSecret(key, String((spec as { default: unknown }).default)),
+        maskSecret(
+          key,
+          String((spec as { default: unknown }).default),
+          options,
+        ),
       ]),
   );
 }
@@ -221,10 +236,11 @@ export async function configReport(
   }
   const backends = await Promise.all(
     backendsInUse(config).map(async (name): Promise<BackendReport> => {
+      const declared = await optionsOf(name);
       const options = Object.fromEntries(
         Object.entries(config.sections[`backend.${name}`] ?? {}).map((
           [key, value],
-        ) => [key, maskSecret(key, value)]),
+        ) => [key, maskSecret(key, value, declared)]),
       );
       const defaults = await defaultsOf(name, options);
       const started = Date.now();

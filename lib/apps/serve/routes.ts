@@ -16,8 +16,8 @@ import {
   type StormlockError,
 } from "../../kit/errors.ts";
 import { assertLeaseId } from "../../kit/lease.ts";
-import { queueView, WAIT_MARK } from "../../composition/queue.ts";
 import { INTERNAL_MARK } from "../../kit/reserved.ts";
+import { queueView, WAIT_MARK } from "../../composition/queue.ts";
 import type { Backend, Lease, LeaseEvent } from "../../kit/types.ts";
 import { shorten } from "../../kit/text.ts";
 import { VERSION } from "../../kit/version.ts";
