@@ -55,6 +55,16 @@ export interface AcquireOptions extends WaitListeners {
   reason?: string;
   /** A link for more, such as a CI run. */
   link?: string;
+  /**
+   * The new lease's id (32 lowercase hex digits), so that several locks
+   * can be held under one id (a lock set); by default a fresh one.
+   */
+  id?: string;
+  /**
+   * Takes the lock inside a freeze window, recording this reason (see
+   * `lib/composition/freeze.ts`); the reason is required.
+   */
+  overrideFreeze?: string;
 }
 
 /**
@@ -115,6 +125,13 @@ export class Lock {
   readonly #owner?: { close(): Promise<void> };
 
   /**
+   * Checked before each acquire: refuses one inside a freeze window, or
+   * gives the reason to record for an override. `Stormlock.lock` sets it
+   * (see `freeze.ts`); a `Lock` made directly over a backend has none.
+   */
+  guard?: (lock: Lock, options: AcquireOptions) => Promise<string | undefined>;
+
+  /**
    * Wraps an open backend for one resource.
    *
    * @param backend An open backend.
@@ -166,10 +183,13 @@ export class Lock {
     options: AcquireOptions,
     sending?: () => void,
   ): Promise<Lease> {
+    const overridden = await this.guard?.(this, options);
     const details = {
       host: localHost(),
-      reason: checkText(options.reason, "reason") ?? this.settings.reason,
+      reason: overridden ?? checkText(options.reason, "reason") ??
+        this.settings.reason,
       link: checkLink(options.link),
+      ...(options.id === undefined ? {} : { id: assertLeaseId(options.id) }),
     };
     const take = async (backend = this.backend, extra: AcquireDetails = {}) => {
       sending?.();

@@ -444,10 +444,15 @@ export interface SecretHooks {
 
 /** A lease as Stormlock 0.1 stored it: no fence, host, reason or link. */
 export interface V01Lease {
+  /** The resource name. */
   resource: string;
+  /** The lease id. */
   id: string;
+  /** Who holds it. */
   principal: string;
+  /** When it was taken. */
   created: Date;
+  /** When it runs out. */
   expires: Date;
 }
 
