@@ -1,9 +1,12 @@
 /**
  * The PostgreSQL backend: one row per resource in a table, expiry on the
- * server's clock (`now()`), and a `<table>_events` table for history.
- * Every change is one statement whose CTEs lock the row, write it, record
- * the event and trim history, so the check-and-set and its event are
- * atomic on the server and cost one round trip.
+ * server's clock (`now()`), a `<table>_events` table for history, and a
+ * `<table>_holders` table for the further holders of a lock with slots or
+ * shared holds (its first holder is in its row, as an exclusive lock's
+ * one holder). Every change is one statement whose CTEs lock the row,
+ * write it, record the event and trim history, so a change and its event
+ * are atomic on the server; an acquire is a transaction that locks the
+ * row first, reads the live holders, applies `admits()`, then takes.
  *
  * A resource's row is kept when its lease ends (marked free with
  * `expires = '-infinity'`), so the fence counter on it is never reset.
@@ -27,9 +30,11 @@ import type {
 import { defineBackend } from "../../lib/kit/define.ts";
 import { LazyConnection } from "../../lib/kit/connection.ts";
 import { StormlockError } from "../../lib/kit/errors.ts";
+import { admits, EXCLUSIVE } from "../../lib/kit/holders.ts";
 import {
   eventFromRow,
   EVENTS_SUFFIX,
+  HOLDERS_SUFFIX,
   quoteName,
   recordFromRow,
   type SqlPlace,
@@ -60,8 +65,6 @@ export { DEFAULT_TABLE };
 
 /** How long close() lets a healthy connection say goodbye. */
 const CLOSE_GRACE_SECONDS = 0.5;
-/** Acquire runs again when a racing creator of the row won the insert. */
-const ACQUIRE_ATTEMPTS = 5;
 /** Names at least this long (UTF-8) may be announced by their hash. */
 const HASHED_FROM = 2000;
 
@@ -169,6 +172,7 @@ class PostgresStore implements Store {
     this.#sql = statements(
       this.#quoted,
       quoteName(place.table + EVENTS_SUFFIX, '"'),
+      quoteName(place.table + HOLDERS_SUFFIX, '"'),
     );
   }
 
@@ -250,8 +254,17 @@ class PostgresStore implements Store {
         if (resource?.collation !== "C") await tx.unsafe(s.collate);
       }
       await tx.unsafe(s.createEvents);
+      const [events] = await tx.unsafe<{ limited: boolean }[]>(
+        `SELECT EXISTS (SELECT 1 FROM pg_attribute
+           WHERE attrelid = to_regclass($1::text)
+             AND attname = 'holder_limit' AND NOT attisdropped) AS limited`,
+        [quoteName(this.#place.table + EVENTS_SUFFIX, '"')],
+      );
+      if (!events.limited) await tx.unsafe(s.upgradeEvents);
+      await tx.unsafe(s.createHolders);
       await tx.unsafe(s.check);
       await tx.unsafe(s.checkEvents);
+      await tx.unsafe(s.checkHolders);
     });
   }
 
@@ -261,9 +274,22 @@ class PostgresStore implements Store {
 
   acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
     const { resource } = request;
-    return this.#run(op, async (sql) => {
-      for (let attempt = 0; attempt < ACQUIRE_ATTEMPTS; attempt++) {
-        const [row] = await sql.unsafe<
+    const limit = request.limit ?? EXCLUSIVE;
+    return this.#run(op, (sql) =>
+      sql.begin(async (tx) => {
+        // Once the row is locked, each statement reads what the acquires
+        // before this one committed.
+        await tx.unsafe(this.#sql.lock, [resource], { prepare: true });
+        const live = await tx.unsafe<Row[]>(this.#sql.holders, [resource], {
+          prepare: true,
+        });
+        const limits = live.map((row) => ({ limit: row.holder_limit ?? 1 }));
+        if (!admits(limits, limit)) {
+          throw new this.#context.errors.LockHeldError(this.#lease(live[0]), {
+            holders: live.length,
+          });
+        }
+        const [row] = await tx.unsafe<
           (Row & { won: boolean; waiting: number | string })[]
         >(
           this.#sql.acquire,
@@ -281,6 +307,7 @@ class PostgresStore implements Store {
             request.waiters ?? null,
             // Above every name under the prefix, in "C" (byte) order.
             request.waiters ? `${request.waiters}\u{10ffff}` : null,
+            limit,
           ],
           { prepare: true },
         );
@@ -292,13 +319,11 @@ class PostgresStore implements Store {
             { waiting: Number(row.waiting), queued: true },
           );
         }
-        if (row) throw new this.#context.errors.LockHeldError(this.#lease(row));
-        // A racing creator inserted the row first: read it afresh.
-      }
-      throw new this.#context.errors.BackendUnavailableError(
-        `Lock "${resource}" in ${this.label} changed hands ${ACQUIRE_ATTEMPTS} times during one acquire; try again`,
-      );
-    });
+        // The row was locked above: it can't have gone.
+        throw new this.#context.errors.BackendUnavailableError(
+          `Lock "${resource}" in ${this.label} lost its row during an acquire; try again`,
+        );
+      })) as Promise<Lease>;
   }
 
   /** Ends the live lease `leaseId` as `ending` says; or throws. */
@@ -320,6 +345,7 @@ class PostgresStore implements Store {
         this.#keep,
         this.#age,
         this.#channel,
+        false,
       ], { prepare: true });
       if (!row) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
@@ -345,14 +371,19 @@ class PostgresStore implements Store {
 
   expire(resource: string, leaseId: string, op: Operation): Promise<boolean> {
     return this.#run(op, async (sql) => {
-      const [row] = await sql.unsafe<{ ended: number }[]>(this.#sql.expire, [
+      const rows = await sql.unsafe<Row[]>(this.#sql.end, [
         resource,
         leaseId,
+        "expired",
+        null,
+        null,
+        null,
         this.#keep,
         this.#age,
         this.#channel,
+        true,
       ], { prepare: true });
-      return Number(row?.ended ?? 0) > 0;
+      return rows.length > 0;
     });
   }
 
@@ -385,6 +416,15 @@ class PostgresStore implements Store {
         prepare: true,
       });
       return row ? this.#lease(row) : null;
+    });
+  }
+
+  holders(resource: string, op: Operation): Promise<Lease[]> {
+    return this.#run(op, async (sql) => {
+      const rows = await sql.unsafe<Row[]>(this.#sql.holders, [resource], {
+        prepare: true,
+      });
+      return rows.map((row) => this.#lease(row));
     });
   }
 
@@ -482,6 +522,7 @@ export const backend = defineBackend({
     fencing: true,
     events: true,
     queue: true,
+    holders: true,
   },
   open(settings, context) {
     if (settings.url && settings.connection) {

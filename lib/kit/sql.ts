@@ -4,8 +4,10 @@
  * lease row and an event row, history pruning, a driver failure with the
  * password masked out, and the remedies both classifiers give.
  *
- * A store keeps one row per resource (holding its fence counter) and its
- * history in `<table>_events`, one row per event numbered per resource.
+ * A store keeps one row per resource (holding its fence counter and the
+ * lock's first holder), the further holders of a lock with slots or shared
+ * holds in `<table>_holders`, and its history in `<table>_events`, one row
+ * per event numbered per resource.
  *
  * @example
  * ```ts
@@ -20,6 +22,13 @@ import type { Lease, LeaseEvent, LeaseEventKind } from "./types.ts";
 
 /** The events table's name is the table's with this suffix. */
 export const EVENTS_SUFFIX = "_events";
+
+/**
+ * The holders table's name is the table's with this suffix: the further
+ * holders of a lock with slots or shared holds, one row each keyed by
+ * resource and lease, beside the lock's first holder in its own row.
+ */
+export const HOLDERS_SUFFIX = "_holders";
 
 /**
  * Old events are never shown; a write deletes them with this chance, which
@@ -48,6 +57,8 @@ export interface LeaseRow {
   fence: string | number;
   created: Date;
   expires: Date;
+  /** 1 exclusive, N slots, 0 shared; absent before slots (so 1). */
+  holder_limit?: number | null;
 }
 
 /** An event's columns: a lease's, its kind and time, and who broke it. */
@@ -71,6 +82,7 @@ export function recordFromRow(row: LeaseRow): LeaseRecord {
     fence: row.fence,
     created: row.created,
     expires: row.expires,
+    limit: row.holder_limit ?? 1,
   };
 }
 
