@@ -1,7 +1,10 @@
 /**
  * The MySQL backend (MySQL 8 and MariaDB 10.5 or later): one row per
  * resource in an InnoDB table, expiry on the server's clock
- * (`UTC_TIMESTAMP(3)`), and a `<table>_events` table for history.
+ * (`UTC_TIMESTAMP(3)`), a `<table>_events` table for history, and a
+ * `<table>_holders` table for the further holders of a lock with slots or
+ * shared holds (the first holder is in the lock's row, so an exclusive
+ * lock and the original's data look as they always did).
  *
  * Every change is one transaction that locks the resource's row with
  * `SELECT … FOR UPDATE`, writes it and records its event, so check-and-set
@@ -25,10 +28,12 @@ import type {
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
 import { StormlockError, UsageError } from "../../lib/kit/errors.ts";
+import { admits, EXCLUSIVE } from "../../lib/kit/holders.ts";
 import {
   AGE_PRUNE_CHANCE,
   eventFromRow,
   EVENTS_SUFFIX,
+  HOLDERS_SUFFIX,
   quoteName,
   recordFromRow,
   type SqlPlace,
@@ -120,6 +125,7 @@ class MysqlStore implements Store {
     this.#sql = statements(
       quoteName(place.table, "`"),
       quoteName(place.table + EVENTS_SUFFIX, "`"),
+      quoteName(place.table + HOLDERS_SUFFIX, "`"),
     );
   }
 
@@ -253,35 +259,58 @@ class MysqlStore implements Store {
       );
     }
     await plain(connection, s.createEvents);
+    const [database, name] = this.#schema;
+    const eventColumns = await exec<{ name: string }[]>(
+      connection,
+      s.columns,
+      [database, name + EVENTS_SUFFIX],
+    );
+    if (
+      !eventColumns.some((c) => String(c.name).toLowerCase() === "holder_limit")
+    ) {
+      await plain(connection, s.upgradeEvents);
+    }
+    await plain(connection, s.createHolders);
   }
 
   init(op: Operation): Promise<void> {
     return this.#run(op, (connection) => this.#init(connection));
   }
 
+  /** Refuses an acquire for `limit` unless admits() lets it beside `live`. */
+  #admit(resource: string, live: Row[], limit: number): void {
+    const limits = live.map((row) => ({
+      limit: Number(row.holder_limit ?? 1),
+    }));
+    if (!admits(limits, limit)) {
+      throw new this.#context.errors.LockHeldError(
+        this.#lease(live[0], resource),
+        { holders: live.length },
+      );
+    }
+  }
+
   acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
     const { resource } = request;
     const key = nameBytes(resource);
+    const limit = request.limit ?? EXCLUSIVE;
     return this.#run(op, async (connection) => {
       // A held lock is refused on a plain read, so contenders that lose
-      // never queue for the row lock the holder's next change needs.
-      const [seen] = await exec<Row[]>(connection, this.#sql.live, [key]);
-      if (seen) {
-        throw new this.#context.errors.LockHeldError(
-          this.#lease(seen, resource),
-        );
-      }
+      // never queue for the row lock the holders' next change needs.
+      const seen = await exec<Row[]>(connection, this.#sql.holders, [key, key]);
+      this.#admit(resource, seen, limit);
       for (let attempt = 0; attempt < ACQUIRE_ATTEMPTS; attempt++) {
         const lease = await this.#transaction(connection, async () => {
           const [old] = await exec<Row[]>(connection, this.#sql.lock, [key]);
           if (!old) return undefined;
-          if (Number(old.live)) {
-            throw new this.#context.errors.LockHeldError(
-              this.#lease(old, resource),
-            );
-          }
+          const others = await exec<Row[]>(connection, this.#sql.others, [
+            key,
+          ]);
+          const live = others.filter((row) => Number(row.live));
+          if (Number(old.live)) live.unshift(old);
+          this.#admit(resource, live, limit);
           let n = Number(old.events);
-          let fence = Number(old.fence);
+          let fence = Math.max(Number(old.fence), Number(old.top_fence ?? 0));
           if (n === 0) {
             const [counts] = await exec<Row[]>(connection, this.#sql.counts, [
               key,
@@ -289,53 +318,101 @@ class MysqlStore implements Store {
             n = Number(counts.events);
             fence = Math.max(fence, Number(counts.fence));
           }
-          if (Number(old.used)) {
-            // The lease that lapsed is recorded at its expiry, first.
+          // Expired further holders are recorded at their expiry, first.
+          for (const row of others.filter((row) => !Number(row.live))) {
             n++;
-            await exec(connection, this.#sql.recordOld, [
+            await exec(connection, this.#sql.recordHolder, [
               n,
               "expired",
-              old.expires,
+              row.expires,
+              null,
+              null,
+              null,
+              key,
+              row.lease,
+            ]);
+            await exec(connection, this.#sql.dropHolder, [key, row.lease]);
+          }
+          fence++;
+          const held = {
+            lease: request.id,
+            principal: request.principal,
+            host: request.host ?? null,
+            reason: request.reason ?? null,
+            link: request.link ?? null,
+            fence,
+            created: old.now!,
+            expires: new Date(old.now!.getTime() + request.ttlSeconds * 1000),
+            holder_limit: limit,
+          };
+          if (Number(old.live)) {
+            // Beside the row's holder: a row of the holders table.
+            n++;
+            await exec(connection, this.#sql.addHolder, [
+              key,
+              request.id,
+              held.principal,
+              held.host,
+              held.reason,
+              held.link,
+              fence,
+              old.now,
+              old.now,
+              request.ttlSeconds,
+              limit,
+            ]);
+            await exec(connection, this.#sql.count, [fence, n, key]);
+            await exec(connection, this.#sql.recordHolder, [
+              n,
+              "acquired",
+              null,
+              null,
+              null,
+              null,
+              key,
+              request.id,
+            ]);
+          } else {
+            if (Number(old.used)) {
+              // The lease that lapsed is recorded at its expiry, first.
+              n++;
+              await exec(connection, this.#sql.recordOld, [
+                n,
+                "expired",
+                old.expires,
+                null,
+                null,
+                null,
+                key,
+              ]);
+            }
+            n++;
+            await exec(connection, this.#sql.take, [
+              request.id,
+              held.principal,
+              held.host,
+              held.reason,
+              held.link,
+              fence,
+              fence,
+              n,
+              old.now,
+              old.now,
+              request.ttlSeconds,
+              limit,
+              key,
+            ]);
+            await exec(connection, this.#sql.recordRow, [
+              "acquired",
+              null,
               null,
               null,
               null,
               key,
             ]);
           }
-          n++;
-          await exec(connection, this.#sql.take, [
-            request.id,
-            request.principal,
-            request.host ?? null,
-            request.reason ?? null,
-            request.link ?? null,
-            fence + 1,
-            n,
-            old.now,
-            old.now,
-            request.ttlSeconds,
-            key,
-          ]);
-          await exec(connection, this.#sql.recordRow, [
-            "acquired",
-            null,
-            null,
-            null,
-            null,
-            key,
-          ]);
           await this.#trim(connection, key, n);
-          return this.#lease({
-            ...old,
-            lease: request.id,
-            principal: request.principal,
-            host: request.host ?? null,
-            reason: request.reason ?? null,
-            link: request.link ?? null,
-            fence: fence + 1,
-            created: old.now!,
-            expires: new Date(old.now!.getTime() + request.ttlSeconds * 1000),
-          }, resource);
+          return this.#lease({ ...old, ...held }, resource);
         });
         if (lease) return lease;
         // First use of this resource: make its row, then lock it.
@@ -345,6 +422,27 @@ class MysqlStore implements Store {
         `Lock "${resource}" in ${this.label} was not there to lock ${ACQUIRE_ATTEMPTS} times during one acquire; try again`,
       );
     });
+  }
+
+  /**
+   * Finds holder `leaseId` with the row locked: in the row (`first`), or
+   * in the holders table; `undefined` when it isn't live.
+   */
+  async #find(
+    connection: Connection,
+    key: Buffer,
+    leaseId: string,
+  ): Promise<{ row: Row; first: boolean; lock: Row } | undefined> {
+    const [lock] = await exec<Row[]>(connection, this.#sql.lock, [key]);
+    if (!lock) return undefined;
+    if (Number(lock.live) && lock.lease === leaseId.toLowerCase()) {
+      return { row: lock, first: true, lock };
+    }
+    const [row] = await exec<Row[]>(connection, this.#sql.liveHolder, [
+      key,
+      leaseId,
+    ]);
+    return row ? { row, first: false, lock } : undefined;
   }
 
   /** Ends the live lease `leaseId` as `ending` says; or throws. */
@@ -360,24 +458,52 @@ class MysqlStore implements Store {
       op,
       (connection) =>
         this.#transaction(connection, async () => {
-          const [row] = await exec<Row[]>(connection, this.#sql.liveLease, [
-            key,
-            leaseId,
-          ]);
-          if (!row) {
+          const found = await this.#find(connection, key, leaseId);
+          if (!found) {
             throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
           }
-          const n = Number(row.events) + 1;
-          await exec(connection, this.#sql.recordOld, [
-            n,
-            kind,
-            null,
-            by?.principal ?? null,
-            by?.host ?? null,
-            by?.reason ?? null,
-            key,
-          ]);
-          await exec(connection, this.#sql.end, [key]);
+          const { row, first, lock } = found;
+          const n = Number(lock.events) + 1;
+          const breaker = [by?.principal ?? null, by?.host ?? null];
+          if (first) {
+            await exec(connection, this.#sql.recordOld, [
+              n,
+              kind,
+              null,
+              ...breaker,
+              by?.reason ?? null,
+              key,
+            ]);
+            await exec(connection, this.#sql.end, [key]);
+            // The live further holder with the lowest fence moves in.
+            const next = (await exec<Row[]>(connection, this.#sql.others, [
+              key,
+            ])).find((other) => Number(other.live));
+            if (next) {
+              const top = Math.max(
+                Number(lock.fence),
+                Number(lock.top_fence ?? 0),
+              );
+              await exec(connection, this.#sql.promote, [
+                top,
+                key,
+                next.lease,
+              ]);
+              await exec(connection, this.#sql.dropHolder, [key, next.lease]);
+            }
+          } else {
+            await exec(connection, this.#sql.recordHolder, [
+              n,
+              kind,
+              null,
+              ...breaker,
+              by?.reason ?? null,
+              key,
+              leaseId,
+            ]);
+            await exec(connection, this.#sql.dropHolder, [key, leaseId]);
+            await exec(connection, this.#sql.events, [n, key]);
+          }
           await this.#trim(connection, key, n);
           return this.#lease(row, resource);
         }),
@@ -396,35 +522,55 @@ class MysqlStore implements Store {
       op,
       (connection) =>
         this.#transaction(connection, async () => {
-          const [before] = await exec<Row[]>(connection, this.#sql.liveLease, [
-            key,
-            leaseId,
-          ]);
-          if (!before) {
+          const found = await this.#find(connection, key, leaseId);
+          if (!found) {
             throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
           }
-          await exec(connection, this.#sql.renew, [
-            before.now,
-            ttlSeconds,
-            change.reason ?? null,
-            key,
-          ]);
+          const { row: before, first, lock } = found;
+          const n = Number(lock.events) + 1;
           const changed = change.reason !== undefined &&
             change.reason !== (before.reason ?? undefined);
-          await exec(connection, this.#sql.recordRow, [
-            changed ? "reason-changed" : "renewed",
-            null,
-            null,
-            null,
-            null,
-            key,
-          ]);
-          const n = Number(before.events) + 1;
+          const kind = changed ? "reason-changed" : "renewed";
+          if (first) {
+            await exec(connection, this.#sql.renew, [
+              lock.now,
+              ttlSeconds,
+              change.reason ?? null,
+              key,
+            ]);
+            await exec(connection, this.#sql.recordRow, [
+              kind,
+              null,
+              null,
+              null,
+              null,
+              key,
+            ]);
+          } else {
+            await exec(connection, this.#sql.renewHolder, [
+              lock.now,
+              ttlSeconds,
+              change.reason ?? null,
+              key,
+              leaseId,
+            ]);
+            await exec(connection, this.#sql.events, [n, key]);
+            await exec(connection, this.#sql.recordHolder, [
+              n,
+              kind,
+              null,
+              null,
+              null,
+              null,
+              key,
+              leaseId,
+            ]);
+          }
           await this.#trim(connection, key, n);
           return this.#lease({
             ...before,
             reason: change.reason ?? before.reason,
-            expires: new Date(before.now!.getTime() + ttlSeconds * 1000),
+            expires: new Date(lock.now!.getTime() + ttlSeconds * 1000),
           }, resource);
         }),
     );
@@ -432,17 +578,27 @@ class MysqlStore implements Store {
 
   current(resource: string, op: Operation): Promise<Lease | null> {
     return this.#run(op, async (connection) => {
-      const [row] = await exec<Row[]>(connection, this.#sql.live, [
-        nameBytes(resource),
-      ]);
+      const key = nameBytes(resource);
+      const [row] = await exec<Row[]>(connection, this.#sql.live, [key, key]);
       return row ? this.#lease(row, resource) : null;
+    });
+  }
+
+  holders(resource: string, op: Operation): Promise<Lease[]> {
+    return this.#run(op, async (connection) => {
+      const key = nameBytes(resource);
+      const rows = await exec<Row[]>(connection, this.#sql.holders, [key, key]);
+      return rows.map((row) => this.#lease(row, resource));
     });
   }
 
   isHeld(resource: string, leaseId: string, op: Operation): Promise<boolean> {
     return this.#run(op, async (connection) => {
+      const key = nameBytes(resource);
       const rows = await exec<unknown[]>(connection, this.#sql.isHeld, [
-        nameBytes(resource),
+        key,
+        leaseId,
+        key,
         leaseId,
       ]);
       return rows.length > 0;
@@ -454,8 +610,13 @@ class MysqlStore implements Store {
     const end = prefixEnd(start);
     return this.#run(op, async (connection) => {
       const rows = end
-        ? await exec<Row[]>(connection, this.#sql.listBelow, [start, end])
-        : await exec<Row[]>(connection, this.#sql.list, [start]);
+        ? await exec<Row[]>(connection, this.#sql.listBelow, [
+          start,
+          end,
+          start,
+          end,
+        ])
+        : await exec<Row[]>(connection, this.#sql.list, [start, start]);
       return rows.map((row) => this.#lease(row));
     });
   }
@@ -506,6 +667,7 @@ export const backend = defineBackend({
     list: true,
     history: true,
     fencing: true,
+    holders: true,
   },
   label(settings) {
     return `MySQL at ${where(settings)}`;
