@@ -146,6 +146,37 @@ test("init() upgrades a table made by the original's setup/mysql.sql, keeping it
   });
 });
 
+test("a table from before slots is upgraded in place on first use, keeping its lease", async () => {
+  const table = uniqueTable();
+  let held = "";
+  await withMysql({ table, create_table: "true" }, async (backend) => {
+    held = (await backend.acquire("pool", "ann@old", 60)).id;
+  });
+  // The layout before slots: no holders table, no holder_limit, top_fence.
+  await rawSql(
+    `DROP TABLE ${table}_holders;
+     ALTER TABLE ${table} DROP COLUMN holder_limit, DROP COLUMN top_fence;
+     ALTER TABLE ${table}_events DROP COLUMN holder_limit;`,
+  );
+  await withMysql({ table, create_table: "true" }, async (backend) => {
+    assert.equal((await backend.current("pool"))?.id, held);
+    await assert.rejects(
+      backend.acquire("pool", "bob", 60, { limit: 2 }),
+      LockHeldError,
+    );
+    await backend.release("pool", held);
+    const one = await backend.acquire("pool", "bob", 60, { limit: 2 });
+    const two = await backend.acquire("pool", "cy", 60, { limit: 2 });
+    assert.deepEqual(
+      (await backend.holders!("pool")).map((lease) => lease.id),
+      [one.id, two.id],
+    );
+    assert.ok(one.fence > 1 && two.fence > one.fence);
+    const kinds = (await backend.history("pool")).map((event) => event.kind);
+    assert.deepEqual(kinds, ["acquired", "acquired", "released", "acquired"]);
+  });
+});
+
 test("init() refuses a table that is not shaped like Stormlock's", async () => {
   const table = uniqueTable();
   await rawSql(`CREATE TABLE ${table} (id INT PRIMARY KEY, name TEXT)`);

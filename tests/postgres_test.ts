@@ -125,6 +125,42 @@ test("init() refuses a table that is not shaped like Stormlock's", async () => {
   }
 });
 
+test("a table from before slots is upgraded in place on first use, keeping its lease", async () => {
+  const table = uniqueTable();
+  const sql = await rawSql();
+  try {
+    let held = "";
+    await withPostgres({ table, create_table: "true" }, async (backend) => {
+      held = (await backend.acquire("pool", "ann@old", 60)).id;
+    });
+    // The layout before slots: no holders table, no holder_limit, top_fence.
+    await sql.unsafe(`DROP TABLE "${table}_holders"`);
+    await sql.unsafe(
+      `ALTER TABLE "${table}" DROP COLUMN holder_limit, DROP COLUMN top_fence`,
+    );
+    await sql.unsafe(`ALTER TABLE "${table}_events" DROP COLUMN holder_limit`);
+    await withPostgres({ table, create_table: "true" }, async (backend) => {
+      assert.equal((await backend.current("pool"))?.id, held);
+      await assert.rejects(
+        backend.acquire("pool", "bob", 60, { limit: 2 }),
+        LockHeldError,
+      );
+      await backend.release("pool", held);
+      const one = await backend.acquire("pool", "bob", 60, { limit: 2 });
+      const two = await backend.acquire("pool", "cy", 60, { limit: 2 });
+      assert.deepEqual(
+        (await backend.holders!("pool")).map((lease) => lease.id),
+        [one.id, two.id],
+      );
+      assert.ok(one.fence > 1 && two.fence > one.fence);
+      const kinds = (await backend.history("pool")).map((event) => event.kind);
+      assert.deepEqual(kinds, ["acquired", "acquired", "released", "acquired"]);
+    });
+  } finally {
+    await sql.end();
+  }
+});
+
 test("init() upgrades a Stormlock 0.1 table in place, keeping its leases", async () => {
   const table = uniqueTable();
   const sql = await rawSql();
