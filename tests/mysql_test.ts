@@ -154,7 +154,7 @@ test("a table from before slots is upgraded in place on first use, keeping its l
   });
   // The layout before slots: no holders table, no holder_limit, top_fence.
   await rawSql(
-    `DROP TABLE ${table}_holders;
+    `DROP TABLE ${table}_holds;
      ALTER TABLE ${table} DROP COLUMN holder_limit, DROP COLUMN top_fence;
      ALTER TABLE ${table}_events DROP COLUMN holder_limit;`,
   );

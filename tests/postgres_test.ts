@@ -134,7 +134,7 @@ test("a table from before slots is upgraded in place on first use, keeping its l
       held = (await backend.acquire("pool", "ann@old", 60)).id;
     });
     // The layout before slots: no holders table, no holder_limit, top_fence.
-    await sql.unsafe(`DROP TABLE "${table}_holders"`);
+    await sql.unsafe(`DROP TABLE "${table}_holds"`);
     await sql.unsafe(
       `ALTER TABLE "${table}" DROP COLUMN holder_limit, DROP COLUMN top_fence`,
     );

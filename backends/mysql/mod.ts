@@ -2,7 +2,7 @@
  * The MySQL backend (MySQL 8 and MariaDB 10.5 or later): one row per
  * resource in an InnoDB table, expiry on the server's clock
  * (`UTC_TIMESTAMP(3)`), a `<table>_events` table for history, and a
- * `<table>_holders` table for the further holders of a lock with slots or
+ * `<table>_holds` table for the further holders of a lock with slots or
  * shared holds (the first holder is in the lock's row, so an exclusive
  * lock and the original's data look as they always did).
  *

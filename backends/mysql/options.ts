@@ -6,7 +6,7 @@
  */
 import type { KitContext } from "../../lib/kit/contract.ts";
 import type { OptionSpec } from "../../lib/kit/options.ts";
-import { EVENTS_SUFFIX } from "../../lib/kit/sql.ts";
+import { EVENTS_SUFFIX, LONGEST_SUFFIX } from "../../lib/kit/sql.ts";
 
 /** The table used when the config names none (the original's too). */
 export const DEFAULT_TABLE = "stormlock";
@@ -79,7 +79,7 @@ export const options = {
 export function checkTable(table: string, context: KitContext): string {
   const parts = table.split(".");
   // MySQL names are at most 64 characters; leave room for the suffix.
-  const most = 64 - EVENTS_SUFFIX.length;
+  const most = 64 - LONGEST_SUFFIX;
   if (
     parts.length > 2 || table.includes("\0") ||
     parts.some((part) => part === "" || [...part].length > 64) ||

@@ -1,7 +1,7 @@
 /**
  * The PostgreSQL backend: one row per resource in a table, expiry on the
  * server's clock (`now()`), a `<table>_events` table for history, and a
- * `<table>_holders` table for the further holders of a lock with slots or
+ * `<table>_holds` table for the further holders of a lock with slots or
  * shared holds (its first holder is in its row, as an exclusive lock's
  * one holder). Every change is one statement whose CTEs lock the row,
  * write it, record the event and trim history, so a change and its event

@@ -6,7 +6,7 @@
  */
 import type { KitContext } from "../../lib/kit/contract.ts";
 import type { OptionSpec } from "../../lib/kit/options.ts";
-import { EVENTS_SUFFIX } from "../../lib/kit/sql.ts";
+import { EVENTS_SUFFIX, LONGEST_SUFFIX } from "../../lib/kit/sql.ts";
 import type { Connection } from "./client.ts";
 
 /** The table used when the config names none. */
@@ -247,7 +247,7 @@ export function checkTable(table: string, context: KitContext): string {
   const parts = table.split(".");
   const encoder = new TextEncoder();
   // Room for the events table's suffix within PostgreSQL's 63 bytes.
-  const most = 63 - EVENTS_SUFFIX.length;
+  const most = 63 - LONGEST_SUFFIX;
   if (
     parts.length > 2 || table.includes("\0") ||
     parts.some((part) => part === "" || encoder.encode(part).length > 63) ||

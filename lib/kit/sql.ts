@@ -6,7 +6,7 @@
  *
  * A store keeps one row per resource (holding its fence counter and the
  * lock's first holder), the further holders of a lock with slots or shared
- * holds in `<table>_holders`, and its history in `<table>_events`, one row
+ * holds in `<table>_holds`, and its history in `<table>_events`, one row
  * per event numbered per resource.
  *
  * @example
@@ -25,10 +25,18 @@ export const EVENTS_SUFFIX = "_events";
 
 /**
  * The holders table's name is the table's with this suffix: the further
- * holders of a lock with slots or shared holds, one row each keyed by
- * resource and lease, beside the lock's first holder in its own row.
+ * holds of a lock with slots or shared holds, one row each keyed by
+ * resource and lease, beside the lock's first holder in its own row. No
+ * longer than {@linkcode EVENTS_SUFFIX}, so every table name valid before
+ * slots still leaves room for it.
  */
-export const HOLDERS_SUFFIX = "_holders";
+export const HOLDERS_SUFFIX = "_holds";
+
+/** The longest suffix a store's table names get. */
+export const LONGEST_SUFFIX = Math.max(
+  EVENTS_SUFFIX.length,
+  HOLDERS_SUFFIX.length,
+);
 
 /**
  * Old events are never shown; a write deletes them with this chance, which
