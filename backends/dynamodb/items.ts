@@ -233,6 +233,40 @@ export class Items {
     return holders.sort((a, b) => a.fence - b.fence);
   }
 
+  /** The item's holders live at `now`, lowest fence first. */
+  live(resource: string, item: Item | undefined, now: number): Lease[] {
+    return this.holdersOf(resource, item)
+      .filter((lease) => lease.expires.getTime() > now);
+  }
+
+  /**
+   * The write that leaves `holders` (live ones) on the item, recording the
+   * expiry of every holder that lapsed by `now`, then `events`.
+   */
+  leave(
+    resource: string,
+    item: Item | undefined,
+    now: number,
+    holders: Lease[],
+    events: string[],
+    lastFence = this.counter(resource, item, "fence")!,
+  ): { set: Record<string, AttributeValue>; remove: readonly string[] } {
+    const lapsed = this.holdersOf(resource, item)
+      .filter((lease) => lease.expires.getTime() <= now)
+      .map((lease) => encodeEvent("expired", lease, lease.expires.getTime()));
+    const { set, remove } = this.holderAttributes(
+      resource,
+      holders.sort((a, b) => a.fence - b.fence),
+      lastFence,
+    );
+    set.events = this.appended(
+      this.eventsOf(resource, item),
+      [...lapsed, ...events],
+      now,
+    );
+    return { set, remove };
+  }
+
   /**
    * The attributes that store `holders` (lowest fence first, all live)
    * and those to remove: the first at the top level, as a lone lease

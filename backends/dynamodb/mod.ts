@@ -234,40 +234,6 @@ class DynamoDbStore implements Store {
     );
   }
 
-  /**
-   * The write that leaves `holders` (live ones) on the item, recording the
-   * expiry of every holder that lapsed by `now`, then `events`.
-   */
-  #leave(
-    resource: string,
-    item: Item | undefined,
-    now: number,
-    holders: Lease[],
-    events: string[],
-    lastFence = this.#items.counter(resource, item, "fence")!,
-  ) {
-    const lapsed = this.#items.holdersOf(resource, item)
-      .filter((lease) => lease.expires.getTime() <= now)
-      .map((lease) => encodeEvent("expired", lease, lease.expires.getTime()));
-    const { set, remove } = this.#items.holderAttributes(
-      resource,
-      holders.sort((a, b) => a.fence - b.fence),
-      lastFence,
-    );
-    set.events = this.#items.appended(
-      this.#items.eventsOf(resource, item),
-      [...lapsed, ...events],
-      now,
-    );
-    return { set, remove };
-  }
-
-  /** The item's holders live at `now`, lowest fence first. */
-  #live(resource: string, item: Item | undefined, now: number): Lease[] {
-    return this.#items.holdersOf(resource, item)
-      .filter((lease) => lease.expires.getTime() > now);
-  }
-
   async acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
     let lease: Lease;
     try {
@@ -340,7 +306,7 @@ class DynamoDbStore implements Store {
     );
     const limit = request.limit ?? 1;
     return this.#change(resource, op, (item, now) => {
-      const live = this.#live(resource, item, now);
+      const live = this.#items.live(resource, item, now);
       if (!admits(live, limit)) {
         throw new this.#context.errors.LockHeldError(live[0], {
           holders: live.length,
@@ -362,7 +328,7 @@ class DynamoDbStore implements Store {
       if (request.reason) lease.reason = request.reason;
       if (request.link) lease.link = request.link;
       if (limit !== 1) lease.limit = limit;
-      const change = this.#leave(resource, item, now, [...live, lease], [
+      const change = this.#items.leave(resource, item, now, [...live, lease], [
         encodeEvent("acquired", lease, now),
       ], fence);
       return { ...change, result: lease };
@@ -380,13 +346,13 @@ class DynamoDbStore implements Store {
     this.#items.key(resource);
     if (by) this.#items.checkText(resource, by.principal, by.host, by.reason);
     return this.#change(resource, op, (item, now) => {
-      const live = this.#live(resource, item, now);
+      const live = this.#items.live(resource, item, now);
       const lease = live.find((holder) => holder.id === leaseId);
       if (!lease) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
       // The fence counter stays, so the next lease's is higher.
-      const change = this.#leave(
+      const change = this.#items.leave(
         resource,
         item,
         now,
@@ -420,11 +386,11 @@ class DynamoDbStore implements Store {
           .find((holder) => holder.id === leaseId);
         if (!old || old.expires.getTime() > now) throw notDue;
         // Records the expiry of `old`, and of any other lapsed holder.
-        const change = this.#leave(
+        const change = this.#items.leave(
           resource,
           item,
           now,
-          this.#live(resource, item, now),
+          this.#items.live(resource, item, now),
           [],
         );
         return { ...change, result: true };
@@ -458,7 +424,7 @@ class DynamoDbStore implements Store {
   ): Promise<Lease> {
     this.#items.key(resource);
     return this.#change(resource, op, (item, now) => {
-      const live = this.#live(resource, item, now);
+      const live = this.#items.live(resource, item, now);
       const before = live.find((holder) => holder.id === leaseId);
       if (!before) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
@@ -486,7 +452,7 @@ class DynamoDbStore implements Store {
         now,
       );
       const holders = live.map((holder) => holder === before ? lease : holder);
-      const written = this.#leave(resource, item, now, holders, [event]);
+      const written = this.#items.leave(resource, item, now, holders, [event]);
       return { ...written, result: lease };
     });
   }
@@ -497,7 +463,7 @@ class DynamoDbStore implements Store {
 
   async holders(resource: string, op: Operation): Promise<Lease[]> {
     const item = await this.#load(resource, op, HOLDER_ATTRIBUTES);
-    return this.#live(resource, item, Date.now());
+    return this.#items.live(resource, item, Date.now());
   }
 
   /**
@@ -538,7 +504,7 @@ class DynamoDbStore implements Store {
       for (const item of page.Items ?? []) {
         const resource = item.resource?.S;
         if (resource === undefined) continue;
-        leases.push(...this.#live(resource, item, now));
+        leases.push(...this.#items.live(resource, item, now));
       }
       start = page.LastEvaluatedKey;
     } while (start);
