@@ -156,3 +156,17 @@ Deno.test("layers: every module under lib/ and backends/ stands on a floor", () 
     }
   }
 });
+
+Deno.test("layers: no backend file is over 650 lines; a store that grows splits by concern", () => {
+  const long: string[] = [];
+  for (const store of Deno.readDirSync(repoPath("backends"))) {
+    if (!store.isDirectory) continue;
+    for (const file of Deno.readDirSync(repoPath("backends", store.name))) {
+      if (!file.name.endsWith(".ts")) continue;
+      const path = `backends/${store.name}/${file.name}`;
+      const lines = Deno.readTextFileSync(repoPath(path)).split("\n").length;
+      if (lines > 650) long.push(`${path}: ${lines} lines`);
+    }
+  }
+  assert.deepEqual(long, []);
+});
