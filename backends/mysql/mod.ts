@@ -47,6 +47,7 @@ import {
   Pool,
 } from "./client.ts";
 import { classify, MysqlFailure } from "./errors.ts";
+import { take } from "./holders.ts";
 import { checkTable, DEFAULT_TABLE, options, where } from "./options.ts";
 import {
   ADDED_COLUMNS,
@@ -309,108 +310,14 @@ class MysqlStore implements Store {
           const live = others.filter((row) => Number(row.live));
           if (Number(old.live)) live.unshift(old);
           this.#admit(resource, live, limit);
-          let n = Number(old.events);
-          let fence = Math.max(Number(old.fence), Number(old.top_fence ?? 0));
-          if (n === 0) {
-            const [counts] = await exec<Row[]>(connection, this.#sql.counts, [
-              key,
-            ]);
-            n = Number(counts.events);
-            fence = Math.max(fence, Number(counts.fence));
-          }
-          // Expired further holders are recorded at their expiry, first.
-          for (const row of others.filter((row) => !Number(row.live))) {
-            n++;
-            await exec(connection, this.#sql.recordHolder, [
-              n,
-              "expired",
-              row.expires,
-              null,
-              null,
-              null,
-              key,
-              row.lease,
-            ]);
-            await exec(connection, this.#sql.dropHolder, [key, row.lease]);
-          }
-          fence++;
-          const held = {
-            lease: request.id,
-            principal: request.principal,
-            host: request.host ?? null,
-            reason: request.reason ?? null,
-            link: request.link ?? null,
-            fence,
-            created: old.now!,
-            expires: new Date(old.now!.getTime() + request.ttlSeconds * 1000),
-            holder_limit: limit,
-          };
-          if (Number(old.live)) {
-            // Beside the row's holder: a row of the holders table.
-            n++;
-            await exec(connection, this.#sql.addHolder, [
-              key,
-              request.id,
-              held.principal,
-              held.host,
-              held.reason,
-              held.link,
-              fence,
-              old.now,
-              old.now,
-              request.ttlSeconds,
-              limit,
-            ]);
-            await exec(connection, this.#sql.count, [fence, n, key]);
-            await exec(connection, this.#sql.recordHolder, [
-              n,
-              "acquired",
-              null,
-              null,
-              null,
-              null,
-              key,
-              request.id,
-            ]);
-          } else {
-            if (Number(old.used)) {
-              // The lease that lapsed is recorded at its expiry, first.
-              n++;
-              await exec(connection, this.#sql.recordOld, [
-                n,
-                "expired",
-                old.expires,
-                null,
-                null,
-                null,
-                key,
-              ]);
-            }
-            n++;
-            await exec(connection, this.#sql.take, [
-              request.id,
-              held.principal,
-              held.host,
-              held.reason,
-              held.link,
-              fence,
-              fence,
-              n,
-              old.now,
-              old.now,
-              request.ttlSeconds,
-              limit,
-              key,
-            ]);
-            await exec(connection, this.#sql.recordRow, [
-              "acquired",
-              null,
-              null,
-              null,
-              null,
-              key,
-            ]);
-          }
+          const { held, n } = await take(
+            connection,
+            this.#sql,
+            key,
+            request,
+            old,
+            others,
+          );
           await this.#trim(connection, key, n);
           return this.#lease({ ...old, ...held }, resource);
         });
