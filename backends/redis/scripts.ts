@@ -193,7 +193,10 @@ local f = lease(KEYS[1])
 if f == 'foreign' then return {'foreign'} end
 local limit = tonumber(ARGV[13])
 local first, rest = settle()
-local live = holders(first, KEYS[6], now)
+-- Settled: the first holder (if any; then the rest, in fence order).
+local live = {}
+if first then live[1] = first end
+for _, h in ipairs(rest) do live[#live + 1] = h[2] end
 -- The rule, as admits() in lib/kit/holders.ts: every live holder has
 -- this limit, and fewer than it hold (any number for 0).
 local admitted = limit == 0 or #live < limit
