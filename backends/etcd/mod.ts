@@ -21,6 +21,7 @@ import type {
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
 import { sleep, within } from "../../lib/kit/deadline.ts";
+import { admits, EXCLUSIVE } from "../../lib/kit/holders.ts";
 import type { Breaker, Lease, LeaseEvent } from "../../lib/kit/types.ts";
 import {
   b64,
@@ -28,10 +29,12 @@ import {
   type Compare,
   decoder,
   Gateway,
+  type Kv,
   type Member,
   prefixEnd,
   type RangeReply,
   type RequestOp,
+  type TxnReply,
   unb64,
 } from "./client.ts";
 import { classifyEtcdError } from "./errors.ts";
@@ -113,7 +116,7 @@ class EtcdStore implements Store {
 
   async acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
     const { resource } = request;
-    const leaseKey = b64(this.#keys.leaseKey(resource));
+    const limit = request.limit ?? EXCLUSIVE;
     const sweepEnd = Date.now() + SWEEP_WAIT_MS;
     // The etcd lease is granted only once the lock reads as free, so a
     // crowd refused by a holder leaves no leases behind it.
@@ -129,20 +132,33 @@ class EtcdStore implements Store {
       let state = await this.#keys.state(resource, op);
       for (;;) {
         const { holder } = state;
-        if (holder?.record.id === request.id) {
+        const mine = [holder, ...state.others].find((one) =>
+          one?.record.id === request.id
+        );
+        if (mine) {
           won = true; // An attempt whose answer was lost had landed.
-          return holder.lease;
+          return mine.lease;
         }
+        let first: Lease | null = null;
         if (holder) {
-          const visible = await this.#visible(holder, op);
-          if (visible) throw new this.#context.errors.LockHeldError(visible);
-          // The holder expired, but etcd's sweep has not deleted its key.
-          if (Date.now() > sweepEnd || op.deadline - Date.now() < 500) {
-            throw new this.#context.errors.LockHeldError(holder.lease);
+          first = await this.#visible(holder, op);
+          if (!first) {
+            // The holder expired, but etcd's sweep has not deleted its key.
+            if (Date.now() > sweepEnd || op.deadline - Date.now() < 500) {
+              throw new this.#context.errors.LockHeldError(holder.lease);
+            }
+            await sleep(100);
+            state = await this.#keys.state(resource, op);
+            continue;
           }
-          await sleep(100);
-          state = await this.#keys.state(resource, op);
-          continue;
+        }
+        const { live, gone } = await this.#sortOthers(state.others, op);
+        const holding = first ? [first, ...live] : live;
+        if (!admits(holding, limit)) {
+          holding.sort((a, b) => a.fence - b.fence);
+          throw new this.#context.errors.LockHeldError(holding[0], {
+            holders: holding.length,
+          });
         }
         granted ??= await this.#keys.grant(request.ttlSeconds, op);
         const record: StoredLease = stripped({
@@ -153,10 +169,11 @@ class EtcdStore implements Store {
           link: request.link,
           created: granted.created,
           expires: granted.expires,
+          limit: limit === EXCLUSIVE ? undefined : limit,
         });
         const events: EventValue[] = [];
         const last = state.shadow;
-        if (last?.value.state === "held") {
+        if (!holder && last?.value.state === "held") {
           // Its key is gone without a release: etcd expired it.
           const { state: _, ...old } = last.value;
           events.push({
@@ -166,6 +183,7 @@ class EtcdStore implements Store {
             at: old.expires,
           });
         }
+        events.push(...gone.map((other) => this.#expiredEvent(other)));
         events.push({ ...record, kind: "acquired", at: record.created });
         const noWaiters: Compare[] = deferring && waiters
           ? [{
@@ -176,12 +194,19 @@ class EtcdStore implements Store {
             create_revision: "0",
           }]
           : [];
+        // The first holder takes the lock's own key, as an exclusive one
+        // always has; further holders go beside it.
+        const key = b64(
+          holder
+            ? this.#keys.holderKey(resource, request.id)
+            : this.#keys.leaseKey(resource),
+        );
         unsure = true;
         const result = await this.#keys.commit(
           resource,
           state,
           [{
-            key: leaseKey,
+            key,
             target: "CREATE",
             result: "EQUAL",
             create_revision: "0",
@@ -189,12 +214,17 @@ class EtcdStore implements Store {
           [
             {
               request_put: {
-                key: leaseKey,
+                key,
                 value: b64(JSON.stringify(record)),
                 lease: granted.leaseNo,
               },
             },
-            this.#putShadow(resource, { ...record, state: "held" }),
+            ...(holder
+              ? this.#keys.touchShadow(resource, state)
+              : [this.#putShadow(resource, { ...record, state: "held" })]),
+            ...gone.map((other) => ({
+              request_delete_range: { key: other.kv.key },
+            })),
           ],
           events,
           op,
@@ -229,6 +259,35 @@ class EtcdStore implements Store {
   }
 
   /**
+   * Further holders as others see them (`live`), and those whose etcd
+   * lease is gone but whose key etcd has not swept yet (`gone`).
+   */
+  async #sortOthers(
+    others: Holder[],
+    op: Operation,
+  ): Promise<{ live: Lease[]; gone: Holder[] }> {
+    // The recorded expiry decides, as for the first holder's isLive: no
+    // TTL call per holder unless it is past its time.
+    const seen = await Promise.all(
+      others.map((other) => this.#keys.isLive(other, op)),
+    );
+    return {
+      live: others.filter((_, index) => seen[index]).map((one) => one.lease),
+      gone: others.filter((_, index) => !seen[index]),
+    };
+  }
+
+  /** The `expired` event of a further holder whose etcd lease ran out. */
+  #expiredEvent(other: Holder): EventValue {
+    return {
+      ...other.record,
+      fence: Number(other.kv.create_revision),
+      kind: "expired",
+      at: other.record.expires,
+    };
+  }
+
+  /**
    * Revokes the etcd lease of an acquire that did not win, in the
    * background (`close` waits for it). With `landed`, the acquire's commit
    * went unanswered: the lease is revoked only once a read shows the key
@@ -240,7 +299,7 @@ class EtcdStore implements Store {
         try {
           const holder = await within(
             this.#settings.timeoutMs,
-            (bound) => this.#read(landed.resource, bound),
+            (bound) => this.#read(landed.resource, landed.id, bound),
           );
           if (holder?.kv.lease === leaseNo) return;
         } catch {
@@ -281,8 +340,11 @@ class EtcdStore implements Store {
     try {
       let state = await reading;
       for (;;) {
-        const { holder } = state;
-        if (holder?.record.id !== leaseId) {
+        const first = state.holder?.record.id === leaseId;
+        const holder = first
+          ? state.holder
+          : state.others.find((other) => other.record.id === leaseId);
+        if (!holder) {
           moved = false;
           throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
         }
@@ -303,7 +365,7 @@ class EtcdStore implements Store {
         });
         const changed = change.reason !== undefined &&
           change.reason !== before.reason;
-        const key = b64(this.#keys.leaseKey(resource));
+        const key = holder.kv.key;
         const result = await this.#keys.commit(
           resource,
           state,
@@ -321,7 +383,9 @@ class EtcdStore implements Store {
                 lease: granted.leaseNo,
               },
             },
-            this.#putShadow(resource, { ...record, state: "held" }),
+            ...(first
+              ? [this.#putShadow(resource, { ...record, state: "held" })]
+              : this.#keys.touchShadow(resource, state)),
           ],
           [{
             ...record,
@@ -355,13 +419,16 @@ class EtcdStore implements Store {
     by?: Breaker,
   ): Promise<Lease> {
     let tried = false;
+    // A further holder ended by an attempt whose answer was lost.
+    let triedOther: Holder | undefined;
     for (;;) {
       const state = await this.#keys.state(resource, op);
-      const { holder, shadow } = state;
-      if (
-        !holder || holder.record.id !== leaseId ||
-        !(await this.#keys.isLive(holder, op))
-      ) {
+      const { shadow } = state;
+      const first = state.holder?.record.id === leaseId;
+      const holder = first
+        ? state.holder
+        : state.others.find((other) => other.record.id === leaseId);
+      if (!holder || !(await this.#keys.isLive(holder, op))) {
         // After a transaction whose answer was lost, it may have landed.
         if (
           tried && shadow?.value.id === leaseId && shadow.value.state === kind
@@ -369,11 +436,12 @@ class EtcdStore implements Store {
           const { state: _, ...record } = shadow.value;
           return this.#lease(resource, record, record.fence ?? 0);
         }
+        if (!holder && triedOther) return triedOther.lease;
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
       const fence = Number(holder.kv.create_revision);
       const record: StoredLease = { ...holder.record, fence };
-      const key = b64(this.#keys.leaseKey(resource));
+      const key = holder.kv.key;
       const event: EventValue = { ...record, kind, at: Date.now() };
       if (by) event.by = stripped({ ...by });
       const result = await this.#keys.commit(
@@ -387,7 +455,9 @@ class EtcdStore implements Store {
         },
         [
           { request_delete_range: { key } },
-          this.#putShadow(resource, { ...record, state: kind }),
+          ...(first
+            ? [this.#putShadow(resource, { ...record, state: kind })]
+            : this.#keys.touchShadow(resource, state)),
         ],
         [event],
         op,
@@ -397,6 +467,7 @@ class EtcdStore implements Store {
         return holder.lease;
       }
       tried = true;
+      if (!first) triedOther = holder;
     }
   }
 
@@ -410,6 +481,28 @@ class EtcdStore implements Store {
     op: Operation,
   ): Promise<boolean> {
     const state = await this.#keys.state(resource, op);
+    const other = state.others.find((one) => one.record.id === leaseId);
+    if (other) {
+      // A further holder: its key stays until etcd's sweep, so end it here.
+      if (await this.#keys.isLive(other, op)) return false;
+      const result = await this.#keys.commit(
+        resource,
+        state,
+        {
+          key: other.kv.key,
+          target: "MOD",
+          result: "EQUAL",
+          mod_revision: other.kv.mod_revision,
+        },
+        [
+          { request_delete_range: { key: other.kv.key } },
+          ...this.#keys.touchShadow(resource, state),
+        ],
+        [this.#expiredEvent(other)],
+        op,
+      );
+      return result.succeeded;
+    }
     const last = state.shadow;
     if (
       state.holder || last?.value.state !== "held" ||
@@ -442,22 +535,56 @@ class EtcdStore implements Store {
     return this.#end(resource, leaseId, ending.kind, op, ending.by);
   }
 
-  async #read(resource: string, op: Operation): Promise<Holder | undefined> {
-    const reply = await this.#keys.call<RangeReply>("/v3/kv/range", {
-      key: b64(this.#keys.leaseKey(resource)),
+  /** The holder `leaseId` of `resource`, first or further, if present. */
+  async #read(
+    resource: string,
+    leaseId: string,
+    op: Operation,
+  ): Promise<Holder | undefined> {
+    const reply = await this.#keys.call<TxnReply>("/v3/kv/txn", {
+      success: [
+        { request_range: { key: b64(this.#keys.leaseKey(resource)) } },
+        {
+          request_range: {
+            key: b64(this.#keys.holderKey(resource, leaseId)),
+          },
+        },
+      ],
     }, op);
-    const kv = reply.kvs?.[0];
-    return kv ? this.#keys.parse(resource, kv) : undefined;
+    for (const response of reply.responses ?? []) {
+      const kv = response.response_range?.kvs?.[0];
+      const holder = kv && this.#keys.parse(resource, kv);
+      if (holder && holder.record.id === leaseId) return holder;
+    }
+    return undefined;
   }
 
   async current(resource: string, op: Operation): Promise<Lease | null> {
-    const holder = await this.#read(resource, op);
-    return holder ? await this.#visible(holder, op) : null;
+    const holders = await this.holders(resource, op);
+    holders.sort((a, b) => a.fence - b.fence);
+    return holders[0] ?? null;
   }
 
   async isHeld(resource: string, leaseId: string, op: Operation) {
-    const holder = await this.#read(resource, op);
-    return holder?.record.id === leaseId && await this.#keys.isLive(holder, op);
+    const holder = await this.#read(resource, leaseId, op);
+    return holder !== undefined && await this.#keys.isLive(holder, op);
+  }
+
+  /** Every live holder, each with its server-checked expiry. */
+  async holders(resource: string, op: Operation): Promise<Lease[]> {
+    const reply = await this.#keys.call<TxnReply>("/v3/kv/txn", {
+      success: [
+        { request_range: { key: b64(this.#keys.leaseKey(resource)) } },
+        { request_range: this.#keys.holders(resource) },
+      ],
+    }, op);
+    const kvs = (reply.responses ?? []).flatMap((response) =>
+      response.response_range?.kvs ?? []
+    );
+    const seen = await Promise.all(
+      kvs.map((kv) => this.#visible(this.#keys.parse(resource, kv), op)),
+    );
+    return seen.filter((lease) => lease !== null);
   }
 
   /**
@@ -471,24 +598,49 @@ class EtcdStore implements Store {
       ? b64(bytes(this.#keys.prefix, [0xff]))
       : b64(prefixEnd(start));
     const leases: Lease[] = [];
-    let key = b64(start);
-    let revision: string | undefined;
+    const revision = await this.#page(
+      { key: b64(start), range_end: end },
+      undefined,
+      (kv) => decoder.decode(unb64(kv.key).subarray(this.#keys.prefix.length)),
+      leases,
+      op,
+    );
+    // Further holders, at the same revision.
+    await this.#page(
+      this.#keys.holdersUnder(prefix),
+      revision,
+      (kv) => this.#keys.holderResource(kv.key),
+      leases,
+      op,
+    );
+    return leases;
+  }
+
+  /**
+   * Adds the leases in `range` to `leases`, a page at a time, at
+   * `revision` (the first page's if not given), which it returns.
+   */
+  async #page(
+    range: { key: string; range_end: string },
+    revision: string | undefined,
+    nameOf: (kv: Kv) => string,
+    leases: Lease[],
+    op: Operation,
+  ): Promise<string> {
+    let key = range.key;
     for (;;) {
       const reply: RangeReply = await this.#keys.call("/v3/kv/range", {
         key,
-        range_end: end,
+        range_end: range.range_end,
         limit: PAGE,
         ...(revision ? { revision } : {}),
       }, op);
       revision ??= reply.header.revision;
       const kvs = reply.kvs ?? [];
       for (const kv of kvs) {
-        const name = decoder.decode(
-          unb64(kv.key).subarray(this.#keys.prefix.length),
-        );
-        leases.push(this.#keys.parse(name, kv).lease);
+        leases.push(this.#keys.parse(nameOf(kv), kv).lease);
       }
-      if (!reply.more || kvs.length === 0) return leases;
+      if (!reply.more || kvs.length === 0) return revision;
       key = b64(bytes(unb64(kvs[kvs.length - 1].key), [0]));
     }
   }
@@ -522,19 +674,26 @@ class EtcdStore implements Store {
   }
 
   /**
-   * Watches the lease key with `POST /v3/watch`: every PUT or DELETE of
-   * it (acquire, renew, release, break, and expiry, since etcd deletes an
-   * expired lease's key) calls `onChange`. Resolves once etcd reports the
+   * Watches the lease key and the shadow with `POST /v3/watch`: every PUT
+   * or DELETE of the lease key (acquire, renew, release, break, and expiry,
+   * since etcd deletes an expired lease's key), and every change to a
+   * further holder (each writes the shadow), calls `onChange`. Resolves once etcd reports the
    * watch created; see {@linkcode Watches.watch}.
    */
-  watch(
+  async watch(
     resource: string,
     onChange: () => void,
     signal: AbortSignal,
     op: Operation,
   ): Promise<void> {
-    const key = b64(this.#keys.leaseKey(resource));
-    return this.#watches.watch(key, onChange, signal, op);
+    // The shadow changes with every change to a further holder too.
+    const keys = [
+      this.#keys.leaseKey(resource),
+      this.#keys.shadowKey(resource),
+    ];
+    await Promise.all(
+      keys.map((key) => this.#watches.watch(b64(key), onChange, signal, op)),
+    );
   }
 
   async close(): Promise<void> {
@@ -568,6 +727,7 @@ export const backend: DefinedBackend = defineBackend({
     fencing: true,
     events: true,
     queue: true,
+    holders: true,
   },
   open(settings, context) {
     const { members } = parseMembers(settings, context);
