@@ -25,16 +25,13 @@ import { admits, EXCLUSIVE } from "../../lib/kit/holders.ts";
 import type { Breaker, Lease, LeaseEvent } from "../../lib/kit/types.ts";
 import {
   b64,
-  bytes,
   type Compare,
   decoder,
   Gateway,
-  type Kv,
   type Member,
   prefixEnd,
   type RangeReply,
   type RequestOp,
-  type TxnReply,
   unb64,
 } from "./client.ts";
 import { classifyEtcdError } from "./errors.ts";
@@ -47,6 +44,13 @@ import {
   type StoredLease,
   stripped,
 } from "./keyspace.ts";
+import {
+  expiredEvent,
+  listLeases,
+  readHolder,
+  readHolders,
+  sortOthers,
+} from "./holders.ts";
 import { options, parseMembers, together } from "./options.ts";
 import { Watches } from "./watch.ts";
 
@@ -56,8 +60,6 @@ import { Watches } from "./watch.ts";
  * holder's key waits this long for the sweep before calling it held.
  */
 const SWEEP_WAIT_MS = 1500;
-/** Keys per page when listing. */
-const PAGE = 500;
 
 /** Settings `open` derives from the options. */
 interface EtcdSettings {
@@ -152,7 +154,7 @@ class EtcdStore implements Store {
             continue;
           }
         }
-        const { live, gone } = await this.#sortOthers(state.others, op);
+        const { live, gone } = await sortOthers(this.#keys, state.others, op);
         const holding = first ? [first, ...live] : live;
         if (!admits(holding, limit)) {
           holding.sort((a, b) => a.fence - b.fence);
@@ -183,7 +185,7 @@ class EtcdStore implements Store {
             at: old.expires,
           });
         }
-        events.push(...gone.map((other) => this.#expiredEvent(other)));
+        events.push(...gone.map((other) => expiredEvent(other)));
         events.push({ ...record, kind: "acquired", at: record.created });
         const noWaiters: Compare[] = deferring && waiters
           ? [{
@@ -259,35 +261,6 @@ class EtcdStore implements Store {
   }
 
   /**
-   * Further holders as others see them (`live`), and those whose etcd
-   * lease is gone but whose key etcd has not swept yet (`gone`).
-   */
-  async #sortOthers(
-    others: Holder[],
-    op: Operation,
-  ): Promise<{ live: Lease[]; gone: Holder[] }> {
-    // The recorded expiry decides, as for the first holder's isLive: no
-    // TTL call per holder unless it is past its time.
-    const seen = await Promise.all(
-      others.map((other) => this.#keys.isLive(other, op)),
-    );
-    return {
-      live: others.filter((_, index) => seen[index]).map((one) => one.lease),
-      gone: others.filter((_, index) => !seen[index]),
-    };
-  }
-
-  /** The `expired` event of a further holder whose etcd lease ran out. */
-  #expiredEvent(other: Holder): EventValue {
-    return {
-      ...other.record,
-      fence: Number(other.kv.create_revision),
-      kind: "expired",
-      at: other.record.expires,
-    };
-  }
-
-  /**
    * Revokes the etcd lease of an acquire that did not win, in the
    * background (`close` waits for it). With `landed`, the acquire's commit
    * went unanswered: the lease is revoked only once a read shows the key
@@ -299,7 +272,8 @@ class EtcdStore implements Store {
         try {
           const holder = await within(
             this.#settings.timeoutMs,
-            (bound) => this.#read(landed.resource, landed.id, bound),
+            (bound) =>
+              readHolder(this.#keys, landed.resource, landed.id, bound),
           );
           if (holder?.kv.lease === leaseNo) return;
         } catch {
@@ -498,7 +472,7 @@ class EtcdStore implements Store {
           { request_delete_range: { key: other.kv.key } },
           ...this.#keys.touchShadow(resource, state),
         ],
-        [this.#expiredEvent(other)],
+        [expiredEvent(other)],
         op,
       );
       return result.succeeded;
@@ -535,30 +509,6 @@ class EtcdStore implements Store {
     return this.#end(resource, leaseId, ending.kind, op, ending.by);
   }
 
-  /** The holder `leaseId` of `resource`, first or further, if present. */
-  async #read(
-    resource: string,
-    leaseId: string,
-    op: Operation,
-  ): Promise<Holder | undefined> {
-    const reply = await this.#keys.call<TxnReply>("/v3/kv/txn", {
-      success: [
-        { request_range: { key: b64(this.#keys.leaseKey(resource)) } },
-        {
-          request_range: {
-            key: b64(this.#keys.holderKey(resource, leaseId)),
-          },
-        },
-      ],
-    }, op);
-    for (const response of reply.responses ?? []) {
-      const kv = response.response_range?.kvs?.[0];
-      const holder = kv && this.#keys.parse(resource, kv);
-      if (holder && holder.record.id === leaseId) return holder;
-    }
-    return undefined;
-  }
-
   async current(resource: string, op: Operation): Promise<Lease | null> {
     const holders = await this.holders(resource, op);
     holders.sort((a, b) => a.fence - b.fence);
@@ -566,83 +516,23 @@ class EtcdStore implements Store {
   }
 
   async isHeld(resource: string, leaseId: string, op: Operation) {
-    const holder = await this.#read(resource, leaseId, op);
+    const holder = await readHolder(this.#keys, resource, leaseId, op);
     return holder !== undefined && await this.#keys.isLive(holder, op);
   }
 
   /** Every live holder, each with its server-checked expiry. */
   async holders(resource: string, op: Operation): Promise<Lease[]> {
-    const reply = await this.#keys.call<TxnReply>("/v3/kv/txn", {
-      success: [
-        { request_range: { key: b64(this.#keys.leaseKey(resource)) } },
-        { request_range: this.#keys.holders(resource) },
-      ],
-    }, op);
-    const kvs = (reply.responses ?? []).flatMap((response) =>
-      response.response_range?.kvs ?? []
-    );
-    const seen = await Promise.all(
-      kvs.map((kv) => this.#visible(this.#keys.parse(resource, kv), op)),
-    );
+    const all = await readHolders(this.#keys, resource, op);
+    const seen = await Promise.all(all.map((one) => this.#visible(one, op)));
     return seen.filter((lease) => lease !== null);
   }
 
   /**
-   * Pages through the lease keys under the prefix at one revision. The
-   * recorded expiry decides liveness (no TTL call per lease); shadow and
-   * history keys sort after every lease key, outside the range.
+   * Pages through the lease keys under the prefix at one revision, then
+   * the further holders' keys; see {@linkcode listLeases}.
    */
-  async list(prefix: string, op: Operation): Promise<Lease[]> {
-    const start = bytes(this.#keys.prefix, prefix);
-    const end = prefix === ""
-      ? b64(bytes(this.#keys.prefix, [0xff]))
-      : b64(prefixEnd(start));
-    const leases: Lease[] = [];
-    const revision = await this.#page(
-      { key: b64(start), range_end: end },
-      undefined,
-      (kv) => decoder.decode(unb64(kv.key).subarray(this.#keys.prefix.length)),
-      leases,
-      op,
-    );
-    // Further holders, at the same revision.
-    await this.#page(
-      this.#keys.holdersUnder(prefix),
-      revision,
-      (kv) => this.#keys.holderResource(kv.key),
-      leases,
-      op,
-    );
-    return leases;
-  }
-
-  /**
-   * Adds the leases in `range` to `leases`, a page at a time, at
-   * `revision` (the first page's if not given), which it returns.
-   */
-  async #page(
-    range: { key: string; range_end: string },
-    revision: string | undefined,
-    nameOf: (kv: Kv) => string,
-    leases: Lease[],
-    op: Operation,
-  ): Promise<string> {
-    let key = range.key;
-    for (;;) {
-      const reply: RangeReply = await this.#keys.call("/v3/kv/range", {
-        key,
-        range_end: range.range_end,
-        limit: PAGE,
-        ...(revision ? { revision } : {}),
-      }, op);
-      revision ??= reply.header.revision;
-      const kvs = reply.kvs ?? [];
-      for (const kv of kvs) {
-        leases.push(this.#keys.parse(nameOf(kv), kv).lease);
-      }
-      if (!reply.more || kvs.length === 0) return revision;
-      key = b64(bytes(unb64(kvs[kvs.length - 1].key), [0]));
-    }
+  list(prefix: string, op: Operation): Promise<Lease[]> {
+    return listLeases(this.#keys, prefix, op);
   }
 
   async history(
