@@ -998,3 +998,62 @@ test("an acquire whose commit landed but whose answer was lost is never revoked 
     await direct.close();
   }
 });
+
+test("slots: the first holder keeps the lock's own key; further ones sit beside it, and the oldest moves in, fence and TTL kept, when it ends", async () => {
+  const backend = await open({ hosts });
+  try {
+    const resource = uniqueResource("slots");
+    const one = await backend.acquire(resource, "ann@host", 60, { limit: 3 });
+    const two = await backend.acquire(resource, "bob@host", 60, { limit: 3 });
+    const three = await backend.acquire(resource, "cy@host", 60, { limit: 3 });
+    const own = await rawKey(`/stormlock/${resource}`);
+    const value = (kv?: RawKv) =>
+      JSON.parse(new TextDecoder().decode(
+        Uint8Array.from(atob(kv?.value ?? ""), (c) => c.charCodeAt(0)),
+      ));
+    assert.equal(value(own).id, one.id);
+    assert.equal(value(own).limit, 3);
+    // Older versions listing the prefix see only the lock's own key.
+    const listed = await gateway<{ kvs?: RawKv[] }>("/v3/kv/range", {
+      key: b64(`/stormlock/${resource}`),
+      range_end: b64(`/stormlock/${resource}\x7f`),
+    });
+    assert.equal(listed.kvs?.length, 1);
+    const beside = await gateway<{ kvs?: RawKv[] }>("/v3/kv/range", {
+      key: rawB64(`/stormlock/\xffholder/${resource}\xfe`),
+      range_end: rawB64(`/stormlock/\xffholder/${resource}\xff`),
+    });
+    assert.deepEqual(
+      beside.kvs?.map((kv) => value(kv).id).sort(),
+      [two.id, three.id].sort(),
+    );
+    await backend.release(resource, one.id);
+    const moved = await rawKey(`/stormlock/${resource}`);
+    assert.equal(value(moved).id, two.id);
+    assert.equal(value(moved).fence, two.fence);
+    assert.equal(
+      moved?.lease,
+      beside.kvs?.find((kv) => value(kv).id === two.id)?.lease,
+    );
+    const holders = await backend.holders!(resource);
+    assert.deepEqual(holders.map((lease) => [lease.id, lease.fence]), [
+      [two.id, two.fence],
+      [three.id, three.fence],
+    ]);
+    const renewed = await backend.renew(resource, two.id, 120);
+    assert.equal(renewed.fence, two.fence);
+    await backend.release(resource, two.id);
+    await backend.release(resource, three.id);
+    assert.equal(await rawKey(`/stormlock/${resource}`), undefined);
+    const kinds = (await backend.history(resource, 10)).map((event) =>
+      `${event.kind} ${event.fence}`
+    );
+    assert.deepEqual(kinds.slice(0, 3), [
+      `released ${three.fence}`,
+      `released ${two.fence}`,
+      `renewed ${two.fence}`,
+    ]);
+  } finally {
+    await backend.close();
+  }
+});

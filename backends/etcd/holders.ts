@@ -15,10 +15,11 @@ import {
   type Kv,
   prefixEnd,
   type RangeReply,
+  type RequestOp,
   type TxnReply,
   unb64,
 } from "./client.ts";
-import type { EventValue, Holder, Keyspace } from "./keyspace.ts";
+import type { EventValue, Holder, Keyspace, StoredLease } from "./keyspace.ts";
 
 /** Keys per page when listing. */
 const PAGE = 500;
@@ -43,11 +44,49 @@ export async function sortOthers(
   };
 }
 
+/** The live further holder with the lowest fence, if any. */
+export async function heirOf(
+  keys: Keyspace,
+  others: Holder[],
+  op: Operation,
+): Promise<Holder | undefined> {
+  const byFence = [...others].sort((a, b) => a.lease.fence - b.lease.fence);
+  for (const other of byFence) {
+    if (await keys.isLive(other, op)) return other;
+  }
+  return undefined;
+}
+
+/**
+ * Moves further holder `heir` into the lock's own key `key` (base64),
+ * keeping its etcd lease; its fence moves into its value, since the key's
+ * create_revision no longer is it.
+ */
+export function promote(
+  keys: Keyspace,
+  resource: string,
+  key: string,
+  heir: Holder,
+): RequestOp[] {
+  const record: StoredLease = { ...heir.record, fence: heir.lease.fence };
+  return [
+    {
+      request_put: {
+        key,
+        value: b64(JSON.stringify(record)),
+        lease: heir.kv.lease,
+      },
+    },
+    { request_delete_range: { key: heir.kv.key } },
+    keys.putShadow(resource, { ...record, state: "held" }),
+  ];
+}
+
 /** The `expired` event of a further holder whose etcd lease ran out. */
 export function expiredEvent(other: Holder): EventValue {
   return {
     ...other.record,
-    fence: Number(other.kv.create_revision),
+    fence: other.lease.fence,
     kind: "expired",
     at: other.record.expires,
   };

@@ -17,9 +17,11 @@
  * - `P 0xFF "holder/" R 0xFE ID`: a further holder of a lock with slots or
  *   shared holds (the first stays at `P R`, so exclusive locks look as
  *   they always did), valued and leased like `P R`; its fence is its own
- *   `create_revision`. Every change writes the shadow too (unchanged when
- *   it is about a further holder), so comparing the shadow serializes a
- *   resource's changes across all its keys.
+ *   `create_revision`. When `P R` is released or broken, the live further
+ *   holder with the lowest fence moves into it, keeping its etcd lease and
+ *   its fence (then in its value). Every change writes the shadow too
+ *   (unchanged when it is about a further holder), so comparing the shadow
+ *   serializes a resource's changes across all its keys.
  *
  * The byte 0xFF never occurs in UTF-8, so no resource name can reach the
  * shadow or history keys, and a prefix range over lease keys never sees
@@ -218,7 +220,8 @@ export class Keyspace {
     // Checks every field; a foreign value becomes a ConfigError.
     const lease = this.#context.leaseFromRecord(resource, {
       ...(value as unknown as LeaseRecord),
-      fence: kv.create_revision,
+      // A holder moved into the lock's key keeps its fence in its value.
+      fence: (value as { fence?: number } | null)?.fence ?? kv.create_revision,
     });
     if (!kv.lease || kv.lease === "0") {
       throw new this.#context.errors.ConfigError(
@@ -226,6 +229,16 @@ export class Keyspace {
       );
     }
     return { kv, record: value, lease };
+  }
+
+  /** Writes the shadow. */
+  putShadow(resource: string, shadow: Shadow): RequestOp {
+    return {
+      request_put: {
+        key: b64(this.shadowKey(resource)),
+        value: b64(JSON.stringify(shadow)),
+      },
+    };
   }
 
   /**

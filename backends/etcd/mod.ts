@@ -31,7 +31,6 @@ import {
   type Member,
   prefixEnd,
   type RangeReply,
-  type RequestOp,
   unb64,
 } from "./client.ts";
 import { classifyEtcdError } from "./errors.ts";
@@ -40,13 +39,14 @@ import {
   type Granted,
   type Holder,
   Keyspace,
-  type Shadow,
   type StoredLease,
   stripped,
 } from "./keyspace.ts";
 import {
   expiredEvent,
+  heirOf,
   listLeases,
+  promote,
   readHolder,
   readHolders,
   sortOthers,
@@ -223,7 +223,7 @@ class EtcdStore implements Store {
             },
             ...(holder
               ? this.#keys.touchShadow(resource, state)
-              : [this.#putShadow(resource, { ...record, state: "held" })]),
+              : [this.#keys.putShadow(resource, { ...record, state: "held" })]),
             ...gone.map((other) => ({
               request_delete_range: { key: other.kv.key },
             })),
@@ -286,15 +286,6 @@ class EtcdStore implements Store {
     work.finally(() => this.#settling.delete(work));
   }
 
-  #putShadow(resource: string, shadow: Shadow): RequestOp {
-    return {
-      request_put: {
-        key: b64(this.#keys.shadowKey(resource)),
-        value: b64(JSON.stringify(shadow)),
-      },
-    };
-  }
-
   async renew(
     resource: string,
     leaseId: string,
@@ -334,7 +325,7 @@ class EtcdStore implements Store {
         const record: StoredLease = stripped({
           ...before,
           reason: change.reason ?? before.reason,
-          fence: Number(holder.kv.create_revision),
+          fence: holder.lease.fence,
           expires: granted.expires,
         });
         const changed = change.reason !== undefined &&
@@ -358,7 +349,7 @@ class EtcdStore implements Store {
               },
             },
             ...(first
-              ? [this.#putShadow(resource, { ...record, state: "held" })]
+              ? [this.#keys.putShadow(resource, { ...record, state: "held" })]
               : this.#keys.touchShadow(resource, state)),
           ],
           [{
@@ -371,7 +362,7 @@ class EtcdStore implements Store {
         if (result.succeeded) {
           moved = true;
           oldLeaseNo = holder.kv.lease;
-          return this.#lease(resource, record, holder.kv.create_revision);
+          return this.#lease(resource, record, holder.lease.fence);
         }
         state = await this.#keys.state(resource, op);
       }
@@ -393,8 +384,9 @@ class EtcdStore implements Store {
     by?: Breaker,
   ): Promise<Lease> {
     let tried = false;
-    // A further holder ended by an attempt whose answer was lost.
-    let triedOther: Holder | undefined;
+    // A further holder, or a first one with an heir, ended by an attempt
+    // whose answer was lost.
+    let attempted: Holder | undefined;
     for (;;) {
       const state = await this.#keys.state(resource, op);
       const { shadow } = state;
@@ -410,27 +402,39 @@ class EtcdStore implements Store {
           const { state: _, ...record } = shadow.value;
           return this.#lease(resource, record, record.fence ?? 0);
         }
-        if (!holder && triedOther) return triedOther.lease;
+        if (!holder && attempted) return attempted.lease;
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
-      const fence = Number(holder.kv.create_revision);
-      const record: StoredLease = { ...holder.record, fence };
+      const record: StoredLease = {
+        ...holder.record,
+        fence: holder.lease.fence,
+      };
       const key = holder.kv.key;
       const event: EventValue = { ...record, kind, at: Date.now() };
       if (by) event.by = stripped({ ...by });
+      // The lock's own key passes to the oldest further holder, so that
+      // it holds a live holder while there is one, as older versions read.
+      const heir = first
+        ? await heirOf(this.#keys, state.others, op)
+        : undefined;
+      const compare: Compare[] = [holder, heir].flatMap((one) =>
+        one
+          ? [{
+            key: one.kv.key,
+            target: "MOD",
+            result: "EQUAL",
+            mod_revision: one.kv.mod_revision,
+          }]
+          : []
+      );
       const result = await this.#keys.commit(
         resource,
         state,
-        {
-          key,
-          target: "MOD",
-          result: "EQUAL",
-          mod_revision: holder.kv.mod_revision,
-        },
-        [
+        compare,
+        heir ? promote(this.#keys, resource, key, heir) : [
           { request_delete_range: { key } },
           ...(first
-            ? [this.#putShadow(resource, { ...record, state: kind })]
+            ? [this.#keys.putShadow(resource, { ...record, state: kind })]
             : this.#keys.touchShadow(resource, state)),
         ],
         [event],
@@ -441,7 +445,7 @@ class EtcdStore implements Store {
         return holder.lease;
       }
       tried = true;
-      if (!first) triedOther = holder;
+      if (!first || heir) attempted = holder;
     }
   }
 
@@ -493,7 +497,7 @@ class EtcdStore implements Store {
         result: "EQUAL",
         create_revision: "0",
       },
-      [this.#putShadow(resource, { ...record, state: "expired" })],
+      [this.#keys.putShadow(resource, { ...record, state: "expired" })],
       [{ ...record, kind: "expired", at: old.expires }],
       op,
     );
