@@ -29,6 +29,7 @@ import {
   heldMessage,
   isoTime,
   leaseJson,
+  leaseOrSetJson,
   noLocksMessage,
   ORIGINAL_FORMATS,
   originalFormat,
@@ -221,6 +222,21 @@ const FLAGS = {
     help:
       "send expiring this long before a lease's TTL ends (default:\n[notify] expiring_lead, else 10m)",
   },
+  "override-freeze": {
+    type: "boolean",
+    help: "take it inside a freeze window; needs --reason, recorded",
+  },
+  from: {
+    type: "string",
+    value: "TIME",
+    help:
+      "when the freeze starts: ISO 8601 with an offset, now, or +2h\n(default: now)",
+  },
+  until: {
+    type: "string",
+    value: "TIME",
+    help: "when the freeze ends: ISO 8601 with an offset, or +2h",
+  },
 } as const satisfies Record<string, FlagSpec>;
 
 type FlagName = keyof typeof FLAGS;
@@ -242,6 +258,8 @@ interface Command {
   flags: FlagName[];
   /** Flags that exclude each other. */
   excludes?: [FlagName, FlagName][];
+  /** Flags that need another: `[flag, needed]`. */
+  requires?: [FlagName, FlagName][];
   summary: string;
   /** Two command lines showing typical use, for `--help`. */
   examples?: [string, string];
@@ -287,19 +305,32 @@ function holderFlags(
 
 const COMMANDS: Record<string, Command> = {
   acquire: {
-    args: ["RESOURCE"],
+    args: ["RESOURCE", "[RESOURCE...]"],
     examples: [
       'stormlock acquire -t 30m -r "db patch" deploy-prod',
-      "id=$(stormlock acquire --wait 10m deploy-prod)",
+      "id=$(stormlock acquire --wait 10m db cache dns)",
     ],
-    flags: ["ttl", "wait", "slots", "shared", "reason", "link", "json"],
+    flags: [
+      "ttl",
+      "wait",
+      "slots",
+      "shared",
+      "reason",
+      "link",
+      "json",
+      "override-freeze",
+    ],
     excludes: [["slots", "shared"]],
+    requires: [["override-freeze", "reason"]],
     summary:
       "Take the lock and print only the lease id (or the lease, with --json).\n" +
       "If someone else holds it, print nothing on stdout, name the holder on\n" +
-      "stderr and exit 2. --slots N and --shared let more than one hold it.",
-    async run({ lock, flags }) {
-      const opened = await lock();
+      "stderr and exit 2. Several resources are a lock set: all or none, under\n" +
+      "one lease id. Inside a freeze window it exits 2 too, naming the window.\n" +
+      "--slots N and --shared let more than one hold it.",
+    async run({ locks, args, flags }) {
+      const { openLockOrSet } = await import("./lib/composition/lockset.ts");
+      const opened = await openLockOrSet(locks, args);
       const wait = flags.wait as string | undefined;
       const reporter = waitReporter(wait ?? "");
       let lease: Lease;
@@ -308,6 +339,9 @@ const COMMANDS: Record<string, Command> = {
           wait,
           ...holderFlags(flags),
           reason: flags.reason as string | undefined,
+          overrideFreeze: flags["override-freeze"]
+            ? flags.reason as string
+            : undefined,
           link: (flags.link as string | undefined) ?? await ciLink(),
           onWait: reporter.onWait,
           onRetry: reporter.onRetry,
@@ -333,7 +367,7 @@ const COMMANDS: Record<string, Command> = {
         return EXIT.held;
       }
       try {
-        print(flags.json ? safeJson(leaseJson(lease)) : lease.id);
+        print(flags.json ? safeJson(leaseOrSetJson(lease)) : lease.id);
       } catch (error) {
         // Nobody would have the id: give the lease back.
         const released = await opened.release(lease.id).then(
@@ -346,15 +380,18 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   release: {
-    args: ["RESOURCE", "LEASE_ID"],
+    args: ["RESOURCE", "[RESOURCE...]", "LEASE_ID"],
     examples: [
       'stormlock release deploy-prod "$id"',
       'stormlock release --json deploy-prod "$id"',
     ],
     flags: ["json"],
     summary: "Release the lease. Exit 3 if it is not the current lease.",
-    async run({ lock, args: [resource, leaseId], flags }) {
-      await (await lock()).release(leaseId);
+    async run({ locks, args, flags }) {
+      const [resources, leaseId] = [args.slice(0, -1), args.at(-1)!];
+      const resource = resources.join(" ");
+      const { openLockOrSet } = await import("./lib/composition/lockset.ts");
+      await (await openLockOrSet(locks, resources)).release(leaseId);
       if (flags.json) {
         print(safeJson({ resource, id: leaseId, released: true }));
       }
@@ -362,7 +399,7 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   renew: {
-    args: ["RESOURCE", "LEASE_ID"],
+    args: ["RESOURCE", "[RESOURCE...]", "LEASE_ID"],
     examples: [
       'stormlock renew -t 1h deploy-prod "$id"',
       'stormlock renew -r "still patching" deploy-prod "$id"',
@@ -371,9 +408,11 @@ const COMMANDS: Record<string, Command> = {
     summary:
       "Make the lease expire TTL from now, and change its reason if --reason\n" +
       "is given. Exit 3 if it is not the current lease.",
-    async run({ lock, args: [, leaseId], flags }) {
+    async run({ locks, args, flags }) {
+      const leaseId = args.at(-1)!;
       const reason = flags.reason as string | undefined;
-      const opened = await lock();
+      const { openLockOrSet } = await import("./lib/composition/lockset.ts");
+      const opened = await openLockOrSet(locks, args.slice(0, -1));
       const lease = await opened.renew(
         leaseId,
         flags.ttl as string | undefined,
@@ -384,7 +423,7 @@ const COMMANDS: Record<string, Command> = {
         const { requestNote } = await import("./lib/apps/run.ts");
         complain(requestNote(request));
       }
-      if (flags.json) print(safeJson(leaseJson({ ...lease, request })));
+      if (flags.json) print(safeJson(leaseOrSetJson({ ...lease, request })));
       return EXIT.ok;
     },
   },
@@ -408,7 +447,7 @@ const COMMANDS: Record<string, Command> = {
       "id, tab-separated. Exit 1 if the resource is free (--json prints null).\n" +
       "--format takes the original Stormlock's formats; its json is the\n" +
       "original's three fields, where --json is ours.",
-    async run({ lock, args: [resource], flags }) {
+    async run({ lock, locks, args: [resource], flags }) {
       const format = flags.format as string | undefined;
       const known = ORIGINAL_FORMATS.find((name) => name === format);
       if (format !== undefined && !known) {
@@ -420,6 +459,10 @@ const COMMANDS: Record<string, Command> = {
       }
       const opened = await lock();
       const lease = await opened.current();
+      if (!known && !flags["id-only"]) {
+        const { noteFreezes } = await import("./lib/apps/output/freezes.ts");
+        await noteFreezes(locks, resource);
+      }
       if (!lease) {
         if (flags.json) print("null");
         complain(`no current lease on "${shorten(resource)}"`);
@@ -471,7 +514,7 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   "is-held": {
-    args: ["RESOURCE", "LEASE_ID"],
+    args: ["RESOURCE", "[RESOURCE...]", "LEASE_ID"],
     examples: [
       'stormlock is-held deploy-prod "$id" && echo still mine',
       'stormlock is-held --json deploy-prod "$id"',
@@ -480,8 +523,11 @@ const COMMANDS: Record<string, Command> = {
     summary:
       "Exit 0 if the lease is the current one, else 1; exit 3 if it was\n" +
       "broken, naming who broke it. Prints nothing without --json.",
-    async run({ lock, args: [, leaseId], flags }) {
-      const held = await (await lock()).isHeld(leaseId);
+    async run({ locks, args, flags }) {
+      const leaseId = args.at(-1)!;
+      const { openLockOrSet } = await import("./lib/composition/lockset.ts");
+      const opened = await openLockOrSet(locks, args.slice(0, -1));
+      const held = await opened.isHeld(leaseId);
       if (flags.json) print(safeJson({ held }));
       return held ? EXIT.ok : EXIT.no;
     },
@@ -503,6 +549,10 @@ const COMMANDS: Record<string, Command> = {
         );
       }
       const missing: string[] = [];
+      if (!flags.json) {
+        const { noteFreezes } = await import("./lib/apps/output/freezes.ts");
+        await noteFreezes(locks, undefined);
+      }
       const leases = await locks.list(prefix, {
         onUnavailable: (backend, error) => {
           missing.push(backend);
@@ -524,7 +574,7 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   run: {
-    args: ["RESOURCE", "-- COMMAND", "[ARGS...]"],
+    args: ["RESOURCE", "[RESOURCE...]", "-- COMMAND", "[ARGS...]"],
     examples: [
       "stormlock run -t 5m deploy-prod -- ./deploy.sh",
       "stormlock run -w 30m -r nightly backup -- pg_dump -f dump.sql",
@@ -532,14 +582,16 @@ const COMMANDS: Record<string, Command> = {
     flags: [
       "ttl",
       "wait",
-      "slots",
-      "shared",
       "reason",
       "link",
       "kill-after",
       "max-hold",
+      "slots",
+      "shared",
+      "override-freeze",
     ],
     excludes: [["slots", "shared"]],
+    requires: [["override-freeze", "reason"]],
     summary:
       "Take the lock (waiting with --wait), run COMMAND with STORMLOCK_RESOURCE,\n" +
       "STORMLOCK_LEASE_ID and STORMLOCK_FENCE set, renew the lease every TTL/3\n" +
@@ -552,16 +604,21 @@ const COMMANDS: Record<string, Command> = {
       'fails or loses the lease, stderr says so on a line starting "stormlock:".\n' +
       "If run itself dies, even by SIGKILL, COMMAND's group is stopped too.\n" +
       "On Windows neither holds: only COMMAND itself is stopped on a loss.",
-    async run({ lock, args: [, ...command], flags }) {
+    async run({ locks, args, flags }) {
       const wait = flags.wait as string | undefined;
       const reporter = waitReporter(wait ?? "");
-      const { commandArgv, runCommand } = await import("./lib/apps/run.ts");
+      const { runCommand, runWords } = await import("./lib/apps/run.ts");
+      const { resources, command } = runWords(Deno.args, args);
+      const { openLockOrSet } = await import("./lib/composition/lockset.ts");
       // A lost lease (75) is thrown, and mapped with every other error.
-      return await runCommand(await lock(), commandArgv(Deno.args, command), {
+      return await runCommand(await openLockOrSet(locks, resources), command, {
         ttl: flags.ttl as string | undefined,
         wait,
         ...holderFlags(flags),
         reason: flags.reason as string | undefined,
+        overrideFreeze: flags["override-freeze"]
+          ? flags.reason as string
+          : undefined,
         link: (flags.link as string | undefined) ?? await ciLink(),
         killAfter: flags["kill-after"] as string | undefined,
         maxHold: flags["max-hold"] as string | undefined,
@@ -886,6 +943,103 @@ const COMMANDS: Record<string, Command> = {
       }
       complain(requestMessage(resource, asked));
       return mine ? EXIT.ok : EXIT.held;
+    },
+  },
+  freeze: {
+    args: ["PATTERN"],
+    examples: [
+      'stormlock freeze "prod/*" --until +2h --reason "release 4.2"',
+      "stormlock freeze db --from 2026-12-24T18:00+01:00 --until +3d -r holidays",
+    ],
+    flags: ["from", "until", "reason", "json"],
+    summary:
+      "Freeze the resources PATTERN matches (* is any text) from --from (default\n" +
+      "now) until --until: acquire and run refuse them with exit 2, unless\n" +
+      "--override-freeze. Kept in the [default] backend's store and recorded in\n" +
+      "its history; exit 2 if PATTERN is frozen already.",
+    async run({ locks, args: [pattern], flags }) {
+      const { freeze, freezeStore, parseFreezeTime, windowJson, windowLine } =
+        await import("./lib/composition/freeze.ts");
+      const reason = flags.reason as string | undefined;
+      const until = flags.until as string | undefined;
+      if (until === undefined || reason === undefined) {
+        throw new UsageError(
+          `"freeze" needs --until TIME and --reason TEXT, e.g. stormlock freeze ${
+            shellQuote(pattern)
+          } --until +2h --reason "release 4.2"`,
+        );
+      }
+      const now = new Date();
+      const window = await freeze(await freezeStore(locks), pattern, {
+        from: parseFreezeTime((flags.from as string) ?? "now", now, "--from"),
+        until: parseFreezeTime(until, now),
+        reason,
+        principal: (await locks.lock("default")).settings.principal,
+      }, now);
+      if (flags.json) print(safeJson(windowJson(window)));
+      else complain(`froze: ${windowLine(window)}`);
+      return EXIT.ok;
+    },
+  },
+  unfreeze: {
+    args: ["PATTERN"],
+    examples: [
+      'stormlock unfreeze "prod/*"',
+      'stormlock unfreeze "prod/*" --reason "release done"',
+    ],
+    flags: ["reason", "json"],
+    summary:
+      "End the one-off freeze of PATTERN (as given to freeze), recording who\n" +
+      "ended it. Exit 1 if PATTERN has none. Config windows stay.",
+    async run({ locks, args: [pattern], flags }) {
+      const { freezeStore, unfreeze, windowJson, windowLine } = await import(
+        "./lib/composition/freeze.ts"
+      );
+      const principal = (await locks.lock("default")).settings.principal;
+      const ended = await unfreeze(await freezeStore(locks), pattern, {
+        principal,
+        reason: (flags.reason as string | undefined)?.trim() ||
+          `unfrozen by ${principal}`,
+      });
+      if (flags.json) print(safeJson(ended ? windowJson(ended) : null));
+      if (!ended) {
+        complain(`no one-off freeze of "${shorten(pattern)}"`);
+        return EXIT.no;
+      }
+      if (!flags.json) complain(`unfroze: ${windowLine(ended)}`);
+      return EXIT.ok;
+    },
+  },
+  freezes: {
+    args: ["[RESOURCE]"],
+    examples: ["stormlock freezes", "stormlock freezes --json prod/db"],
+    flags: ["json"],
+    summary:
+      "Show the freeze windows in force and those starting within a week\n" +
+      "(config [freeze.NAME] windows and one-off freezes), or only those that\n" +
+      "cover RESOURCE. Exit 1 if RESOURCE is frozen now.",
+    async run({ locks, args: [resource], flags }) {
+      const { freezeWindows, splitWindows, windowJson, windowLine } =
+        await import("./lib/composition/freeze.ts");
+      const now = new Date();
+      const { active, upcoming } = splitWindows(
+        await freezeWindows(locks, now),
+        resource,
+        now,
+      );
+      if (flags.json) {
+        print(safeJson({
+          active: active.map(windowJson),
+          upcoming: upcoming.map(windowJson),
+        }));
+      } else {
+        for (const window of active) print(`frozen: ${windowLine(window)}`);
+        for (const window of upcoming) print(`upcoming: ${windowLine(window)}`);
+        if (active.length + upcoming.length === 0) {
+          complain("No freeze windows now or within a week");
+        }
+      }
+      return resource !== undefined && active.length > 0 ? EXIT.no : EXIT.ok;
     },
   },
   completions: {

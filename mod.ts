@@ -103,6 +103,22 @@ export type {
   HoldLeaseOptions,
   KeepOptions,
 } from "./lib/composition/hold.ts";
+export { LockSet, openLockSet } from "./lib/composition/lockset.ts";
+export type { SetLease } from "./lib/composition/lockset.ts";
+export {
+  freeze,
+  freezeHistory,
+  freezeRules,
+  freezeWindows,
+  FrozenError,
+  parseFreezeTime,
+  unfreeze,
+} from "./lib/composition/freeze.ts";
+export type {
+  FreezeRule,
+  FreezeSource,
+  FreezeWindow,
+} from "./lib/composition/freeze.ts";
 export { runCommand } from "./lib/apps/run.ts";
 export type { RunCommandOptions } from "./lib/apps/run.ts";
 export { createServeHandler, serveStatus } from "./lib/apps/serve/server.ts";

@@ -15,207 +15,50 @@
  *
  * @module
  */
-import mysql from "mysql2";
-import type { Connection, ExecuteValues } from "mysql2";
 import { Buffer } from "node:buffer";
 import type {
   AcquireRequest,
-  Classified,
   Ending,
-  FailedOperation,
   KitContext,
-  LeaseRecord,
   Operation,
   Store,
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
 import { StormlockError, UsageError } from "../../lib/kit/errors.ts";
-import type {
-  Breaker,
-  Lease,
-  LeaseEvent,
-  LeaseEventKind,
-} from "../../lib/kit/types.ts";
+import {
+  AGE_PRUNE_CHANCE,
+  eventFromRow,
+  EVENTS_SUFFIX,
+  quoteName,
+  recordFromRow,
+  type SqlPlace,
+} from "../../lib/kit/sql.ts";
+import type { Lease, LeaseEvent } from "../../lib/kit/types.ts";
+import {
+  type Connection,
+  type ConnectOptions,
+  exec,
+  plain,
+  Pool,
+} from "./client.ts";
+import { classify, MysqlFailure } from "./errors.ts";
+import { checkTable, DEFAULT_TABLE, options, where } from "./options.ts";
+import {
+  ADDED_COLUMNS,
+  CORE_COLUMNS,
+  type EventRow,
+  MAX_NAME_BYTES,
+  type Row,
+  statements,
+} from "./statements.ts";
 
-/** The table used when the config names none (the original's too). */
-export const DEFAULT_TABLE = "stormlock";
-/** The events table's name is the table's with this suffix. */
-const EVENTS_SUFFIX = "_events";
-/** The expiry that marks a row free: before any lease could end. */
-const FREE = "1970-01-01 00:00:00.000";
+/** The table used when the config names none. */
+export { DEFAULT_TABLE };
+
 /** Acquire runs again when the row it needed was made meanwhile. */
 const ACQUIRE_ATTEMPTS = 5;
-/**
- * The longest resource name, in UTF-8 bytes: InnoDB keys hold at most
- * 3072 bytes, and the events table's key adds an 8-byte number.
- */
-const MAX_NAME_BYTES = 3000;
 /** Runs of a transaction that InnoDB chose as a deadlock's victim. */
 const DEADLOCK_ATTEMPTS = 5;
-/** Idle connections a store keeps for its next operations. */
-const IDLE_CONNECTIONS = 4;
-/**
- * Connections a store uses at once; more operations wait their turn, so a
- * burst of calls can't use up the server's `max_connections`.
- */
-const MAX_CONNECTIONS = 8;
-
-/** A lease's columns as the statements return them. */
-interface Row {
-  resource: Uint8Array | string;
-  lease: string;
-  principal: string;
-  host: string | null;
-  reason: string | null;
-  link: string | null;
-  fence: string | number;
-  events: string | number;
-  created: Date;
-  expires: Date;
-  live?: number;
-  used?: number;
-  /** The server's clock, read with the row lock. */
-  now?: Date;
-}
-
-interface EventRow extends Row {
-  kind: LeaseEventKind;
-  at: Date;
-  by_principal: string | null;
-  by_host: string | null;
-  by_reason: string | null;
-}
-
-/** A lease's columns, lease id as lowercase hex; `T` is the table alias. */
-const LEASE_COLUMNS = `T.resource, LOWER(HEX(T.lease)) AS lease, T.principal,
-  T.host, T.reason, T.link, T.fence, T.events, T.created, T.expires`;
-
-/** The columns the original Stormlock made; init checks them. */
-const CORE_COLUMNS: Record<string, string[]> = {
-  resource: ["varchar", "varbinary", "char", "binary"],
-  lease: ["binary"],
-  principal: ["varchar", "text", "char"],
-  created: ["timestamp", "datetime"],
-  expires: ["timestamp", "datetime"],
-};
-
-/** Columns the original's table lacks, added by init. */
-const ADDED_COLUMNS: Record<string, string> = {
-  host: "TEXT NULL",
-  reason: "TEXT NULL",
-  link: "TEXT NULL",
-  fence: "BIGINT NOT NULL DEFAULT 0",
-  events: "BIGINT NOT NULL DEFAULT 0",
-};
-
-/** The statements, for one table; identifiers are quoted once. */
-function statements(table: string, events: string) {
-  const now = "UTC_TIMESTAMP(3)";
-  const eventColumns = `(resource, n, kind, at, lease, principal, host,
-    reason, link, fence, created, expires, by_principal, by_host, by_reason)`;
-  return {
-    // The row of a resource, locked, with whether its lease is live and
-    // whether it ever had one (a free row's expiry is FREE).
-    lock: `SELECT ${LEASE_COLUMNS}, T.expires > ${now} AS live,
-        T.expires > '${FREE}' AS used, ${now} AS now
-      FROM ${table} AS T WHERE T.resource = ? FOR UPDATE`,
-    // A free row for a new resource, with no counts yet. Not INSERT
-    // IGNORE, which would turn errors (a name too long) into warnings.
-    makeRow: `INSERT INTO ${table}
-        (resource, lease, principal, fence, events, created, expires)
-      VALUES (?, UNHEX(REPEAT('0', 32)), '', 0, 0, '${FREE}', '${FREE}')
-      ON DUPLICATE KEY UPDATE resource = resource`,
-    // The counts of a row with none: they continue from history, in case
-    // the row was deleted (by hand, or by the original Stormlock). A plain
-    // read: the row lock already keeps other writers of them out.
-    counts: `SELECT COALESCE(MAX(fence), 0) AS fence,
-        COALESCE(MAX(n), 0) AS events
-      FROM ${events} WHERE resource = ?`,
-    // Times are from the server's clock, as the row lock read it.
-    take: `UPDATE ${table} SET lease = UNHEX(?), principal = ?, host = ?,
-        reason = ?, link = ?, fence = ?, events = ?,
-        created = ?, expires = DATE_ADD(?, INTERVAL ? SECOND)
-      WHERE resource = ?`,
-    // The row as it is now, as an event of `kind` at `at` (or now).
-    recordRow: `INSERT INTO ${events} ${eventColumns}
-      SELECT resource, events, ?, COALESCE(?, ${now}), lease, principal,
-        host, reason, link, fence, created, expires, ?, ?, ?
-      FROM ${table} WHERE resource = ?`,
-    // The row's lease before a change, as event number `n` of `kind`.
-    recordOld: `INSERT INTO ${events} ${eventColumns}
-      SELECT resource, ?, ?, COALESCE(?, ${now}), lease, principal, host,
-        reason, link, fence, created, expires, ?, ?, ?
-      FROM ${table} WHERE resource = ?`,
-    end: `UPDATE ${table} SET expires = '${FREE}', events = events + 1
-      WHERE resource = ?`,
-    renew: `UPDATE ${table}
-      SET expires = DATE_ADD(?, INTERVAL ? SECOND),
-        reason = COALESCE(?, reason), events = events + 1
-      WHERE resource = ?`,
-    live: `SELECT ${LEASE_COLUMNS} FROM ${table} AS T
-      WHERE T.resource = ? AND T.expires > ${now}`,
-    liveLease: `SELECT ${LEASE_COLUMNS}, ${now} AS now FROM ${table} AS T
-      WHERE T.resource = ? AND T.lease = UNHEX(?) AND T.expires > ${now}
-      FOR UPDATE`,
-    isHeld: `SELECT 1 AS held FROM ${table}
-      WHERE resource = ? AND lease = UNHEX(?) AND expires > ${now}`,
-    // Byte order is code point order for UTF-8, so a prefix's names sort
-    // between it and its successor.
-    list: `SELECT ${LEASE_COLUMNS} FROM ${table} AS T
-      WHERE T.resource >= ? AND T.expires > ${now} ORDER BY T.resource`,
-    listBelow: `SELECT ${LEASE_COLUMNS} FROM ${table} AS T
-      WHERE T.resource >= ? AND T.resource < ? AND T.expires > ${now}
-      ORDER BY T.resource`,
-    history: `SELECT resource, kind, at, LOWER(HEX(lease)) AS lease,
-        principal, host, reason, link, fence, n AS events, created, expires,
-        by_principal, by_host, by_reason
-      FROM ${events}
-      WHERE resource = ? AND at >= DATE_SUB(${now}, INTERVAL ? SECOND)
-      ORDER BY n DESC LIMIT ?`,
-    trim: `DELETE FROM ${events} WHERE resource = ? AND n <= ?`,
-    age: `DELETE FROM ${events}
-      WHERE resource = ? AND at < DATE_SUB(${now}, INTERVAL ? SECOND)`,
-    createTable: `CREATE TABLE IF NOT EXISTS ${table} (
-        resource  VARBINARY(${MAX_NAME_BYTES}) NOT NULL PRIMARY KEY,
-        lease     BINARY(16)  NOT NULL,
-        principal TEXT        NOT NULL,
-        host      TEXT        NULL,
-        reason    TEXT        NULL,
-        link      TEXT        NULL,
-        fence     BIGINT      NOT NULL DEFAULT 0,
-        events    BIGINT      NOT NULL DEFAULT 0,
-        created   DATETIME(3) NOT NULL,
-        expires   DATETIME(3) NOT NULL
-      ) ENGINE = InnoDB DEFAULT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`,
-    createEvents: `CREATE TABLE IF NOT EXISTS ${events} (
-        resource     VARBINARY(${MAX_NAME_BYTES}) NOT NULL,
-        n            BIGINT      NOT NULL,
-        kind         VARCHAR(16) NOT NULL,
-        at           DATETIME(3) NOT NULL,
-        lease        BINARY(16)  NOT NULL,
-        principal    TEXT        NOT NULL,
-        host         TEXT        NULL,
-        reason       TEXT        NULL,
-        link         TEXT        NULL,
-        fence        BIGINT      NOT NULL,
-        created      DATETIME(3) NOT NULL,
-        expires      DATETIME(3) NOT NULL,
-        by_principal TEXT        NULL,
-        by_host      TEXT        NULL,
-        by_reason    TEXT        NULL,
-        PRIMARY KEY (resource, n)
-      ) ENGINE = InnoDB DEFAULT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`,
-    columns: `SELECT COLUMN_NAME AS name, DATA_TYPE AS type
-      FROM information_schema.COLUMNS
-      WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?`,
-  };
-}
-
-/** Quotes `NAME` or `DATABASE.NAME` as an identifier. */
-function quoteName(name: string): string {
-  return name.split(".").map((part) => `\`${part.replaceAll("`", "``")}\``)
-    .join(".");
-}
 
 /**
  * A name's UTF-8 bytes, as the key columns hold them.
@@ -246,233 +89,58 @@ function nameOf(value: Uint8Array | string): string {
     : new TextDecoder().decode(value as Uint8Array);
 }
 
-function toRecord(row: Row): LeaseRecord {
-  return {
-    id: row.lease,
-    principal: row.principal,
-    host: row.host,
-    reason: row.reason,
-    link: row.link,
-    fence: row.fence,
-    created: row.created,
-    expires: row.expires,
-  };
-}
-
-/** What messages may say of the connection, and what they must not. */
-interface Place {
-  /** `host:port/database`, never the password. */
-  where: string;
-  /** The table, as configured. */
-  table: string;
-  /** The config section, e.g. `backend.mysql`. */
-  section: string;
-}
-
-/** A client failure, with the password masked out of its message. */
-class MysqlFailure extends Error {
-  constructor(readonly error: unknown, readonly place: Place, secret: string) {
-    const text = String((error as Error)?.message ?? error);
-    super(secret ? text.replaceAll(secret, "***") : text, { cause: error });
-    this.name = "MysqlFailure";
-  }
-
-  /** The client's error code: `ER_…` from the server, or a socket's. */
-  get code(): string {
-    const code = (this.error as { code?: unknown } | null)?.code;
-    return typeof code === "string" ? code : "";
-  }
-
-  /** Whether the server answered (an `ER_…` error with a SQLSTATE). */
-  get fromServer(): boolean {
-    return typeof (this.error as { sqlState?: unknown })?.sqlState ===
-        "string" && this.code.startsWith("ER_");
-  }
-}
-
-/** How the store connects, from the options. */
-interface ConnectOptions {
-  host: string;
-  port: number;
-  socketPath?: string;
-  user?: string;
-  password?: string;
-  database?: string;
-  ssl?: Record<string, unknown>;
-  timeoutMs: number;
-}
-
-/** Runs one statement on a connection, with its parameters. */
-function exec<T>(
-  connection: Connection,
-  sql: string,
-  params: unknown[] = [],
-): Promise<T> {
-  return new Promise((resolve, reject) => {
-    connection.execute(sql, params as ExecuteValues, (error, rows) => {
-      if (error) reject(error);
-      else resolve(rows as T);
-    });
-  });
-}
-
-/** Runs a statement that takes no parameters (DDL, transactions). */
-function plain<T>(connection: Connection, sql: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    connection.query(sql, (error, rows) => {
-      if (error) reject(error);
-      else resolve(rows as T);
-    });
-  });
-}
-
 /** A lock store in one MySQL or MariaDB table, on the server's clock. */
 class MysqlStore implements Store {
   readonly label: string;
-  readonly #connect: ConnectOptions;
-  readonly #place: Place;
+  readonly #pool: Pool;
+  readonly #place: SqlPlace;
   readonly #password: string;
-  readonly #createTable: boolean;
   readonly #keep: number;
   readonly #age: number;
   readonly #context: KitContext;
   readonly #sql: ReturnType<typeof statements>;
   /** The table's database (if named) and bare name, for information_schema. */
   readonly #schema: [string | null, string];
-  readonly #idle: Connection[] = [];
-  readonly #busy = new Set<Connection>();
-  /** Free turns of the MAX_CONNECTIONS, and the operations waiting for one. */
-  #turns = MAX_CONNECTIONS;
-  readonly #waiting: (() => void)[] = [];
 
   constructor(
     connect: ConnectOptions,
-    place: Place,
-    options: { createTable: boolean; keep: number; age: number },
+    place: SqlPlace,
+    options: { keep: number; age: number },
     context: KitContext,
   ) {
     this.label = `MySQL at ${place.where}`;
-    this.#connect = connect;
+    this.#pool = new Pool(connect);
     this.#place = place;
     this.#password = connect.password ?? "";
-    this.#createTable = options.createTable;
     this.#keep = options.keep;
     this.#age = options.age;
     this.#context = context;
     const parts = place.table.split(".");
     this.#schema = parts.length === 2 ? [parts[0], parts[1]] : [null, parts[0]];
     this.#sql = statements(
-      quoteName(place.table),
-      quoteName(place.table + EVENTS_SUFFIX),
+      quoteName(place.table, "`"),
+      quoteName(place.table + EVENTS_SUFFIX, "`"),
     );
   }
 
-  /** An idle connection, or a new one; new ones bound their lock waits. */
-  async #take(): Promise<Connection> {
-    const idle = this.#idle.pop();
-    if (idle) return idle;
-    const { timeoutMs, ...rest } = this.#connect;
-    const connection = mysql.createConnection({
-      ...rest,
-      connectTimeout: timeoutMs,
-      // DATETIME values are UTC: the statements only use UTC_TIMESTAMP().
-      timezone: "Z",
-      supportBigNumbers: true,
-      // A server may not ask for a local file (LOAD DATA LOCAL).
-      flags: ["-LOCAL_FILES"],
-    });
-    // A failure with no statement waiting (an idle connection the server
-    // closed) would otherwise be an uncaught error event.
-    connection.on("error", () => this.#drop(connection));
-    // Nor is an idle connection the server closed (wait_timeout) reused.
-    connection.on("end", () => this.#drop(connection));
-    this.#busy.add(connection);
-    try {
-      // A wait for another transaction's row lock ends on the server too.
-      // A whole number we computed: the server refuses a parameter here.
-      const seconds = Math.max(1, Math.ceil(timeoutMs / 1000));
-      await plain(
-        connection,
-        `SET SESSION innodb_lock_wait_timeout = ${seconds}`,
-      );
-    } catch (error) {
-      this.#drop(connection);
-      throw error;
-    }
-    return connection;
-  }
-
-  /** Ends a connection at once; the server rolls back what it had open. */
-  #drop(connection: Connection): void {
-    this.#busy.delete(connection);
-    const at = this.#idle.indexOf(connection);
-    if (at >= 0) this.#idle.splice(at, 1);
-    try {
-      connection.destroy();
-    } catch { /* already gone */ }
-  }
-
-  /** Waits for a turn to use a connection, or until `signal` aborts. */
-  #turn(signal: AbortSignal): Promise<void> {
-    if (this.#turns > 0) {
-      this.#turns--;
-      return Promise.resolve();
-    }
-    return new Promise((resolve, reject) => {
-      const go = () => {
-        signal.removeEventListener("abort", quit);
-        resolve();
-      };
-      const quit = () => {
-        const at = this.#waiting.indexOf(go);
-        if (at >= 0) this.#waiting.splice(at, 1);
-        reject(signal.reason);
-      };
-      this.#waiting.push(go);
-      signal.addEventListener("abort", quit, { once: true });
-    });
-  }
-
-  /** Hands a turn to the next waiting operation, or frees it. */
-  #endTurn(): void {
-    const next = this.#waiting.shift();
-    if (next) next();
-    else this.#turns++;
-  }
-
   /**
-   * Runs one operation on a connection of its own, creating the tables on
-   * first use when allowed. A connection that failed or outlived the
-   * deadline is dropped; a healthy one is kept for the next operation.
+   * Runs one operation on a connection of its own. A connection that
+   * failed or outlived the deadline is dropped; a healthy one is kept for
+   * the next operation. (A missing table is the kit's: see createMissing.)
    */
   async #run<T>(
     op: Operation,
     body: (connection: Connection) => Promise<T>,
   ): Promise<T> {
-    await this.#turn(op.signal);
+    await this.#pool.turn(op.signal);
     let connection: Connection | undefined;
-    const drop = () => connection && this.#drop(connection);
+    const drop = () => connection && this.#pool.drop(connection);
     op.signal.addEventListener("abort", drop, { once: true });
     try {
-      connection = await this.#take();
-      this.#busy.add(connection);
+      connection = await this.#pool.take();
       if (op.signal.aborted) throw op.signal.reason;
-      let result: T;
-      try {
-        result = await body(connection);
-      } catch (error) {
-        const code = (error as { code?: string }).code;
-        if (
-          !this.#createTable ||
-          (code !== "ER_NO_SUCH_TABLE" && code !== "ER_BAD_FIELD_ERROR")
-        ) throw error;
-        await this.#init(connection);
-        result = await body(connection);
-      }
-      this.#busy.delete(connection);
-      if (this.#idle.length < IDLE_CONNECTIONS && !op.signal.aborted) {
-        this.#idle.push(connection);
-      } else connection.destroy();
+      const result = await body(connection);
+      this.#pool.keep(connection, op.signal.aborted);
       return result;
     } catch (error) {
       if (connection) {
@@ -481,17 +149,14 @@ class MysqlStore implements Store {
         if (answered) {
           // Leaves no transaction open on a connection kept for later.
           await plain(connection, "ROLLBACK").catch(() => drop());
-          this.#busy.delete(connection);
-          if (this.#idle.length < IDLE_CONNECTIONS && !op.signal.aborted) {
-            this.#idle.push(connection);
-          } else drop();
+          this.#pool.keep(connection, op.signal.aborted);
         } else drop();
       }
       if (error instanceof StormlockError) throw error;
       throw new MysqlFailure(error, this.#place, this.#password);
     } finally {
       op.signal.removeEventListener("abort", drop);
-      this.#endTurn();
+      this.#pool.endTurn();
     }
   }
 
@@ -521,7 +186,7 @@ class MysqlStore implements Store {
   }
 
   #lease(row: Row, resource = nameOf(row.resource)): Lease {
-    return this.#context.leaseFromRecord(resource, toRecord(row));
+    return this.#context.leaseFromRecord(resource, recordFromRow(row));
   }
 
   /** Trims a resource's history after event number `last` was added. */
@@ -530,7 +195,7 @@ class MysqlStore implements Store {
       await exec(connection, this.#sql.trim, [key, last - this.#keep]);
     }
     // Old events are never shown; deleting them now and then is enough.
-    if (Math.random() < 1 / 256) {
+    if (Math.random() < AGE_PRUNE_CHANCE) {
       await exec(connection, this.#sql.age, [key, this.#age]);
     }
   }
@@ -582,7 +247,9 @@ class MysqlStore implements Store {
     if (changes.length > 0) {
       await plain(
         connection,
-        `ALTER TABLE ${quoteName(this.#place.table)} ${changes.join(", ")}`,
+        `ALTER TABLE ${quoteName(this.#place.table, "`")} ${
+          changes.join(", ")
+        }`,
       );
     }
     await plain(connection, s.createEvents);
@@ -680,14 +347,14 @@ class MysqlStore implements Store {
     });
   }
 
-  /** Ends the live lease `leaseId`, recording `kind`; or throws. */
-  #end(
+  /** Ends the live lease `leaseId` as `ending` says; or throws. */
+  end(
     resource: string,
     leaseId: string,
+    ending: Ending,
     op: Operation,
-    kind: "released" | "broken",
-    by?: Breaker,
   ): Promise<Lease> {
+    const { kind, by } = ending;
     const key = nameBytes(resource);
     return this.#run(
       op,
@@ -715,15 +382,6 @@ class MysqlStore implements Store {
           return this.#lease(row, resource);
         }),
     );
-  }
-
-  end(
-    resource: string,
-    leaseId: string,
-    ending: Ending,
-    op: Operation,
-  ): Promise<Lease> {
-    return this.#end(resource, leaseId, op, ending.kind, ending.by);
   }
 
   renew(
@@ -815,176 +473,13 @@ class MysqlStore implements Store {
         this.#age,
         String(Math.max(0, Math.trunc(limit))),
       ]);
-      return rows.map((row) => {
-        const event: LeaseEvent = {
-          ...this.#lease(row, resource),
-          kind: row.kind,
-          at: row.at,
-        };
-        if (row.by_principal !== null) {
-          event.by = {
-            principal: row.by_principal,
-            reason: row.by_reason ?? "",
-            ...(row.by_host !== null ? { host: row.by_host } : {}),
-          };
-        }
-        return event;
-      });
+      return rows.map((row) => eventFromRow(this.#lease(row, resource), row));
     });
   }
 
   close(): void {
-    for (const connection of [...this.#idle, ...this.#busy]) {
-      this.#drop(connection);
-    }
+    this.#pool.close();
   }
-}
-
-/** Checks `table` or `database.table`; each part is quoted when used. */
-function checkTable(table: string, context: KitContext): string {
-  const parts = table.split(".");
-  // MySQL names are at most 64 characters; leave room for the suffix.
-  const most = 64 - EVENTS_SUFFIX.length;
-  if (
-    parts.length > 2 || table.includes("\0") ||
-    parts.some((part) => part === "" || [...part].length > 64) ||
-    [...parts[parts.length - 1]].length > most || / $/.test(table)
-  ) {
-    throw context.optionError(
-      "table",
-      `"${table}" is not a table name; use NAME or DATABASE.NAME, the name at most ${most} characters (room for its ${EVENTS_SUFFIX} table)`,
-    );
-  }
-  return table;
-}
-
-/** What to do about a server error, by its code; `undefined` for the default. */
-function serverRemedy(failure: MysqlFailure): Classified | undefined {
-  const { table, section, where } = failure.place;
-  const { message } = failure;
-  switch (failure.code) {
-    case "ER_NO_SUCH_TABLE":
-      return {
-        config:
-          `has no table ${table} (${message}); run "stormlock init" or set create_table = true in [${section}]`,
-      };
-    case "ER_BAD_FIELD_ERROR":
-      return {
-        config:
-          `has a table ${table} not shaped like this Stormlock's (${message}); if the original Stormlock made it, run "stormlock init" to upgrade it; else set table in [${section}] to another name`,
-      };
-    case "ER_BAD_DB_ERROR":
-    case "ER_NO_DB_ERROR":
-      return {
-        config:
-          `${message}; create the database, or fix database in [${section}]`,
-      };
-    case "ER_ACCESS_DENIED_ERROR":
-    case "ER_ACCESS_DENIED_NO_PASSWORD_ERROR":
-    case "ER_HOST_NOT_PRIVILEGED":
-      return {
-        unavailable:
-          `refused the login: ${message}; check user and password in [${section}]`,
-      };
-    case "ER_DBACCESS_DENIED_ERROR":
-      // The server says this too when the database does not exist.
-      return {
-        config:
-          `${message}; check database in [${section}] (it may not exist), or grant the user its rights there`,
-      };
-    case "ER_TABLEACCESS_DENIED_ERROR":
-    case "ER_COLUMNACCESS_DENIED_ERROR":
-    case "ER_SPECIFIC_ACCESS_DENIED_ERROR":
-      return {
-        config:
-          `${message}; grant the user SELECT, INSERT, UPDATE and DELETE on ${table} and ${table}${EVENTS_SUFFIX} (and CREATE and ALTER for init)`,
-      };
-    case "ER_LOCK_WAIT_TIMEOUT":
-    case "ER_QUERY_TIMEOUT":
-    case "ER_STATEMENT_TIMEOUT":
-      return "timeout";
-    case "ER_LOCK_DEADLOCK":
-      return { unavailable: `${message}; retry` };
-    case "ER_DATA_TOO_LONG":
-    case "ER_TOO_LONG_KEY":
-      return new UsageError(
-        `The resource name or a detail is too long for ${where} (${message}); resource names may have at most ${MAX_NAME_BYTES} bytes of UTF-8`,
-        { cause: failure },
-      );
-    case "ER_OPTION_PREVENTS_STATEMENT":
-    case "ER_READ_ONLY_MODE":
-      return {
-        unavailable:
-          `is read-only (${message}); point host in [${section}] at the primary`,
-      };
-    case "ER_CON_COUNT_ERROR":
-    case "ER_TOO_MANY_USER_CONNECTIONS":
-      return {
-        unavailable:
-          `has no free connection (${message}); retry, or raise its max_connections`,
-      };
-  }
-  return undefined;
-}
-
-/** Turns a mysql2 failure into the remedy users see. */
-function classify(error: unknown, failed: FailedOperation): Classified {
-  if (!(error instanceof MysqlFailure)) {
-    return {
-      unavailable: `failed to ${failed.action}: ${
-        String((error as Error)?.message ?? error)
-      }`,
-    };
-  }
-  const { code, message } = error;
-  const { section } = error.place;
-  if (error.fromServer) {
-    return serverRemedy(error) ?? {
-      unavailable:
-        `failed to ${failed.action}: ${message} (${code}); fix what the server names, or retry if it was transient`,
-    };
-  }
-  switch (code) {
-    case "ETIMEDOUT":
-      return "timeout";
-    case "ECONNREFUSED":
-      return {
-        unavailable:
-          `refused the connection; check that the server is up and host and port in [${section}] are right`,
-      };
-    case "ENOTFOUND":
-    case "EAI_AGAIN":
-      return {
-        unavailable:
-          `is not a host name that resolves; check host in [${section}]`,
-      };
-    case "ENOENT":
-      return {
-        unavailable: `has no socket there; check unix_socket in [${section}]`,
-      };
-    case "HANDSHAKE_NO_SSL_SUPPORT":
-      return {
-        unavailable:
-          `does not offer TLS; turn TLS on at the server, or remove ssl_ca and tls from [${section}]`,
-      };
-    case "PROTOCOL_CONNECTION_LOST":
-    case "ECONNRESET":
-    case "EPIPE":
-      return {
-        unavailable:
-          `closed the connection during ${failed.action}; check that the server is up and is MySQL or MariaDB, then retry`,
-      };
-  }
-  if (/CERT|TLS|SSL|SELF_SIGNED|VERIFY/.test(code)) {
-    return {
-      unavailable:
-        `failed TLS (${code}): ${message}; check ssl_ca and ssl_verify_identity in [${section}]`,
-    };
-  }
-  return {
-    unavailable:
-      `failed to ${failed.action}: ${message}; check that the server is up and reachable, then retry`,
-  };
 }
 
 /**
@@ -1003,68 +498,7 @@ function classify(error: unknown, failed: FailedOperation): Classified {
  */
 export const backend = defineBackend({
   name: "mysql",
-  options: {
-    host: {
-      kind: "text",
-      default: "127.0.0.1",
-      doc: "The server's host name or address.",
-    },
-    port: { kind: "port", default: 3306, doc: "The server's port." },
-    unix_socket: {
-      kind: "path",
-      doc: "A unix socket to connect through instead of host and port.",
-    },
-    user: {
-      kind: "text",
-      doc: "The user to log in as.",
-    },
-    password: {
-      kind: "text",
-      secret: true,
-      doc: "That user's password. Never printed.",
-    },
-    database: {
-      kind: "text",
-      doc: "The database holding the table (or write `table = DB.NAME`).",
-    },
-    table: {
-      kind: "text",
-      default: DEFAULT_TABLE,
-      doc:
-        "The table, optionally `database.table`; history goes in `<table>_events`.",
-    },
-    ssl_ca: {
-      kind: "pem",
-      doc:
-        "PEM file of the CA that signed the server's certificate. Setting it turns TLS on.",
-    },
-    ssl_cert: {
-      kind: "pem",
-      doc: "PEM client certificate, for users that `REQUIRE X509`.",
-    },
-    ssl_key: { kind: "pem", doc: "PEM private key of `ssl_cert`." },
-    ssl_verify_identity: {
-      kind: "boolean",
-      default: true,
-      doc:
-        "Check that the server's certificate names `host`; turn off only for certificates that name no host.",
-    },
-    tls: {
-      kind: "boolean",
-      default: false,
-      doc: "Use TLS with the system's CAs (implied by `ssl_ca`, `ssl_cert`).",
-    },
-    timeout: {
-      kind: "duration",
-      default: "3s",
-      doc: "Bound on each operation, connecting and row-lock waits included.",
-    },
-    create_table: {
-      kind: "boolean",
-      default: false,
-      doc: "Create or upgrade the tables on first use, as `init` does.",
-    },
-  },
+  options,
   together: [["ssl_cert", "ssl_key"]],
   capabilities: {
     clock: "server",
@@ -1111,25 +545,12 @@ export const backend = defineBackend({
       },
       { where: where(settings), table, section: context.section },
       {
-        createTable: settings.create_table,
         keep: settings.history,
         age: settings.history_age,
       },
       context,
     );
   },
+  createMissing: (settings) => settings.create_table,
   classify,
 });
-
-/** `host:port/database` (or the socket), for messages. */
-function where(
-  settings: {
-    host: string;
-    port: number;
-    unix_socket?: string;
-    database?: string;
-  },
-): string {
-  const at = settings.unix_socket ?? `${settings.host}:${settings.port}`;
-  return settings.database ? `${at}/${settings.database}` : at;
-}

@@ -36,6 +36,14 @@
  * @module
  */
 import { RedisConnection, type Script } from "./client.ts";
+import { classify } from "./errors.ts";
+import { options, parseTarget, type Target } from "./options.ts";
+import {
+  FIELD_COUNT,
+  type ScriptReply as Reply,
+  SCRIPTS,
+  toRecord,
+} from "./scripts.ts";
 import type {
   AcquireRequest,
   Ending,
@@ -46,346 +54,15 @@ import type {
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
 import { isEventKind } from "../../lib/kit/record.ts";
+import { LazyConnection } from "../../lib/kit/connection.ts";
 import { MAX_TIMER_MS } from "../../lib/kit/deadline.ts";
+import { Subscriber } from "../../lib/kit/subscriber.ts";
 import type {
   Breaker,
   Lease,
   LeaseEvent,
   LeaseEventKind,
 } from "../../lib/kit/types.ts";
-
-// Shared by every script: the field order of replies, and the lease key's
-// fields, or false when there is none, or 'foreign' when it is no hash.
-const COMMON = `
-local FIELDS = {'id', 'principal', 'created', 'expires', 'fence', 'host', 'reason', 'link'}
-local function lease(key)
-  local kind = redis.call('TYPE', key).ok
-  if kind == 'none' then return false end
-  if kind ~= 'hash' then return 'foreign' end
-  return redis.call('HMGET', key, unpack(FIELDS))
-end
-local function reply(status, f)
-  local out = {status}
-  for i = 1, #FIELDS do out[i + 1] = f[i] end
-  return out
-end
-`;
-
-// For scripts that write: the server's clock in epoch ms (a script that
-// reads TIME and then writes needs effect replication before Redis 5),
-// and the writers of leases, shadows and events.
-const WRITER = COMMON + `
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function ms(n) return string.format('%.0f', n) end
-local function put(key, f)
-  redis.call('HDEL', key, unpack(FIELDS))
-  local args = {}
-  for i, name in ipairs(FIELDS) do
-    if f[i] then args[#args + 1] = name; args[#args + 1] = f[i] end
-  end
-  redis.call('HSET', key, unpack(args))
-end
--- Tells watchers of the resource (ARGV[1]) that its lock changed. A user
--- whose ACL predates events (no PUBLISH) still changes locks; watch fails
--- for it, and waiters poll.
-local function announce(channel, kind)
-  redis.pcall('PUBLISH', channel, kind)
-end
--- ARGV[1..3] of every writer: resource, events kept, their age in ms.
-local function record(key, kind, at, f, by)
-  local e = {kind = kind, at = at, id = f[1], principal = f[2],
-    created = tonumber(f[3]), expires = tonumber(f[4]), by = by}
-  if f[5] then e.fence = tonumber(f[5]) end
-  if f[6] then e.host = f[6] end
-  if f[7] then e.reason = f[7] end
-  if f[8] then e.link = f[8] end
-  redis.call('LPUSH', key, cjson.encode(e))
-  redis.call('LTRIM', key, 0, tonumber(ARGV[2]) - 1)
-  local cutoff = now - tonumber(ARGV[3])
-  while true do
-    local last = redis.call('LINDEX', key, -1)
-    if not last then break end
-    local ok, old = pcall(cjson.decode, last)
-    if not (ok and type(old) == 'table' and tonumber(old.at)
-      and tonumber(old.at) < cutoff) then break end
-    redis.call('RPOP', key)
-  end
-  redis.call('PEXPIRE', key, ARGV[3])
-end
-`;
-
-// KEYS lease, state, history, index, waiters; ARGV resource, kept, age,
-// id, principal, ttl ms, host, reason, link ('' for none), events
-// channel, and the queue role: 'check' to refuse a free lock while the
-// waiters set (KEYS[5], the lock's) has a live member, 'member' to join
-// it (KEYS[5] is then the waited-for lock's), '' for neither.
-const ACQUIRE = WRITER + `
-local f = lease(KEYS[1])
-if f == 'foreign' then return {'foreign'} end
-if f then return reply('held', f) end
-if ARGV[11] == 'check' then
-  local waiting, first = 0, nil
-  -- Every score is 0, so this is name (ticket) order; ZRANGEBYSCORE is
-  -- already in the least-privilege ACL.
-  for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '+inf')) do
-    local w = lease(ARGV[12] .. name)
-    if type(w) == 'table' then
-      waiting = waiting + 1
-      first = first or w
-    else
-      redis.call('ZREM', KEYS[5], name)
-    end
-  end
-  if first then
-    local out = reply('queued', first)
-    out[#FIELDS + 2] = tostring(waiting)
-    return out
-  end
-end
-local old = redis.call('HMGET', KEYS[2], unpack(FIELDS))
-local ended = tonumber(old[4])
-if old[1] and ended and ended <= now then
-  record(KEYS[3], 'expired', ended, old)
-end
-local fence
-if redis.call('HMGET', KEYS[2], 'last')[1] then
-  fence = redis.call('HINCRBY', KEYS[2], 'last', 1)
-else
-  -- No counter: a first acquire, or one evicted. Go on from the newest
-  -- fence on record, so a fence never goes back while any record remains.
-  local floor = tonumber(old[5]) or 0
-  local ok, e = pcall(cjson.decode, redis.call('LINDEX', KEYS[3], 0) or '')
-  if ok and type(e) == 'table' and tonumber(e.fence) then
-    floor = math.max(floor, tonumber(e.fence))
-  end
-  fence = floor + 1
-  redis.call('HSET', KEYS[2], 'last', fence)
-end
-local function given(s) if s == '' then return false end return s end
-local expires = ms(now + tonumber(ARGV[6]))
-f = {ARGV[4], ARGV[5], ms(now), expires, tostring(fence),
-  given(ARGV[7]), given(ARGV[8]), given(ARGV[9])}
-put(KEYS[1], f)
-redis.call('PEXPIREAT', KEYS[1], expires)
-put(KEYS[2], f)
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms(now))
-redis.call('ZADD', KEYS[4], expires, ARGV[1])
-record(KEYS[3], 'acquired', now, f)
-announce(ARGV[10], 'acquired')
-if ARGV[11] == 'member' then redis.call('ZADD', KEYS[5], 0, ARGV[1]) end
-return reply('acquired', f)
-`;
-
-// KEYS as acquire; ARGV resource, kept, age, id, ttl ms, '1' to set the
-// reason, the reason. Returns nil when the id is not the live lease.
-const RENEW = WRITER + `
-local f = lease(KEYS[1])
-if f == 'foreign' then return {'foreign'} end
-if not f or f[1] ~= ARGV[4] then return false end
-local kind = 'renewed'
-if ARGV[6] == '1' and ARGV[7] ~= (f[7] or '') then
-  kind = 'reason-changed'
-  f[7] = ARGV[7] ~= '' and ARGV[7]
-end
-f[4] = ms(now + tonumber(ARGV[5]))
-put(KEYS[1], f)
-redis.call('PEXPIREAT', KEYS[1], f[4])
-put(KEYS[2], f)
-redis.call('ZADD', KEYS[4], f[4], ARGV[1])
-record(KEYS[3], kind, now, f)
-return reply(kind, f)
-`;
-
-// KEYS as acquire; ARGV resource, kept, age, id, kind ('released' or
-// 'broken'), then the breaker's principal, host and reason, the events
-// channel, and 'member' for a waiter's registration (leaving KEYS[5]).
-// Returns nil when the id is not the live lease.
-const END = WRITER + `
-local f = lease(KEYS[1])
-if f == 'foreign' then return {'foreign'} end
-if not f or f[1] ~= ARGV[4] then return false end
-redis.call('DEL', KEYS[1])
-redis.call('HDEL', KEYS[2], unpack(FIELDS))
-redis.call('ZREM', KEYS[4], ARGV[1])
-if ARGV[10] == 'member' then redis.call('ZREM', KEYS[5], ARGV[1]) end
-local by = nil
-if ARGV[5] == 'broken' then
-  by = {principal = ARGV[6], reason = ARGV[8]}
-  if ARGV[7] ~= '' then by.host = ARGV[7] end
-end
-record(KEYS[3], ARGV[5], now, f, by)
-announce(ARGV[9], ARGV[5])
-return reply(ARGV[5], f)
-`;
-
-// KEYS as acquire; ARGV resource, kept, age, id, events channel. Records
-// the expiry of lease id (gone from KEYS[1], its shadow past its expiry)
-// and clears the shadow; 1 if it did, 0 when renewed, ended or not due.
-const EXPIRE = WRITER + `
-local f = lease(KEYS[1])
-if f then return 0 end
-local old = redis.call('HMGET', KEYS[2], unpack(FIELDS))
-local ended = tonumber(old[4])
-if old[1] ~= ARGV[4] or not ended or ended > now then return 0 end
-record(KEYS[3], 'expired', ended, old)
-redis.call('HDEL', KEYS[2], unpack(FIELDS))
-redis.call('ZREM', KEYS[4], ARGV[1])
-announce(ARGV[5], 'expired')
-return 1
-`;
-
-// KEYS lease. Redis never returns a key past its expiry.
-const READ = COMMON + `
-local f = lease(KEYS[1])
-if f == 'foreign' then return {'foreign'} end
-if not f then return false end
-return reply('lease', f)
-`;
-
-// KEYS history; ARGV how many. Returns the server's time, then the events.
-const HISTORY = `
-local t = redis.call('TIME')
-local out = {t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))}
-for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do
-  out[#out + 1] = e
-end
-return out
-`;
-
-// KEYS index; ARGV key prefix, name prefix. Returns, for each live lease
-// whose name starts with the name prefix, its name and fields. The lease
-// keys are named by the index, so they can't be passed as KEYS: this is
-// why the backend needs one server, not a cluster.
-const LIST = WRITER + `
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms(now))
-local out = {}
-local p = ARGV[2]
-for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ms(now), '+inf')) do
-  if string.sub(name, 1, #p) == p then
-    local f = lease(ARGV[1] .. name)
-    if not f then
-      redis.call('ZREM', KEYS[1], name)
-    else
-      if f == 'foreign' then f = {} end
-      out[#out + 1] = name
-      for i = 1, #FIELDS do out[#out + 1] = f[i] or false end
-    end
-  end
-end
-return out
-`;
-
-const FIELD_COUNT = 8;
-
-/** A script's reply: a status, then the lease's fields in FIELDS order. */
-type Reply = (string | null)[];
-
-/** The scripts, each sent by its SHA-1 (EVAL the first time). */
-const SCRIPTS = {
-  acquire: { lua: ACQUIRE, keys: 5 },
-  renew: { lua: RENEW, keys: 5 },
-  end: { lua: END, keys: 5 },
-  expire: { lua: EXPIRE, keys: 5 },
-  read: { lua: READ, keys: 1 },
-  history: { lua: HISTORY, keys: 1 },
-  list: { lua: LIST, keys: 1 },
-} satisfies Record<string, Script>;
-
-/** Where and how to connect, from `url` and `ca_cert`. */
-interface Target {
-  host: string;
-  port: number;
-  username?: string;
-  password?: string;
-  db: number;
-  tls: boolean;
-  ca?: string;
-}
-
-/** Epoch ms as Stormlock writes them; anything else reads as missing. */
-function digits(value: string | null | undefined): string | undefined {
-  return value && /^\d{1,16}$/.test(value) ? value : undefined;
-}
-
-/** The record in a reply's fields, from `offset` on. */
-function toRecord(fields: (string | null)[], offset = 1): LeaseRecord {
-  const [id, principal, created, expires, fence, host, reason, link] = fields
-    .slice(offset, offset + FIELD_COUNT);
-  return {
-    id,
-    principal,
-    // The kit also takes ISO text; here it can only be another tool's.
-    created: digits(created),
-    expires: digits(expires),
-    fence,
-    host,
-    reason,
-    link,
-  };
-}
-
-/** What to do about a Redis error reply, by its leading code. */
-function replyRemedy(message: string): string {
-  if (/^READONLY\b/.test(message)) {
-    return "point the url at the primary, not a replica";
-  }
-  if (/^(LOADING|BUSY|TRYAGAIN|MASTERDOWN|CLUSTERDOWN)\b/.test(message)) {
-    return "the server is not ready; retry shortly";
-  }
-  if (/^OOM\b/.test(message)) {
-    return "free memory on the server or raise its maxmemory";
-  }
-  if (/^MISCONF\b/.test(message)) {
-    return "fix the server's persistence error (see its log)";
-  }
-  if (/^(ERR unknown command|ERR .*EVALSHA|NOSCRIPT)/.test(message)) {
-    return "use Redis 6 or newer with Lua scripting enabled";
-  }
-  return "fix what the server names, or retry if it was transient";
-}
-
-/**
- * The target `url` names, checked beyond its scheme. Messages never repeat
- * the URL, which may hold a password.
- */
-function parseTarget(url: URL, context: KitContext): Target {
-  const fail = (why: string) => context.optionError("url", why);
-  if (!url.hostname) throw fail("the URL names no host");
-  if (url.port === "0") {
-    throw fail("port 0 is not a port; use 1 to 65535 (6379 if left out)");
-  }
-  if (url.search || url.hash) {
-    throw fail("query parameters and fragments are not supported");
-  }
-  const path = url.pathname.replace(/^\//, "");
-  // SELECT takes a C int; whether the server has that many is its call.
-  if (!/^\d{0,10}$/.test(path) || Number(path) > 2 ** 31 - 1) {
-    throw fail("the path must be a database number, e.g. /0");
-  }
-  if (url.username && !url.password) {
-    throw fail(
-      "a user needs a password; use redis://user:password@host, or redis://:password@host for the default user",
-    );
-  }
-  const decode = (part: string) => {
-    try {
-      return part === "" ? undefined : decodeURIComponent(part);
-    } catch {
-      throw fail("the user or password is badly encoded");
-    }
-  };
-  return {
-    // URL keeps the brackets of an IPv6 address; sockets want it bare.
-    host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
-    port: url.port ? Number(url.port) : 6379,
-    username: decode(url.username),
-    password: decode(url.password),
-    db: path === "" ? 0 : Number(path),
-    tls: url.protocol === "rediss:",
-  };
-}
 
 /**
  * Sends AUTH, when there is a password, then SELECT when the url names a
@@ -410,26 +87,6 @@ async function login(client: RedisConnection, target: Target): Promise<void> {
   }
 }
 
-/**
- * The store's subscriber: a connection in subscriber mode, and the
- * callbacks of the watches on each channel. Once its connection drops it
- * is dead: its watches hear nothing more (waiters poll), and the next
- * watch opens a new one.
- */
-interface Subscriber {
-  /** The connection, once it is open and logged in. */
-  client?: RedisConnection;
-  /** Settles when it is connected and logged in. */
-  ready: Promise<RedisConnection>;
-  /** Per channel: its watches, and the SUBSCRIBE that serves them. */
-  channels: Map<
-    string,
-    { watches: Set<() => void>; subscribed: Promise<unknown> }
-  >;
-  lastError?: unknown;
-  dead: boolean;
-}
-
 /** A lock store on one Redis server. Expiry uses the server's clock. */
 class RedisStore implements Store {
   readonly label: string;
@@ -439,9 +96,25 @@ class RedisStore implements Store {
   readonly #context: KitContext;
   /** Events kept, and their age in ms, as script arguments. */
   readonly #keep: [string, string];
-  #client?: RedisConnection;
-  #connecting?: Promise<RedisConnection>;
-  #subscriber?: Subscriber;
+  readonly #connection = new LazyConnection<RedisConnection>({
+    open: () => this.#open(),
+    close: (client) => client.close(),
+    isOpen: (client) => !client.closed,
+  });
+  /** SUBSCRIBEs to each resource's channel, for every watch of the store. */
+  readonly #subscriber = new Subscriber<RedisConnection>({
+    open: async (onMessage, onClose) => {
+      const client = await this.#login();
+      client.onMessage = onMessage;
+      client.onClose = () => onClose(client.lastError);
+      return client;
+    },
+    subscribe: (client, channel) => client.send(["SUBSCRIBE", channel]),
+    unsubscribe: (client, channel) => client.send(["UNSUBSCRIBE", channel]),
+    close: (client) => client.close(),
+    answered: (error) => (error as Error)?.name === "ReplyError",
+    closedError: () => new Error("Connection is closed."),
+  });
 
   constructor(
     target: Target,
@@ -500,34 +173,6 @@ class RedisStore implements Store {
     );
   }
 
-  /** The connected client, connecting first when needed. */
-  #connect(): Promise<RedisConnection> {
-    const client = this.#client;
-    if (client && !client.closed) return Promise.resolve(client);
-    if (!this.#connecting) {
-      const connecting = this.#open().then((client) => {
-        if (this.#connecting === connecting) this.#client = client;
-        else client.close(); // discarded while it connected
-        return client;
-      }).finally(() => {
-        if (this.#connecting === connecting) this.#connecting = undefined;
-      });
-      this.#connecting = connecting;
-    }
-    return this.#connecting;
-  }
-
-  /** Drops the connection at once, even one to a server that never answers. */
-  #discard(): void {
-    const client = this.#client;
-    // The next operation starts a fresh connection instead of waiting on
-    // this one's failure.
-    this.#client = undefined;
-    this.#connecting?.then((late) => late.close(), () => {});
-    this.#connecting = undefined;
-    client?.close();
-  }
-
   /**
    * Runs one script. When the kit's deadline passes, the connection's
    * state is unknown: it is dropped, and the next operation connects
@@ -540,15 +185,13 @@ class RedisStore implements Store {
     // deno-lint-ignore no-explicit-any
     read: (reply: any) => T,
   ): Promise<T> {
-    op.onExpire(() => this.#discard());
-    const client = await this.#connect();
+    const client = await this.#connection.use(op);
     return read(await client.evalScript(script, args));
   }
 
   /** Sends one plain command, under the same deadline rules as #run. */
   async #command(op: Operation, args: (string | number)[]): Promise<unknown> {
-    op.onExpire(() => this.#discard());
-    const client = await this.#connect();
+    const client = await this.#connection.use(op);
     return await client.send(args);
   }
 
@@ -635,14 +278,14 @@ class RedisStore implements Store {
     });
   }
 
-  /** Ends the live lease `leaseId`, recording `kind`; or throws. */
-  #end(
-    op: Operation,
+  /** Ends the live lease `leaseId` as `ending` says; or throws. */
+  end(
     resource: string,
     leaseId: string,
-    kind: "released" | "broken",
-    by?: Breaker,
+    ending: Ending,
+    op: Operation,
   ): Promise<Lease> {
+    const { kind, by } = ending;
     const args = [
       ...this.#writeKeys(resource, op),
       leaseId,
@@ -659,15 +302,6 @@ class RedisStore implements Store {
       }
       return this.#lease(resource, reply);
     });
-  }
-
-  end(
-    resource: string,
-    leaseId: string,
-    ending: Ending,
-    op: Operation,
-  ): Promise<Lease> {
-    return this.#end(op, resource, leaseId, ending.kind, ending.by);
   }
 
   expire(resource: string, leaseId: string, op: Operation): Promise<boolean> {
@@ -822,124 +456,29 @@ class RedisStore implements Store {
     return event;
   }
 
-  /** The live subscriber, opening one when needed. */
-  #subscribe(): Subscriber {
-    const live = this.#subscriber;
-    if (live && !live.dead) return live;
-    const subscriber: Subscriber = {
-      ready: this.#login(),
-      channels: new Map(),
-      dead: false,
-    };
-    subscriber.ready = subscriber.ready.then((client) => {
-      subscriber.client = client;
-      if (subscriber.dead) {
-        client.close();
-        throw new Error("Connection is closed.");
-      }
-      client.onMessage = (channel) => {
-        for (const watch of subscriber.channels.get(channel)?.watches ?? []) {
-          try {
-            watch();
-          } catch { /* a watcher's failure is its own */ }
-        }
-      };
-      // No reconnecting: its watches go quiet, and their waiters poll.
-      client.onClose = () => {
-        subscriber.lastError ??= client.lastError;
-        this.#dropSubscriber(subscriber);
-      };
-      return client;
-    }, (error) => {
-      subscriber.lastError ??= error;
-      this.#dropSubscriber(subscriber);
-      throw error;
-    });
-    this.#subscriber = subscriber;
-    return subscriber;
-  }
-
-  /** Ends a subscriber at once; its watches hear nothing more. */
-  #dropSubscriber(subscriber: Subscriber | undefined): void {
-    if (!subscriber) return;
-    if (this.#subscriber === subscriber) this.#subscriber = undefined;
-    if (subscriber.dead) return;
-    subscriber.dead = true;
-    subscriber.channels.clear();
-    subscriber.client?.close();
-    // Still connecting: closed as soon as it is open.
-    subscriber.ready.catch(() => {});
-  }
-
   /**
    * Subscribes to the resource's channel on the store's subscriber, which
-   * every watch of this store shares (one SUBSCRIBE per channel). When the
-   * deadline passes first, the subscriber is dropped: its state is unknown.
+   * every watch of this store shares (one SUBSCRIBE per channel).
    */
-  async watch(
+  watch(
     resource: string,
     onChange: () => void,
     signal: AbortSignal,
     op: Operation,
   ): Promise<void> {
     this.#key(resource);
-    if (signal.aborted) return;
-    const subscriber = this.#subscribe();
     const channel = this.#channel(resource);
-    let settled = false;
-    op.onExpire(() => {
-      if (!settled) this.#dropSubscriber(subscriber);
-    });
-    // Its own function, so the same onChange may watch twice.
-    const watch = () => onChange();
-    const leave = () => {
-      const entry = subscriber.channels.get(channel);
-      if (!entry?.watches.delete(watch) || entry.watches.size > 0) return;
-      subscriber.channels.delete(channel);
-      if (!subscriber.dead) {
-        subscriber.client?.send(["UNSUBSCRIBE", channel]).catch(() => {});
-      }
-    };
-    try {
-      const client = await subscriber.ready;
-      if (signal.aborted) return;
-      let entry = subscriber.channels.get(channel);
-      if (!entry) {
-        entry = {
-          watches: new Set(),
-          subscribed: client.send(["SUBSCRIBE", channel]),
-        };
-        subscriber.channels.set(channel, entry);
-      }
-      entry.watches.add(watch);
-      signal.addEventListener("abort", leave, { once: true });
-      try {
-        await entry.subscribed;
-      } catch (error) {
-        signal.removeEventListener("abort", leave);
-        entry.watches.delete(watch);
-        if (subscriber.channels.get(channel) === entry) {
-          subscriber.channels.delete(channel);
-        }
-        throw error;
-      }
-      if (subscriber.dead) {
-        // Dropped as it subscribed: this watch would hear nothing.
-        throw subscriber.lastError ?? new Error("Connection is closed.");
-      }
-    } catch (error) {
-      const cause = /Connection is closed/.test((error as Error)?.message)
-        ? subscriber.lastError ?? error
-        : error;
-      throw cause;
-    } finally {
-      settled = true;
-    }
+    return this.#subscriber.watch(
+      { topic: channel, keys: [channel] },
+      onChange,
+      signal,
+      op,
+    );
   }
 
   close(): void {
-    this.#discard();
-    this.#dropSubscriber(this.#subscriber);
+    this.#connection.close();
+    this.#subscriber.close();
   }
 }
 
@@ -956,31 +495,7 @@ class RedisStore implements Store {
  */
 export const backend = defineBackend({
   name: "redis",
-  options: {
-    url: {
-      kind: "url",
-      schemes: ["redis:", "rediss:"],
-      default: "redis://127.0.0.1:6379",
-      doc:
-        "`redis://[user:password@]host[:port][/db]`, or `rediss://…` for TLS. Percent-encode special characters in the user and password. Use `redis://:password@host` for the default user (`requirepass`), and `redis://user:password@host` for an ACL user. Query parameters are refused.",
-    },
-    prefix: {
-      kind: "text",
-      default: "stormlock:",
-      doc: "Goes in front of each resource name to make its keys.",
-    },
-    timeout: {
-      kind: "duration",
-      default: "3s",
-      doc:
-        "The limit on each operation, including connecting and authenticating.",
-    },
-    ca_cert: {
-      kind: "pem",
-      doc:
-        "A PEM file of CAs to trust for `rediss://`, for a server with a private CA. Only allowed with `rediss://`.",
-    },
-  },
+  options,
   capabilities: {
     clock: "server",
     list: true,
@@ -1007,57 +522,5 @@ export const backend = defineBackend({
       ageMs: settings.history_age * 1000,
     }, context);
   },
-  classify(error, failed) {
-    // Redis ends some messages with a period; ours continue after them.
-    const message = ((error as Error)?.message ?? String(error))
-      .replace(/\.$/, "");
-    if (message === "Command timed out" || /ETIMEDOUT/.test(message)) {
-      return "timeout";
-    }
-    // Within a script, the code may follow the script's name.
-    if (/\bWRONGTYPE\b/.test(message)) {
-      return {
-        config:
-          "holds data under the prefix that Stormlock did not write (WRONGTYPE); set another prefix",
-      };
-    }
-    // Without AUTH, Redis 7 refuses a long command with a protocol error.
-    if (
-      /\b(WRONGPASS|NOAUTH)\b|Protocol error: unauthenticated/.test(message)
-    ) {
-      return {
-        unavailable:
-          `refused the credentials: ${message}; check the user and password in the url`,
-      };
-    }
-    if (/\bNOPERM\b/.test(message)) {
-      return {
-        unavailable:
-          `denied the user permission to ${failed.action}: ${message}; grant it the commands and keys (~PREFIX*) listed in docs/backends/redis.md`,
-      };
-    }
-    // SELECT's own failure is caught where it is sent, naming the option.
-    if (/DB index is out of range|invalid DB index/i.test(message)) {
-      return {
-        config: `has no such database: ${message}; fix the /db part of url`,
-      };
-    }
-    if (/^Protocol error/.test(message)) {
-      return {
-        unavailable:
-          "does not answer in the Redis protocol; check the host, the port, and redis:// versus rediss://",
-      };
-    }
-    if ((error as Error)?.name === "ReplyError") {
-      return {
-        unavailable: `failed to ${failed.action}: ${message}; ${
-          replyRemedy(message)
-        }`,
-      };
-    }
-    return {
-      unavailable:
-        `is unreachable: ${message}; check that the server is up and the url is right`,
-    };
-  },
+  classify,
 });

@@ -46,6 +46,11 @@ export interface RunCommandOptions extends HolderOptions {
   /** A link for more, such as a CI run. */
   link?: string;
   /**
+   * Takes the lock inside a freeze window, recording this reason (see
+   * {@linkcode AcquireOptions.overrideFreeze}).
+   */
+  overrideFreeze?: string;
+  /**
    * When the lease is lost: how long after SIGTERM the process group gets
    * SIGKILL.
    * @default "10s"
@@ -161,6 +166,35 @@ export function commandArgv(argv: string[], positionals: string[]): string[] {
     );
   }
   return tail;
+}
+
+/**
+ * Splits `run`'s words into the resources (those before `--`, at least
+ * one) and the command with its arguments (checked as
+ * {@linkcode commandArgv} does).
+ *
+ * @param argv The CLI's whole argument list.
+ * @param positionals Every word after `run`, as the parser gave them.
+ * @throws {UsageError} when `--` is missing or misplaced.
+ * @example
+ * ```ts
+ * import { runWords } from "./run.ts";
+ * runWords(["run", "db", "dns", "--", "make"], ["db", "dns", "make"]);
+ * // { resources: ["db", "dns"], command: ["make"] }
+ * ```
+ */
+export function runWords(
+  argv: string[],
+  positionals: string[],
+): { resources: string[]; command: string[] } {
+  const dashes = argv.indexOf("--");
+  const tail = dashes < 0 ? 0 : argv.length - dashes - 1;
+  const resources = positionals.slice(
+    0,
+    Math.max(1, positionals.length - tail),
+  );
+  const command = commandArgv(argv, positionals.slice(resources.length));
+  return { resources, command };
 }
 
 /** Sends `signal` to the command's process group (or the command alone). */
@@ -327,6 +361,7 @@ export async function runCommand(
     onRetry: options.onRetry,
     reason: options.reason,
     link: options.link,
+    overrideFreeze: options.overrideFreeze,
     maxHold,
     onRenewRetry(error) {
       // One note per outage, not one per retry.

@@ -607,7 +607,8 @@ export function resolveLockSettings(
   // SQLite lock, which another operator's lock never sees.
   const resourceSections = Object.keys(config.sections).filter((name) =>
     !name.startsWith("backend.") && !isServerSection(name) &&
-    !name.startsWith("hook.") && name !== "notify"
+    !name.startsWith("hook.") && name !== "notify" &&
+    !name.startsWith("freeze.")
   );
   if (
     !config.sections[resource] && !config.sections.default &&

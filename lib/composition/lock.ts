@@ -61,6 +61,16 @@ export interface AcquireOptions extends WaitListeners, HolderOptions {
   reason?: string;
   /** A link for more, such as a CI run. */
   link?: string;
+  /**
+   * The new lease's id (32 lowercase hex digits), so that several locks
+   * can be held under one id (a lock set); by default a fresh one.
+   */
+  id?: string;
+  /**
+   * Takes the lock inside a freeze window, recording this reason (see
+   * `lib/composition/freeze.ts`); the reason is required.
+   */
+  overrideFreeze?: string;
 }
 
 /**
@@ -121,6 +131,13 @@ export class Lock {
   readonly #owner?: { close(): Promise<void> };
 
   /**
+   * Checked before each acquire: refuses one inside a freeze window, or
+   * gives the reason to record for an override. `Stormlock.lock` sets it
+   * (see `freeze.ts`); a `Lock` made directly over a backend has none.
+   */
+  guard?: (lock: Lock, options: AcquireOptions) => Promise<string | undefined>;
+
+  /**
    * Wraps an open backend for one resource.
    *
    * @param backend An open backend.
@@ -172,11 +189,14 @@ export class Lock {
     options: AcquireOptions,
     sending?: () => void,
   ): Promise<Lease> {
+    const overridden = await this.guard?.(this, options);
     const limit = holderLimit(options);
     const details: AcquireDetails = {
       host: localHost(),
-      reason: checkText(options.reason, "reason") ?? this.settings.reason,
+      reason: overridden ?? checkText(options.reason, "reason") ??
+        this.settings.reason,
       link: checkLink(options.link),
+      ...(options.id === undefined ? {} : { id: assertLeaseId(options.id) }),
       ...(limit === 1 ? {} : { limit }),
     };
     const take = async (backend = this.backend, extra: AcquireDetails = {}) => {

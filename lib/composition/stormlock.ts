@@ -20,6 +20,7 @@ import { splitQueue } from "./queue.ts";
 import { parseRequestName } from "./events.ts";
 import type { Backend, Lease } from "../kit/types.ts";
 import { Lock } from "./lock.ts";
+import { freezeGuard } from "./freeze.ts";
 
 /**
  * How {@linkcode openLock} finds its config, and where warnings go.
@@ -164,7 +165,9 @@ export class Stormlock {
       this.#options.env,
     );
     settings.warnings.forEach((message) => this.#warn(message));
-    return new Lock(await this.backend(settings.backend), settings);
+    const lock = new Lock(await this.backend(settings.backend), settings);
+    lock.guard = freezeGuard(this);
+    return lock;
   }
 
   /**
@@ -282,7 +285,9 @@ export async function openLock(
   const locks = await openStormlock(options);
   try {
     const lock = await locks.lock(resource);
-    return new Lock(lock.backend, lock.settings, locks);
+    const owned = new Lock(lock.backend, lock.settings, locks);
+    owned.guard = lock.guard;
+    return owned;
   } catch (error) {
     await locks.close();
     throw error;

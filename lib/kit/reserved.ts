@@ -34,5 +34,5 @@ export function isBookkeeping(resource: string): boolean {
   // Hand-over requests and the hook dispatcher's lease too (notifications).
   // deno-lint-ignore no-control-regex
   return /\u001f(?:wait\u001f\d{16}|queue|request\u001f[0-9a-f]{32}|dispatcher)$/
-    .test(resource);
+    .test(resource) || resource.startsWith("\u001ffreeze\u001f");
 }

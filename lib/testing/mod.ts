@@ -36,6 +36,7 @@ import {
 } from "../composition/queue.ts";
 import { testHoldersContract } from "./holders.ts";
 import {
+  type BackendFactory,
   backendTest,
   closedPort,
   rejectsCleanly,
@@ -44,13 +45,7 @@ import {
   uniqueResource,
 } from "./support.ts";
 
-/**
- * Opens a new backend instance with its own connection; `extra` options
- * (such as `history = 3`) go into its section.
- */
-export type BackendFactory = (
-  extra?: BackendOptions,
-) => Backend | Promise<Backend>;
+export type { BackendFactory } from "./support.ts";
 
 /** Resource names that must round-trip through every backend untouched. */
 export const AWKWARD_NAMES: readonly string[] = [
@@ -446,10 +441,15 @@ export interface SecretHooks {
 
 /** A lease as Stormlock 0.1 stored it: no fence, host, reason or link. */
 export interface V01Lease {
+  /** The resource name. */
   resource: string;
+  /** The lease id. */
   id: string;
+  /** Who holds it. */
   principal: string;
+  /** When it was taken. */
   created: Date;
+  /** When it runs out. */
   expires: Date;
 }
 

@@ -81,6 +81,23 @@ export function leaseJson(
 }
 
 /**
+ * {@linkcode leaseJson}, with each member's lease when it is a lock set's.
+ * @example
+ * ```ts ignore
+ * print(safeJson(leaseOrSetJson(await set.acquire("10m"))));
+ * ```
+ */
+export function leaseOrSetJson(
+  lease: Parameters<typeof leaseJson>[0] & { members?: Lease[] },
+): ReturnType<typeof leaseJson> & {
+  members?: ReturnType<typeof leaseJson>[];
+} {
+  return lease.members
+    ? { ...leaseJson(lease), members: lease.members.map(leaseJson) }
+    : leaseJson(lease);
+}
+
+/**
  * The JSON shape of a hand-over request: who asks, from where, why, and
  * since when.
  * @example

@@ -38,6 +38,8 @@ export interface CommandSpec {
   readonly examples?: readonly [string, string];
   /** Flags that exclude each other. */
   readonly excludes?: readonly (readonly [string, string])[];
+  /** Flags that need another: `[flag, needed]`. */
+  readonly requires?: readonly (readonly [string, string])[];
 }
 
 /** The CLI's command table, as help reads it. */
@@ -397,8 +399,20 @@ export function checkUsage(
       );
     }
   }
+  for (const [flag, needed] of command.requires ?? []) {
+    if (values[flag] && values[needed] === undefined) {
+      const value = table.flags[needed]?.value;
+      throw new UsageError(
+        `--${flag} needs --${needed}${
+          value ? ` ${value}` : ""
+        }; see "stormlock ${name} --help"`,
+      );
+    }
+  }
   const required = command.args.filter((arg) => !arg.startsWith("["));
-  const variadic = command.args.at(-1)?.endsWith("...]") ?? false;
+  // A variadic argument may stand in the middle (RESOURCE [RESOURCE...]
+  // LEASE_ID): any count from the required ones up is then accepted.
+  const variadic = command.args.some((arg) => arg.endsWith("...]"));
   if (
     args.length < required.length ||
     (!variadic && args.length > command.args.length)
