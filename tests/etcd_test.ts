@@ -114,6 +114,13 @@ function assertUnavailable(
 
 const b64 = (text: string) =>
   btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+/** Base64 of `text` with `\xff` escapes as raw bytes (not UTF-8). */
+const rawB64 = (text: string) =>
+  btoa(
+    text.split("\xff").map((part) =>
+      String.fromCharCode(...new TextEncoder().encode(part))
+    ).join("\xff"),
+  );
 
 /** Calls the plain server's gateway; fails on an error reply. */
 async function gateway<T = Record<string, unknown>>(
@@ -382,13 +389,26 @@ test("watch() reconnects once on the next member after the stream ends, from the
     const resource = uniqueResource("watch-reconnect");
     let changes = 0;
     await backend.watch(resource, () => changes++, stop.signal);
-    await eventually("both events announced", () => changes >= 2);
+    // One stream for the lease key and one for the shadow, which every
+    // change to a further holder (slots, shared holds) writes.
+    await eventually("both events announced", () => changes >= 4);
     const key = b64(`/stormlock/${resource}`);
-    assert.deepEqual(first.bodies, [{ create_request: { key } }]);
-    assert.deepEqual(second.bodies, [
-      { create_request: { key, start_revision: "12" } },
-    ]);
-    assert.equal(changes, 2);
+    const shadow = rawB64(`/stormlock/\xfflast/${resource}`);
+    const byKey = (a: Record<string, unknown>, b: Record<string, unknown>) =>
+      JSON.stringify(a) < JSON.stringify(b) ? -1 : 1;
+    assert.deepEqual(
+      first.bodies.sort(byKey),
+      [{ create_request: { key } }, { create_request: { key: shadow } }]
+        .sort(byKey),
+    );
+    assert.deepEqual(
+      second.bodies.sort(byKey),
+      [
+        { create_request: { key, start_revision: "12" } },
+        { create_request: { key: shadow, start_revision: "12" } },
+      ].sort(byKey),
+    );
+    assert.equal(changes, 4);
   } finally {
     stop.abort();
     await backend.close();
@@ -408,7 +428,8 @@ test("watch() stopped by its signal leaves no stream open, and a stopped watch s
     await backend.watch(uniqueResource(), () => {}, stop.signal);
     stop.abort();
     await backend.watch(uniqueResource(), () => {}, stop.signal);
-    assert.equal(member.bodies.length, 1, "the stopped watch sent nothing");
+    // Two streams (the lease key and the shadow) for the first watch only.
+    assert.equal(member.bodies.length, 2, "the stopped watch sent nothing");
   } finally {
     await backend.close();
   }
@@ -975,5 +996,64 @@ test("an acquire whose commit landed but whose answer was lost is never revoked 
     }
   } finally {
     await direct.close();
+  }
+});
+
+test("slots: the first holder keeps the lock's own key; further ones sit beside it, and the oldest moves in, fence and TTL kept, when it ends", async () => {
+  const backend = await open({ hosts });
+  try {
+    const resource = uniqueResource("slots");
+    const one = await backend.acquire(resource, "ann@host", 60, { limit: 3 });
+    const two = await backend.acquire(resource, "bob@host", 60, { limit: 3 });
+    const three = await backend.acquire(resource, "cy@host", 60, { limit: 3 });
+    const own = await rawKey(`/stormlock/${resource}`);
+    const value = (kv?: RawKv) =>
+      JSON.parse(new TextDecoder().decode(
+        Uint8Array.from(atob(kv?.value ?? ""), (c) => c.charCodeAt(0)),
+      ));
+    assert.equal(value(own).id, one.id);
+    assert.equal(value(own).limit, 3);
+    // Older versions listing the prefix see only the lock's own key.
+    const listed = await gateway<{ kvs?: RawKv[] }>("/v3/kv/range", {
+      key: b64(`/stormlock/${resource}`),
+      range_end: b64(`/stormlock/${resource}\x7f`),
+    });
+    assert.equal(listed.kvs?.length, 1);
+    const beside = await gateway<{ kvs?: RawKv[] }>("/v3/kv/range", {
+      key: rawB64(`/stormlock/\xffholder/${resource}\xfe`),
+      range_end: rawB64(`/stormlock/\xffholder/${resource}\xff`),
+    });
+    assert.deepEqual(
+      beside.kvs?.map((kv) => value(kv).id).sort(),
+      [two.id, three.id].sort(),
+    );
+    await backend.release(resource, one.id);
+    const moved = await rawKey(`/stormlock/${resource}`);
+    assert.equal(value(moved).id, two.id);
+    assert.equal(value(moved).fence, two.fence);
+    assert.equal(
+      moved?.lease,
+      beside.kvs?.find((kv) => value(kv).id === two.id)?.lease,
+    );
+    const holders = await backend.holders!(resource);
+    assert.deepEqual(holders.map((lease) => [lease.id, lease.fence]), [
+      [two.id, two.fence],
+      [three.id, three.fence],
+    ]);
+    const renewed = await backend.renew(resource, two.id, 120);
+    assert.equal(renewed.fence, two.fence);
+    await backend.release(resource, two.id);
+    await backend.release(resource, three.id);
+    assert.equal(await rawKey(`/stormlock/${resource}`), undefined);
+    const kinds = (await backend.history(resource, 10)).map((event) =>
+      `${event.kind} ${event.fence}`
+    );
+    assert.deepEqual(kinds.slice(0, 3), [
+      `released ${three.fence}`,
+      `released ${two.fence}`,
+      `renewed ${two.fence}`,
+    ]);
+  } finally {
+    await backend.close();
   }
 });

@@ -14,6 +14,14 @@
  *   it `held` but the lease key gone records that lease as `expired`.
  * - `P 0xFF "history/" R 0xFE N`: one event each, `N` the zero-padded
  *   revision its writer read at plus a digit, so keys sort by time.
+ * - `P 0xFF "holder/" R 0xFE ID`: a further holder of a lock with slots or
+ *   shared holds (the first stays at `P R`, so exclusive locks look as
+ *   they always did), valued and leased like `P R`; its fence is its own
+ *   `create_revision`. When `P R` is released or broken, the live further
+ *   holder with the lowest fence moves into it, keeping its etcd lease and
+ *   its fence (then in its value). Every change writes the shadow too
+ *   (unchanged when it is about a further holder), so comparing the shadow
+ *   serializes a resource's changes across all its keys.
  *
  * The byte 0xFF never occurs in UTF-8, so no resource name can reach the
  * shadow or history keys, and a prefix range over lease keys never sees
@@ -36,6 +44,7 @@ import {
   encoder,
   type Gateway,
   type Kv,
+  prefixEnd,
   type RangeReply,
   type RequestOp,
   type TxnReply,
@@ -61,6 +70,8 @@ export interface StoredLease {
   link?: string;
   /** Absent when written at acquire: the key's create_revision is it. */
   fence?: number;
+  /** Slots (N) or shared (0); absent for an exclusive lease. */
+  limit?: number;
   created: number;
   expires: number;
 }
@@ -99,7 +110,11 @@ export interface State {
   /** The revision the read saw. */
   revision: string;
   holder?: Holder;
+  /** The further holders, live or not yet swept. */
+  others: Holder[];
   shadow?: { kv: Kv; value: Shadow };
+  /** The shadow's stored value (base64), to write back unchanged. */
+  shadowRaw?: string;
   /** The shadow's mod_revision, `0` when absent, even if unreadable. */
   shadowRevision: string;
   /** The resource's oldest events, oldest first, and how many there are. */
@@ -144,6 +159,29 @@ export class Keyspace {
   shadowKey(resource: string): Uint8Array {
     return bytes(this.prefix, [0xff], "last/", resource);
   }
+  /** The key of a further holder `id`. */
+  holderKey(resource: string, id: string): Uint8Array {
+    return bytes(this.prefix, [0xff], "holder/", resource, [0xfe], id);
+  }
+  /** The range of further holders' keys under a resource name prefix. */
+  holdersUnder(prefix: string): { key: string; range_end: string } {
+    const start = bytes(this.prefix, [0xff], "holder/", prefix);
+    return { key: b64(start), range_end: b64(prefixEnd(start)) };
+  }
+  /** The range of the resource's further holders' keys. */
+  holders(resource: string): { key: string; range_end: string } {
+    const base = bytes(this.prefix, [0xff], "holder/", resource);
+    return {
+      key: b64(bytes(base, [0xfe])),
+      range_end: b64(bytes(base, [0xff])),
+    };
+  }
+  /** The resource a further holder's key belongs to. */
+  holderResource(key: string): string {
+    const raw = unb64(key);
+    const start = this.prefix.length + 1 + "holder/".length;
+    return decoder.decode(raw.subarray(start, raw.lastIndexOf(0xfe)));
+  }
   /** The range of the resource's event keys. */
   events(resource: string): { key: string; range_end: string } {
     const base = bytes(this.prefix, [0xff], "history/", resource);
@@ -182,7 +220,8 @@ export class Keyspace {
     // Checks every field; a foreign value becomes a ConfigError.
     const lease = this.#context.leaseFromRecord(resource, {
       ...(value as unknown as LeaseRecord),
-      fence: kv.create_revision,
+      // A holder moved into the lock's key keeps its fence in its value.
+      fence: (value as { fence?: number } | null)?.fence ?? kv.create_revision,
     });
     if (!kv.lease || kv.lease === "0") {
       throw new this.#context.errors.ConfigError(
@@ -190,6 +229,29 @@ export class Keyspace {
       );
     }
     return { kv, record: value, lease };
+  }
+
+  /** Writes the shadow. */
+  putShadow(resource: string, shadow: Shadow): RequestOp {
+    return {
+      request_put: {
+        key: b64(this.shadowKey(resource)),
+        value: b64(JSON.stringify(shadow)),
+      },
+    };
+  }
+
+  /**
+   * Writes the shadow back unchanged: a change to a further holder moves
+   * its mod_revision, which serializes it with every other change.
+   */
+  touchShadow(resource: string, state: State): RequestOp[] {
+    return state.shadowRaw === undefined ? [] : [{
+      request_put: {
+        key: b64(this.shadowKey(resource)),
+        value: state.shadowRaw,
+      },
+    }];
   }
 
   /** The shadow's value, or `undefined` if absent or unreadable. */
@@ -211,16 +273,19 @@ export class Keyspace {
         { request_range: { key: b64(this.leaseKey(resource)) } },
         { request_range: { key: b64(this.shadowKey(resource)) } },
         { request_range: { ...this.events(resource), limit: OLDEST } },
+        { request_range: this.holders(resource) },
       ],
     }, op);
-    const [lease, shadow, events] = (reply.responses ?? []).map((r) =>
-      r.response_range ?? { header: reply.header }
-    );
+    const [lease, shadow, events, others] = (reply.responses ?? []).map((
+      r,
+    ) => r.response_range ?? { header: reply.header });
     const kv = lease?.kvs?.[0];
     return {
       revision: reply.header.revision,
       holder: kv ? this.parse(resource, kv) : undefined,
+      others: (others?.kvs ?? []).map((other) => this.parse(resource, other)),
       shadow: this.shadow(shadow?.kvs?.[0]),
+      shadowRaw: shadow?.kvs?.[0]?.value,
       shadowRevision: shadow?.kvs?.[0]?.mod_revision ?? "0",
       oldest: events?.kvs ?? [],
       events: Number(events?.count ?? 0),

@@ -21,17 +21,16 @@ import type {
 } from "../../lib/kit/contract.ts";
 import { defineBackend } from "../../lib/kit/define.ts";
 import { sleep, within } from "../../lib/kit/deadline.ts";
+import { admits, EXCLUSIVE } from "../../lib/kit/holders.ts";
 import type { Breaker, Lease, LeaseEvent } from "../../lib/kit/types.ts";
 import {
   b64,
-  bytes,
   type Compare,
   decoder,
   Gateway,
   type Member,
   prefixEnd,
   type RangeReply,
-  type RequestOp,
   unb64,
 } from "./client.ts";
 import { classifyEtcdError } from "./errors.ts";
@@ -40,10 +39,18 @@ import {
   type Granted,
   type Holder,
   Keyspace,
-  type Shadow,
   type StoredLease,
   stripped,
 } from "./keyspace.ts";
+import {
+  expiredEvent,
+  heirOf,
+  listLeases,
+  promote,
+  readHolder,
+  readHolders,
+  sortOthers,
+} from "./holders.ts";
 import { options, parseMembers, together } from "./options.ts";
 import { Watches } from "./watch.ts";
 
@@ -53,8 +60,6 @@ import { Watches } from "./watch.ts";
  * holder's key waits this long for the sweep before calling it held.
  */
 const SWEEP_WAIT_MS = 1500;
-/** Keys per page when listing. */
-const PAGE = 500;
 
 /** Settings `open` derives from the options. */
 interface EtcdSettings {
@@ -113,7 +118,7 @@ class EtcdStore implements Store {
 
   async acquire(request: AcquireRequest, op: Operation): Promise<Lease> {
     const { resource } = request;
-    const leaseKey = b64(this.#keys.leaseKey(resource));
+    const limit = request.limit ?? EXCLUSIVE;
     const sweepEnd = Date.now() + SWEEP_WAIT_MS;
     // The etcd lease is granted only once the lock reads as free, so a
     // crowd refused by a holder leaves no leases behind it.
@@ -129,20 +134,33 @@ class EtcdStore implements Store {
       let state = await this.#keys.state(resource, op);
       for (;;) {
         const { holder } = state;
-        if (holder?.record.id === request.id) {
+        const mine = [holder, ...state.others].find((one) =>
+          one?.record.id === request.id
+        );
+        if (mine) {
           won = true; // An attempt whose answer was lost had landed.
-          return holder.lease;
+          return mine.lease;
         }
+        let first: Lease | null = null;
         if (holder) {
-          const visible = await this.#visible(holder, op);
-          if (visible) throw new this.#context.errors.LockHeldError(visible);
-          // The holder expired, but etcd's sweep has not deleted its key.
-          if (Date.now() > sweepEnd || op.deadline - Date.now() < 500) {
-            throw new this.#context.errors.LockHeldError(holder.lease);
+          first = await this.#visible(holder, op);
+          if (!first) {
+            // The holder expired, but etcd's sweep has not deleted its key.
+            if (Date.now() > sweepEnd || op.deadline - Date.now() < 500) {
+              throw new this.#context.errors.LockHeldError(holder.lease);
+            }
+            await sleep(100);
+            state = await this.#keys.state(resource, op);
+            continue;
           }
-          await sleep(100);
-          state = await this.#keys.state(resource, op);
-          continue;
+        }
+        const { live, gone } = await sortOthers(this.#keys, state.others, op);
+        const holding = first ? [first, ...live] : live;
+        if (!admits(holding, limit)) {
+          holding.sort((a, b) => a.fence - b.fence);
+          throw new this.#context.errors.LockHeldError(holding[0], {
+            holders: holding.length,
+          });
         }
         granted ??= await this.#keys.grant(request.ttlSeconds, op);
         const record: StoredLease = stripped({
@@ -153,10 +171,11 @@ class EtcdStore implements Store {
           link: request.link,
           created: granted.created,
           expires: granted.expires,
+          limit: limit === EXCLUSIVE ? undefined : limit,
         });
         const events: EventValue[] = [];
         const last = state.shadow;
-        if (last?.value.state === "held") {
+        if (!holder && last?.value.state === "held") {
           // Its key is gone without a release: etcd expired it.
           const { state: _, ...old } = last.value;
           events.push({
@@ -166,6 +185,7 @@ class EtcdStore implements Store {
             at: old.expires,
           });
         }
+        events.push(...gone.map((other) => expiredEvent(other)));
         events.push({ ...record, kind: "acquired", at: record.created });
         const noWaiters: Compare[] = deferring && waiters
           ? [{
@@ -176,12 +196,19 @@ class EtcdStore implements Store {
             create_revision: "0",
           }]
           : [];
+        // The first holder takes the lock's own key, as an exclusive one
+        // always has; further holders go beside it.
+        const key = b64(
+          holder
+            ? this.#keys.holderKey(resource, request.id)
+            : this.#keys.leaseKey(resource),
+        );
         unsure = true;
         const result = await this.#keys.commit(
           resource,
           state,
           [{
-            key: leaseKey,
+            key,
             target: "CREATE",
             result: "EQUAL",
             create_revision: "0",
@@ -189,12 +216,17 @@ class EtcdStore implements Store {
           [
             {
               request_put: {
-                key: leaseKey,
+                key,
                 value: b64(JSON.stringify(record)),
                 lease: granted.leaseNo,
               },
             },
-            this.#putShadow(resource, { ...record, state: "held" }),
+            ...(holder
+              ? this.#keys.touchShadow(resource, state)
+              : [this.#keys.putShadow(resource, { ...record, state: "held" })]),
+            ...gone.map((other) => ({
+              request_delete_range: { key: other.kv.key },
+            })),
           ],
           events,
           op,
@@ -240,7 +272,8 @@ class EtcdStore implements Store {
         try {
           const holder = await within(
             this.#settings.timeoutMs,
-            (bound) => this.#read(landed.resource, bound),
+            (bound) =>
+              readHolder(this.#keys, landed.resource, landed.id, bound),
           );
           if (holder?.kv.lease === leaseNo) return;
         } catch {
@@ -251,15 +284,6 @@ class EtcdStore implements Store {
     })();
     this.#settling.add(work);
     work.finally(() => this.#settling.delete(work));
-  }
-
-  #putShadow(resource: string, shadow: Shadow): RequestOp {
-    return {
-      request_put: {
-        key: b64(this.#keys.shadowKey(resource)),
-        value: b64(JSON.stringify(shadow)),
-      },
-    };
   }
 
   async renew(
@@ -281,8 +305,11 @@ class EtcdStore implements Store {
     try {
       let state = await reading;
       for (;;) {
-        const { holder } = state;
-        if (holder?.record.id !== leaseId) {
+        const first = state.holder?.record.id === leaseId;
+        const holder = first
+          ? state.holder
+          : state.others.find((other) => other.record.id === leaseId);
+        if (!holder) {
           moved = false;
           throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
         }
@@ -298,12 +325,12 @@ class EtcdStore implements Store {
         const record: StoredLease = stripped({
           ...before,
           reason: change.reason ?? before.reason,
-          fence: Number(holder.kv.create_revision),
+          fence: holder.lease.fence,
           expires: granted.expires,
         });
         const changed = change.reason !== undefined &&
           change.reason !== before.reason;
-        const key = b64(this.#keys.leaseKey(resource));
+        const key = holder.kv.key;
         const result = await this.#keys.commit(
           resource,
           state,
@@ -321,7 +348,9 @@ class EtcdStore implements Store {
                 lease: granted.leaseNo,
               },
             },
-            this.#putShadow(resource, { ...record, state: "held" }),
+            ...(first
+              ? [this.#keys.putShadow(resource, { ...record, state: "held" })]
+              : this.#keys.touchShadow(resource, state)),
           ],
           [{
             ...record,
@@ -333,7 +362,7 @@ class EtcdStore implements Store {
         if (result.succeeded) {
           moved = true;
           oldLeaseNo = holder.kv.lease;
-          return this.#lease(resource, record, holder.kv.create_revision);
+          return this.#lease(resource, record, holder.lease.fence);
         }
         state = await this.#keys.state(resource, op);
       }
@@ -355,13 +384,17 @@ class EtcdStore implements Store {
     by?: Breaker,
   ): Promise<Lease> {
     let tried = false;
+    // A further holder, or a first one with an heir, ended by an attempt
+    // whose answer was lost.
+    let attempted: Holder | undefined;
     for (;;) {
       const state = await this.#keys.state(resource, op);
-      const { holder, shadow } = state;
-      if (
-        !holder || holder.record.id !== leaseId ||
-        !(await this.#keys.isLive(holder, op))
-      ) {
+      const { shadow } = state;
+      const first = state.holder?.record.id === leaseId;
+      const holder = first
+        ? state.holder
+        : state.others.find((other) => other.record.id === leaseId);
+      if (!holder || !(await this.#keys.isLive(holder, op))) {
         // After a transaction whose answer was lost, it may have landed.
         if (
           tried && shadow?.value.id === leaseId && shadow.value.state === kind
@@ -369,25 +402,40 @@ class EtcdStore implements Store {
           const { state: _, ...record } = shadow.value;
           return this.#lease(resource, record, record.fence ?? 0);
         }
+        if (!holder && attempted) return attempted.lease;
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
-      const fence = Number(holder.kv.create_revision);
-      const record: StoredLease = { ...holder.record, fence };
-      const key = b64(this.#keys.leaseKey(resource));
+      const record: StoredLease = {
+        ...holder.record,
+        fence: holder.lease.fence,
+      };
+      const key = holder.kv.key;
       const event: EventValue = { ...record, kind, at: Date.now() };
       if (by) event.by = stripped({ ...by });
+      // The lock's own key passes to the oldest further holder, so that
+      // it holds a live holder while there is one, as older versions read.
+      const heir = first
+        ? await heirOf(this.#keys, state.others, op)
+        : undefined;
+      const compare: Compare[] = [holder, heir].flatMap((one) =>
+        one
+          ? [{
+            key: one.kv.key,
+            target: "MOD",
+            result: "EQUAL",
+            mod_revision: one.kv.mod_revision,
+          }]
+          : []
+      );
       const result = await this.#keys.commit(
         resource,
         state,
-        {
-          key,
-          target: "MOD",
-          result: "EQUAL",
-          mod_revision: holder.kv.mod_revision,
-        },
-        [
+        compare,
+        heir ? promote(this.#keys, resource, key, heir) : [
           { request_delete_range: { key } },
-          this.#putShadow(resource, { ...record, state: kind }),
+          ...(first
+            ? [this.#keys.putShadow(resource, { ...record, state: kind })]
+            : this.#keys.touchShadow(resource, state)),
         ],
         [event],
         op,
@@ -397,6 +445,7 @@ class EtcdStore implements Store {
         return holder.lease;
       }
       tried = true;
+      if (!first || heir) attempted = holder;
     }
   }
 
@@ -410,6 +459,28 @@ class EtcdStore implements Store {
     op: Operation,
   ): Promise<boolean> {
     const state = await this.#keys.state(resource, op);
+    const other = state.others.find((one) => one.record.id === leaseId);
+    if (other) {
+      // A further holder: its key stays until etcd's sweep, so end it here.
+      if (await this.#keys.isLive(other, op)) return false;
+      const result = await this.#keys.commit(
+        resource,
+        state,
+        {
+          key: other.kv.key,
+          target: "MOD",
+          result: "EQUAL",
+          mod_revision: other.kv.mod_revision,
+        },
+        [
+          { request_delete_range: { key: other.kv.key } },
+          ...this.#keys.touchShadow(resource, state),
+        ],
+        [expiredEvent(other)],
+        op,
+      );
+      return result.succeeded;
+    }
     const last = state.shadow;
     if (
       state.holder || last?.value.state !== "held" ||
@@ -426,7 +497,7 @@ class EtcdStore implements Store {
         result: "EQUAL",
         create_revision: "0",
       },
-      [this.#putShadow(resource, { ...record, state: "expired" })],
+      [this.#keys.putShadow(resource, { ...record, state: "expired" })],
       [{ ...record, kind: "expired", at: old.expires }],
       op,
     );
@@ -442,55 +513,30 @@ class EtcdStore implements Store {
     return this.#end(resource, leaseId, ending.kind, op, ending.by);
   }
 
-  async #read(resource: string, op: Operation): Promise<Holder | undefined> {
-    const reply = await this.#keys.call<RangeReply>("/v3/kv/range", {
-      key: b64(this.#keys.leaseKey(resource)),
-    }, op);
-    const kv = reply.kvs?.[0];
-    return kv ? this.#keys.parse(resource, kv) : undefined;
-  }
-
   async current(resource: string, op: Operation): Promise<Lease | null> {
-    const holder = await this.#read(resource, op);
-    return holder ? await this.#visible(holder, op) : null;
+    const holders = await this.holders(resource, op);
+    holders.sort((a, b) => a.fence - b.fence);
+    return holders[0] ?? null;
   }
 
   async isHeld(resource: string, leaseId: string, op: Operation) {
-    const holder = await this.#read(resource, op);
-    return holder?.record.id === leaseId && await this.#keys.isLive(holder, op);
+    const holder = await readHolder(this.#keys, resource, leaseId, op);
+    return holder !== undefined && await this.#keys.isLive(holder, op);
+  }
+
+  /** Every live holder, each with its server-checked expiry. */
+  async holders(resource: string, op: Operation): Promise<Lease[]> {
+    const all = await readHolders(this.#keys, resource, op);
+    const seen = await Promise.all(all.map((one) => this.#visible(one, op)));
+    return seen.filter((lease) => lease !== null);
   }
 
   /**
-   * Pages through the lease keys under the prefix at one revision. The
-   * recorded expiry decides liveness (no TTL call per lease); shadow and
-   * history keys sort after every lease key, outside the range.
+   * Pages through the lease keys under the prefix at one revision, then
+   * the further holders' keys; see {@linkcode listLeases}.
    */
-  async list(prefix: string, op: Operation): Promise<Lease[]> {
-    const start = bytes(this.#keys.prefix, prefix);
-    const end = prefix === ""
-      ? b64(bytes(this.#keys.prefix, [0xff]))
-      : b64(prefixEnd(start));
-    const leases: Lease[] = [];
-    let key = b64(start);
-    let revision: string | undefined;
-    for (;;) {
-      const reply: RangeReply = await this.#keys.call("/v3/kv/range", {
-        key,
-        range_end: end,
-        limit: PAGE,
-        ...(revision ? { revision } : {}),
-      }, op);
-      revision ??= reply.header.revision;
-      const kvs = reply.kvs ?? [];
-      for (const kv of kvs) {
-        const name = decoder.decode(
-          unb64(kv.key).subarray(this.#keys.prefix.length),
-        );
-        leases.push(this.#keys.parse(name, kv).lease);
-      }
-      if (!reply.more || kvs.length === 0) return leases;
-      key = b64(bytes(unb64(kvs[kvs.length - 1].key), [0]));
-    }
+  list(prefix: string, op: Operation): Promise<Lease[]> {
+    return listLeases(this.#keys, prefix, op);
   }
 
   async history(
@@ -522,19 +568,26 @@ class EtcdStore implements Store {
   }
 
   /**
-   * Watches the lease key with `POST /v3/watch`: every PUT or DELETE of
-   * it (acquire, renew, release, break, and expiry, since etcd deletes an
-   * expired lease's key) calls `onChange`. Resolves once etcd reports the
+   * Watches the lease key and the shadow with `POST /v3/watch`: every PUT
+   * or DELETE of the lease key (acquire, renew, release, break, and expiry,
+   * since etcd deletes an expired lease's key), and every change to a
+   * further holder (each writes the shadow), calls `onChange`. Resolves once etcd reports the
    * watch created; see {@linkcode Watches.watch}.
    */
-  watch(
+  async watch(
     resource: string,
     onChange: () => void,
     signal: AbortSignal,
     op: Operation,
   ): Promise<void> {
-    const key = b64(this.#keys.leaseKey(resource));
-    return this.#watches.watch(key, onChange, signal, op);
+    // The shadow changes with every change to a further holder too.
+    const keys = [
+      this.#keys.leaseKey(resource),
+      this.#keys.shadowKey(resource),
+    ];
+    await Promise.all(
+      keys.map((key) => this.#watches.watch(b64(key), onChange, signal, op)),
+    );
   }
 
   async close(): Promise<void> {
@@ -568,6 +621,7 @@ export const backend: DefinedBackend = defineBackend({
     fencing: true,
     events: true,
     queue: true,
+    holders: true,
   },
   open(settings, context) {
     const { members } = parseMembers(settings, context);
