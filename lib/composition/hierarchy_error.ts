@@ -73,7 +73,7 @@ export class HierarchyConflictError extends LockHeldError {
       : blocking.startsWith(`${resource}${separator}`)
       ? `${shown(resource)} is held under ${
         shown(blocking)
-      } by ${who} ${since}; ${breakHint}`
+      }${more} by ${who} ${since}; ${breakHint}`
       : `${shown(resource)} is under ${
         shown(blocking)
       }, held by ${who} ${since}; ${breakHint}`;
