@@ -196,7 +196,8 @@ export class HierarchyLock extends LockSet {
     this.#separator = separator;
     this.#intentBackend = intentBackend;
     this.#intentBackendName = intentBackendName;
-    // The set's name is the resources', not their intentions'.
+    // The set's name and store are the resources', not their intentions'.
+    (this as { backend: Backend }).backend = this.real[0].backend;
     this.settings.resource = this.real.map((m) => m.resource).join(" ");
     this.settings.principal = this.real[0].settings.principal;
     this.settings.reason = this.real[0].settings.reason;
