@@ -159,6 +159,8 @@ for (const [store, config] of Object.entries(STORES)) {
     const grandchildLease = await grandchild.acquire(60);
     const shared = await parent.acquire(60, { shared: true });
     await parent.release(shared.id);
+    // Slots on a parent exclude the holds under it, as exclusive does.
+    await refusedBy(parent.acquire(60, { slots: 2 }), `${top}/db`);
     await sibling.release(siblingLease.id);
 
     // A grandchild blocks its grandparent.
@@ -175,6 +177,7 @@ for (const [store, config] of Object.entries(STORES)) {
       new RegExp(`^"${top}/db" is under "${top}", held by bob@host since `),
     );
     await refusedBy((await ann.lock(`${top}/a/b`)).acquire(60), top);
+    await refusedBy(child.acquire(60, { shared: true }), top);
     const same = await (await ann.lock(top)).acquire(60).catch((e) => e);
     assert.ok(
       same instanceof LockHeldError &&
@@ -299,10 +302,9 @@ Deno.test("hierarchy via the CLI: the refusal is one line naming holder and reso
   assert.doesNotMatch(table.stdout, /intent|\\x1f|\u001f/);
   const current = await as("ann", "current", "--json", "prod/db");
   assert.equal(JSON.parse(current.stdout).reason, "db patch");
-  assert.equal(
-    (await as("ann", "release", "prod/db", child.stdout.trim())).code,
-    0,
-  );
+  // A break ends the child's intention holds too: the parent is free.
+  const broken = await as("bob", "break", "-y", "-r", "job died", "prod/db");
+  assert.equal(broken.code, 0, broken.stderr);
   const now = await as("bob", "acquire", "--json", "prod");
   assert.equal(now.code, 0, now.stderr);
   assert.equal(JSON.parse(now.stdout).resource, "prod");
