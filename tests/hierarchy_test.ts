@@ -299,7 +299,8 @@ Deno.test("hierarchy via the CLI: the refusal is one line naming holder and reso
     ["prod/db"],
   );
   const table = await as("ann", "list");
-  assert.doesNotMatch(table.stdout, /intent|\\x1f|\u001f/);
+  assert.ok(!table.stdout.includes("\u001f"), table.stdout);
+  assert.doesNotMatch(table.stdout, /intent|\\x1f/);
   const current = await as("ann", "current", "--json", "prod/db");
   assert.equal(JSON.parse(current.stdout).reason, "db patch");
   // A break ends the child's intention holds too: the parent is free.
