@@ -23,7 +23,8 @@ import {
 } from "../kit/errors.ts";
 import { printable, shorten } from "../kit/text.ts";
 import { HierarchyConflictError, INTENT_MARK } from "./hierarchy_error.ts";
-import type { Backend, Lease } from "../kit/types.ts";
+import type { Backend, Lease, LeaseEvent } from "../kit/types.ts";
+import type { HandOverRequest } from "./request.ts";
 import { bookkeeping } from "../kit/views.ts";
 import type { Config } from "./config.ts";
 import type { AcquireOptions, Ttl } from "./lock.ts";
@@ -293,6 +294,18 @@ export class HierarchyLock extends LockSet {
     return null;
   }
 
+  /** The open hand-over request on the (first) resource asked for. */
+  override async handOverRequest(lease: Lease): Promise<Lease | null> {
+    for (const member of this.real) {
+      const request = await member.handOverRequest({
+        ...lease,
+        resource: member.resource,
+      }).catch(() => null);
+      if (request) return request;
+    }
+    return null;
+  }
+
   /** The first resource's holders. */
   override holders(): Promise<Lease[]> {
     return this.real[0].holders();
@@ -304,12 +317,12 @@ export class HierarchyLock extends LockSet {
   }
 
   /** The first resource's history. */
-  override history(limit = 100) {
+  override history(limit = 100): Promise<LeaseEvent[]> {
     return this.real[0].history(limit);
   }
 
   /** Asks the first resource's holder to hand it over. */
-  override request(reason: string) {
+  override request(reason: string): Promise<HandOverRequest | null> {
     return this.real[0].request(reason);
   }
 
