@@ -225,6 +225,87 @@ test("a 0.1 item loses its ttl on renew, and taking over an expired one records 
   }
 });
 
+test("slots: further holders sit in the holders map, the lowest fence on top; an exclusive item gains no attribute", async () => {
+  const backend = await open({ table });
+  const client = rawClient();
+  try {
+    const resource = uniqueResource("slots");
+    const added = ["limit", "holders", "lease_fence"];
+    const exclusive = await backend.acquire(resource, "ann@host", 60);
+    let item = await rawItem(client, resource);
+    for (const name of added) assert.equal(item?.[name], undefined, name);
+    await backend.release(resource, exclusive.id);
+
+    const [a, b, c] = [
+      await backend.acquire(resource, "a@host", 60, { limit: 3 }),
+      await backend.acquire(resource, "b@host", 60, { limit: 3 }),
+      await backend.acquire(resource, "c@host", 60, { limit: 3 }),
+    ];
+    item = await rawItem(client, resource);
+    assert.equal(item?.lease.S, a.id);
+    assert.equal(item?.limit.N, "3");
+    assert.equal(item?.lease_fence.N, String(a.fence));
+    // `fence` stays the last one issued, so no version reuses one.
+    assert.equal(item?.fence.N, String(c.fence));
+    assert.deepEqual(
+      Object.keys(item?.holders.M ?? {}).sort(),
+      [b.id, c.id].sort(),
+    );
+
+    await backend.release(resource, a.id);
+    item = await rawItem(client, resource);
+    assert.equal(item?.lease.S, b.id, "the lowest fence moves up");
+    assert.equal(item?.lease_fence.N, String(b.fence));
+    assert.deepEqual(Object.keys(item?.holders.M ?? {}), [c.id]);
+    await backend.release(resource, c.id);
+    item = await rawItem(client, resource);
+    assert.equal(item?.lease.S, b.id);
+    assert.equal(item?.holders, undefined);
+    await backend.release(resource, b.id);
+    item = await rawItem(client, resource);
+    assert.equal(item?.lease, undefined);
+    for (const name of added) assert.equal(item?.[name], undefined, name);
+    assert.equal(item?.fence.N, String(c.fence));
+    const events = await backend.history(resource);
+    assert.deepEqual(
+      events.slice(0, 3).map((event) => [event.kind, event.id, event.limit]),
+      [["released", b.id, 3], ["released", c.id, 3], ["released", a.id, 3]],
+    );
+    assert.equal(events.at(-1)?.limit, undefined, "the exclusive lease's");
+  } finally {
+    client.destroy();
+    await backend.close();
+  }
+});
+
+test("shared holds with large reasons are refused in one line before the item passes DynamoDB's 400 KB", async () => {
+  const backend = await open({ table });
+  try {
+    const resource = uniqueResource("big");
+    const reason = "r".repeat(15 * 1024);
+    const taken = [];
+    let refused: unknown;
+    for (let i = 0; i < 40 && !refused; i++) {
+      try {
+        taken.push(
+          await backend.acquire(resource, `h${i}`, 60, { limit: 0, reason }),
+        );
+      } catch (error) {
+        refused = error;
+      }
+    }
+    assert.ok(refused instanceof UsageError, String(refused));
+    assert.match(refused.message, /400 KB; use fewer slots/);
+    assert.ok(!refused.message.includes("\n"));
+    assert.ok(taken.length >= 10, `${taken.length} taken`);
+    assert.equal((await backend.holders!(resource)).length, taken.length);
+    for (const lease of taken) await backend.release(resource, lease.id);
+    assert.deepEqual(await backend.holders!(resource), []);
+  } finally {
+    await backend.close();
+  }
+});
+
 test("list() pages through a table of thousands of locks", async () => {
   const backend = await open({ table, timeout: "30s" });
   const client = rawClient();

@@ -8,7 +8,20 @@
  *   wrote it; `host`, `reason`, `link` beside them. All are removed when
  *   the lease is released or broken: the item stays, marked free.
  * - `fence`: the last fencing token issued. Kept when the item is free, so
- *   a token is never reused; 0.1 items have none and read as fence 0.
+ *   a token is never reused; 0.1 items have none and read as fence 0. It
+ *   is also the top-level lease's fence, except on a lock with several
+ *   holders, where the top-level lease is the oldest and `lease_fence`
+ *   holds its own.
+ * - `limit`: on a lock with slots or shared holds (lib/kit/holders.ts),
+ *   the top-level lease's limit (N slots, 0 shared); absent when
+ *   exclusive, so an exclusive lock is stored exactly as before.
+ * - `holders`: the lock's further holders, beside the top-level one: a map
+ *   from lease id to a map of `principal`, `host`, `reason`, `link`,
+ *   `fence`, `created`, `expires` and `limit`. The top-level lease is
+ *   always the lowest-fence live holder: every write drops the expired
+ *   holders (recording them) and moves the lowest fence up when the
+ *   top-level one ends. Absent when there are none; every holder's text
+ *   together is bounded (`HOLDERS_BYTES`) to keep the item under 400 KB.
  * - `version`: bumped by every write. Each change reads the item, decides,
  *   and writes on condition that `version` is unchanged (a 0.1 item, which
  *   has none, on condition that its lease is unchanged); a lost race reads
@@ -52,6 +65,11 @@ const MAX_KEY_BYTES = 2048;
 const MAX_TEXT_BYTES = 16 * 1024;
 /** The most bytes of history kept on an item; the newest event always is. */
 const HISTORY_BYTES = 32 * 1024;
+/**
+ * The most bytes all holders of one lock may take together: the item,
+ * with its history, must stay under DynamoDB's 400 KB.
+ */
+const HOLDERS_BYTES = 320 * 1024;
 /** The lease's own attributes, removed when the item is marked free. */
 export const LEASE_ATTRIBUTES = [
   "lease",
@@ -61,6 +79,21 @@ export const LEASE_ATTRIBUTES = [
   "host",
   "reason",
   "link",
+] as const;
+/** The attributes every holder of the lock is read from. */
+export const HOLDER_ATTRIBUTES = [
+  ...LEASE_ATTRIBUTES,
+  "fence",
+  "lease_fence",
+  "limit",
+  "holders",
+] as const;
+/** The attributes that go with the holders when the lock is free. */
+const HOLDERS_REMOVED = [
+  ...LEASE_ATTRIBUTES,
+  "lease_fence",
+  "limit",
+  "holders",
 ] as const;
 
 /** An event as stored: a compact JSON object in the `events` list. */
@@ -75,6 +108,8 @@ interface StoredEvent {
   f: number;
   c: number;
   e: number;
+  /** The lease's limit, when not exclusive. */
+  n?: number;
   by?: { p: string; h?: string; r: string };
 }
 
@@ -97,6 +132,7 @@ export function encodeEvent(
     c: lease.created.getTime(),
     e: lease.expires.getTime(),
   };
+  if (lease.limit !== undefined) event.n = lease.limit;
   if (by) event.by = { p: by.principal, h: by.host, r: by.reason };
   return JSON.stringify(event);
 }
@@ -151,25 +187,139 @@ export class Items {
     );
   }
 
-  /** The lease on the item, live or not, checked by the kit. */
+  /** The top-level lease on the item, live or not, checked by the kit. */
   leaseOf(resource: string, item: Item | undefined): Lease | null {
     if (!item || !item.lease) return null;
+    const fence = item.lease_fence ?? item.fence;
     return this.#context.leaseFromRecord(resource, {
       id: item.lease.S,
       principal: item.principal?.S,
       host: item.host?.S,
       reason: item.reason?.S,
       link: item.link?.S,
-      fence: item.fence ? item.fence.N ?? null : undefined,
+      fence: fence ? fence.N ?? null : undefined,
       created: item.created?.N,
       expires: item.expires?.N,
+      limit: item.limit ? item.limit.N ?? null : undefined,
     });
   }
 
-  /** The lease on the item if it is live at `now`. */
-  liveOf(resource: string, item: Item | undefined, now: number) {
-    const lease = this.leaseOf(resource, item);
-    return lease && lease.expires.getTime() > now ? lease : null;
+  /**
+   * Every holder on the item, live or not, lowest fence first: the
+   * top-level lease and those in `holders`.
+   */
+  holdersOf(resource: string, item: Item | undefined): Lease[] {
+    const first = this.leaseOf(resource, item);
+    const holders = first ? [first] : [];
+    if (item?.holders) {
+      const map = item.holders.M;
+      if (!map) throw this.foreign(resource, "holders");
+      for (const [id, value] of Object.entries(map)) {
+        const fields = value.M;
+        if (!fields) throw this.foreign(resource, "holders");
+        holders.push(this.#context.leaseFromRecord(resource, {
+          id,
+          principal: fields.principal?.S,
+          host: fields.host?.S,
+          reason: fields.reason?.S,
+          link: fields.link?.S,
+          fence: fields.fence?.N,
+          created: fields.created?.N,
+          expires: fields.expires?.N,
+          limit: fields.limit?.N,
+        }));
+      }
+    }
+    return holders.sort((a, b) => a.fence - b.fence);
+  }
+
+  /** The item's holders live at `now`, lowest fence first. */
+  live(resource: string, item: Item | undefined, now: number): Lease[] {
+    return this.holdersOf(resource, item)
+      .filter((lease) => lease.expires.getTime() > now);
+  }
+
+  /**
+   * The write that leaves `holders` (live ones) on the item, recording the
+   * expiry of every holder that lapsed by `now`, then `events`.
+   */
+  leave(
+    resource: string,
+    item: Item | undefined,
+    now: number,
+    holders: Lease[],
+    events: string[],
+    lastFence = this.counter(resource, item, "fence")!,
+  ): { set: Record<string, AttributeValue>; remove: readonly string[] } {
+    const lapsed = this.holdersOf(resource, item)
+      .filter((lease) => lease.expires.getTime() <= now)
+      .map((lease) => encodeEvent("expired", lease, lease.expires.getTime()));
+    const { set, remove } = this.holderAttributes(
+      resource,
+      holders.sort((a, b) => a.fence - b.fence),
+      lastFence,
+    );
+    set.events = this.appended(
+      this.eventsOf(resource, item),
+      [...lapsed, ...events],
+      now,
+    );
+    return { set, remove };
+  }
+
+  /**
+   * The attributes that store `holders` (lowest fence first, all live)
+   * and those to remove: the first at the top level, as a lone lease
+   * always was, the rest in `holders`. `fence` stays the last issued.
+   */
+  holderAttributes(
+    resource: string,
+    holders: readonly Lease[],
+    lastFence: number,
+  ): { set: Record<string, AttributeValue>; remove: readonly string[] } {
+    const fence = { N: String(lastFence) };
+    const [first, ...rest] = holders;
+    if (!first) return { set: { fence }, remove: HOLDERS_REMOVED };
+    const { set, remove } = this.leaseAttributes(first);
+    set.fence = fence;
+    if (first.fence !== lastFence) {
+      set.lease_fence = { N: String(first.fence) };
+    } else remove.push("lease_fence");
+    if (first.limit !== undefined) {
+      set.limit = { N: String(first.limit) };
+    } else remove.push("limit");
+    if (rest.length === 0) {
+      remove.push("holders");
+      return { set, remove };
+    }
+    let size = 0;
+    const map: Record<string, AttributeValue> = {};
+    for (const lease of rest) {
+      const fields: Record<string, AttributeValue> = {
+        principal: { S: lease.principal },
+        fence: { N: String(lease.fence) },
+        created: { N: String(lease.created.getTime()) },
+        expires: { N: String(lease.expires.getTime()) },
+        limit: { N: String(lease.limit ?? 1) },
+      };
+      for (const field of ["host", "reason", "link"] as const) {
+        const value = lease[field];
+        if (value) fields[field] = { S: value };
+      }
+      size += 100 + bytes(lease.id) + bytes(lease.principal) +
+        bytes(lease.host ?? "") + bytes(lease.reason ?? "") +
+        bytes(lease.link ?? "");
+      map[lease.id] = { M: fields };
+    }
+    if (size > HOLDERS_BYTES) {
+      throw new this.#context.errors.UsageError(
+        `The lock "${
+          resource.slice(0, 100)
+        }" would have ${holders.length} holders taking about ${size} bytes, and DynamoDB keeps them all in one item of at most 400 KB; use fewer slots, or shorter principals, reasons and links`,
+      );
+    }
+    set.holders = { M: map };
+    return { set, remove };
   }
 
   /**
@@ -223,6 +373,7 @@ export class Items {
         fence: stored.f,
         created: stored.c,
         expires: stored.e,
+        limit: stored.n,
       }),
       kind: stored.k,
       at: new Date(stored.at),
@@ -258,7 +409,10 @@ export class Items {
   }
 
   /** The attributes of a lease, and those it lacks to remove. */
-  leaseAttributes(lease: Lease) {
+  leaseAttributes(lease: Lease): {
+    set: Record<string, AttributeValue>;
+    remove: string[];
+  } {
     const set: Record<string, AttributeValue> = {
       lease: { S: lease.id },
       principal: { S: lease.principal },

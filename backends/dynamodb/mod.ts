@@ -48,7 +48,8 @@ import {
   classifyDynamoDbError,
   type Where,
 } from "./errors.ts";
-import { encodeEvent, type Item, Items, LEASE_ATTRIBUTES } from "./items.ts";
+import { admits } from "../../lib/kit/holders.ts";
+import { encodeEvent, HOLDER_ATTRIBUTES, type Item, Items } from "./items.ts";
 import { checkSettings, options, together } from "./options.ts";
 
 type AnyCommand = Parameters<DynamoDBClient["send"]>[0];
@@ -56,8 +57,12 @@ type AnyCommand = Parameters<DynamoDBClient["send"]>[0];
 /** Thrown out of an acquire's step when the lock's queue is marked. */
 const QUEUE_MARKED = Symbol("queue marked");
 
-/** Rounds of read-and-write before giving up on a lease changing hands. */
-const MAX_ROUNDS = 8;
+/**
+ * The longest pause, in milliseconds, between rounds of read-and-write
+ * after losing a race: a random part of it, so racers spread out (20
+ * shared holders joining at once need 20 winning writes).
+ */
+const MAX_BACKOFF_MS = 40;
 /** How often `init` looks whether a new table is ACTIVE. */
 const POLL_MS = 250;
 
@@ -203,7 +208,10 @@ class DynamoDbStore implements Store {
     }
   }
 
-  /** Reads, decides and writes until the write wins. */
+  /**
+   * Reads, decides and writes until the write wins, or the operation's
+   * time is nearly up.
+   */
   async #change<T>(
     resource: string,
     op: Operation,
@@ -213,10 +221,13 @@ class DynamoDbStore implements Store {
       result: T;
     },
   ): Promise<T> {
-    for (let round = 0; round < MAX_ROUNDS; round++) {
+    for (let round = 0;; round++) {
       const item = await this.#load(resource, op);
       const { set, remove, result } = step(item, Date.now());
       if (await this.#write(resource, item, set, remove, op)) return result;
+      const pause = Math.random() * Math.min(MAX_BACKOFF_MS, 2 ** round);
+      if (Date.now() + pause + 2 * MAX_BACKOFF_MS >= op.deadline) break;
+      await sleep(pause);
     }
     throw new this.#context.errors.BackendUnavailableError(
       `${this.label}: the lock on "${resource}" kept changing hands; try again`,
@@ -293,36 +304,34 @@ class DynamoDbStore implements Store {
       request.reason,
       request.link,
     );
+    const limit = request.limit ?? 1;
     return this.#change(resource, op, (item, now) => {
-      const old = this.#items.leaseOf(resource, item);
-      if (old && old.expires.getTime() > now) {
-        throw new this.#context.errors.LockHeldError(old);
+      const live = this.#items.live(resource, item, now);
+      if (!admits(live, limit)) {
+        throw new this.#context.errors.LockHeldError(live[0], {
+          holders: live.length,
+        });
       }
       if (deferring && Number(item?.waiting_until?.N) > now) {
         throw QUEUE_MARKED;
       }
+      const fence = this.#items.counter(resource, item, "fence")! + 1;
       const lease: Lease = {
         resource,
         id: request.id,
         principal: request.principal,
-        fence: this.#items.counter(resource, item, "fence")! + 1,
+        fence,
         created: new Date(now),
         expires: new Date(now + request.ttlSeconds * 1000),
       };
       if (request.host) lease.host = request.host;
       if (request.reason) lease.reason = request.reason;
       if (request.link) lease.link = request.link;
-      const added = [encodeEvent("acquired", lease, now)];
-      if (old) {
-        added.unshift(encodeEvent("expired", old, old.expires.getTime()));
-      }
-      const { set, remove } = this.#items.leaseAttributes(lease);
-      set.events = this.#items.appended(
-        this.#items.eventsOf(resource, item),
-        added,
-        now,
-      );
-      return { set, remove, result: lease };
+      if (limit !== 1) lease.limit = limit;
+      const change = this.#items.leave(resource, item, now, [...live, lease], [
+        encodeEvent("acquired", lease, now),
+      ], fence);
+      return { ...change, result: lease };
     });
   }
 
@@ -337,24 +346,20 @@ class DynamoDbStore implements Store {
     this.#items.key(resource);
     if (by) this.#items.checkText(resource, by.principal, by.host, by.reason);
     return this.#change(resource, op, (item, now) => {
-      const lease = this.#items.liveOf(resource, item, now);
-      if (lease?.id !== leaseId) {
+      const live = this.#items.live(resource, item, now);
+      const lease = live.find((holder) => holder.id === leaseId);
+      if (!lease) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
-      const events = this.#items.eventsOf(resource, item);
-      return {
-        // The fence stays, so the next lease's is higher.
-        set: {
-          fence: { N: String(lease.fence) },
-          events: this.#items.appended(
-            events,
-            [encodeEvent(kind, lease, now, by)],
-            now,
-          ),
-        },
-        remove: LEASE_ATTRIBUTES,
-        result: lease,
-      };
+      // The fence counter stays, so the next lease's is higher.
+      const change = this.#items.leave(
+        resource,
+        item,
+        now,
+        live.filter((holder) => holder !== lease),
+        [encodeEvent(kind, lease, now, by)],
+      );
+      return { ...change, result: lease };
     });
   }
 
@@ -377,21 +382,18 @@ class DynamoDbStore implements Store {
     const notDue = new Error("not due");
     try {
       return await this.#change(resource, op, (item, now) => {
-        const old = this.#items.leaseOf(resource, item);
-        if (old?.id !== leaseId || old.expires.getTime() > now) throw notDue;
-        const added = [encodeEvent("expired", old, old.expires.getTime())];
-        return {
-          set: {
-            fence: { N: String(old.fence) },
-            events: this.#items.appended(
-              this.#items.eventsOf(resource, item),
-              added,
-              now,
-            ),
-          },
-          remove: LEASE_ATTRIBUTES,
-          result: true,
-        };
+        const old = this.#items.holdersOf(resource, item)
+          .find((holder) => holder.id === leaseId);
+        if (!old || old.expires.getTime() > now) throw notDue;
+        // Records the expiry of `old`, and of any other lapsed holder.
+        const change = this.#items.leave(
+          resource,
+          item,
+          now,
+          this.#items.live(resource, item, now),
+          [],
+        );
+        return { ...change, result: true };
       });
     } catch (error) {
       if (error === notDue) return false;
@@ -422,8 +424,9 @@ class DynamoDbStore implements Store {
   ): Promise<Lease> {
     this.#items.key(resource);
     return this.#change(resource, op, (item, now) => {
-      const before = this.#items.liveOf(resource, item, now);
-      if (before?.id !== leaseId) {
+      const live = this.#items.live(resource, item, now);
+      const before = live.find((holder) => holder.id === leaseId);
+      if (!before) {
         throw new this.#context.errors.LeaseNotHeldError(resource, leaseId);
       }
       const lease: Lease = {
@@ -448,35 +451,37 @@ class DynamoDbStore implements Store {
         lease,
         now,
       );
-      const { set, remove } = this.#items.leaseAttributes(lease);
-      set.events = this.#items.appended(this.#items.eventsOf(resource, item), [
-        event,
-      ], now);
-      return { set, remove, result: lease };
+      const holders = live.map((holder) => holder === before ? lease : holder);
+      const written = this.#items.leave(resource, item, now, holders, [event]);
+      return { ...written, result: lease };
     });
   }
 
   async current(resource: string, op: Operation): Promise<Lease | null> {
-    const item = await this.#load(resource, op, [
-      ...LEASE_ATTRIBUTES,
-      "fence",
-    ]);
-    return this.#items.liveOf(resource, item, Date.now());
+    return (await this.holders(resource, op))[0] ?? null;
+  }
+
+  async holders(resource: string, op: Operation): Promise<Lease[]> {
+    const item = await this.#load(resource, op, HOLDER_ATTRIBUTES);
+    return this.#items.live(resource, item, Date.now());
   }
 
   /**
    * Scans the whole table, page by page (a page is at most 1 MB), keeping
-   * live leases under `prefix`: one read unit per 4 KB of every item.
+   * every live holder under `prefix`: one read unit per 4 KB of every item.
    */
   async list(prefix: string, op: Operation): Promise<Lease[]> {
-    const attributes = ["resource", ...LEASE_ATTRIBUTES, "fence"];
+    const attributes = ["resource", ...HOLDER_ATTRIBUTES];
     const names = Object.fromEntries(
       attributes.map((name) => [`#${name}`, name]),
     );
+    const now = Date.now();
     const values: Record<string, AttributeValue> = {
-      ":now": { N: String(Date.now()) },
+      ":now": { N: String(now) },
     };
-    let filter = "attribute_exists(#lease) AND #expires > :now";
+    // The top-level lease may have lapsed while others in `holders` live.
+    let filter =
+      "((attribute_exists(#lease) AND #expires > :now) OR attribute_exists(#holders))";
     if (prefix !== "") {
       filter += " AND begins_with(#resource, :prefix)";
       values[":prefix"] = { S: prefix };
@@ -499,8 +504,7 @@ class DynamoDbStore implements Store {
       for (const item of page.Items ?? []) {
         const resource = item.resource?.S;
         if (resource === undefined) continue;
-        const lease = this.#items.leaseOf(resource, item);
-        if (lease) leases.push(lease);
+        leases.push(...this.#items.live(resource, item, now));
       }
       start = page.LastEvaluatedKey;
     } while (start);
@@ -598,6 +602,7 @@ export const backend = defineBackend({
     fencing: true,
     events: false,
     queue: true,
+    holders: true,
   },
   createMissing: (settings) => settings.create_table,
   async open(settings, context) {

@@ -6,7 +6,7 @@
  */
 import postgres from "postgres";
 import net from "node:net";
-import type { SslOption } from "./options.ts";
+import type { Connection } from "./options.ts";
 
 /** A postgres.js client. */
 export type Sql = postgres.Sql;
@@ -48,14 +48,6 @@ function openSocket(options: SocketOptions, gate: Gate): net.Socket {
 export interface Client {
   sql: Sql;
   gate: Gate;
-}
-
-/** How the store connects, from the options. */
-export interface Connection {
-  url: string;
-  path?: string;
-  ssl: SslOption;
-  timeoutMs: number;
 }
 
 /**

@@ -36,10 +36,11 @@ import {
 } from "../../lib/kit/sql.ts";
 import { Subscriber } from "../../lib/kit/subscriber.ts";
 import type { Lease, LeaseEvent } from "../../lib/kit/types.ts";
-import { type Client, type Connection, newClient, type Sql } from "./client.ts";
+import { type Client, newClient, type Sql } from "./client.ts";
 import { classify, PostgresFailure } from "./errors.ts";
 import {
   checkTable,
+  type Connection,
   connectionUrl,
   DEFAULT_TABLE,
   options,

@@ -7,7 +7,6 @@
 import type { KitContext } from "../../lib/kit/contract.ts";
 import type { OptionSpec } from "../../lib/kit/options.ts";
 import { EVENTS_SUFFIX } from "../../lib/kit/sql.ts";
-import type { Connection } from "./client.ts";
 
 /** The table used when the config names none. */
 export const DEFAULT_TABLE = "stormlock";
@@ -259,4 +258,12 @@ export function checkTable(table: string, context: KitContext): string {
     );
   }
   return table;
+}
+
+/** How the store connects, from the options. */
+export interface Connection {
+  url: string;
+  path?: string;
+  ssl: SslOption;
+  timeoutMs: number;
 }

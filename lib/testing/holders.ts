@@ -17,7 +17,7 @@ import type { Backend, Lease } from "../kit/types.ts";
 import { Lock } from "../composition/lock.ts";
 import { freeSlots } from "../composition/holders.ts";
 import { backendTest, sleep, uniqueResource } from "./support.ts";
-import type { BackendFactory } from "./mod.ts";
+import type { BackendFactory } from "./support.ts";
 
 /** A lock over `backend` for `resource`, as the library opens one. */
 function lockOn(backend: Backend, resource: string, principal: string): Lock {

@@ -36,6 +36,7 @@ import {
 } from "../composition/queue.ts";
 import { testHoldersContract } from "./holders.ts";
 import {
+  type BackendFactory,
   backendTest,
   closedPort,
   rejectsCleanly,
@@ -44,13 +45,7 @@ import {
   uniqueResource,
 } from "./support.ts";
 
-/**
- * Opens a new backend instance with its own connection; `extra` options
- * (such as `history = 3`) go into its section.
- */
-export type BackendFactory = (
-  extra?: BackendOptions,
-) => Backend | Promise<Backend>;
+export type { BackendFactory } from "./support.ts";
 
 /** Resource names that must round-trip through every backend untouched. */
 export const AWKWARD_NAMES: readonly string[] = [

@@ -6,6 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import type { Backend, BackendOptions } from "../kit/types.ts";
 
 /** A fresh resource name, so tests never share state. */
 export function uniqueResource(label = "res"): string {
@@ -144,3 +145,11 @@ export function replyingServer(reply: string): TestServer {
     }
   });
 }
+
+/**
+ * Opens a new backend instance with its own connection; `extra` options
+ * (such as `history = 3`) go into its section.
+ */
+export type BackendFactory = (
+  extra?: BackendOptions,
+) => Backend | Promise<Backend>;
