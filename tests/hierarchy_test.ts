@@ -1,7 +1,7 @@
 /**
  * Parent locks (`hierarchy = /`): conflicts both ways between a lock and
- * the locks under it, on SQLite and through a lock server (the `http`
- * backend), through the library for the races and through the CLI for the
+ * the locks under it, on SQLite, through a lock server (the `http`
+ * backend) and on DynamoDB (dynalite), through the library for the races and through the CLI for the
  * lines a user reads.
  */
 import assert from "node:assert/strict";
@@ -47,8 +47,17 @@ const server = serveStatus(
   },
 );
 
+const dynamodb = Deno.env.get("STORMLOCK_TEST_DYNAMODB_ENDPOINT");
+
 /** Each store's config with parent locks on. */
 const STORES: Record<string, () => string> = {
+  // A DynamoDB (dynalite) when scripts/test.sh runs one: a table each.
+  ...dynamodb
+    ? {
+      dynamodb: () =>
+        `[default]\nbackend = dynamodb\nhierarchy = /\n[backend.dynamodb]\nendpoint = ${dynamodb}\nregion = us-east-1\naccess_key_id = AKIDDUMMY\nsecret_access_key = dummy-secret\ntable = stormlock-h-${unique()}\ncreate_table = true\ntimeout = 10s\n`,
+    }
+    : {},
   sqlite: () =>
     `[default]\nbackend = sqlite\nhierarchy = /\n[backend.sqlite]\npath = ${
       join(folder, `${unique()}.db`)
