@@ -264,6 +264,36 @@ for (const [store, config] of Object.entries(STORES)) {
   });
 }
 
+Deno.test("hierarchy on sqlite: a waiting parent is not starved by a stream of children", async () => {
+  await using locks = open(STORES.sqlite());
+  const first = await (await locks.lock("prod/a")).acquire(60);
+  const parent = await locks.lock("prod");
+  let parentLease: { id: string } | undefined;
+  const waiting = parent.acquire(60, { wait: "2m" }).then((lease) =>
+    parentLease = lease
+  );
+  // Once the parent waits for prod's intention, a new child queues behind.
+  const intent = await locks.lock("prod/b");
+  let refusal: unknown;
+  for (let i = 0; i < 200 && refusal === undefined; i++) {
+    await sleep(50);
+    const tried = await intent.acquire(60).catch((e) => e);
+    if (tried instanceof HierarchyConflictError) refusal = tried;
+    else if (!(tried instanceof Error)) await intent.release(tried.id);
+  }
+  assert.ok(refusal instanceof HierarchyConflictError, String(refusal));
+  assert.ok(refusal.queued, refusal.message);
+  assert.match(
+    refusal.message,
+    /^"prod\/b" is free, but 1 waiting for "prod" or a lock under it got there first/,
+  );
+  assert.equal(parentLease, undefined);
+  await (await locks.lock("prod/a")).release(first.id);
+  await waiting;
+  assert.ok(await parent.isHeld(parentLease!.id));
+  await parent.release(parentLease!.id);
+});
+
 Deno.test("hierarchy via the CLI: the refusal is one line naming holder and resource, exit 2; list hides intention holds", async () => {
   using home = new CliHome();
   const config = home.write(

@@ -45,7 +45,8 @@ export class HierarchyConflictError extends LockHeldError {
   constructor(resource: string, refusal: LockHeldError, separator: string) {
     const intent = refusal.holder;
     const base = intent.resource.slice(0, -INTENT_MARK.length);
-    const blocking = intent.reason ?? base;
+    // A waiter's registration carries its own reason, not a resource.
+    const blocking = refusal.queued ? base : intent.reason ?? base;
     const holder = { ...intent, resource: blocking, reason: undefined };
     super(holder, refusal);
     this.resource = resource;
