@@ -859,3 +859,151 @@ test("init warns unless maxmemory-policy is noeviction, and an evicted fence cou
     raw.disconnect();
   }
 });
+
+test("slots: the first holder is the lease hash with a limit, the others a sorted set of JSON by fence, all under the ACL", async () => {
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  const backend = await open({ url: aclUrl, prefix });
+  const raw = inspector();
+  try {
+    const resource = "pool";
+    const key = prefix + resource;
+    const further = `${prefix}\0holders\0${resource}`;
+    const side = sideKeys(prefix, resource);
+    const [one, two, three] = [
+      await backend.acquire(resource, "ann@host", 60, { limit: 3 }),
+      await backend.acquire(resource, "bob@host", 120, { limit: 3 }),
+      await backend.acquire(resource, "cy@host", 30, { limit: 3, reason: "r" }),
+    ];
+    // The first holder is where an exclusive lease lives, plus its limit.
+    assert.deepEqual(await raw.hgetall(key), {
+      id: one.id,
+      principal: "ann@host",
+      created: String(one.created.getTime()),
+      expires: String(one.expires.getTime()),
+      fence: String(one.fence),
+      limit: "3",
+    });
+    const members = await raw.zrange(further, 0, -1, "WITHSCORES");
+    assert.deepEqual(
+      [JSON.parse(members[0]), members[1], JSON.parse(members[2]), members[3]],
+      [
+        {
+          id: two.id,
+          principal: "bob@host",
+          created: String(two.created.getTime()),
+          expires: String(two.expires.getTime()),
+          fence: String(two.fence),
+          limit: "3",
+        },
+        String(two.fence),
+        {
+          id: three.id,
+          principal: "cy@host",
+          created: String(three.created.getTime()),
+          expires: String(three.expires.getTime()),
+          fence: String(three.fence),
+          reason: "r",
+          limit: "3",
+        },
+        String(three.fence),
+      ],
+    );
+    // Listed until the latest holder's expiry; the set kept a history
+    // age longer, so a late acquire can still record its holders' expiry.
+    assert.equal(
+      await raw.zscore(side.index, resource),
+      String(two.expires.getTime()),
+    );
+    assert.equal(
+      await raw.pexpiretime(further),
+      two.expires.getTime() + 30 * 86400_000,
+    );
+    // The first holder's release moves the next (lowest fence) up.
+    await backend.release(resource, one.id);
+    assert.equal(await raw.hget(key, "id"), two.id);
+    assert.equal(await raw.pexpiretime(key), two.expires.getTime());
+    assert.equal(await raw.hget(side.state, "id"), two.id);
+    assert.equal(await raw.zcard(further), 1);
+    const renewed = await backend.renew(resource, three.id, 300);
+    assert.equal(
+      await raw.zscore(side.index, resource),
+      String(renewed.expires.getTime()),
+    );
+    assert.equal(
+      JSON.parse((await raw.zrange(further, 0, -1))[0]).expires,
+      String(renewed.expires.getTime()),
+    );
+    await backend.release(resource, three.id);
+    await backend.release(resource, two.id);
+    assert.equal(await raw.exists(key, further), 0);
+    assert.equal(await raw.zscore(side.index, resource), null);
+    // An exclusive lease after it is stored as ever: no limit field.
+    const exclusive = await backend.acquire(resource, "dan@host", 60);
+    assert.equal(await raw.hget(key, "limit"), null);
+    await backend.release(resource, exclusive.id);
+    assert.deepEqual(
+      (await raw.lrange(side.history, 0, -1)).map((entry) => {
+        const event = JSON.parse(entry);
+        return `${event.kind} ${event.principal} ${event.limit ?? 1}`;
+      }).reverse(),
+      [
+        "acquired ann@host 3",
+        "acquired bob@host 3",
+        "acquired cy@host 3",
+        "released ann@host 3",
+        "renewed cy@host 3",
+        "released cy@host 3",
+        "released bob@host 3",
+        "acquired dan@host 1",
+        "released dan@host 1",
+      ],
+    );
+  } finally {
+    raw.disconnect();
+    await backend.close();
+  }
+});
+
+test("slots: after the first holder expires, reads and list still see the others, and the next write moves one up and records the expiry", async () => {
+  const prefix = `stormlock:t-${crypto.randomUUID()}:`;
+  const backend = await open({ url, prefix });
+  const raw = inspector();
+  try {
+    const resource = "pool";
+    const key = prefix + resource;
+    const short = await backend.acquire(resource, "ann@host", 1, { limit: 0 });
+    const long = await backend.acquire(resource, "bob@host", 60, { limit: 0 });
+    await sleep(Math.max(0, short.expires.getTime() - Date.now()) + 300);
+    assert.equal(await raw.exists(key), 0, "Redis deleted the first");
+    assert.equal((await backend.current(resource))?.id, long.id);
+    assert.deepEqual(
+      (await backend.holders!(resource)).map((lease) => lease.id),
+      [long.id],
+    );
+    assert.deepEqual(
+      (await backend.list(resource)).map((l) => l.id),
+      [long.id],
+    );
+    assert.equal(await backend.isHeld(resource, long.id), true);
+    // An exclusive acquire is refused by the remaining shared holder, and
+    // on the way moves it into the lease key for single-holder readers.
+    await assert.rejects(
+      backend.acquire(resource, "cy@host", 60),
+      LockHeldError,
+    );
+    assert.equal(await raw.hget(key, "id"), long.id);
+    const kinds = (await backend.history(resource)).map((event) =>
+      `${event.kind} ${event.id === short.id ? "short" : "long"}`
+    );
+    assert.deepEqual(kinds, [
+      "expired short",
+      "acquired long",
+      "acquired short",
+    ]);
+    await backend.release(resource, long.id);
+    assert.equal(await backend.current(resource), null);
+  } finally {
+    raw.disconnect();
+    await backend.close();
+  }
+});

@@ -16,10 +16,18 @@
  *   shadow the live lease, and are cleared by release and break, so when
  *   acquire finds the lease key gone but a shadow whose `expires` has
  *   passed, that lease expired: it records `expired` at that time.
+ * - `P \0holders\0 R`: only for a lock with slots or shared holds, its
+ *   holders beyond the first (which is the lease above, so single-holder
+ *   readers, 0.1 among them, still see the lock held): a sorted set of
+ *   JSON records scored by fence. When the first ends, the lowest-fence
+ *   live one moves into the lease key. It is kept until its latest
+ *   holder's expiry plus `history_age`, so a late acquire still records
+ *   their expiry.
  * - `P \0history\0 R`: a list of JSON events, newest first, trimmed to
  *   `history` entries and `history_age`; the key itself expires
  *   `history_age` after the last event.
- * - `P \0index`: a sorted set of resources scored by `expires`, kept by
+ * - `P \0index`: a sorted set of resources scored by their latest
+ *   holder's `expires`, kept by
  *   the scripts, so `list` never scans the keyspace. Stale entries are
  *   dropped lazily, by acquire and list.
  *
@@ -220,6 +228,7 @@ class RedisStore implements Store {
       `${this.#prefix}\0history\0${resource}`,
       `${this.#prefix}\0index`,
       this.#waitersKey(op.waitsFor ?? resource),
+      this.#holdersKey(resource),
       resource,
       ...this.#keep,
     ];
@@ -231,6 +240,11 @@ class RedisStore implements Store {
    */
   #waitersKey(lock: string): string {
     return `${this.#prefix}\0waiters\0${lock}`;
+  }
+
+  /** The sorted set of a lock's holders beyond the first. */
+  #holdersKey(resource: string): string {
+    return `${this.#prefix}\0holders\0${resource}`;
   }
 
   /** How a write touches the queue: see the scripts' comments. */
@@ -262,11 +276,14 @@ class RedisStore implements Store {
       this.#channel(resource),
       this.#queueRole(op, request.waiters),
       this.#prefix,
+      request.limit ?? 1,
     ];
     return this.#run(op, SCRIPTS.acquire, args, (reply: Reply) => {
       const lease = this.#lease(resource, reply);
       if (reply[0] === "held") {
-        throw new this.#context.errors.LockHeldError(lease);
+        throw new this.#context.errors.LockHeldError(lease, {
+          holders: Number(reply[FIELD_COUNT + 1]),
+        });
       }
       if (reply[0] === "queued") {
         throw new this.#context.errors.LockHeldError(lease, {
@@ -356,9 +373,23 @@ class RedisStore implements Store {
   }
 
   current(resource: string, op: Operation): Promise<Lease | null> {
-    const key = this.#key(resource);
-    return this.#run(op, SCRIPTS.read, [key], (reply: Reply | null) => {
+    const keys = [this.#key(resource), this.#holdersKey(resource)];
+    return this.#run(op, SCRIPTS.read, keys, (reply: Reply | null) => {
       return reply && this.#lease(resource, reply);
+    });
+  }
+
+  holders(resource: string, op: Operation): Promise<Lease[]> {
+    const keys = [this.#key(resource), this.#holdersKey(resource)];
+    return this.#run(op, SCRIPTS.holders, keys, (flat: Reply) => {
+      if (flat[0] === "foreign") return [this.#lease(resource, flat)];
+      const leases: Lease[] = [];
+      for (let i = 0; i < flat.length; i += FIELD_COUNT) {
+        leases.push(
+          this.#context.leaseFromRecord(resource, toRecord(flat, i)),
+        );
+      }
+      return leases;
     });
   }
 
@@ -503,6 +534,7 @@ export const backend = defineBackend({
     fencing: true,
     events: true,
     queue: true,
+    holders: true,
   },
   open(settings, context) {
     const target = parseTarget(settings.url, context);
