@@ -1,8 +1,8 @@
 /**
  * Parent locks (`hierarchy = /`): conflicts both ways between a lock and
  * the locks under it, on SQLite, through a lock server (the `http`
- * backend) and on DynamoDB (dynalite), through the library for the races and through the CLI for the
- * lines a user reads.
+ * backend), on DynamoDB (dynalite) and on Redis; through the library for
+ * the races and through the CLI for the lines a user reads.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -48,6 +48,7 @@ const server = serveStatus(
 );
 
 const dynamodb = Deno.env.get("STORMLOCK_TEST_DYNAMODB_ENDPOINT");
+const redis = Deno.env.get("STORMLOCK_TEST_REDIS_URL");
 
 /** Each store's config with parent locks on. */
 const STORES: Record<string, () => string> = {
@@ -56,6 +57,12 @@ const STORES: Record<string, () => string> = {
     ? {
       dynamodb: () =>
         `[default]\nbackend = dynamodb\nhierarchy = /\n[backend.dynamodb]\nendpoint = ${dynamodb}\nregion = us-east-1\naccess_key_id = AKIDDUMMY\nsecret_access_key = dummy-secret\ntable = stormlock-h-${unique()}\ncreate_table = true\ntimeout = 10s\n`,
+    }
+    : {},
+  ...redis
+    ? {
+      redis: () =>
+        `[default]\nbackend = redis\nhierarchy = /\n[backend.redis]\nurl = ${redis}\nprefix = h${unique()}:\n`,
     }
     : {},
   sqlite: () =>
