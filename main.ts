@@ -19,6 +19,7 @@ import {
   UsageError,
 } from "./lib/kit/errors.ts";
 import { freeSlots, type HolderOptions } from "./lib/composition/holders.ts";
+import { HierarchyConflictError } from "./lib/composition/hierarchy_error.ts";
 import { printable, shellQuote, shorten } from "./lib/kit/text.ts";
 import { VERSION } from "./lib/kit/version.ts";
 import type { Lease } from "./lib/kit/types.ts";
@@ -351,7 +352,8 @@ const COMMANDS: Record<string, Command> = {
         const holder = error.holder;
         if (
           !error.queued && holder.principal === opened.settings.principal &&
-          error.holders === 1 && !(error instanceof LimitMismatchError)
+          error.holders === 1 && !(error instanceof LimitMismatchError) &&
+          !(error instanceof HierarchyConflictError)
         ) {
           complain(ownLeaseMessage(holder, flags.config as string | undefined));
           return EXIT.held;
@@ -359,7 +361,8 @@ const COMMANDS: Record<string, Command> = {
         if (wait === undefined) throw error;
         complain(
           `Gave up after waiting ${wait}: ${
-            error instanceof LimitMismatchError
+            error instanceof LimitMismatchError ||
+              error instanceof HierarchyConflictError
               ? error.message
               : heldMessage(holder, Date.now(), error)
           }`,

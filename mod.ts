@@ -106,6 +106,11 @@ export type {
 export { LockSet, openLockSet } from "./lib/composition/lockset.ts";
 export type { SetLease } from "./lib/composition/lockset.ts";
 export {
+  HierarchyConflictError,
+  HierarchyLock,
+  hierarchyOf,
+} from "./lib/composition/hierarchy.ts";
+export {
   freeze,
   freezeHistory,
   freezeRules,

@@ -452,6 +452,8 @@ function unknownKeys(config: Config, section: string): string[] {
   const file = config.path ?? "<config>";
   return Object.keys(config.sections[section] ?? {})
     .filter((key) => !LOCK_KEYS.has(key))
+    // Parent locks are on or off for the whole store (hierarchy.ts).
+    .filter((key) => !(section === "default" && key === "hierarchy"))
     .map((key) =>
       `${file} [${section}] ${key}: unknown key, ignored${
         didYouMean(key, LOCK_KEYS)

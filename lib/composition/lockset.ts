@@ -286,9 +286,14 @@ export async function openLockSet(
  * ```
  */
 export async function openLockOrSet(
-  locks: { lock(resource: string): Promise<Lock> },
+  locks: {
+    lock(resource: string): Promise<Lock>;
+    lockSet?(resources: string[]): Promise<Lock>;
+  },
   resources: string[],
 ): Promise<Lock> {
   if (resources.length < 2) return await locks.lock(resources[0]);
+  // A `Stormlock` handle adds parent locks' intention holds (hierarchy.ts).
+  if (locks.lockSet) return await locks.lockSet(resources);
   return await openLockSet(locks, resources);
 }

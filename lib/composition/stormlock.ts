@@ -9,6 +9,7 @@ import {
   backendSettings,
   backendsInUse,
   configWarnings,
+  DEFAULT_BACKEND,
   loadConfig,
   resolveLockSettings,
 } from "./config.ts";
@@ -21,6 +22,8 @@ import { parseRequestName } from "./events.ts";
 import type { Backend, Lease } from "../kit/types.ts";
 import { Lock } from "./lock.ts";
 import { freezeGuard } from "./freeze.ts";
+import { HierarchyLock, hierarchyOf } from "./hierarchy.ts";
+import { LockSet, openLockSet } from "./lockset.ts";
 
 /**
  * How {@linkcode openLock} finds its config, and where warnings go.
@@ -159,6 +162,46 @@ export class Stormlock {
    * @throws {ConfigError} on a bad config.
    */
   async lock(resource: string): Promise<Lock> {
+    const separator = hierarchyOf(this.config);
+    const lock = await this.#plainLock(resource);
+    if (separator === undefined) return lock;
+    return await this.#withIntents([lock], separator);
+  }
+
+  /**
+   * The lock set of `resources` (all or none, under one lease id); with
+   * `hierarchy =`, with every member's intention holds in one set.
+   * @throws {UsageError} on fewer than two or a repeated name.
+   * @throws {ConfigError} on a bad config.
+   */
+  async lockSet(resources: string[]): Promise<Lock> {
+    const separator = hierarchyOf(this.config);
+    if (separator === undefined) return await openLockSet(this, resources);
+    const plain: Lock[] = [];
+    for (const resource of resources) {
+      plain.push(await this.#plainLock(resource));
+    }
+    // Checked as LockSet checks it, before the intentions are added.
+    if (plain.length < 2) return await openLockSet(this, resources);
+    return await this.#withIntents(
+      new LockSet(plain).members,
+      separator,
+    );
+  }
+
+  /** `locks` with their intention holds, on `[default]`'s backend. */
+  async #withIntents(locks: Lock[], separator: string): Promise<Lock> {
+    const name = this.config.sections.default?.backend?.trim() ||
+      DEFAULT_BACKEND;
+    return new HierarchyLock(
+      locks,
+      await this.backend(name),
+      name,
+      separator,
+    );
+  }
+
+  async #plainLock(resource: string): Promise<Lock> {
     const settings = resolveLockSettings(
       this.config,
       resource,
@@ -285,6 +328,7 @@ export async function openLock(
   const locks = await openStormlock(options);
   try {
     const lock = await locks.lock(resource);
+    if (lock instanceof HierarchyLock) return lock.own(locks);
     const owned = new Lock(lock.backend, lock.settings, locks);
     owned.guard = lock.guard;
     return owned;

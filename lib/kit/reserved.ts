@@ -27,12 +27,14 @@ export const INTERNAL_MARK = "\u001f";
  * import { isBookkeeping } from "./reserved.ts";
  * isBookkeeping("deploy\u001fwait\u001f0000000000000001"); // true
  * isBookkeeping("deploy\u001fqueue"); // true
+ * isBookkeeping("prod\u001fintent"); // true
  * isBookkeeping("deploy\u001fx"); // false
  * ```
  */
 export function isBookkeeping(resource: string): boolean {
-  // Hand-over requests and the hook dispatcher's lease too (notifications).
+  // Hand-over requests and the hook dispatcher's lease too (notifications),
+  // and parent locks' intention holds (hierarchy).
   // deno-lint-ignore no-control-regex
-  return /\u001f(?:wait\u001f\d{16}|queue|request\u001f[0-9a-f]{32}|dispatcher)$/
+  return /\u001f(?:wait\u001f\d{16}|queue|request\u001f[0-9a-f]{32}|dispatcher|intent)$/
     .test(resource) || resource.startsWith("\u001ffreeze\u001f");
 }

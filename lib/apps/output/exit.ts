@@ -13,6 +13,7 @@ import {
   StormlockError,
   type StormlockErrorCode,
 } from "../../kit/errors.ts";
+import { HierarchyConflictError } from "../../composition/hierarchy_error.ts";
 import { heldMessage } from "./format.ts";
 
 /**
@@ -103,9 +104,11 @@ export function failure(error: unknown): { status: number; message: string } {
   if (error instanceof LeaseLostError) {
     return { status: EXIT.lost, message: error.message };
   }
-  // A limit mismatch names the stored limit: its own message says it.
+  // A limit mismatch names the stored limit, a parent lock's refusal the
+  // resource above or below: their own messages say it.
   if (
-    error instanceof LockHeldError && !(error instanceof LimitMismatchError)
+    error instanceof LockHeldError && !(error instanceof LimitMismatchError) &&
+    !(error instanceof HierarchyConflictError)
   ) {
     return {
       status: EXIT.held,

@@ -12,6 +12,7 @@ import { limitProblem } from "../../kit/holders.ts";
 import { assertLeaseId } from "../../kit/lease.ts";
 import { resourceNameProblem, shorten } from "../../kit/text.ts";
 import { HttpError } from "./http.ts";
+import { INTENT_MARK } from "../../composition/hierarchy_error.ts";
 
 /** Decodes one resource path segment, or refuses it clearly. */
 export function resourceOf(
@@ -30,8 +31,10 @@ export function resourceOf(
   if (name === "") {
     throw new HttpError(400, "The resource name is empty; name a resource");
   }
+  // Reading one lease: a hand-over request, or a parent lock's intention.
   const own = queue === "requests"
-    ? parseRequestName(name) !== undefined && isBookkeeping(name)
+    ? (parseRequestName(name) !== undefined || name.endsWith(INTENT_MARK)) &&
+      isBookkeeping(name)
     : queue && isBookkeeping(name);
   checkName(name, own, "resource name");
   return name;

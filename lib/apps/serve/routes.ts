@@ -347,7 +347,8 @@ export function serveRoutes(
       methods: ["GET", "HEAD"],
       path: "/api/locks/{resource}",
       scope: "read-or-acquire",
-      // The http backend reads a lease's hand-over request by its name.
+      // The http backend reads a lease's hand-over request, or a parent
+      // lock's intention hold, by its name.
       queue: "requests",
       run: async ({ resource, who }) => {
         const backend = await backendOf(resource);
@@ -389,6 +390,8 @@ export function serveRoutes(
       methods: ["GET", "HEAD"],
       path: "/api/locks/{resource}/held",
       scope: "read-or-acquire",
+      // Lock sets and parent locks' intentions check every member.
+      queue: true,
       run: async ({ resource, url }) => {
         const id = assertLeaseId(url.searchParams.get("id") ?? "");
         return json({
