@@ -374,11 +374,14 @@ class HttpStore implements Store {
   }
 
   /**
-   * Every holder of the lock. Set only when the server's stores have the
-   * `holders` capability (its `/api/info` says so), so the kit declares
-   * the capability exactly then.
+   * Every holder of the lock. Always offered: whether the server's store
+   * can have several holders is the server's to say, and it refuses in
+   * one line naming its store when it can't (asking at open would cost
+   * every command a round trip).
    */
-  holders?: (resource: string, op: Operation) => Promise<Lease[]>;
+  holders(resource: string, op: Operation): Promise<Lease[]> {
+    return this.#holders(resource, op);
+  }
 
   async #holders(resource: string, op: Operation): Promise<Lease[]> {
     const { status, json } = await this.#call(
@@ -393,23 +396,6 @@ class HttpStore implements Store {
       return [leaseOf(json as unknown as LeaseJson)];
     }
     return (json.holders as LeaseJson[]).map(leaseOf);
-  }
-
-  /**
-   * Asks the server whether its stores can have several holders per lock
-   * (once, when opening). A server that can't be asked in time is taken
-   * at its word later: if it can't, its refusal says so.
-   */
-  async learn(op: Operation): Promise<void> {
-    let holders = true;
-    try {
-      const { status, json } = await this.#call("GET", "/api/info", op);
-      // A server from before slots has no such field.
-      if (status === 200) holders = json.holders === true;
-    } catch {
-      // Unreachable now: every operation will say so on its own.
-    }
-    if (holders) this.holders = (resource, op) => this.#holders(resource, op);
   }
 
   async isHeld(resource: string, leaseId: string, op: Operation) {
@@ -550,20 +536,6 @@ class HttpStore implements Store {
   }
 }
 
-/** The longest opening waits to learn what the server's stores can do. */
-const PROBE_MS = 2000;
-
-/** A bound of `ms` for a call made outside the kit's frame (opening). */
-function probe(ms: number): Operation {
-  const signal = AbortSignal.timeout(ms);
-  return {
-    signal,
-    deadline: Date.now() + ms,
-    onExpire: (callback) =>
-      signal.addEventListener("abort", callback, { once: true }),
-  };
-}
-
 /** The `http` backend: a client of `stormlock serve`. */
 export const backend = defineBackend({
   name: "http",
@@ -576,14 +548,14 @@ export const backend = defineBackend({
     fencing: true,
     events: true,
     authenticated: true,
-    // When the server's stores have it: see HttpStore.learn.
+    // The server's store decides; it refuses when it can't.
     holders: true,
   },
   label: (settings) => `Lock server ${settings.url}`,
-  async open(settings, context) {
+  open(settings, context) {
     const urls = serverUrls(settings, context);
     const { token, source } = readToken(settings.token_file, context);
-    const store = new HttpStore({
+    return new HttpStore({
       urls,
       timeoutMs: settings.timeout,
       caCert: settings.ca_cert,
@@ -591,8 +563,6 @@ export const backend = defineBackend({
       tokenSource: source,
       audience: settings.audience,
     });
-    await store.learn(probe(Math.min(settings.timeout, PROBE_MS)));
-    return store;
   },
   classify: classifyHttpError,
 });
