@@ -594,6 +594,7 @@ test("a renew whose answer is lost until the deadline fails, and keeps the lock 
 
 test("a renew that loses the compare-and-swap revokes its new etcd lease", async () => {
   const backend = await open({ hosts });
+  let closed = false;
   try {
     const resource = uniqueResource();
     const lease = await backend.acquire(resource, "ann@host", 60);
@@ -610,10 +611,13 @@ test("a renew that loses the compare-and-swap revokes its new etcd lease", async
         LeaseNotHeldError,
       );
     });
+    // The revoke runs in the background; close() awaits it.
+    await backend.close();
+    closed = true;
     const added = (await leaseIds()).filter((id) => !before.has(id));
     assert.deepEqual(added, [], "the renew's etcd lease was revoked");
   } finally {
-    await backend.close();
+    if (!closed) await backend.close();
   }
 });
 
